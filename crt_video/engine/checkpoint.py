@@ -25,11 +25,15 @@ def save_checkpoint(path: str | os.PathLike, **content: Any) -> None:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found; pass the .pth written by tools/train.py")
+        raise CheckpointError(
+            f"{path}: checkpoint not found; pass the .pth written by tools/train.py"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # torch raises many types for a damaged file
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({err}); it may be truncated") from err
+        raise CheckpointError(
+            f"{path}: cannot be read as a checkpoint ({err}); it may be truncated"
+        ) from err
     missing = [key for key in REQUIRED_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
     if missing:
         raise CheckpointError(

@@ -16,6 +16,8 @@ def run_cli(main: Callable[[list[str] | None], int | None]) -> NoReturn:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
+        print(
+            "interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr
+        )
         sys.exit(130)
     sys.exit(code or 0)
