@@ -1,0 +1,13 @@
+# AdamW with linear warm-up then cosine decay, per step.
+train = dict(
+    epochs=30,
+    batch_size=32,  # clips per step
+    lr=5e-4,
+    weight_decay=0.05,
+    warmup_epochs=2,
+    grad_clip=1.0,  # max gradient norm; None disables clipping
+    balanced_sampling=True,  # draw clips inversely to class frequency (Smarthome is imbalanced)
+    crop_ratio=(0.8, 1.0),  # random temporal crop keeping this fraction of the clip
+    num_workers=0,  # feature loading processes (features are small; 0 is usually fastest)
+    amp=True,  # bf16 autocast on CUDA
+)
