@@ -1,5 +1,5 @@
 # Where a run writes, how it is seeded and where it runs. Every config inherits this file.
 work_dir = None  # None: work_dirs/<config file name>/
-cache_dir = 'work_dirs/cache'  # extracted features, shared by configs with the same encoder+sampling
+cache_dir = "work_dirs/cache"  # extracted features, shared by configs with equal encoder+sampling
 seed = 0
-device = 'auto'  # 'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'
+device = "auto"  # 'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'

@@ -1,4 +1,4 @@
 # Ablation: a full-length Transformer over all frames of the clip (same depth and width as CRT).
-_base_ = ['../smarthome_cs.py']
+_base_ = ["../smarthome_cs.py"]
 
-model = dict(type='full')
+model = dict(type="full")

@@ -1,4 +1,4 @@
 # Ablation: the floor, mean-pooled frame features and a linear classifier.
-_base_ = ['../smarthome_cs.py']
+_base_ = ["../smarthome_cs.py"]
 
-model = dict(type='meanpool')
+model = dict(type="meanpool")

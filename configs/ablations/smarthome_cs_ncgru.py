@@ -1,4 +1,4 @@
 # Ablation: CRT with the orthogonal NC-GRU memory cell instead of a GRUCell.
-_base_ = ['../smarthome_cs.py']
+_base_ = ["../smarthome_cs.py"]
 
-model = dict(memory_cell='ncgru')
+model = dict(memory_cell="ncgru")

@@ -1,4 +1,4 @@
 # Ablation: the same segment Transformer without the recurrent memory (segment outputs pooled).
-_base_ = ['../smarthome_cs.py']
+_base_ = ["../smarthome_cs.py"]
 
-model = dict(type='segment')
+model = dict(type="segment")

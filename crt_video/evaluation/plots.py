@@ -75,10 +75,10 @@ def plot_confusion_matrix(
 def plot_training_curves(
     log_csv: str | os.PathLike, path: str | os.PathLike, title: str = ""
 ) -> Path:
-    """Loss (with the learning rate) and validation accuracy per epoch from a training log CSV.
+    """Loss (with the learning rate) and accuracy per epoch from a training log CSV.
 
-    The CSV has the columns ``TRAINING_LOG_COLUMNS``; empty validation cells (no validation
-    split) are skipped.
+    The CSV has the columns ``TRAINING_LOG_COLUMNS`` (``train_top1`` is drawn when present);
+    empty validation cells (no validation split) are skipped.
     """
     log = pd.read_csv(log_csv)
     missing = [c for c in TRAINING_LOG_COLUMNS if c not in log.columns]
@@ -98,23 +98,27 @@ def plot_training_curves(
     loss_ax.legend(lines, [line.get_label() for line in lines], loc="upper right")
     loss_ax.set_title("training")
 
-    for column, label in (
-        ("val_mean_class_accuracy", "mean class accuracy"),
-        ("val_top1", "top-1"),
-    ):
-        values = pd.to_numeric(log[column], errors="coerce")
-        if values.notna().any():
-            acc_ax.plot(log["epoch"][values.notna()], values.dropna(), marker="o", label=label)
+    curves = {  # column: (legend, line style); train_top1 is optional
+        "val_mean_class_accuracy": ("val mean class accuracy", "-"),
+        "val_top1": ("val top-1", "-"),
+        "train_top1": ("train top-1", ":"),
+    }
+    for column, (label, style) in curves.items():
+        if column in log.columns:
+            values = pd.to_numeric(log[column], errors="coerce")
+            if values.notna().any():
+                epochs = log["epoch"][values.notna()]
+                acc_ax.plot(epochs, values.dropna(), style, marker="o", label=label)
     if acc_ax.get_lines():
         acc_ax.legend(loc="lower right")
-    else:
+    if not pd.to_numeric(log["val_top1"], errors="coerce").notna().any():
         acc_ax.text(
             0.5, 0.5, "no validation split", ha="center", va="center", transform=acc_ax.transAxes
         )
     acc_ax.set_ylim(0.0, 1.0)
     acc_ax.set_xlabel("epoch")
     acc_ax.set_ylabel("accuracy")
-    acc_ax.set_title("validation")
+    acc_ax.set_title("accuracy")
     for ax in (loss_ax, acc_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -155,6 +159,7 @@ def plot_timeline(
     ax.set_yticks(range(len(labels)), labels)
     ax.set_ylim(len(labels) - 0.5, -0.5)
     start, end = min(w[0] for w in windows), max(w[1] for w in windows)
+    end = max(end, start + 1.0)  # a zero-length video still gets a visible axis
     ax.set_xlim(start, end)
     ax.xaxis.set_major_locator(MultipleLocator(_tick_interval(end - start)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda seconds, _: _clock(seconds)))

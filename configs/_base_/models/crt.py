@@ -1,7 +1,7 @@
 # A frozen timm image encoder turns every sampled frame into a feature vector (cached on disk);
 # the CRT head classifies the clip from that feature sequence.
 encoder = dict(
-    name='vit_small_patch16_224',
+    name="vit_small_patch16_224",
     pretrained=True,  # True: timm's weights, False: random init, or a path to a weights file
     kwargs=dict(),  # extra timm.create_model arguments, e.g. dict(img_size=112)
     batch_size=64,  # frames per encoder forward pass during extraction
@@ -9,14 +9,14 @@ encoder = dict(
     num_workers=2,  # video decoding processes during extraction
 )
 model = dict(
-    type='crt',  # 'crt', 'segment' (no memory), 'full' (full-length Transformer), 'meanpool'
+    type="crt",  # 'crt', 'segment' (no memory), 'full' (full-length Transformer), 'meanpool'
     segment_len=16,  # frames per segment
     d_model=256,
     depth=2,  # Transformer layers per segment
     heads=4,
     dropout=0.1,
-    memory_cell='gru',  # 'gru' or 'ncgru'
-    memory_read='token',  # the RNN reads the memory token's output ('token') or the segment mean
-    head='memory',  # classify from the final memory ('memory') or memory + mean of frame outputs
+    memory_cell="gru",  # 'gru' or 'ncgru'
+    memory_read="token",  # the RNN reads the memory token's output ('token') or the segment mean
+    head="memory",  # classify from the final memory ('memory') or memory + mean of frame outputs
     truncate_every=None,  # cut gradients every k segments; None: backpropagate through the clip
 )
