@@ -1,0 +1,312 @@
+"""Frame sampling at a fixed rate of video time, decoded with decord or, as a fallback, PyAV.
+
+Both backends sample the same frames: target times ``start + k / fps`` over the whole clip,
+each taking the last frame that starts at or before it. The container's frame timestamps
+(read without decoding) decide which frame that is, so a video whose header lies about its
+frame count cannot send an index past the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import av
+import numpy as np
+import torch  # before decord: importing decord first has frozen DataLoader workers
+
+from crt_video.errors import ConfigError, VideoDecodeError
+from crt_video.utils.logging import get_logger
+
+BACKENDS = ("decord", "pyav")
+BACKEND_ENV = "CRT_VIDEO_BACKEND"
+# Frame timestamps are rounded container times: allow this much slack when matching them.
+_TIME_SLACK = 1e-6
+
+logger = get_logger(__name__)
+
+# Output sizes at which decord's resize returns wrongly strided buffers (e.g. 48 or 72 pixels
+# wide); frames at those sizes come from PyAV instead.
+_DECORD_BAD_SIZES: set[tuple[int, int]] = set()
+
+
+class _DecordSizeError(Exception):
+    pass
+
+
+@dataclass
+class VideoInfo:
+    path: Path
+    num_frames: int
+    fps: float
+    duration: float
+    width: int
+    height: int
+    start_time: float = 0.0
+
+
+@dataclass
+class Frames:
+    frames: torch.Tensor  # uint8 [T, H, W, 3]
+    timestamps: np.ndarray  # float64 [T], seconds
+
+
+@functools.cache
+def _decord() -> ModuleType | None:
+    try:
+        import decord
+    except ImportError:
+        logger.info("decord is not importable on this platform; decoding videos with PyAV instead")
+        return None
+    return decord
+
+
+def resolve_backend(backend: str | None = None) -> str:
+    """The backend to use: the argument, else $CRT_VIDEO_BACKEND, else decord when importable."""
+    requested = backend or os.environ.get(BACKEND_ENV) or None
+    if requested is None:
+        return "decord" if _decord() is not None else "pyav"
+    if requested not in BACKENDS:
+        raise ConfigError(
+            f"unknown video backend '{requested}' (argument or ${BACKEND_ENV}); "
+            f"choose one of {', '.join(BACKENDS)}"
+        )
+    if requested == "decord" and _decord() is None:
+        raise ConfigError(
+            f"video backend 'decord' requested but decord is not importable; "
+            f"install it or use '{BACKENDS[1]}'"
+        )
+    return requested
+
+
+def _one_line(err: BaseException) -> str:
+    # FFmpeg errors repeat the path in str(); decord prefixes a timestamp and its source line.
+    text = getattr(err, "strerror", None) or str(err)
+    text = " ".join(re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", text).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _decode_error(path: Path, reason: str) -> VideoDecodeError:
+    return VideoDecodeError(
+        f"{path}: {reason}; check that the file is a complete video (re-copy or re-encode it)"
+    )
+
+
+def _open_container(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise VideoDecodeError(f"{path}: no such file; check the video folder and the annotations")
+    if path.stat().st_size == 0:
+        raise _decode_error(path, "empty file (0 bytes)")
+    try:
+        return av.open(str(path))
+    except (av.FFmpegError, UnicodeDecodeError) as err:
+        raise _decode_error(path, f"cannot open as a video ({_one_line(err)})") from err
+
+
+def _probe(path: Path) -> tuple[VideoInfo, np.ndarray]:
+    """Stream info and the sorted start time of every frame, from packets (nothing decoded)."""
+    with _open_container(path) as container:
+        if not container.streams.video:
+            raise _decode_error(path, "no video stream")
+        stream = container.streams.video[0]
+        try:
+            pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
+        except av.FFmpegError as err:
+            raise _decode_error(path, f"unreadable packets ({_one_line(err)})") from err
+        if not pts:
+            raise _decode_error(path, "no video frames")
+        times = np.sort(np.asarray(pts, dtype=np.float64)) * float(stream.time_base)
+        rate = stream.average_rate or stream.guessed_rate
+        span = float(times[-1] - times[0])
+        if rate:
+            fps = float(rate)
+        else:
+            fps = (len(times) - 1) / span if span > 0 else 1.0
+        info = VideoInfo(
+            path=path,
+            num_frames=len(times),
+            fps=fps,
+            duration=span + 1.0 / fps,
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            start_time=float(times[0]),
+        )
+    return info, times
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    return _probe(Path(path))[0]
+
+
+def sample_frame_times(info: VideoInfo, fps: float, max_frames: int | None = None) -> np.ndarray:
+    """Target times ``start + k / fps`` covering the clip (at least one), thinned uniformly."""
+    if fps <= 0:
+        raise ConfigError(f"sampling fps must be positive, got {fps}")
+    if max_frames is not None and max_frames < 1:
+        raise ConfigError(f"max_frames must be at least 1 or None, got {max_frames}")
+    count = max(1, math.ceil(info.duration * fps - _TIME_SLACK))
+    times = info.start_time + np.arange(count, dtype=np.float64) / fps
+    if max_frames is not None and count > max_frames:
+        times = times[np.linspace(0, count - 1, max_frames).round().astype(np.int64)]
+    return times
+
+
+def _frame_indices(frame_times: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    indices = np.searchsorted(frame_times, targets + _TIME_SLACK, side="right") - 1
+    return np.clip(indices, 0, len(frame_times) - 1)
+
+
+def _decord_chunks(
+    path: Path, indices: np.ndarray, size: tuple[int, int] | None, chunk_frames: int
+) -> Iterator[Frames]:
+    decord = _decord()
+    height, width = size or (-1, -1)
+    try:
+        # One reader per call and one thread: readers are not shareable across workers.
+        reader = decord.VideoReader(str(path), width=width, height=height, num_threads=1)
+    except Exception as err:  # decord raises its own DECORDError, not a RuntimeError subclass
+        raise _decode_error(path, f"decord cannot open it ({_one_line(err)})") from err
+    if len(reader) == 0:
+        raise _decode_error(path, "no video frames")
+    # A frame count that lies has hung get_batch past the end: never ask beyond it.
+    indices = np.minimum(indices, len(reader) - 1)
+    for begin in range(0, len(indices), chunk_frames):
+        chunk = indices[begin : begin + chunk_frames]
+        unique, inverse = np.unique(chunk, return_inverse=True)
+        try:
+            batch = reader.get_batch(unique.tolist()).asnumpy()
+            timestamps = reader.get_frame_timestamp(chunk.tolist())[:, 0]
+        except Exception as err:
+            if size is not None and "DECORDArrayCopyFromTo" in str(err):
+                raise _DecordSizeError from err
+            raise _decode_error(path, f"decord failed to decode ({_one_line(err)})") from err
+        reader.seek(0)  # releases decoder buffers that otherwise grow on large videos
+        yield Frames(torch.from_numpy(batch[inverse]), timestamps.astype(np.float64))
+
+
+def _pyav_chunks(
+    path: Path,
+    targets: np.ndarray,
+    frame_times: np.ndarray,
+    size: tuple[int, int] | None,
+    chunk_frames: int,
+) -> Iterator[Frames]:
+    height, width = size or (None, None)
+    frames: list[np.ndarray] = []
+    stamps: list[float] = []
+    next_target = 0
+    failed_packets = 0
+    decoded_count = 0
+    # The last decoded frame: converted to RGB only when a target falls on it.
+    held: av.VideoFrame | None = None
+    held_time = 0.0
+    held_rgb: np.ndarray | None = None
+
+    def emit_held() -> None:
+        nonlocal held_rgb, next_target
+        if held_rgb is None:
+            held_rgb = held.to_ndarray(
+                format="rgb24", width=width, height=height, interpolation="BICUBIC"
+            )
+        frames.append(held_rgb)
+        stamps.append(held_time)
+        next_target += 1
+
+    def flush() -> Frames:
+        chunk = Frames(torch.from_numpy(np.stack(frames)), np.asarray(stamps, dtype=np.float64))
+        frames.clear()
+        stamps.clear()
+        return chunk
+
+    with _open_container(path) as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError:
+                failed_packets += 1
+                continue
+            for frame in decoded:
+                if frame.pts is not None:
+                    time = float(frame.time)
+                else:
+                    time = float(frame_times[min(decoded_count, len(frame_times) - 1)])
+                decoded_count += 1
+                # Every target before this frame's start belongs to the frame held so far.
+                while (
+                    held is not None
+                    and next_target < len(targets)
+                    and time > targets[next_target] + _TIME_SLACK
+                ):
+                    emit_held()
+                    if len(frames) == chunk_frames:
+                        yield flush()
+                if next_target == len(targets):
+                    break
+                held, held_time, held_rgb = frame, time, None
+            if next_target == len(targets):
+                break
+    if held is None:
+        raise _decode_error(path, f"no decodable frames ({failed_packets} packets failed)")
+    if failed_packets:
+        logger.warning("%s: %d packets failed to decode; sampled around them", path, failed_packets)
+    while next_target < len(targets):
+        emit_held()
+        if len(frames) == chunk_frames:
+            yield flush()
+    if frames:
+        yield flush()
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    fps: float,
+    size: tuple[int, int] | None = None,
+    chunk_frames: int = 64,
+    backend: str | None = None,
+    max_frames: int | None = None,
+) -> Iterator[Frames]:
+    """The frames of :func:`read_frames`, in chunks of ``chunk_frames``; memory stays flat."""
+    path = Path(path)
+    backend = resolve_backend(backend)
+    info, frame_times = _probe(path)
+    targets = sample_frame_times(info, fps, max_frames)
+    if backend == "decord" and size not in _DECORD_BAD_SIZES:
+        try:
+            yield from _decord_chunks(
+                path, _frame_indices(frame_times, targets), size, chunk_frames
+            )
+            return
+        except _DecordSizeError:
+            # Raised by the first batch, before anything was yielded.
+            logger.warning("decord cannot decode at size %s; decoding at that size with PyAV", size)
+            _DECORD_BAD_SIZES.add(size)
+    yield from _pyav_chunks(path, targets, frame_times, size, chunk_frames)
+
+
+def read_frames(
+    path: str | os.PathLike,
+    fps: float,
+    max_frames: int | None = None,
+    size: tuple[int, int] | None = None,
+    backend: str | None = None,
+) -> Frames:
+    """Frames sampled at ``fps`` frames per second of video time, as uint8 [T, H, W, 3].
+
+    ``max_frames`` keeps that many of the sampled frames, spread uniformly; ``size`` is
+    (height, width) to decode straight to (aspect ratio not preserved). A rate above the
+    video's own repeats frames, so T always follows the clip's duration.
+    """
+    chunks = list(
+        iter_frames(path, fps, size, chunk_frames=256, backend=backend, max_frames=max_frames)
+    )
+    return Frames(
+        torch.cat([chunk.frames for chunk in chunks]),
+        np.concatenate([chunk.timestamps for chunk in chunks]),
+    )
