@@ -1,0 +1,215 @@
+"""A frozen timm image encoder: uint8 frames in, one pooled (pre-logits) vector per frame out.
+
+Preprocessing follows the weights' own data config (input size, mean, std, interpolation from
+``timm.data.resolve_model_data_config``). Frames are resized to the input size as a whole (no
+center crop): Smarthome's cameras are wide 640x480 views of a room where the person may be at
+either edge, and the video decoder's built-in resize (``read_frames(size=encoder.input_size)``),
+which extraction and inference use because it is far cheaper than resizing afterwards, squashes
+the full frame the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crt_video.errors import CheckpointError, ConfigError
+from crt_video.utils.io import file_sha256
+
+ENCODER_KEYS = ("name", "pretrained", "kwargs", "batch_size", "seed", "num_workers")
+
+
+class FrozenEncoder(nn.Module):
+    """A timm model without its classifier, kept in eval mode with no gradients.
+
+    ``identity`` says exactly what produces the features (architecture, kwargs, weights source, a
+    hash of the actual parameters, preprocessing): equal identities give equal features.
+    """
+
+    def __init__(self, model: nn.Module, name: str, kwargs: dict, weights: str, batch_size: int):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.batch_size = batch_size
+        self.data_config = _data_config(model)
+        self.input_size: tuple[int, int] = tuple(self.data_config["input_size"][1:])
+        # With num_classes=0 the output is the pre-logits vector (head_hidden_size where a model
+        # has a pre-logits layer, else num_features).
+        self.feature_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+        self.interpolation = (
+            "bilinear" if self.data_config["interpolation"] == "bilinear" else "bicubic"
+        )
+        mean = torch.tensor(self.data_config["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.data_config["std"], dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("mean", mean * 255, persistent=False)
+        self.register_buffer("std", std * 255, persistent=False)
+        self.identity = {
+            "name": name,
+            "kwargs": kwargs,
+            "weights": weights,
+            "params_sha256": parameters_hash(model),
+            "input_size": list(self.input_size),
+            "mean": list(self.data_config["mean"]),
+            "std": list(self.data_config["std"]),
+            "interpolation": self.interpolation,
+        }
+
+    def train(self, mode: bool = True) -> FrozenEncoder:
+        # Frozen means frozen: a parent's .train() must not switch on dropout or drop-path here.
+        return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W, 3] of any size -> normalised float [N, 3, h, w] on the encoder's device."""
+        x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        if tuple(x.shape[-2:]) != self.input_size:
+            x = F.interpolate(x, size=self.input_size, mode=self.interpolation, antialias=True)
+            x = x.clamp_(0, 255)
+        return (x - self.mean) / self.std
+
+    @torch.inference_mode()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W, 3] -> float32 [N, D] on the encoder's device, in chunks of batch_size."""
+        on_cuda = self.device.type == "cuda"
+        outputs = [torch.zeros(0, self.feature_dim, device=self.device)]
+        for start in range(0, len(frames), self.batch_size):
+            x = self.preprocess(frames[start : start + self.batch_size])
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=on_cuda):
+                outputs.append(self.model(x).float())
+        return torch.cat(outputs)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.encode(frames)
+
+
+def build_encoder(cfg: dict) -> FrozenEncoder:
+    """The config's ``encoder`` dict -> FrozenEncoder on the CPU (move it with ``.to(device)``).
+
+    ``pretrained``: True loads timm's own weights (downloaded by timm), a path loads a local
+    .safetensors/.pth/.bin file through timm's checkpoint filter, False keeps the random init,
+    seeded by ``seed`` so the same name, kwargs and seed always give the same weights.
+    """
+    unknown = sorted(set(cfg) - set(ENCODER_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown encoder key(s) {unknown}; valid keys are {list(ENCODER_KEYS)}")
+    name = cfg["name"]
+    if not timm.is_model(name.partition(".")[0]):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        raise ConfigError(f"encoder.name {name!r} is not a timm model; close matches: {close}")
+    kwargs = dict(cfg.get("kwargs") or {})
+    pretrained = cfg.get("pretrained", True)
+    seed = int(cfg.get("seed", 0))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if pretrained is True:
+            model, weights = _from_timm_hub(name, kwargs)
+        elif pretrained is False or pretrained is None:
+            model, weights = _create(name, kwargs, pretrained=False), f"random:seed={seed}"
+        else:
+            model, weights = _from_file(name, kwargs, Path(pretrained).expanduser())
+    return FrozenEncoder(model, name, kwargs, weights, int(cfg.get("batch_size", 64)))
+
+
+def parameters_hash(model: nn.Module) -> str:
+    """A short sha256 of every parameter and buffer, so two encoders with different weights differ."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _create(name: str, kwargs: dict, **load_args) -> nn.Module:
+    try:
+        return timm.create_model(name, num_classes=0, **load_args, **kwargs)
+    except TypeError as err:
+        raise ConfigError(
+            f"encoder.kwargs {kwargs} not accepted by timm model {name}: {err}"
+        ) from err
+
+
+def _from_timm_hub(name: str, kwargs: dict) -> tuple[nn.Module, str]:
+    try:
+        model = _create(name, kwargs, pretrained=True)
+    except ConfigError:
+        raise
+    except Exception as err:
+        raise CheckpointError(
+            f"could not load timm's pretrained weights for {name} ({type(err).__name__}: {err}); "
+            "check the network, or set encoder.pretrained to a local weights file"
+        ) from err
+    cfg = model.pretrained_cfg
+    return model, f"timm-hub:{cfg.get('architecture', name)}.{cfg.get('tag') or 'default'}"
+
+
+def _from_file(name: str, kwargs: dict, path: Path) -> tuple[nn.Module, str]:
+    if not path.is_file():
+        raise CheckpointError(
+            f"encoder weights file {path} not found; fix encoder.pretrained "
+            "(a .safetensors/.pth/.bin file, True for timm's download, False for random)"
+        )
+    try:
+        with _missing_keys_logged_by_timm() as missing:
+            model = _create(
+                name, kwargs, pretrained=True, pretrained_cfg_overlay={"file": str(path)}
+            )
+    except ConfigError:
+        raise
+    except Exception as err:
+        raise CheckpointError(
+            f"encoder weights file {path} does not load into {name} "
+            f"({type(err).__name__}: {str(err)[:300]}); is it a checkpoint of this model?"
+        ) from err
+    if missing:
+        raise CheckpointError(
+            f"encoder weights file {path} lacks parameters of {name} ({missing[0][:200]}); "
+            "is it a checkpoint of this model?"
+        )
+    return model, f"file:{file_sha256(path)}"
+
+
+@contextlib.contextmanager
+def _missing_keys_logged_by_timm() -> Iterator[list[str]]:
+    """Collect timm's 'Missing keys' reports during a load.
+
+    When the file's classifier does not match num_classes=0, timm drops it and loads with
+    strict=False, reporting missing keys only as an INFO log line: a file of another model would
+    otherwise leave the encoder silently random.
+    """
+    messages: list[str] = []
+
+    class _Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("Missing keys"):
+                messages.append(record.getMessage())
+
+    timm_logger = logging.getLogger("timm.models._builder")
+    recorder, level = _Recorder(logging.INFO), timm_logger.level
+    timm_logger.addHandler(recorder)
+    timm_logger.setLevel(logging.INFO)
+    try:
+        yield messages
+    finally:
+        timm_logger.removeHandler(recorder)
+        timm_logger.setLevel(level)
+
+
+def _data_config(model: nn.Module) -> dict:
+    config = timm.data.resolve_model_data_config(model)
+    # A ViT built with img_size=... keeps its pretrained_cfg's input size: the model's own wins.
+    img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if img_size is not None:
+        config["input_size"] = (3, *(int(s) for s in img_size))
+    return config

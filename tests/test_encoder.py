@@ -1,0 +1,90 @@
+"""FrozenEncoder: local weights, reproducible random init, frozen state, preprocessing."""
+
+from __future__ import annotations
+
+import pytest
+import safetensors.torch
+import timm
+import torch
+
+from crt_video.errors import CheckpointError, ConfigError
+from crt_video.models.encoder import build_encoder
+
+TINY = {"name": "vit_tiny_patch16_224", "kwargs": {"img_size": 32}, "batch_size": 4, "seed": 0}
+
+
+def frames(n: int = 6, size: tuple[int, int] = (32, 32), seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, *size, 3), dtype=torch.uint8, generator=generator)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_local_weights_file_gives_the_saved_models_features(tmp_path, suffix):
+    torch.manual_seed(123)
+    saved = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32).eval()
+    path = tmp_path / f"weights{suffix}"
+    if suffix == ".safetensors":
+        safetensors.torch.save_file(saved.state_dict(), path)
+    else:
+        torch.save(saved.state_dict(), path)
+
+    encoder = build_encoder({**TINY, "pretrained": str(path)})
+
+    saved.reset_classifier(0)
+    with torch.no_grad():
+        expected = saved(encoder.preprocess(frames()))
+    torch.testing.assert_close(encoder.encode(frames()), expected, rtol=1e-4, atol=1e-5)
+    assert encoder.identity["weights"].startswith("file:")
+    assert encoder.identity != build_encoder({**TINY, "pretrained": False}).identity
+
+
+def test_missing_or_foreign_weights_file_is_refused(tmp_path):
+    missing = tmp_path / "nowhere.safetensors"
+    with pytest.raises(CheckpointError, match="nowhere.safetensors"):
+        build_encoder({**TINY, "pretrained": str(missing)})
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"linear.weight": torch.zeros(2, 2)}, foreign)
+    with pytest.raises(CheckpointError, match="foreign.pth"):
+        build_encoder({**TINY, "pretrained": str(foreign)})
+
+
+def test_random_init_is_reproducible_from_the_seed():
+    first, again = (
+        build_encoder({**TINY, "pretrained": False}),
+        build_encoder({**TINY, "pretrained": False}),
+    )
+    other = build_encoder({**TINY, "pretrained": False, "seed": 1})
+    assert first.identity == again.identity
+    assert torch.equal(first.encode(frames()), again.encode(frames()))
+    assert first.identity["params_sha256"] != other.identity["params_sha256"]
+    assert first.identity["weights"] == "random:seed=0"
+
+
+def test_frozen_and_pooled():
+    encoder = build_encoder({**TINY, "pretrained": False})
+    encoder.train()
+    assert not encoder.training and not encoder.model.training
+    assert not any(p.requires_grad for p in encoder.parameters())
+    out = encoder.encode(frames(n=9))  # more frames than batch_size
+    assert out.shape == (9, encoder.feature_dim) == (9, 192)
+    assert out.dtype == torch.float32
+    assert encoder.input_size == (32, 32)
+
+
+def test_preprocess_uses_the_weights_statistics_at_any_frame_size():
+    encoder = build_encoder({**TINY, "pretrained": False})
+    white = torch.full((2, 48, 64, 3), 255, dtype=torch.uint8)
+    x = encoder.preprocess(white)
+    assert x.shape == (2, 3, 32, 32)
+    mean, std = encoder.data_config["mean"], encoder.data_config["std"]
+    for channel in range(3):
+        expected = (1 - mean[channel]) / std[channel]
+        torch.testing.assert_close(x[:, channel], torch.full_like(x[:, channel], expected))
+    assert encoder.encode(frames(size=(48, 64))).shape == (6, 192)
+
+
+def test_bad_config_names_the_key():
+    with pytest.raises(ConfigError, match="pretraind"):
+        build_encoder({**TINY, "pretraind": False})
+    with pytest.raises(ConfigError, match="vit_tiny_patch16_224"):
+        build_encoder({**TINY, "name": "vit_tiny_patch16_244", "pretrained": False})
