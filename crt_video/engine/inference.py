@@ -1,0 +1,249 @@
+"""Label videos with a trained checkpoint: whole-video top-k and a per-window timeline.
+
+Frames are decoded in chunks at the training sampling rate, encoded by the frozen encoder the
+checkpoint was trained with, cut into segments of the model's ``segment_len`` frames and pushed
+through ``model.step`` one segment at a time, so memory stays constant in the video's length. The
+whole-video prediction is the recurrent memory after the last segment: the same logits the model
+gives on the clip's cached features.
+
+Timeline: each window gets its own prediction, from a second recurrent state that restarts at the
+window's first segment (one label per window, independent of what came before it), computed in
+the same pass. Windows are whole segments: the requested length is rounded to the nearest
+multiple of ``segment_len / fps`` seconds, at least one segment.
+
+Models without ``step`` (segment, full, meanpool) are evaluated with ``forward`` on all of the
+video's features, so their memory grows with the video's length.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from crt_video.data.video import iter_frames, probe_video, sample_frame_times
+from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from crt_video.engine.distributed import resolve_device
+from crt_video.errors import CheckpointError, VideoDecodeError
+from crt_video.models.encoder import FrozenEncoder, build_encoder
+from crt_video.utils.logging import get_logger
+
+LONG_VIDEO_SECONDS = 30.0
+DEFAULT_WINDOW_SECONDS = 10.0
+CHUNK_FRAMES = 64
+
+logger = get_logger(__name__)
+
+
+@dataclass
+class WindowPrediction:
+    start: float
+    end: float
+    logits: torch.Tensor  # [C]
+
+
+@dataclass
+class VideoPrediction:
+    video: str
+    duration: float
+    num_frames: int
+    logits: torch.Tensor  # [C], the whole video
+    windows: list[WindowPrediction]
+
+
+def check_encoder_identity(encoder: FrozenEncoder, ckpt: dict) -> None:
+    """Raise CheckpointError naming the first identity key where the encoder and checkpoint differ."""
+    built, trained = _plain(encoder.identity), _plain(ckpt["encoder_identity"])
+    if built == trained:
+        return
+    key = next(k for k in sorted(set(built) | set(trained)) if built.get(k) != trained.get(k))
+    raise CheckpointError(
+        f"{ckpt.get('path', 'checkpoint')}: encoder {key} is {_short(trained.get(key))} in the "
+        f"checkpoint but {_short(built.get(key))} here; run with the encoder weights the model was "
+        "trained with (config encoder.pretrained), or retrain on features from this encoder"
+    )
+
+
+class VideoLabeler:
+    """A checkpoint's encoder and model, ready to label videos of any resolution, rate and length."""
+
+    def __init__(self, ckpt: dict, device: str | torch.device = "cpu") -> None:
+        cfg = ckpt["config"]
+        self.device = torch.device(device)
+        self.class_names = tuple(ckpt["class_names"])
+        self.encoder = build_encoder(cfg["encoder"]).to(self.device)
+        check_encoder_identity(self.encoder, ckpt)
+        if self.encoder.feature_dim != ckpt["feature_dim"]:
+            raise CheckpointError(
+                f"{ckpt.get('path', 'checkpoint')}: model expects {ckpt['feature_dim']}-d features "
+                f"but encoder {cfg['encoder']['name']} gives {self.encoder.feature_dim}-d; "
+                "the checkpoint's config and weights do not belong together, retrain it"
+            )
+        self.model = _checked_model(ckpt).to(self.device)
+        self.fps = float(cfg["sampling"]["fps"])
+        self.max_frames = cfg["sampling"].get("max_frames")
+        self.segment_len = int(cfg["model"].get("segment_len", 1))
+        self.streaming = callable(getattr(self.model, "step", None))
+        if not self.streaming:
+            logger.warning(
+                "model type %r has no recurrent state: each video is classified from all of its "
+                "features at once, so memory grows with the video's length",
+                cfg["model"]["type"],
+            )
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto") -> VideoLabeler:
+        return cls(load_checkpoint(path), device=resolve_device(device))
+
+    @torch.inference_mode()
+    def predict(self, path: str | os.PathLike, window: float | None = None) -> VideoPrediction:
+        """Whole-video logits and, for ``window`` seconds > 0, one prediction per window.
+
+        ``window=None`` picks DEFAULT_WINDOW_SECONDS for videos longer than LONG_VIDEO_SECONDS and
+        no timeline otherwise; ``window=0`` turns the timeline off.
+        """
+        info = probe_video(path)
+        num_frames = len(sample_frame_times(info, self.fps, self.max_frames))
+        # A max_frames cap spreads the frames over the whole clip, so the rate drops below fps.
+        capped = self.max_frames is not None and num_frames >= self.max_frames
+        rate = num_frames / info.duration if capped else self.fps
+        if window is None:
+            window = DEFAULT_WINDOW_SECONDS if info.duration > LONG_VIDEO_SECONDS else 0.0
+        window_frames = None
+        if window > 0:
+            window_frames = max(1, round(window * rate / self.segment_len)) * self.segment_len
+
+        features = self._features(path, num_frames)
+        if self.streaming:
+            logits, window_logits = self._stream(features, window_frames)
+        else:
+            logits, window_logits = self._forward(features, window_frames)
+        if logits is None:
+            raise VideoDecodeError(
+                f"{path}: no frame could be decoded; check the file with ffprobe"
+            )
+        windows = [
+            WindowPrediction(
+                start=index * window_frames / rate,
+                end=min(info.duration, (index + 1) * window_frames / rate),
+                logits=scores,
+            )
+            for index, scores in enumerate(window_logits)
+        ]
+        return VideoPrediction(str(path), info.duration, num_frames, logits, windows)
+
+    def label_video(
+        self, path: str | os.PathLike, top_k: int = 5, window: float | None = None
+    ) -> dict:
+        """{"video", "duration", "top_k": [{"label", "score"}],
+        "timeline": [{"start", "end", "label", "score"}]} with softmax scores."""
+        prediction = self.predict(path, window)
+        probs = prediction.logits.float().softmax(-1)
+        scores, labels = probs.topk(min(top_k, len(self.class_names)))
+        timeline = []
+        for item in prediction.windows:
+            score, label = item.logits.float().softmax(-1).max(-1)
+            timeline.append(
+                {
+                    "start": round(item.start, 3),
+                    "end": round(item.end, 3),
+                    "label": self.class_names[int(label)],
+                    "score": float(score),
+                }
+            )
+        return {
+            "video": prediction.video,
+            "duration": round(prediction.duration, 3),
+            "top_k": [
+                {"label": self.class_names[int(label)], "score": float(score)}
+                for score, label in zip(scores, labels, strict=True)
+            ],
+            "timeline": timeline,
+        }
+
+    def _features(self, path: str | os.PathLike, num_frames: int) -> Iterator[torch.Tensor]:
+        """Per-chunk features [n, D], rounded to float16 as the feature store keeps them."""
+        chunks = iter_frames(
+            path,
+            self.fps,
+            size=self.encoder.input_size,
+            chunk_frames=CHUNK_FRAMES,
+            max_frames=self.max_frames,
+        )
+        with tqdm(total=num_frames, desc=Path(path).name, unit="frame", leave=False) as bar:
+            for chunk in chunks:
+                features = self.encoder.encode(chunk.frames).to(self.device)
+                bar.update(len(features))
+                yield features.half().float()
+
+    def _stream(
+        self, features: Iterator[torch.Tensor], window_frames: int | None
+    ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        state = self.model.init_state(1)
+        logits, window_state, window_logits = None, None, []
+        frames_done = 0
+        for segment in _segments(features, self.segment_len):
+            logits, state = self.model.step(segment, state)
+            if window_frames is not None:
+                if frames_done % window_frames == 0:
+                    window_state = self.model.init_state(1)
+                    window_logits.append(None)
+                window_logits[-1], window_state = self.model.step(segment, window_state)
+            frames_done += self.segment_len
+        return (
+            None if logits is None else logits[0],
+            [scores[0] for scores in window_logits],
+        )
+
+    def _forward(
+        self, features: Iterator[torch.Tensor], window_frames: int | None
+    ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        chunks = list(features)
+        if not chunks:
+            return None, []
+        everything = torch.cat(chunks)
+        pieces = [] if window_frames is None else everything.split(window_frames)
+        return self._classify(everything), [self._classify(piece) for piece in pieces]
+
+    def _classify(self, features: torch.Tensor) -> torch.Tensor:
+        lengths = torch.tensor([len(features)], device=self.device)
+        return self.model(features[None], lengths)[0]
+
+
+def _segments(chunks: Iterator[torch.Tensor], segment_len: int) -> Iterator[torch.Tensor]:
+    """Regroup feature chunks into [1, S, D] segments, the last one shorter, as forward cuts them."""
+    pending: torch.Tensor | None = None
+    for chunk in chunks:
+        pending = chunk if pending is None else torch.cat([pending, chunk])
+        while len(pending) >= segment_len:
+            yield pending[None, :segment_len]
+            pending = pending[segment_len:]
+    if pending is not None and len(pending):
+        yield pending[None]
+
+
+def _checked_model(ckpt: dict) -> nn.Module:
+    try:
+        return model_from_checkpoint(ckpt)
+    except RuntimeError as err:  # load_state_dict: weights of another shape or class count
+        raise CheckpointError(
+            f"{ckpt.get('path', 'checkpoint')}: its weights do not fit the model its config "
+            f"describes with {len(ckpt['class_names'])} class names ({str(err).splitlines()[0]}); "
+            "the class list or config was edited after training, use the file tools/train.py wrote"
+        ) from err
+
+
+def _plain(value: object) -> object:
+    """Tuples and lists, numpy and Python numbers compare equal after a JSON round trip."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
