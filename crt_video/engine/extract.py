@@ -1,0 +1,339 @@
+"""Per-frame feature extraction into a FeatureStore: parallel decoding, resumable, shardable.
+
+DataLoader worker processes decode whole clips straight to the encoder's input size while the
+main process encodes fixed-size batches that span clip boundaries (no short batch at the end of
+every clip) and writes each clip as soon as its last frame is encoded. Clips already in the
+store are skipped, so an interrupted run resumes where it stopped. Under torchrun every rank
+takes a disjoint share of the remaining clips and writes into the same store.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from crt_video import __version__
+from crt_video.config import config_hash
+from crt_video.data.features import FeatureStore
+from crt_video.data.video import read_frames
+from crt_video.engine.distributed import (
+    all_gather_objects,
+    barrier,
+    init_distributed,
+    resolve_device,
+)
+from crt_video.models.encoder import FrozenEncoder, build_encoder
+from crt_video.utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+MANIFEST_FORMAT = 1
+RECORDED_PACKAGES = ("torch", "timm", "decord", "av", "numpy")
+
+
+@dataclass
+class ExtractionSummary:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        rate = self.frames / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{self.done} clip(s) extracted ({self.frames} frames, {rate:.1f} frames/s), "
+            f"{self.skipped} already done, {self.failed} failed, in {self.seconds:.1f} s"
+        )
+
+
+def feature_manifest(cfg: dict, encoder: FrozenEncoder) -> dict:
+    """Everything that decides the features, plus library versions (recorded, not compared)."""
+    sampling = cfg["sampling"]
+    return {
+        "format": MANIFEST_FORMAT,
+        "encoder": encoder.identity,
+        "sampling": {"fps": float(sampling["fps"]), "max_frames": sampling.get("max_frames")},
+        "decode_size": list(encoder.input_size),
+        "feature_dim": encoder.feature_dim,
+        "feature_dtype": "float16",
+        "versions": {name: _version(name) for name in RECORDED_PACKAGES}
+        | {"crt_video": __version__, "python": platform.python_version()},
+    }
+
+
+def feature_store_root(cfg: dict, manifest: dict, video_dir: Path) -> Path:
+    """``<cache_dir>/features/<encoder name>-<hash>``, the hash over the manifest (without library
+    versions) and the video folder: another encoder or sampling setup gets its own folder."""
+    key = config_hash([{k: v for k, v in manifest.items() if k != "versions"}, str(video_dir)])
+    cache_dir = Path(cfg.get("cache_dir") or "work_dirs/cache").expanduser()
+    return cache_dir / "features" / f"{cfg['encoder']['name']}-{key}"
+
+
+def extract_features(
+    cfg: dict,
+    video_dir: Path,
+    videos: list[str],
+    store_root: Path,
+    encoder: FrozenEncoder | None = None,
+    decode_timeout: float = 300.0,
+    progress: bool = True,
+) -> ExtractionSummary:
+    """Extract features of ``videos`` (paths relative to ``video_dir``) into the store at ``store_root``.
+
+    Clips already in the store are skipped; a clip that cannot be decoded (or whose decode takes
+    longer than ``decode_timeout`` seconds) is recorded in the store's failures.csv and skipped.
+    Under torchrun every rank must call this with the same arguments; the returned summary
+    counts all ranks.
+    """
+    start = time.perf_counter()
+    device = resolve_device(cfg.get("device", "auto"))
+    dist_info = init_distributed(device)
+    if encoder is None:
+        encoder = build_encoder(cfg["encoder"])
+    encoder = encoder.to(device)
+    store = FeatureStore.create_or_open(store_root, feature_manifest(cfg, encoder))
+    todo = [video for video in videos if not store.has(video)]
+    # Every rank must list the remaining clips before any rank writes one.
+    barrier()
+    shard = todo[dist_info.rank :: dist_info.world_size]
+    if dist_info.is_main and todo:
+        logger.info(
+            "extracting %d clip(s) into %s (%d already done)",
+            len(todo),
+            store.root,
+            len(videos) - len(todo),
+        )
+    bar = tqdm(
+        total=len(shard),
+        unit="clip",
+        desc="extract" if not dist_info.enabled else f"extract (rank 0 of {dist_info.world_size})",
+        disable=not (progress and dist_info.is_main),
+        dynamic_ncols=True,
+    )
+    with bar:
+        done, frames, failures = _extract_shard(
+            encoder, store, Path(video_dir), shard, cfg, decode_timeout, bar
+        )
+    per_rank = all_gather_objects((done, frames, failures))
+    all_failures = sorted(failure for _, _, rank_failures in per_rank for failure in rank_failures)
+    if dist_info.is_main:
+        store.write_failures(all_failures)
+    summary = ExtractionSummary(
+        done=sum(rank_done for rank_done, _, _ in per_rank),
+        skipped=len(videos) - len(todo),
+        failed=len(all_failures),
+        frames=sum(rank_frames for _, rank_frames, _ in per_rank),
+        seconds=time.perf_counter() - start,
+        failures=all_failures,
+    )
+    if dist_info.is_main:
+        logger.info("%s", summary)
+    return summary
+
+
+class ClipDecoder(Dataset):
+    """Item i: clip i's sampled frames, uint8 [T, H, W, 3] at ``size``; a decode error is an item too."""
+
+    def __init__(
+        self,
+        video_dir: Path,
+        videos: list[str],
+        fps: float,
+        max_frames: int | None,
+        size: tuple[int, int],
+    ):
+        self.video_dir = video_dir
+        self.videos = videos
+        self.fps = fps
+        self.max_frames = max_frames
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> DecodedClip:
+        video = self.videos[index]
+        try:
+            clip = read_frames(self.video_dir / video, self.fps, self.max_frames, size=self.size)
+        # One unreadable file among thousands must not end the run: whatever the decoder raises
+        # is reported as that clip's failure.
+        except Exception as err:
+            return DecodedClip(index, video, error=f"{type(err).__name__}: {err}")
+        if len(clip.frames) == 0:
+            return DecodedClip(index, video, error="no frames sampled")
+        return DecodedClip(index, video, clip.frames, np.asarray(clip.timestamps, np.float64))
+
+
+@dataclass
+class DecodedClip:
+    index: int
+    video: str
+    frames: torch.Tensor | None = None
+    timestamps: np.ndarray | None = None
+    error: str | None = None
+
+
+def decode_loader(
+    dataset: ClipDecoder, num_workers: int, start: int = 0, timeout: float = 300.0
+) -> DataLoader:
+    """Clips in order from ``start``, decoded ``num_workers`` at a time in worker processes."""
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=range(start, len(dataset)),
+        num_workers=num_workers,
+        collate_fn=_keep,
+        timeout=timeout if num_workers > 0 else 0,
+        prefetch_factor=2 if num_workers > 0 else None,
+    )
+
+
+def _keep(item: DecodedClip) -> DecodedClip:
+    return item
+
+
+def _extract_shard(
+    encoder: FrozenEncoder,
+    store: FeatureStore,
+    video_dir: Path,
+    videos: list[str],
+    cfg: dict,
+    decode_timeout: float,
+    bar: tqdm,
+) -> tuple[int, int, list[tuple[str, str]]]:
+    started = time.perf_counter()
+    counts = {"clips": 0, "frames": 0}
+    failures: list[tuple[str, str]] = []
+
+    def finish(video: str, features: np.ndarray, timestamps: np.ndarray) -> None:
+        store.write(video, features, timestamps)
+        counts["clips"] += 1
+        counts["frames"] += len(features)
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix(
+            {
+                "clips/s": f"{counts['clips'] / elapsed:.2f}",
+                "frames/s": f"{counts['frames'] / elapsed:.1f}",
+            },
+            refresh=False,
+        )
+        bar.update()
+
+    def fail(video: str, reason: str) -> None:
+        logger.warning("skipping %s: %s", video_dir / video, reason)
+        failures.append((video, reason))
+        bar.update()
+
+    sampling = cfg["sampling"]
+    dataset = ClipDecoder(
+        video_dir, videos, float(sampling["fps"]), sampling.get("max_frames"), encoder.input_size
+    )
+    num_workers = int(cfg["encoder"].get("num_workers", 2))
+    packer = BatchPacker(encoder, finish)
+    position = 0
+    while position < len(videos):
+        clips = iter(decode_loader(dataset, num_workers, position, decode_timeout))
+        while True:
+            try:
+                item = next(clips)
+            except StopIteration:
+                position = len(videos)
+                break
+            except RuntimeError as err:
+                # A worker timed out or died while this clip, the next in order, was awaited.
+                fail(videos[position], f"decoder worker failed: {err}")
+                position += 1
+                break
+            position += 1
+            if item.error is not None:
+                fail(item.video, item.error)
+            else:
+                packer.add(item.video, item.frames, item.timestamps)
+        del clips  # shuts the workers down (and kills a hung one) before the next loader starts
+    packer.flush()
+    return counts["clips"], counts["frames"], failures
+
+
+class BatchPacker:
+    """Packs frames of consecutive clips into full encoder batches; hands back each finished clip.
+
+    Frames are copied into one staging buffer (pinned on CUDA, so the host-to-device copy is
+    asynchronous) and encoded ``encoder.batch_size`` at a time; ``on_clip(video, features,
+    timestamps)`` is called as soon as a clip's last frame is encoded.
+    """
+
+    def __init__(
+        self, encoder: FrozenEncoder, on_clip: Callable[[str, np.ndarray, np.ndarray], None]
+    ):
+        self.encoder = encoder
+        self.on_clip = on_clip
+        self.batch_size = encoder.batch_size
+        self.staging = torch.empty(
+            (self.batch_size, *encoder.input_size, 3),
+            dtype=torch.uint8,
+            pin_memory=encoder.device.type == "cuda",
+        )
+        self.waiting: deque[tuple[_OpenClip, torch.Tensor]] = deque()
+        self.num_waiting = 0
+
+    def add(self, video: str, frames: torch.Tensor, timestamps: np.ndarray) -> None:
+        features = np.empty((len(frames), self.encoder.feature_dim), dtype=np.float16)
+        self.waiting.append((_OpenClip(video, timestamps, features), frames))
+        self.num_waiting += len(frames)
+        while self.num_waiting >= self.batch_size:
+            self._encode_batch()
+
+    def flush(self) -> None:
+        while self.num_waiting:
+            self._encode_batch()
+
+    def _encode_batch(self) -> None:
+        size = min(self.batch_size, self.num_waiting)
+        owners: list[tuple[_OpenClip, int]] = []
+        filled = 0
+        while filled < size:
+            clip, frames = self.waiting[0]
+            take = min(size - filled, len(frames))
+            self.staging[filled : filled + take].copy_(frames[:take])
+            owners.append((clip, take))
+            filled += take
+            if take == len(frames):
+                self.waiting.popleft()
+            else:
+                self.waiting[0] = (clip, frames[take:])
+        self.num_waiting -= size
+        features = self.encoder.encode(self.staging[:size]).cpu().numpy()
+        offset = 0
+        for clip, take in owners:
+            clip.features[clip.filled : clip.filled + take] = features[offset : offset + take]
+            clip.filled += take
+            offset += take
+            if clip.filled == len(clip.features):
+                self.on_clip(clip.video, clip.features, clip.timestamps)
+
+
+@dataclass
+class _OpenClip:
+    video: str
+    timestamps: np.ndarray
+    features: np.ndarray
+    filled: int = 0
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None

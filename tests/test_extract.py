@@ -1,0 +1,187 @@
+"""Feature extraction: equal to direct encoding, resumable, robust to bad clips, shardable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crt_video.data.features import FeatureStore
+from crt_video.data.video import read_frames
+from crt_video.engine import extract
+from crt_video.engine.extract import extract_features
+from crt_video.errors import FeatureMismatchError
+from crt_video.models.encoder import build_encoder
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = str(REPO / "tools" / "extract_features.py")
+ENCODER = {
+    "name": "vit_tiny_patch16_224",
+    "pretrained": False,
+    "kwargs": {"img_size": 32},
+    "batch_size": 8,
+    "seed": 0,
+    "num_workers": 1,
+}
+CFG = {"device": "cpu", "sampling": {"fps": 4.0, "max_frames": None}, "encoder": ENCODER}
+CLI_OPTIONS = [
+    "--cfg-options",
+    "device=cpu",
+    "encoder.kwargs={'img_size': 32}",
+    "encoder.batch_size=8",
+    "encoder.num_workers=1",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def video_dir(tmp_path_factory, write_test_video) -> Path:
+    """Five short clips of different lengths (some shorter than a batch), one in a subfolder."""
+    root = tmp_path_factory.mktemp("videos")
+    for i, seconds in enumerate((1.0, 2.5, 0.75, 1.5, 2.0)):
+        folder = root / "more" if i == 4 else root
+        write_test_video(
+            folder / f"Walk_p0{i + 1}_r00_v01_c01.mp4", seconds=seconds, fps=12, size=(48, 64)
+        )
+    return root
+
+
+def videos_in(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.mp4"))
+
+
+def stored(root: Path, videos: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    store = FeatureStore.open(root)
+    return {video: store.load(video) for video in videos if store.has(video)}
+
+
+def assert_same_features(got: dict, expected: dict) -> None:
+    assert sorted(got) == sorted(expected)
+    for video, (features, timestamps) in expected.items():
+        np.testing.assert_array_equal(got[video][1], timestamps)
+        np.testing.assert_allclose(got[video][0], features, rtol=1e-3, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def clean_run(video_dir, tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("clean") / "store"
+    summary = extract_features(CFG, video_dir, videos_in(video_dir), root)
+    assert summary.done == 5 and summary.failed == 0
+    return stored(root, videos_in(video_dir))
+
+
+def test_features_equal_encoding_each_clip_alone(video_dir, clean_run):
+    encoder = build_encoder(ENCODER)
+    for video, (features, timestamps) in clean_run.items():
+        clip = read_frames(video_dir / video, 4.0, size=encoder.input_size)
+        np.testing.assert_array_equal(timestamps, clip.timestamps)
+        expected = encoder.encode(clip.frames).numpy().astype(np.float16)
+        np.testing.assert_allclose(features, expected, rtol=1e-3, atol=1e-3)
+        assert features.shape == (len(clip.timestamps), encoder.feature_dim)
+
+
+def test_resume_after_interruption(video_dir, clean_run, tmp_path, monkeypatch):
+    videos, root = videos_in(video_dir), tmp_path / "store"
+    written: list[str] = []
+    original_write = FeatureStore.write
+
+    def write_then_crash(self, video, features, timestamps):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        original_write(self, video, features, timestamps)
+        written.append(video)
+
+    monkeypatch.setattr(FeatureStore, "write", write_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(CFG, video_dir, videos, root)
+    monkeypatch.setattr(FeatureStore, "write", original_write)
+    assert len(stored(root, videos)) == 2
+    assert not list(root.rglob("*.tmp"))
+
+    summary = extract_features(CFG, video_dir, videos, root)
+    assert (summary.skipped, summary.done, summary.failed) == (2, 3, 0)
+    assert_same_features(stored(root, videos), clean_run)
+
+    again = extract_features(CFG, video_dir, videos, root)
+    assert (again.skipped, again.done) == (5, 0)
+
+
+def test_features_of_another_encoder_are_refused(video_dir, tmp_path):
+    videos = videos_in(video_dir)[:1]
+    extract_features(CFG, video_dir, videos, tmp_path)
+    reseeded = {**CFG, "encoder": {**ENCODER, "seed": 1}}
+    with pytest.raises(FeatureMismatchError, match="encoder.params_sha256"):
+        extract_features(reseeded, video_dir, videos, tmp_path)
+    resampled = {**CFG, "sampling": {"fps": 2.0, "max_frames": None}}
+    with pytest.raises(FeatureMismatchError, match="sampling.fps"):
+        extract_features(resampled, video_dir, videos, tmp_path)
+
+
+def test_corrupt_clips_are_listed_and_the_cli_fails(video_dir, clean_run, tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for video in videos_in(video_dir):
+        target = clips / video
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(video_dir / video)
+    (clips / "Empty_p01_r00_v01_c01.mp4").write_bytes(b"")
+    whole = (video_dir / videos_in(video_dir)[1]).read_bytes()
+    (clips / "Truncated_p01_r00_v01_c01.mp4").write_bytes(whole[: len(whole) // 3])
+    out = tmp_path / "store"
+
+    result = run_cli(
+        str(REPO / "configs" / "demo.py"), "--video-dir", str(clips), "--out", str(out)
+    )
+
+    assert result.returncode == 1, result.stderr
+    failures = dict(FeatureStore.open(out).read_failures())
+    assert sorted(failures) == ["Empty_p01_r00_v01_c01.mp4", "Truncated_p01_r00_v01_c01.mp4"]
+    assert "Empty_p01_r00_v01_c01.mp4" in result.stderr and "2 clip(s) failed" in result.stderr
+    assert_same_features(stored(out, videos_in(video_dir)), clean_run)
+
+
+def test_hung_decode_is_abandoned(video_dir, tmp_path, monkeypatch):
+    videos = videos_in(video_dir)
+
+    def read_or_hang(path, *args, **kwargs):
+        if Path(path).name == videos[1]:
+            time.sleep(600)
+        return read_frames(path, *args, **kwargs)
+
+    monkeypatch.setattr(extract, "read_frames", read_or_hang)
+    summary = extract_features(CFG, video_dir, videos, tmp_path, decode_timeout=3.0)
+    assert summary.done == len(videos) - 1
+    assert [video for video, _ in summary.failures] == [videos[1]]
+    assert "timed out" in summary.failures[0][1]
+
+
+def test_two_ranks_extract_the_same_features_as_one(video_dir, clean_run, tmp_path):
+    out = tmp_path / "store"
+    result = run_cli(
+        str(REPO / "configs" / "demo.py"),
+        "--video-dir",
+        str(video_dir),
+        "--out",
+        str(out),
+        launcher=[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"],
+    )
+    assert result.returncode == 0, result.stderr
+    assert_same_features(stored(out, videos_in(video_dir)), clean_run)
+    assert FeatureStore.open(out).read_failures() == []
+
+
+def run_cli(*args: str, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*(launcher or [sys.executable]), CLI, *args, *CLI_OPTIONS],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=180,
+    )

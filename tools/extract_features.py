@@ -1,0 +1,98 @@
+"""Extract per-frame features of every clip with the config's frozen encoder, into the feature cache.
+
+python tools/extract_features.py configs/smarthome_cs.py
+torchrun --nproc_per_node 8 tools/extract_features.py configs/smarthome_cs.py
+
+Resumable: rerun the same command after an interruption and only the missing clips are done.
+Clips that cannot be decoded are listed in <store>/failures.csv; the exit status is then 1.
+tools/train.py uses the same cache folder, so features extracted here are not computed again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch.distributed as dist
+
+from crt_video.config import load_config
+from crt_video.engine.distributed import DistInfo, init_distributed, resolve_device
+from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
+from crt_video.engine.pipeline import list_videos, resolve_data_root
+from crt_video.errors import DatasetError
+from crt_video.models.encoder import build_encoder
+from crt_video.utils.cli import run_cli
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("config", help="python config file, e.g. configs/smarthome_cs.py")
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys, e.g. encoder.batch_size=256 encoder.num_workers=16",
+    )
+    parser.add_argument(
+        "--video-dir", help="folder of .mp4 clips (default: the config's data_root)"
+    )
+    parser.add_argument(
+        "--out", help="feature store folder (default: <cache_dir>/features/<encoder>-<hash>)"
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides the config")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    options = list(args.cfg_options)
+    if args.device is not None:
+        options.append(f"device={args.device}")
+    cfg = load_config(args.config, options)
+    dist_info = init_distributed(resolve_device(cfg.get("device", "auto")))
+    try:
+        return _extract(cfg, args, dist_info)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _extract(cfg: dict, args: argparse.Namespace, dist_info: DistInfo) -> int:
+    if args.video_dir:
+        video_dir = Path(args.video_dir).expanduser().resolve()
+        if not video_dir.is_dir():
+            raise DatasetError(f"--video-dir {video_dir} is not a folder of .mp4 clips")
+    else:
+        video_dir = resolve_data_root(cfg, dist_info)
+    videos = list_videos(video_dir)
+    if not videos:
+        raise DatasetError(f"no .mp4 clips under {video_dir}; check data_root or --video-dir")
+    encoder = build_encoder(cfg["encoder"])
+    store_root = (
+        Path(args.out)
+        if args.out
+        else feature_store_root(cfg, feature_manifest(cfg, encoder), video_dir)
+    )
+    summary = extract_features(
+        cfg, video_dir, videos, store_root, encoder=encoder, progress=not args.no_progress
+    )
+    if dist_info.is_main:
+        print(f"{summary}; features in {store_root}", file=sys.stderr)
+        for video, reason in summary.failures:
+            print(f"failed: {video}: {reason}", file=sys.stderr)
+        if summary.failures:
+            print(
+                f"{summary.failed} clip(s) failed (listed in {store_root / 'failures.csv'}); "
+                "fix or remove them and rerun to finish",
+                file=sys.stderr,
+            )
+    return 1 if summary.failures else 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
