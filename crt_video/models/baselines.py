@@ -1,0 +1,89 @@
+"""The models CRT is measured against: segment Transformer without memory, full-length
+Transformer, and mean-pooled features with a linear layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from crt_video.errors import ConfigError
+from crt_video.models.registry import register_model
+from crt_video.models.transformer import (
+    Encoder,
+    EncoderConfig,
+    SegmentEmbedding,
+    masked_mean,
+    sinusoidal_positions,
+    valid_mask,
+)
+
+
+@dataclass(frozen=True)
+class SegmentConfig(EncoderConfig):
+    segment_len: int = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.segment_len, int) or self.segment_len < 1:
+            raise ConfigError(f"model.segment_len={self.segment_len!r} must be a positive integer")
+
+
+@dataclass(frozen=True)
+class MeanPoolConfig:
+    """No keys of its own: the Transformer keys of a shared config are ignored."""
+
+
+@register_model("segment", SegmentConfig)
+class SegmentTransformer(nn.Module):
+    """CRT without memory: each segment encoded alone, frame outputs averaged over the clip."""
+
+    def __init__(self, in_dim: int, num_classes: int, cfg: SegmentConfig) -> None:
+        super().__init__()
+        self.segment_len = cfg.segment_len
+        self.embed = SegmentEmbedding(in_dim, cfg.d_model, cfg.segment_len)
+        self.encoder = Encoder(cfg)
+        self.head = nn.Linear(cfg.d_model, num_classes)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        num_frames = features.shape[1] + (-features.shape[1]) % self.segment_len
+        x = F.pad(features, (0, 0, 0, num_frames - features.shape[1]))
+        mask = valid_mask(lengths, num_frames)
+        out = self.encoder(
+            self.embed(rearrange(x, "b (n s) d -> (b n) s d", s=self.segment_len)),
+            rearrange(mask, "b (n s) -> (b n) s", s=self.segment_len),
+        )
+        out = rearrange(out, "(b n) s d -> b (n s) d", b=features.shape[0])
+        return self.head(masked_mean(out, mask))
+
+
+@register_model("full", EncoderConfig)
+class FullTransformer(nn.Module):
+    """One Transformer over all T frames; sinusoidal positions so any T works."""
+
+    def __init__(self, in_dim: int, num_classes: int, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_dim, cfg.d_model)
+        self.encoder = Encoder(cfg)
+        self.head = nn.Linear(cfg.d_model, num_classes)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.proj(features)
+        x = x + sinusoidal_positions(x.shape[1], x.shape[2], device=x.device, dtype=x.dtype)
+        mask = valid_mask(lengths, x.shape[1])
+        return self.head(masked_mean(self.encoder(x, mask), mask))
+
+
+@register_model("meanpool", MeanPoolConfig)
+class MeanPool(nn.Module):
+    """The floor: a linear layer on the mean of the valid frame features."""
+
+    def __init__(self, in_dim: int, num_classes: int, cfg: MeanPoolConfig) -> None:
+        super().__init__()
+        self.head = nn.Linear(in_dim, num_classes)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.head(masked_mean(features, valid_mask(lengths, features.shape[1])))

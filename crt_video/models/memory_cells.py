@@ -1,0 +1,61 @@
+"""Recurrent cells that carry CRT's memory vector, with a masked update for padded batches."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import orthogonal
+
+
+def modrelu(v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return torch.sign(v) * torch.relu(v.abs() + bias)
+
+
+class NCGRUCell(nn.Module):
+    """Orthogonal GRU (Mucllari et al., Neural Computation 2024).
+
+    r = sigmoid(W_r x + U_r h + b_r), z = sigmoid(W_z x + U_z h + b_z),
+    c = modReLU(W_c x + r * (h W)), h' = z * h + (1 - z) * c, with W = Q D orthogonal:
+    Q from torch's Cayley parametrization and D a fixed diagonal of +-1. Plain Cayley maps
+    cannot reach matrices with eigenvalue -1; the -1 entries of D give the scaled Cayley family.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_negative: int | None = None) -> None:
+        super().__init__()
+        num_negative = hidden_size // 2 if num_negative is None else num_negative
+        self.input = nn.Linear(input_size, 3 * hidden_size)
+        self.gates = nn.Linear(hidden_size, 2 * hidden_size, bias=False)
+        self.recurrent = orthogonal(
+            nn.Linear(hidden_size, hidden_size, bias=False), orthogonal_map="cayley"
+        )
+        self.modrelu_bias = nn.Parameter(torch.empty(hidden_size).uniform_(-0.01, 0.01))
+        diagonal = torch.ones(hidden_size)
+        diagonal[:num_negative] = -1.0
+        self.register_buffer("diagonal", diagonal)
+
+    @property
+    def recurrent_matrix(self) -> torch.Tensor:
+        """W = Q D (D scales the columns), orthogonal."""
+        return self.recurrent.weight * self.diagonal
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        x_r, x_z, x_c = self.input(x).chunk(3, dim=-1)
+        h_r, h_z = self.gates(h).chunk(2, dim=-1)
+        r = torch.sigmoid(x_r + h_r)
+        z = torch.sigmoid(x_z + h_z)
+        c = modrelu(x_c + r * (h @ self.recurrent_matrix), self.modrelu_bias)
+        return z * h + (1 - z) * c
+
+
+MEMORY_CELLS = {"gru": nn.GRUCell, "ncgru": NCGRUCell}
+
+
+class MaskedCell(nn.Module):
+    """Updates only the rows marked in ``update``; the others keep their state exactly."""
+
+    def __init__(self, kind: str, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.cell = MEMORY_CELLS[kind](input_size, hidden_size)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        return torch.where(update[:, None], self.cell(x, h), h)

@@ -1,0 +1,129 @@
+"""Pre-norm Transformer encoder on fused scaled-dot-product attention, with key padding masks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from crt_video.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    d_model: int = 256
+    depth: int = 2
+    heads: int = 4
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        for key in ("d_model", "depth", "heads"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model.{key}={value!r} must be a positive integer")
+        if self.d_model % self.heads:
+            raise ConfigError(
+                f"model.d_model={self.d_model} is not divisible by model.heads={self.heads}; "
+                "choose heads that divide d_model"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout!r} must be in [0, 1)")
+
+
+def valid_mask(lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """[B, T] bool, True for the first ``lengths[b]`` frames of each clip."""
+    return torch.arange(num_frames, device=lengths.device) < lengths[:, None]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x [B, N, D] over the positions where mask [B, N] is True (zeros if none)."""
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def sinusoidal_positions(num_positions: int, dim: int, device=None, dtype=None) -> torch.Tensor:
+    """[num_positions, dim] fixed sin/cos positions, computed for any length."""
+    position = torch.arange(num_positions, device=device, dtype=torch.float64)[:, None]
+    inv_freq = torch.exp(
+        torch.arange(0, dim, 2, device=device, dtype=torch.float64) * (-math.log(10000.0) / dim)
+    )
+    table = torch.zeros(num_positions, dim, device=device, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq[: dim // 2])
+    return table.to(dtype or torch.get_default_dtype())
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d_model: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=key_mask[:, None, None, :],
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, d_model: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = SelfAttention(d_model, heads, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model),
+            nn.GELU(),
+            nn.Linear(4 * d_model, d_model),
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), key_mask))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class Encoder(nn.Module):
+    """``depth`` bidirectional pre-norm layers and a final LayerNorm."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            EncoderLayer(cfg.d_model, cfg.heads, cfg.dropout) for _ in range(cfg.depth)
+        )
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x [B, N, d], mask [B, N] True = valid key -> [B, N, d]."""
+        # SDPA turns a row with no valid key into NaN, which would reach the gradients even
+        # where callers mask the output away: such (all-padding) sequences attend to everything.
+        mask = mask | ~mask.any(dim=1, keepdim=True)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return self.norm(x)
+
+
+class SegmentEmbedding(nn.Module):
+    """Frame features to width d, plus a learned embedding of the position inside the segment."""
+
+    def __init__(self, in_dim: int, d_model: int, segment_len: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_dim, d_model)
+        self.pos = nn.Parameter(torch.empty(segment_len, d_model))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., s, in_dim] with s <= segment_len -> [..., s, d]."""
+        return self.proj(x) + self.pos[: x.shape[-2]]

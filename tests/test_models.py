@@ -1,0 +1,204 @@
+import itertools
+
+import pytest
+import torch
+
+from crt_video.errors import ConfigError
+from crt_video.models import build_model, list_models
+
+IN_DIM, NUM_CLASSES = 12, 5
+SMALL = dict(segment_len=4, d_model=16, depth=2, heads=2, dropout=0.0)
+
+
+def build(type_, **overrides):
+    torch.manual_seed(0)
+    return build_model({"type": type_, **SMALL, **overrides}, IN_DIM, NUM_CLASSES).double().eval()
+
+
+CRT_VARIANTS = [
+    dict(memory_cell=cell, memory_read=read, head=head)
+    for cell, read, head in itertools.product(
+        ("gru", "ncgru"), ("token", "mean"), ("memory", "memory+mean")
+    )
+]
+
+
+def test_registry_lists_all_types():
+    assert list_models() == ["crt", "full", "meanpool", "segment"]
+
+
+@pytest.mark.parametrize("type_", ["crt", "segment", "full", "meanpool"])
+@pytest.mark.parametrize("num_frames", [1, 7, 50])
+def test_any_length_gives_one_logit_row_per_clip(type_, num_frames):
+    model = build(type_)
+    logits = model(
+        torch.randn(3, num_frames, IN_DIM, dtype=torch.float64), torch.full((3,), num_frames)
+    )
+    assert logits.shape == (3, NUM_CLASSES)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize(
+    "type_,overrides",
+    [("crt", v) for v in CRT_VARIANTS] + [("segment", {}), ("full", {}), ("meanpool", {})],
+)
+def test_padding_does_not_change_a_clips_logits(type_, overrides):
+    model = build(type_, **overrides)
+    torch.manual_seed(1)
+    lengths = torch.tensor([3, 9, 22])  # clip 0 is fully padded in segments 1..5 of the batch
+    clips = [torch.randn(1, int(n), IN_DIM, dtype=torch.float64) for n in lengths]
+    batch = torch.randn(3, 22, IN_DIM, dtype=torch.float64) * 100  # padding values must not matter
+    for i, clip in enumerate(clips):
+        batch[i, : clip.shape[1]] = clip[0]
+    batched = model(batch, lengths)
+    for i, clip in enumerate(clips):
+        alone = model(clip, lengths[i : i + 1])
+        torch.testing.assert_close(batched[i : i + 1], alone, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("type_", ["crt", "segment", "full"])
+def test_fully_padded_segments_keep_gradients_finite(type_):
+    model = build(type_)
+    model.train()
+    features = torch.randn(2, 16, IN_DIM, dtype=torch.float64, requires_grad=True)
+    model(features, torch.tensor([2, 16])).sum().backward()
+    assert torch.isfinite(features.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("overrides", CRT_VARIANTS)
+def test_streaming_segments_equals_batched_forward(overrides):
+    model = build("crt", **overrides)
+    torch.manual_seed(2)
+    lengths = torch.tensor([10, 4, 13])
+    features = torch.randn(3, 13, IN_DIM, dtype=torch.float64)
+    batched = model(features, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        state = model.init_state(1)
+        # segments of 4 frames, the last one shorter, as a live stream would deliver them
+        for segment in features[i : i + 1, :n].split(4, dim=1):
+            logits, state = model.step(segment, state)
+        torch.testing.assert_close(logits, batched[i : i + 1], rtol=0, atol=1e-5)
+
+
+def test_streaming_float32_with_padded_last_segment():
+    model = build_model(
+        {"type": "crt", **SMALL, "memory_cell": "ncgru"}, IN_DIM, NUM_CLASSES
+    ).eval()
+    features = torch.randn(2, 11, IN_DIM)
+    lengths = torch.tensor([11, 6])
+    state = model.init_state(2)
+    for n, segment in enumerate(features.split(4, dim=1)):
+        padded = torch.nn.functional.pad(segment, (0, 0, 0, 4 - segment.shape[1]))
+        logits, state = model.step(padded, state, (lengths - 4 * n).clamp(0, segment.shape[1]))
+    torch.testing.assert_close(logits, model(features, lengths), rtol=0, atol=1e-4)
+
+
+def test_truncation_cuts_gradients_to_earlier_segments():
+    features = torch.randn(1, 12, IN_DIM, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([12])
+    full_bptt = build("crt")
+    truncated = build("crt", truncate_every=1)
+    torch.testing.assert_close(full_bptt(features, lengths), truncated(features, lengths))
+    truncated(features, lengths).sum().backward()
+    assert features.grad[0, :8].abs().max() == 0  # only the last segment reaches m_N
+    assert features.grad[0, 8:].abs().max() > 0
+    features.grad = None
+    full_bptt(features, lengths).sum().backward()
+    assert features.grad[0, :4].abs().max() > 0
+
+
+def test_unknown_type_is_rejected_with_a_suggestion():
+    with pytest.raises(
+        ConfigError, match=r"'crtt'.*did you mean 'crt'.*crt, full, meanpool, segment"
+    ):
+        build_model({"type": "crtt"}, IN_DIM, NUM_CLASSES)
+
+
+def test_unknown_key_is_rejected_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"'d_modle'.*did you mean 'd_model'"):
+        build_model({"type": "crt", "d_modle": 64}, IN_DIM, NUM_CLASSES)
+
+
+@pytest.mark.parametrize(
+    "key,value", [("memory_cell", "lstm"), ("heads", 3), ("truncate_every", 0), ("head", "mean")]
+)
+def test_bad_values_are_rejected(key, value):
+    with pytest.raises(ConfigError, match=key):
+        build_model({"type": "crt", "d_model": 16, key: value}, IN_DIM, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("type_", ["segment", "full", "meanpool"])
+def test_one_config_switches_type(type_):
+    crt_config = {"type": "crt", **SMALL, "memory_cell": "ncgru", "truncate_every": 2}
+    model = build_model({**crt_config, "type": type_}, IN_DIM, NUM_CLASSES)
+    assert model(torch.randn(1, 5, IN_DIM), torch.tensor([5])).shape == (1, NUM_CLASSES)
+
+
+ORDER_DIM, ORDER_FRAMES, ORDER_SEGMENT = 16, 128, 16
+
+
+def order_task(num_clips: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise clips with cue A in the first two segments and cue B in the last two, or the
+    reverse; the label is the order, so no single segment and no average can tell."""
+    cues = torch.randn(2, ORDER_DIM, generator=torch.Generator().manual_seed(123))
+    cues = 1.5 * ORDER_DIM**0.5 * cues / cues.norm(dim=1, keepdim=True)
+    features = torch.randn(num_clips, ORDER_FRAMES, ORDER_DIM, generator=generator)
+    labels = torch.randint(0, 2, (num_clips,), generator=generator)
+    early = torch.randint(0, 2 * ORDER_SEGMENT, (num_clips,), generator=generator)
+    late = torch.randint(
+        ORDER_FRAMES - 2 * ORDER_SEGMENT, ORDER_FRAMES, (num_clips,), generator=generator
+    )
+    clips = torch.arange(num_clips)
+    features[clips, early] = cues[labels]
+    features[clips, late] = cues[1 - labels]
+    return features, labels
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train many times faster on one thread than on a shared, busy pool."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def order_accuracy(cfg: dict, seed: int = 0, steps: int = 150, batch_size: int = 32) -> float:
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    small = dict(segment_len=ORDER_SEGMENT, d_model=32, depth=1, heads=2, dropout=0.0)
+    model = build_model({**small, **cfg}, ORDER_DIM, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    lengths = torch.full((batch_size,), ORDER_FRAMES)
+    for _ in range(steps):
+        features, labels = order_task(batch_size, generator)
+        loss = torch.nn.functional.cross_entropy(model(features, lengths), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    features, labels = order_task(512, torch.Generator().manual_seed(10_000 + seed))
+    with torch.no_grad():
+        predictions = model.eval()(features, torch.full((512,), ORDER_FRAMES)).argmax(1)
+    return (predictions == labels).double().mean().item()
+
+
+@pytest.mark.parametrize(
+    "cfg,learns",
+    [
+        ({"type": "crt"}, True),
+        ({"type": "crt", "memory_cell": "ncgru"}, True),
+        ({"type": "full"}, True),
+        ({"type": "segment"}, False),
+        ({"type": "meanpool"}, False),
+    ],
+    ids=["crt-gru", "crt-ncgru", "full", "segment", "meanpool"],
+)
+def test_only_models_that_see_across_segments_learn_the_order_of_distant_events(
+    cfg, learns, one_thread
+):
+    accuracy = order_accuracy(cfg)
+    if learns:
+        assert accuracy >= (0.95 if cfg["type"] == "crt" else 0.9)
+    else:
+        assert accuracy <= 0.65
