@@ -62,11 +62,13 @@ def check_encoder_identity(encoder: FrozenEncoder, ckpt: dict) -> None:
     built, trained = _plain(encoder.identity), _plain(ckpt["encoder_identity"])
     if built == trained:
         return
-    key = next(k for k in sorted(set(built) | set(trained)) if built.get(k) != trained.get(k))
+    keys = [*trained, *(key for key in built if key not in trained)]
+    key = next(key for key in keys if built.get(key) != trained.get(key))
+    was, now = _short(repr(trained.get(key))), _short(repr(built.get(key)))
     raise CheckpointError(
-        f"{ckpt.get('path', 'checkpoint')}: encoder {key} is {_short(trained.get(key))} in the "
-        f"checkpoint but {_short(built.get(key))} here; run with the encoder weights the model was "
-        "trained with (config encoder.pretrained), or retrain on features from this encoder"
+        f"{ckpt.get('path', 'checkpoint')}: encoder {key} is {was} in the checkpoint but {now} "
+        "here; run with the encoder weights the model was trained with (config "
+        "encoder.pretrained), or retrain on features from this encoder"
     )
 
 
@@ -232,18 +234,19 @@ def _checked_model(ckpt: dict) -> nn.Module:
     try:
         return model_from_checkpoint(ckpt)
     except RuntimeError as err:  # load_state_dict: weights of another shape or class count
+        # The first line only says "Error(s) in loading state_dict"; the next one says which.
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         raise CheckpointError(
             f"{ckpt.get('path', 'checkpoint')}: its weights do not fit the model its config "
-            f"describes with {len(ckpt['class_names'])} class names ({str(err).splitlines()[0]}); "
+            f"describes with {len(ckpt['class_names'])} class names ({_short(lines[-1], 160)}); "
             "the class list or config was edited after training, use the file tools/train.py wrote"
         ) from err
 
 
 def _plain(value: object) -> object:
     """Tuples and lists, numpy and Python numbers compare equal after a JSON round trip."""
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
+    return json.loads(json.dumps(value, default=str))
 
 
-def _short(value: object, limit: int = 60) -> str:
-    text = repr(value)
+def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
