@@ -1,0 +1,189 @@
+"""Training on cached features: sampling, padding, determinism, resume, distributed gathering."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from crt_video.data.feature_dataset import EpochSampler, FeatureClipDataset, collate_clips
+from crt_video.data.features import FeatureStore
+from crt_video.engine import trainer
+from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from crt_video.engine.trainer import ClipData, predict, train
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ("Getup", "Sitdown", "Walk")
+DIM = 8
+
+
+def make_clip_data(root: Path, clips_per_class=(12, 4, 2), seed: int = 0) -> ClipData:
+    """A feature store whose class is written into the features, with unequal class sizes."""
+    rng = np.random.default_rng(seed)
+    store = FeatureStore.create_or_open(
+        root, {"encoder": {"name": "synthetic"}, "feature_dim": DIM}
+    )
+    rows = []
+    for label, count in enumerate(clips_per_class):
+        for i in range(count):
+            video = f"{CLASSES[label]}_p03_r{i:02d}_v01_c01.mp4"
+            length = int(rng.integers(5, 40))
+            features = rng.normal(size=(length, DIM)).astype(np.float16)
+            features[:, label] += 3.0
+            store.write(video, features, np.arange(length) / 4.0)
+            rows.append({"video": video, "label": CLASSES[label], "label_id": label})
+    table = pd.DataFrame(rows)
+    return ClipData(
+        store, {"train": table, "val": table, "test": table}, CLASSES, {"name": "synthetic"}
+    )
+
+
+def train_cfg(epochs: int = 2, **train) -> dict:
+    return {
+        "seed": 0,
+        "model": {
+            "type": "crt",
+            "segment_len": 8,
+            "d_model": 16,
+            "depth": 1,
+            "heads": 2,
+            "dropout": 0.1,
+        },
+        "train": {
+            "epochs": epochs,
+            "batch_size": 4,
+            "lr": 3e-3,
+            "weight_decay": 0.01,
+            "warmup_epochs": 1,
+            "grad_clip": 1.0,
+            "balanced_sampling": True,
+            "crop_ratio": (0.8, 1.0),
+            "num_workers": 0,
+            "amp": True,
+            **train,
+        },
+    }
+
+
+def test_collate_pads_and_records_lengths():
+    items = [
+        {"index": 0, "features": torch.ones(3, DIM), "label": 1},
+        {"index": 1, "features": torch.ones(5, DIM), "label": 0},
+    ]
+    batch = collate_clips(items)
+    assert batch["features"].shape == (2, 5, DIM)
+    assert batch["lengths"].tolist() == [3, 5]
+    assert batch["features"][0, 3:].abs().sum() == 0
+
+
+def test_balanced_sampler_evens_out_classes_and_shards_disjointly():
+    labels = [0] * 900 + [1] * 90 + [2] * 10
+    counts = Counter(labels[i] for i in EpochSampler(labels, balanced=True, seed=1))
+    assert min(counts.values()) > 250  # each class about a third, not 90% / 9% / 1%
+    shards = [list(EpochSampler(labels, False, seed=1, rank=r, world_size=2)) for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == list(range(1000))
+
+
+def test_random_crop_is_reproducible_per_epoch(tmp_path):
+    data = make_clip_data(tmp_path)
+    dataset = FeatureClipDataset(data.store, data.splits["train"], crop_ratio=(0.5, 0.9), seed=3)
+    first = dataset[0]["features"]
+    assert torch.equal(first, dataset[0]["features"])
+    full_length = data.store.load(data.splits["train"]["video"][0])[0].shape[0]
+    assert first.shape[0] < full_length
+    lengths = set()
+    for epoch in range(6):
+        dataset.set_epoch(epoch)
+        lengths.add(dataset[0]["features"].shape[0])
+    assert len(lengths) > 1
+
+
+def test_training_learns_writes_checkpoints_log_and_predicts(tmp_path):
+    data = make_clip_data(tmp_path / "store")
+    best = train(train_cfg(epochs=4), data, tmp_path, torch.device("cpu"))
+    assert best == tmp_path / "best.pth" and best.exists() and (tmp_path / "last.pth").exists()
+    ckpt = load_checkpoint(best)
+    assert ckpt["class_names"] == list(CLASSES)
+    with open(tmp_path / "log.csv") as f:
+        log = list(csv.DictReader(f))
+    assert [int(row["epoch"]) for row in log] == [1, 2, 3, 4]
+    assert float(log[-1]["train_loss"]) < float(log[0]["train_loss"])
+    assert max(float(row["val_mean_class_accuracy"]) for row in log) > 0.9
+
+    model = model_from_checkpoint(ckpt)
+    scores = predict(model, data.store, data.splits["test"], len(CLASSES), torch.device("cpu"), 3)
+    assert scores.shape == (len(data.splits["test"]), len(CLASSES))
+    np.testing.assert_allclose(scores.sum(1), 1.0, rtol=1e-5)
+    assert (scores.argmax(1) == data.splits["test"]["label_id"].to_numpy()).mean() > 0.9
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
+    data = make_clip_data(tmp_path / "store")
+    cfg = train_cfg(epochs=3)
+    train(cfg, data, tmp_path / "straight", torch.device("cpu"))
+
+    real_tqdm = trainer.tqdm
+
+    def interrupt_at_epoch_3(iterable, desc, **kwargs):
+        if desc.startswith("epoch 3/"):
+            raise KeyboardInterrupt
+        return real_tqdm(iterable, desc=desc, **kwargs)
+
+    monkeypatch.setattr(trainer, "tqdm", interrupt_at_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, data, tmp_path / "resumed", torch.device("cpu"))
+    monkeypatch.setattr(trainer, "tqdm", real_tqdm)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pth")["epoch"] == 2
+
+    train(
+        cfg,
+        data,
+        tmp_path / "resumed",
+        torch.device("cpu"),
+        resume=str(tmp_path / "resumed" / "last.pth"),
+    )
+    straight = load_checkpoint(tmp_path / "straight" / "last.pth")["model"]
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pth")["model"]
+    assert all(torch.allclose(straight[k], resumed[k]) for k in straight)
+    with open(tmp_path / "resumed" / "log.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1, 2, 3]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
+def test_torchrun_two_cpu_ranks_gather_exactly_all_clips(tmp_path):
+    data = make_clip_data(tmp_path / "store")
+    data.splits["test"].to_csv(tmp_path / "test.csv", index=False)
+    script = tmp_path / "predict_ranks.py"
+    script.write_text(
+        "import sys, numpy as np, pandas as pd, torch\n"
+        "from crt_video.data.features import FeatureStore\n"
+        "from crt_video.engine.distributed import init_distributed\n"
+        "from crt_video.engine.trainer import predict\n"
+        "from crt_video.models import build_model\n"
+        "info = init_distributed(torch.device('cpu'))\n"
+        "torch.manual_seed(0)\n"
+        f"model = build_model({train_cfg()['model']!r}, {DIM}, {len(CLASSES)})\n"
+        "store = FeatureStore.create_or_open(sys.argv[1], "
+        f"{{'encoder': {{'name': 'synthetic'}}, 'feature_dim': {DIM}}})\n"
+        "table = pd.read_csv(sys.argv[2])\n"
+        f"scores = predict(model, store, table, {len(CLASSES)}, torch.device('cpu'), 2, info)\n"
+        "if info.is_main: np.save(sys.argv[3], scores)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for nproc, out in ((1, "one.npy"), (2, "two.npy")):
+        subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+             str(script), str(tmp_path / "store"), str(tmp_path / "test.csv"), str(tmp_path / out)],
+            check=True, env=env, cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+    one, two = np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy")
+    assert one.shape == two.shape == (len(data.splits["test"]), len(CLASSES))
+    np.testing.assert_allclose(one, two, atol=1e-5)
