@@ -82,7 +82,6 @@ def _extract(cfg: dict, args: argparse.Namespace, dist_info: DistInfo) -> int:
         cfg, video_dir, videos, store_root, encoder=encoder, progress=not args.no_progress
     )
     if dist_info.is_main:
-        print(f"{summary}; features in {store_root}", file=sys.stderr)
         for video, reason in summary.failures:
             print(f"failed: {video}: {reason}", file=sys.stderr)
         if summary.failures:

@@ -139,7 +139,7 @@ def extract_features(
         failures=all_failures,
     )
     if dist_info.is_main:
-        logger.info("%s", summary)
+        logger.info("%s; features in %s", summary, store.root)
     return summary
 
 
