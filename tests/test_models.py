@@ -202,3 +202,9 @@ def test_only_models_that_see_across_segments_learn_the_order_of_distant_events(
         assert accuracy >= (0.95 if cfg["type"] == "crt" else 0.9)
     else:
         assert accuracy <= 0.65
+
+
+def test_step_rejects_a_segment_longer_than_segment_len():
+    model = build("crt")
+    with pytest.raises(ValueError, match="segment_len=4"):
+        model.step(torch.zeros(1, 5, IN_DIM, dtype=torch.float64), model.init_state(1))

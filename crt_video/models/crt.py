@@ -59,6 +59,8 @@ class CRTState(NamedTuple):
 
 @register_model("crt", CRTConfig)
 class CRT(nn.Module):
+    """Segment Transformer with one recurrent memory token; classifies from the final memory."""
+
     def __init__(self, in_dim: int, num_classes: int, cfg: CRTConfig) -> None:
         super().__init__()
         self.segment_len = cfg.segment_len
@@ -87,6 +89,11 @@ class CRT(nn.Module):
     ) -> tuple[torch.Tensor, CRTState]:
         """Consume segment [B, s, D] (s <= segment_len, ``lengths`` valid frames of it, default
         all) and return the logits from the new memory, with the new state."""
+        if segment.shape[1] > self.segment_len:
+            raise ValueError(
+                f"segment of {segment.shape[1]} frames; this CRT takes at most "
+                f"segment_len={self.segment_len} per step"
+            )
         state = self._advance(segment, state, lengths)
         return self._logits(state), state
 
