@@ -1,7 +1,7 @@
 """Label videos with a trained checkpoint: top-k activities and, for long videos, a timeline.
 
 python tools/infer.py kitchen.mp4 --checkpoint work_dirs/crt_cs/best.pth
-python tools/infer.py a.mp4 b.mp4 --checkpoint best.pth --window 5 --json labels.json --plot a.png
+python tools/infer.py a.mp4 b.mp4 --checkpoint best.pth --window 5 --json labels.json --plot tl.png
 
 The checkpoint carries the config, class names and encoder identity: no config file is needed.
 Frames are sampled at the training rate and streamed through the model's recurrent memory, so a
@@ -60,7 +60,7 @@ def format_result(result: dict) -> str:
     lines = [result["video"]]
     lines += [f"{item['label']}: {item['score']:.4f}" for item in result["top_k"]]
     if result["timeline"]:
-        width = max(len(item["label"]) for item in result["timeline"])
+        width = max(len("label"), *(len(item["label"]) for item in result["timeline"]))
         lines.append(f"{'start':>9} {'end':>9}  {'label':<{width}}  score")
         lines += [
             f"{item['start']:>9.2f} {item['end']:>9.2f}  {item['label']:<{width}}  {item['score']:.4f}"

@@ -89,7 +89,8 @@ def run(
     }
     rows = "\n".join(
         f"| {name} | {v['duration']:.0f} s | {v['frames']} | {v['seconds']:.1f} | "
-        f"{v['real_time_factor']:.1f}x | {v['peak_rss_mib']:.0f} | {v['loaded_rss_mib']:.0f} |"
+        f"{v['real_time_factor']:.1f}x | {v['peak_rss_mib']:.0f} | {v['loaded_rss_mib']:.0f} | "
+        f"{v['load_average']:.1f} |"
         for name, v in (("short", figures["short"]), ("long", figures["long"]))
     )
     markdown = f"""## Streaming inference (stream)
@@ -98,10 +99,12 @@ def run(
 synthetic {figures["clip"]} clip, CPU only, {threads} cores, encoder `{figures["encoder"]}`
 (random weights, same compute as pretrained) at {fps:g} sampled frames/s, default CRT head
 (segments of {short["segment_len"]} frames). Each row runs in a fresh process: peak RSS is that
-process's high-water mark (VmHWM), "after load" is before the video starts.
+process's high-water mark (VmHWM), "after load" is before the video starts. "load avg" is the
+machine's 1-minute load average when the row finished: above {threads}, other processes shared
+the cores and the times are slower than this machine can do.
 
-| clip | length | frames sampled | wall (s) | real-time factor | peak RSS (MiB) | after load (MiB) |
-|---|---|---|---|---|---|---|
+| clip | length | frames sampled | wall (s) | real-time factor | peak RSS (MiB) | after load (MiB) | load avg |
+|---|---|---|---|---|---|---|---|
 {rows}
 
 One streaming step (one {short["segment_len"]}-frame segment through the CRT, median of
@@ -187,6 +190,7 @@ def measure(checkpoint: str, video: str, threads: int, breakdown: bool) -> dict:
         frames=prediction.num_frames,
         peak_rss_mib=_peak_rss_mib(),
         segment_len=labeler.segment_len,
+        load_average=os.getloadavg()[0],
     )
     if breakdown:
         result.update(_breakdown(labeler, video))
@@ -229,6 +233,7 @@ def _video_figures(result: dict) -> dict:
         "real_time_factor": result["duration"] / result["seconds"],
         "peak_rss_mib": result["peak_rss_mib"],
         "loaded_rss_mib": result["loaded_rss_mib"],
+        "load_average": result["load_average"],
     }
 
 
