@@ -13,4 +13,5 @@ def test_smoke_run_reports_a_table_and_a_plot(tmp_path):
     figures = json.loads(json.dumps(result["figures"]))
     crt, full = figures["results"]["crt S=8"], figures["results"]["full"]
     assert all(f > 0 for f in crt["flops"] + full["flops"])
-    assert all(s > 0 for s in crt["seconds"] + full["seconds"])
+    for mode in ("train", "infer"):
+        assert all(s > 0 for s in crt[f"{mode}_seconds"] + full[f"{mode}_seconds"])

@@ -1,9 +1,11 @@
 """Model cost against clip length: CRT (segments of S frames) versus a full-length Transformer.
 
-For each T: forward FLOPs (torch.utils.flop_counter, CPU attention included), peak memory and
-CPU forward+backward time. Peak memory is the growth of the peak resident set (VmHWM in
-/proc/self/status) of a fresh process during one forward+backward, after a warm-up on a short
-clip: saved activations, gradients and allocator overhead, not the weights themselves.
+For each T: forward FLOPs (torch.utils.flop_counter, CPU attention included), and for training
+(forward+backward) and inference (forward without autograd): peak memory and CPU time. Peak
+memory is the growth of the peak resident set (VmHWM in /proc/self/status) of a fresh process
+over one run, after a warm-up on a short clip: activations, gradients and allocator overhead,
+not the weights nor the input. Times are the best of a few runs on a fixed number of threads (default one:
+small per-segment kernels on a shared, busy pool measure thread contention, not the model).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -33,10 +34,12 @@ DEFAULTS = dict(
     lengths=(64, 256, 1024, 4096),
     segment_lens=(16, 32),
     repeats=3,
+    threads=1,
 )
 SMOKE = dict(d_model=16, depth=1, heads=2, in_dim=16, lengths=(32,), segment_lens=(8,), repeats=1)
 FULL = "full"
 PLOT = "model_cost.png"
+MODES = ("train", "infer")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,8 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--segment-lens", type=int, nargs="+", default=DEFAULTS["segment_lens"], help="CRT S"
     )
+    parser.add_argument("--repeats", type=int, default=DEFAULTS["repeats"], help="timed runs")
     parser.add_argument(
-        "--repeats", type=int, default=DEFAULTS["repeats"], help="timed runs (median)"
+        "--threads", type=int, default=DEFAULTS["threads"], help="torch threads when timing"
     )
 
 
@@ -78,27 +82,41 @@ def _reset_peak_memory() -> bool:
     return True
 
 
-def _forward_backward(model: torch.nn.Module, num_frames: int, in_dim: int) -> float:
-    features = torch.randn(1, num_frames, in_dim)
-    lengths = torch.tensor([num_frames])
+def _timed_run(model: torch.nn.Module, features: torch.Tensor, train: bool) -> float:
+    lengths = torch.tensor([features.shape[1]])
     model.zero_grad(set_to_none=True)
     started = time.perf_counter()
-    model(features, lengths).sum().backward()
+    if train:
+        model(features, lengths).sum().backward()
+    else:
+        with torch.no_grad():
+            model(features, lengths)
     return time.perf_counter() - started
 
 
-def measure(cfg: dict, in_dim: int, num_classes: int, num_frames: int, repeats: int) -> dict:
-    """Peak memory growth and median forward+backward seconds; run in a fresh process."""
+def measure(
+    cfg: dict,
+    in_dim: int,
+    num_classes: int,
+    num_frames: int,
+    repeats: int,
+    threads: int,
+    mode: str,
+) -> dict:
+    """Peak memory growth and best seconds of one ``mode`` run; meant for a fresh process."""
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = build_model(cfg, in_dim, num_classes).train()
-    _forward_backward(model, cfg.get("segment_len", 16), in_dim)  # lazy kernel/thread setup
+    train = mode == "train"
+    model = build_model(cfg, in_dim, num_classes).train(train)
+    _timed_run(model, torch.randn(1, 16, in_dim), train)  # lazy kernel and thread setup
+    features = torch.randn(1, num_frames, in_dim)  # the input is not counted as model memory
     peak_bytes = None
     if _reset_peak_memory():
         before = _process_memory_kib("VmHWM")
-        _forward_backward(model, num_frames, in_dim)
+        _timed_run(model, features, train)
         peak_bytes = 1024 * (_process_memory_kib("VmHWM") - before)
-    seconds = [_forward_backward(model, num_frames, in_dim) for _ in range(repeats)]
-    return {"peak_bytes": peak_bytes, "seconds": statistics.median(seconds)}
+    seconds = min(_timed_run(model, features, train) for _ in range(repeats))
+    return {"peak_bytes": peak_bytes, "seconds": seconds}
 
 
 def measure_in_fresh_process(**kwargs) -> dict:
@@ -142,17 +160,19 @@ def _plot(path: Path, lengths: list[int], results: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = (
-        ("flops", "forward FLOPs"),
-        ("seconds", "CPU fwd+bwd (s)"),
-        ("peak_bytes", "peak MiB"),
-    )
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, (key, title) in zip(axes, panels, strict=True):
-        for label, row in results.items():
-            values = [v / 2**20 if key == "peak_bytes" and v else v for v in row[key]]
-            if all(v for v in values):
-                ax.loglog(lengths, values, marker="o", label=label)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for label, row in results.items():
+        line = axes[0].loglog(lengths, row["flops"], marker="o", label=label)[0]
+        for mode, style in zip(MODES, ("-", "--"), strict=True):
+            axes[1].loglog(
+                lengths, row[f"{mode}_seconds"], style, marker="o", color=line.get_color()
+            )
+            peaks = row[f"{mode}_peak_bytes"]
+            if all(peaks):  # tiny runs can stay inside already-resident pages (growth 0)
+                mib = [b / 2**20 for b in peaks]
+                axes[2].loglog(lengths, mib, style, marker="o", color=line.get_color())
+    titles = ("forward FLOPs", "CPU seconds (solid: train, dashed: infer)", "peak MiB (same)")
+    for ax, title in zip(axes, titles, strict=True):
         ax.set(title=title, xlabel="clip length T (frames)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
@@ -174,32 +194,37 @@ def run(out_dir: Path, smoke: bool = False, **options) -> dict:
     configs[FULL] = {"type": FULL, "dropout": 0.0, **width}
 
     models = {label: build_model(cfg, in_dim, num_classes) for label, cfg in configs.items()}
-    results = {
-        label: {"flops": [count_flops(model, T, in_dim) for T in lengths]}
-        for label, model in models.items()
-    }
+    results = {}
     for label, cfg in configs.items():
-        runs = [
-            measure_in_fresh_process(
-                cfg=cfg,
-                in_dim=in_dim,
-                num_classes=num_classes,
-                num_frames=T,
-                repeats=settings["repeats"],
-            )
-            for T in lengths
-        ]
-        results[label]["peak_bytes"] = [r["peak_bytes"] for r in runs]
-        results[label]["seconds"] = [r["seconds"] for r in runs]
+        results[label] = {"flops": [count_flops(models[label], T, in_dim) for T in lengths]}
+        for mode in MODES:
+            runs = [
+                measure_in_fresh_process(
+                    cfg=cfg,
+                    in_dim=in_dim,
+                    num_classes=num_classes,
+                    num_frames=T,
+                    repeats=settings["repeats"],
+                    threads=settings["threads"],
+                    mode=mode,
+                )
+                for T in lengths
+            ]
+            results[label][f"{mode}_peak_bytes"] = [r["peak_bytes"] for r in runs]
+            results[label][f"{mode}_seconds"] = [r["seconds"] for r in runs]
 
-    crt_labels = [label for label in configs if label != FULL]
     summary = {}
-    for label in crt_labels:
+    for label in configs:
+        if label == FULL:
+            continue
         per_frame = [f / T for f, T in zip(results[label]["flops"], lengths, strict=True)]
-        time_cheaper = [
+        faster = [
             T
             for T, t, t_full in zip(
-                lengths, results[label]["seconds"], results[FULL]["seconds"], strict=True
+                lengths,
+                results[label]["train_seconds"],
+                results[FULL]["train_seconds"],
+                strict=True,
             )
             if t < t_full
         ]
@@ -207,13 +232,22 @@ def run(out_dir: Path, smoke: bool = False, **options) -> dict:
             "flops_per_frame_spread": max(per_frame) / min(per_frame) - 1,
             "flops_vs_full_at_max_T": results[label]["flops"][-1] / results[FULL]["flops"][-1],
             "flops_crossover_T": flops_crossover(models[label], models[FULL], in_dim, lengths[-1]),
-            "first_measured_T_faster_than_full": time_cheaper[0] if time_cheaper else None,
+            "first_measured_T_trained_faster_than_full": faster[0] if faster else None,
         }
     _plot(out_dir / PLOT, lengths, results)
     return {
         "markdown": _markdown(settings, lengths, results, summary),
-        "figures": {"settings": settings, "lengths": lengths, "results": results, **summary},
+        "figures": {
+            "settings": settings,
+            "lengths": lengths,
+            "results": results,
+            "summary": summary,
+        },
     }
+
+
+def _mib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**20:.1f}"
 
 
 def _markdown(settings: dict, lengths: list[int], results: dict, summary: dict) -> str:
@@ -221,40 +255,41 @@ def _markdown(settings: dict, lengths: list[int], results: dict, summary: dict) 
         "## Model cost: CRT against a full-length Transformer",
         "",
         f"d_model {settings['d_model']}, depth {settings['depth']}, heads {settings['heads']}, "
-        f"input features {settings['in_dim']}, batch 1, {torch.get_num_threads()} CPU threads. "
-        "FLOPs: forward, torch.utils.flop_counter with the CPU attention kernel counted. Peak "
-        "memory: growth of the peak resident set of a fresh process over one forward+backward "
-        "(activations, gradients, allocator overhead; not the weights). Time: median CPU "
-        f"forward+backward of {settings['repeats']} runs.",
+        f"input features {settings['in_dim']}, batch 1. FLOPs: forward, counted by "
+        "torch.utils.flop_counter with the CPU attention kernel registered. Peak memory: growth "
+        "of the peak resident set of a fresh process over one run (activations, gradients, "
+        "allocator overhead; not the weights nor the input). Time: best of "
+        f"{settings['repeats']} runs on {settings['threads']} CPU thread(s). Train = "
+        "forward+backward, infer = forward without autograd.",
         "",
-        "| T | model | GFLOPs | MFLOPs / frame | FLOPs vs full | peak memory (MiB) | fwd+bwd (ms) |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| T | model | GFLOPs | MFLOPs / frame | FLOPs vs full | train peak MiB "
+        "| train ms | infer peak MiB | infer ms |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for i, T in enumerate(lengths):
         for label, row in results.items():
-            peak = row["peak_bytes"][i]
             lines.append(
                 f"| {T} | {label} | {row['flops'][i] / 1e9:.3f} | {row['flops'][i] / T / 1e6:.3f} "
                 f"| {row['flops'][i] / results[FULL]['flops'][i]:.3f} "
-                f"| {'n/a' if peak is None else f'{peak / 2**20:.1f}'} "
-                f"| {1e3 * row['seconds'][i]:.1f} |"
+                f"| {_mib(row['train_peak_bytes'][i])} | {1e3 * row['train_seconds'][i]:.1f} "
+                f"| {_mib(row['infer_peak_bytes'][i])} | {1e3 * row['infer_seconds'][i]:.1f} |"
             )
     lines.append("")
     for label, s in summary.items():
         crossover = s["flops_crossover_T"]
-        faster = s["first_measured_T_faster_than_full"]
+        faster = s["first_measured_T_trained_faster_than_full"]
         lines.append(
             f"- {label}: FLOPs per frame vary by {100 * s['flops_per_frame_spread']:.2f}% over T; "
             f"at T={lengths[-1]} it needs {s['flops_vs_full_at_max_T']:.3f}x the FLOPs of full; "
             + (
                 f"fewer FLOPs than full from T={crossover} frames on"
                 if crossover
-                else f"not cheaper than full up to T={lengths[-1]}"
+                else f"not fewer FLOPs than full up to T={lengths[-1]}"
             )
             + (
-                f"; faster than full from the measured T={faster}."
+                f"; trains faster than full from the measured T={faster}."
                 if faster
-                else "; not faster than full at the measured T."
+                else "; trains no faster than full at the measured T."
             )
         )
     lines += ["", f"![model cost against clip length]({PLOT})"]
