@@ -1,0 +1,206 @@
+"""The whole job behind tools/train.py and tools/test.py: data -> features -> training -> test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from crt_video.config import config_hash, dump_config
+from crt_video.data.annotations import annotation_path, read_annotations, write_annotations
+from crt_video.data.features import FeatureStore
+from crt_video.data.smarthome import SPLITS, class_names
+from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from crt_video.engine.distributed import (
+    SINGLE_PROCESS,
+    DistInfo,
+    barrier,
+    broadcast_object,
+    init_distributed,
+    resolve_device,
+)
+from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
+from crt_video.engine.trainer import ClipData, evaluate, train
+from crt_video.errors import CheckpointError, DatasetError
+from crt_video.evaluation.plots import plot_training_curves
+from crt_video.models.encoder import build_encoder
+from crt_video.utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+VIDEO_SUFFIXES = (".mp4",)
+
+
+def resolve_data_root(cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
+    """The folder of clips; a demo config generates its dataset there on first use."""
+    if not cfg.get("data_root"):
+        raise DatasetError(
+            "data_root is not set; set it in the config or with --cfg-options data_root=DIR"
+        )
+    root = Path(cfg["data_root"]).expanduser()
+    if cfg.get("demo") is not None and not root.is_dir():
+        if dist_info.is_main:
+            make_demo_data(root, cfg["demo"])
+        barrier()
+    if not root.is_dir():
+        raise DatasetError(
+            f"data_root {root} does not exist; put the Smarthome .mp4 clips there "
+            "or pass --cfg-options data_root=DIR"
+        )
+    return root.resolve()
+
+
+def make_demo_data(root: Path, demo_cfg: dict) -> None:
+    """Generate into a scratch folder and rename, so an interrupted run leaves no half dataset."""
+    from crt_video.data.demo import make_demo_dataset
+
+    scratch = root.with_name(root.name + ".partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    logger.info("generating the demo dataset in %s (first use only)", root)
+    make_demo_dataset(
+        scratch, seed=int(demo_cfg.get("seed", 0)), num_clips=demo_cfg.get("num_clips")
+    )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(scratch, root)
+
+
+def list_videos(root: Path) -> list[str]:
+    return sorted(
+        str(path.relative_to(root))
+        for path in root.rglob("*")
+        if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file()
+    )
+
+
+def cache_root(cfg: dict) -> Path:
+    return Path(cfg.get("cache_dir") or "work_dirs/cache").expanduser()
+
+
+def prepare_annotations(cfg: dict, video_dir: Path, dist_info: DistInfo) -> Path:
+    """Annotation CSVs keyed by the clip listing and split rule, made once and reused."""
+    key = config_hash(
+        [str(video_dir), list_videos(video_dir), cfg["protocol"], cfg["val_mode"], cfg["seed"]]
+    )
+    out_dir = cache_root(cfg) / "annotations" / key
+    if dist_info.is_main and not annotation_path(out_dir, cfg["protocol"], "train").exists():
+        write_annotations(
+            video_dir,
+            out_dir,
+            protocols=[cfg["protocol"]],
+            val_mode=cfg["val_mode"],
+            seed=cfg["seed"],
+        )
+    barrier()
+    return out_dir
+
+
+def prepare_data(
+    cfg: dict, dist_info: DistInfo = SINGLE_PROCESS, splits: tuple[str, ...] = SPLITS
+) -> ClipData:
+    """Annotations and features for ``splits`` (extracting what is missing), ready to train on."""
+    video_dir = resolve_data_root(cfg, dist_info)
+    ann_dir = prepare_annotations(cfg, video_dir, dist_info)
+    tables = {}
+    for split in splits:
+        path = annotation_path(ann_dir, cfg["protocol"], split)
+        if path.exists():
+            tables[split] = read_annotations(path)
+
+    encoder = build_encoder(cfg["encoder"])
+    manifest = feature_manifest(cfg, encoder)
+    store_root = feature_store_root(cfg, manifest, video_dir)
+    videos = sorted({video for table in tables.values() for video in table["video"]})
+    extract_features(cfg, video_dir, videos, store_root, encoder=encoder)
+    barrier()
+    store = FeatureStore.create_or_open(store_root, manifest)
+    missing = [video for video in videos if not store.has(video)]
+    if missing:
+        logger.warning(
+            "%d clip(s) have no features and are left out (reasons in %s), e.g. %s",
+            len(missing),
+            store_root / "failures.csv",
+            missing[0],
+        )
+        tables = {
+            split: t[t["video"].map(store.has)].reset_index(drop=True)
+            for split, t in tables.items()
+        }
+    for split in ("train", "test"):
+        if split in splits and (split not in tables or len(tables[split]) == 0):
+            raise DatasetError(
+                f"the {split} split of protocol {cfg['protocol']} has no clips in {video_dir}; "
+                "check data_root and the clip names (<Activity>_pPP_rRR_vVV_cCC.mp4)"
+            )
+    return ClipData(store, tables, class_names(cfg["protocol"]), encoder.identity)
+
+
+def check_compatible(ckpt: dict, data: ClipData) -> None:
+    if list(ckpt["class_names"]) != list(data.class_names):
+        raise CheckpointError(
+            f"{ckpt['path']}: trained on {len(ckpt['class_names'])} classes, this config's protocol "
+            f"has {len(data.class_names)}; use a checkpoint trained with the same protocol"
+        )
+    if ckpt["encoder_identity"] != data.encoder_identity:
+        differing = sorted(
+            key
+            for key in set(ckpt["encoder_identity"]) | set(data.encoder_identity)
+            if ckpt["encoder_identity"].get(key) != data.encoder_identity.get(key)
+        )
+        raise CheckpointError(
+            f"{ckpt['path']}: trained on features of another encoder (differs in {', '.join(differing)}); "
+            "use the config the checkpoint was trained with"
+        )
+
+
+def test_checkpoint(
+    cfg: dict,
+    checkpoint: str | os.PathLike,
+    out_dir: Path,
+    split: str = "test",
+    data: ClipData | None = None,
+    dist_info: DistInfo = SINGLE_PROCESS,
+) -> dict:
+    """Evaluate a checkpoint on a split and write metrics, confusion matrix and predictions."""
+    device = resolve_device(cfg["device"])
+    data = data or prepare_data(cfg, dist_info, splits=(split,))
+    if split not in data.splits or len(data.splits[split]) == 0:
+        raise DatasetError(
+            f"the {split} split of protocol {cfg['protocol']} is empty; nothing to test"
+        )
+    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    check_compatible(ckpt, data)
+    model = model_from_checkpoint(ckpt).to(device)
+    metrics = evaluate(
+        model, data, split, out_dir, device, int(cfg["train"]["batch_size"]), dist_info
+    )
+    return broadcast_object(metrics)
+
+
+def run_pipeline(cfg: dict, work_dir: Path, resume: str | None = None) -> dict:
+    """Annotations, features, training with validation, then the test split on the best checkpoint."""
+    device = resolve_device(cfg["device"])
+    dist_info = init_distributed(device)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if dist_info.is_main:
+        dump_config(cfg, work_dir / f"{cfg['_config_name']}.py")
+    data = prepare_data(cfg, dist_info)
+    if resume == "auto":
+        resume = str(work_dir / "last.pth") if (work_dir / "last.pth").exists() else None
+        if resume is None:
+            logger.info("no last.pth in %s: starting from scratch", work_dir)
+    torch.manual_seed(int(cfg["seed"]))
+    best = train(cfg, data, work_dir, device, dist_info, resume)
+    barrier()
+    metrics = test_checkpoint(cfg, best, work_dir / "test", data=data, dist_info=dist_info)
+    if dist_info.is_main:
+        plot_training_curves(work_dir / "log.csv", work_dir / "training_curves.png")
+        logger.info(
+            "test: mean per-class accuracy %.4f, top-1 %.4f over %d clips; report in %s",
+            metrics["mean_class_accuracy"],
+            metrics["top1"],
+            metrics["num_clips"],
+            work_dir / "test",
+        )
+    return metrics

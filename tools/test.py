@@ -1,0 +1,46 @@
+"""Evaluate a checkpoint: metrics.json, confusion matrix (CSV and picture), predictions.csv.
+
+python tools/test.py configs/demo.py work_dirs/demo/best.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from crt_video.config import load_config, resolve_work_dir
+from crt_video.data.smarthome import SPLITS
+from crt_video.engine.pipeline import test_checkpoint
+from crt_video.utils.cli import run_cli
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("config", help="the config the checkpoint was trained with")
+    parser.add_argument("checkpoint", help="best.pth or last.pth from a training work dir")
+    parser.add_argument("--split", choices=[s for s in SPLITS if s != "train"], default="test")
+    parser.add_argument(
+        "--work-dir", help="reports go to <work_dir>/<split>/ (default work_dirs/<config name>)"
+    )
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    options = list(args.cfg_options) + ([f"device={args.device}"] if args.device else [])
+    cfg = load_config(args.config, options)
+    out_dir = resolve_work_dir(cfg, args.work_dir) / args.split
+    metrics = test_checkpoint(cfg, args.checkpoint, out_dir, split=args.split)
+    print(
+        f"{args.split}: mean per-class accuracy {metrics['mean_class_accuracy']:.4f}  "
+        f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  ({metrics['num_clips']} clips)"
+    )
+    print(f"report: {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
