@@ -115,3 +115,20 @@ class EpochSampler(Sampler[int]):
             order = rng.permutation(len(self.labels))
             order = np.concatenate([order, order[: total - len(order)]])
         return iter(order[self.rank :: self.world_size].tolist())
+
+
+def feature_statistics(
+    store: FeatureStore, videos: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std over every frame of ``videos`` (float64 sums, one pass)."""
+    total = np.zeros(store.feature_dim)
+    total_sq = np.zeros(store.feature_dim)
+    count = 0
+    for video in videos:
+        features = store.load(video)[0].astype(np.float64)
+        total += features.sum(0)
+        total_sq += np.square(features).sum(0)
+        count += len(features)
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(total_sq / max(count, 1) - np.square(mean), 0.0))
+    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()

@@ -15,6 +15,7 @@ from crt_video.models.registry import register_model
 from crt_video.models.transformer import (
     Encoder,
     EncoderConfig,
+    FeatureNorm,
     SegmentEmbedding,
     masked_mean,
     sinusoidal_positions,
@@ -66,12 +67,13 @@ class FullTransformer(nn.Module):
 
     def __init__(self, in_dim: int, num_classes: int, cfg: EncoderConfig) -> None:
         super().__init__()
+        self.norm = FeatureNorm(in_dim)
         self.proj = nn.Linear(in_dim, cfg.d_model)
         self.encoder = Encoder(cfg)
         self.head = nn.Linear(cfg.d_model, num_classes)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x = self.proj(features)
+        x = self.proj(self.norm(features))
         x = x + sinusoidal_positions(x.shape[1], x.shape[2], device=x.device, dtype=x.dtype)
         mask = valid_mask(lengths, x.shape[1])
         return self.head(masked_mean(self.encoder(x, mask), mask))
@@ -83,7 +85,8 @@ class MeanPool(nn.Module):
 
     def __init__(self, in_dim: int, num_classes: int, cfg: MeanPoolConfig) -> None:
         super().__init__()
+        self.norm = FeatureNorm(in_dim)
         self.head = nn.Linear(in_dim, num_classes)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.head(masked_mean(features, valid_mask(lengths, features.shape[1])))
+        return self.head(masked_mean(self.norm(features), valid_mask(lengths, features.shape[1])))

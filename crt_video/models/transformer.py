@@ -115,15 +115,40 @@ class Encoder(nn.Module):
         return self.norm(x)
 
 
+class FeatureNorm(nn.Module):
+    """Standardises frame features with the training set's per-dimension mean and std.
+
+    Frozen-encoder features often differ far more between clips (background, light) than between
+    the frames of one clip, where the action is. The statistics are buffers, set once before
+    training by :func:`set_feature_statistics`, so checkpoints and streaming carry them.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def set_feature_statistics(model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+    for module in model.modules():
+        if isinstance(module, FeatureNorm):
+            module.mean.copy_(mean)
+            module.std.copy_(std.clamp(min=1e-6))
+
+
 class SegmentEmbedding(nn.Module):
     """Frame features to width d, plus a learned embedding of the position inside the segment."""
 
     def __init__(self, in_dim: int, d_model: int, segment_len: int) -> None:
         super().__init__()
+        self.norm = FeatureNorm(in_dim)
         self.proj = nn.Linear(in_dim, d_model)
         self.pos = nn.Parameter(torch.empty(segment_len, d_model))
         nn.init.trunc_normal_(self.pos, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., s, in_dim] with s <= segment_len -> [..., s, d]."""
-        return self.proj(x) + self.pos[: x.shape[-2]]
+        return self.proj(self.norm(x)) + self.pos[: x.shape[-2]]
