@@ -74,7 +74,11 @@ def _render_clip(
     video[:] = rng.integers(*_BACKGROUND_LEVELS, size=3, dtype=np.uint8)
 
     durations = np.minimum(rng.uniform(0.8, 2.5, len(shapes)), seconds * 0.8 / len(shapes))
-    gaps = rng.dirichlet(np.ones(len(shapes) + 1)) * (seconds - durations.sum())
+    # At least two empty frames between events, so consecutive events never merge.
+    min_gap = 2.0 / fps
+    free = seconds - durations.sum() - min_gap * (len(shapes) - 1)
+    gaps = rng.dirichlet(np.ones(len(shapes) + 1)) * max(free, 0.0)
+    gaps[1:-1] += min_gap
     start = gaps[0]
     for shape, duration, gap in zip(shapes, durations, gaps[1:], strict=True):
         mask = _shape_mask(shape, height, rng)
@@ -191,4 +195,6 @@ def make_demo_dataset(
     out_dir: str | os.PathLike, seed: int = 0, num_clips: int | None = None
 ) -> list[Path]:
     """The default demo dataset: :data:`DEMO_CLASSES`, 2 to 30 s clips at 160x120, 10 fps."""
-    return make_event_order_dataset(out_dir, seed, num_clips or DEMO_NUM_CLIPS)
+    return make_event_order_dataset(
+        out_dir, seed, DEMO_NUM_CLIPS if num_clips is None else num_clips
+    )

@@ -171,7 +171,7 @@ def _decord_chunks(
         # One reader per call and one thread: readers are not shareable across workers.
         reader = decord.VideoReader(str(path), width=width, height=height, num_threads=1)
     except Exception as err:  # decord raises its own DECORDError, not a RuntimeError subclass
-        raise _decode_error(path, f"decord cannot open it ({_one_line(err)})") from err
+        raise _decode_error(path, f"decord cannot decode it ({_one_line(err)})") from err
     if len(reader) == 0:
         raise _decode_error(path, "no video frames")
     # A frame count that lies has hung get_batch past the end: never ask beyond it.

@@ -1,0 +1,155 @@
+import logging
+import sys
+
+import av
+import numpy as np
+import pytest
+
+from crt_video.data import video
+from crt_video.data.video import (
+    BACKENDS,
+    iter_frames,
+    probe_video,
+    read_frames,
+    resolve_backend,
+    sample_frame_times,
+)
+from crt_video.errors import ConfigError, VideoDecodeError
+
+
+@pytest.fixture(scope="module")
+def one_second(tmp_path_factory, write_test_video):
+    return write_test_video(tmp_path_factory.mktemp("v") / "one.mp4", 64, 48, fps=10, seconds=1.0)
+
+
+def test_probe_video(one_second):
+    info = probe_video(one_second)
+    assert (info.num_frames, info.fps, info.width, info.height) == (10, 10.0, 64, 48)
+    assert info.duration == pytest.approx(1.0) and info.start_time == 0.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "fps, expected",
+    [
+        (4.0, [0.0, 0.2, 0.5, 0.7]),  # each target takes the frame at or before it
+        (10.0, [i / 10 for i in range(10)]),
+        (0.5, [0.0]),  # a clip shorter than one sampling period still gives a frame
+        (20.0, [i // 2 / 10 for i in range(20)]),  # above the video's rate frames repeat
+    ],
+)
+def test_sampling_follows_video_time(one_second, backend, fps, expected):
+    frames = read_frames(one_second, fps, backend=backend)
+    np.testing.assert_allclose(frames.timestamps, expected, atol=1e-3)
+    assert frames.frames.shape == (len(expected), 48, 64, 3)
+    assert str(frames.frames.dtype) == "torch.uint8"
+
+
+def test_max_frames_spreads_uniformly(one_second):
+    info = probe_video(one_second)
+    np.testing.assert_allclose(sample_frame_times(info, 10.0, max_frames=4), [0, 0.3, 0.6, 0.9])
+    assert len(sample_frame_times(info, 2.0, max_frames=4)) == 2
+    frames = read_frames(one_second, 10.0, max_frames=4)
+    np.testing.assert_allclose(frames.timestamps, [0, 0.3, 0.6, 0.9], atol=1e-3)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (64, 48), (24, 40)])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_decodes_straight_to_size(one_second, backend, size):
+    frames = read_frames(one_second, 4.0, size=size, backend=backend)
+    assert frames.frames.shape == (4, *size, 3)
+
+
+@pytest.mark.parametrize("fps, max_frames", [(4.0, None), (2.0, 5), (7.0, None)])
+def test_decord_and_pyav_agree_on_demo_clips(demo_videos, fps, max_frames):
+    for path in demo_videos:
+        decord_frames = read_frames(path, fps, max_frames, size=(64, 64), backend="decord")
+        pyav_frames = read_frames(path, fps, max_frames, size=(64, 64), backend="pyav")
+        assert decord_frames.frames.shape == pyav_frames.frames.shape
+        frame_period = 1.0 / probe_video(path).fps
+        assert np.abs(decord_frames.timestamps - pyav_frames.timestamps).max() < frame_period
+        difference = (decord_frames.frames.float() - pyav_frames.frames.float()).abs().mean()
+        assert difference < 8.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_iter_frames_chunks_match_read_frames(demo_videos, backend):
+    path = max(demo_videos, key=lambda p: probe_video(p).duration)
+    whole = read_frames(path, 5.0, backend=backend)
+    chunks = list(iter_frames(path, 5.0, chunk_frames=4, backend=backend))
+    assert all(len(chunk.frames) == 4 for chunk in chunks[:-1])
+    assert np.array_equal(np.concatenate([c.timestamps for c in chunks]), whole.timestamps)
+    assert (np.concatenate([c.frames.numpy() for c in chunks]) == whole.frames.numpy()).all()
+
+
+def garble_payload(source, target):
+    """Keep the container index, zero every coded frame: packets exist, none decodes."""
+    data = bytearray(source.read_bytes())
+    start = data.index(b"mdat") + 4
+    end = start - 8 + int.from_bytes(data[start - 8 : start - 4], "big")
+    data[start:end] = bytes(end - start)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def audio_only(path):
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
+        frame.sample_rate = 16000
+        for index in range(5):
+            frame.pts = index * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda src, dst: dst.write_bytes(b"") and dst, "empty file"),
+        (lambda src, dst: dst.write_bytes(src.read_bytes()[:2000]) and dst, "cannot open"),
+        (lambda src, dst: dst.write_text("not a video\n") and dst, "cannot open"),
+        (garble_payload, "decod"),
+        (lambda src, dst: audio_only(dst), "no video stream"),
+        (lambda src, dst: dst, "no such file"),
+    ],
+    ids=["zero-byte", "truncated", "text", "no-decodable-frame", "audio-only", "missing"],
+)
+def test_broken_videos_raise_one_line_naming_the_file(one_second, tmp_path, backend, make, reason):
+    path = tmp_path / "Walk_p03_r00_v01_c01.mp4"
+    make(one_second, path)
+    with pytest.raises(VideoDecodeError, match=reason) as info:
+        read_frames(path, 4.0, backend=backend)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+
+
+def test_backend_choice(monkeypatch):
+    monkeypatch.setenv("CRT_VIDEO_BACKEND", "pyav")
+    assert resolve_backend() == "pyav"
+    assert resolve_backend("decord") == "decord"
+    monkeypatch.setenv("CRT_VIDEO_BACKEND", "opencv")
+    with pytest.raises(ConfigError, match="unknown video backend 'opencv'"):
+        resolve_backend()
+
+
+def test_falls_back_to_pyav_with_one_notice(one_second, monkeypatch, caplog):
+    monkeypatch.delenv("CRT_VIDEO_BACKEND", raising=False)
+    monkeypatch.setitem(sys.modules, "decord", None)  # import decord -> ImportError
+    logger = logging.getLogger("crt_video")
+    logger.addHandler(caplog.handler)
+    video._decord.cache_clear()
+    try:
+        frames = [read_frames(one_second, 4.0) for _ in range(2)]
+        assert resolve_backend() == "pyav"
+        with pytest.raises(ConfigError, match="decord is not importable"):
+            resolve_backend("decord")
+    finally:
+        logger.removeHandler(caplog.handler)
+        video._decord.cache_clear()
+    assert frames[0].frames.shape == (4, 48, 64, 3)
+    assert sum("decord is not importable" in r.message for r in caplog.records) == 1
