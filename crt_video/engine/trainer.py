@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +142,18 @@ def evaluate(
     }
 
 
+@contextlib.contextmanager
+def cpu_threads(device: torch.device, count: int) -> Iterator[None]:
+    """Run with ``count`` intra-op threads on the CPU, restoring the previous count after."""
+    previous = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train(
     cfg: dict,
     data: ClipData,
@@ -149,6 +163,20 @@ def train(
     resume: str | None = None,
 ) -> Path:
     """Train with validation every epoch; returns the path of the best checkpoint."""
+    # Models on cached features are small: two OpenMP threads on two shared cores measured
+    # 8x slower per step than one, as the threads spin waiting for each other.
+    with cpu_threads(device, 1):
+        return _train(cfg, data, work_dir, device, dist_info, resume)
+
+
+def _train(
+    cfg: dict,
+    data: ClipData,
+    work_dir: Path,
+    device: torch.device,
+    dist_info: DistInfo,
+    resume: str | None,
+) -> Path:
     tcfg = cfg["train"]
     seed = int(cfg["seed"])
     num_classes = len(data.class_names)
@@ -156,10 +184,6 @@ def train(
     val_rows = data.splits.get("val")
     has_val = val_rows is not None and len(val_rows) > 0
 
-    if device.type == "cpu":
-        # Models on cached features are small: two OpenMP threads on two shared cores measured
-        # 8x slower per step than one, as the threads spin waiting for each other.
-        torch.set_num_threads(1)
     torch.manual_seed(seed)
     model = build_model(cfg["model"], data.store.feature_dim, num_classes)
     set_feature_statistics(model, *feature_statistics(data.store, train_rows["video"]))
