@@ -25,6 +25,7 @@ from crt_video.engine.extract import extract_features, feature_manifest, feature
 from crt_video.engine.trainer import ClipData, evaluate, train
 from crt_video.errors import CheckpointError, DatasetError
 from crt_video.evaluation.plots import plot_training_curves
+from crt_video.models import build_model
 from crt_video.models.encoder import build_encoder
 from crt_video.utils.logging import get_logger
 
@@ -181,6 +182,8 @@ def test_checkpoint(
 def run_pipeline(cfg: dict, work_dir: Path, resume: str | None = None) -> dict:
     """Annotations, features, training with validation, then the test split on the best checkpoint."""
     device = resolve_device(cfg["device"])
+    # A model-config typo fails here, not after hours of feature extraction.
+    build_model(cfg["model"], in_dim=1, num_classes=len(class_names(cfg["protocol"])))
     dist_info = init_distributed(device)
     work_dir.mkdir(parents=True, exist_ok=True)
     if dist_info.is_main:

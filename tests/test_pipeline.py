@@ -1,0 +1,170 @@
+"""The user's commands end to end on a tiny demo dataset: train, resume, test, infer, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score
+
+from crt_video.data.smarthome import class_names
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def tiny_options(root: Path, epochs: int = 2) -> list[str]:
+    return [
+        f"data_root={root / 'data'}",
+        f"cache_dir={root / 'cache'}",
+        "demo.num_clips=24",
+        "encoder.kwargs={'img_size': 32}",
+        "encoder.num_workers=0",
+        "model.d_model=16",
+        "model.heads=2",
+        f"train.epochs={epochs}",
+        "train.batch_size=8",
+    ]
+
+
+def run_tool(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pipeline")
+    run_tool(
+        "tools/train.py", "configs/demo.py", "--work-dir", str(root / "work"),
+        "--cfg-options", *tiny_options(root),
+    )  # fmt: skip
+    return root
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    return lines[0]
+
+
+def test_train_writes_checkpoints_log_and_test_report(trained):
+    work = trained / "work"
+    for name in ("best.pth", "last.pth", "log.csv", "training_curves.png", "demo.py"):
+        assert (work / name).is_file(), name
+    assert len(pd.read_csv(work / "log.csv")) == 2
+    metrics = json.loads((work / "test" / "metrics.json").read_text())
+    assert {"mean_class_accuracy", "top1", "top5", "num_clips", "per_class"} <= set(metrics)
+    assert set(metrics["per_class"]) == set(class_names("cs"))
+    predictions = pd.read_csv(work / "test" / "predictions.csv")
+    assert len(predictions) == metrics["num_clips"] > 0
+    assert metrics["mean_class_accuracy"] == pytest.approx(
+        balanced_accuracy_score(predictions["label"], predictions["prediction"])
+    )
+    confusion = pd.read_csv(work / "test" / "confusion_matrix.csv", index_col=0)
+    assert confusion.to_numpy().sum() == metrics["num_clips"]
+    assert (work / "test" / "confusion_matrix.png").stat().st_size > 10_000
+    ckpt = torch.load(work / "best.pth", map_location="cpu", weights_only=False)
+    assert ckpt["config"]["train"]["epochs"] == 2 and ckpt["class_names"] == list(class_names("cs"))
+
+
+def test_resume_continues_from_last_checkpoint(trained):
+    work = trained / "work"
+    result = run_tool(
+        "tools/train.py", "configs/demo.py", "--work-dir", str(work), "--resume",
+        "--cfg-options", *tiny_options(trained, epochs=3),
+    )  # fmt: skip
+    assert "resumed from" in result.stderr
+    assert "extracting" not in result.stderr  # the cached features were reused
+    assert pd.read_csv(work / "log.csv")["epoch"].tolist() == [1, 2, 3]
+    assert torch.load(work / "last.pth", weights_only=False)["epoch"] == 3
+
+
+def test_test_tool_writes_the_validation_report(trained):
+    result = run_tool(
+        "tools/test.py", "configs/demo.py", str(trained / "work" / "best.pth"), "--split", "val",
+        "--work-dir", str(trained / "work"), "--cfg-options", *tiny_options(trained),
+    )  # fmt: skip
+    assert "mean per-class accuracy" in result.stdout
+    assert (trained / "work" / "val" / "metrics.json").is_file()
+    assert (trained / "work" / "val" / "confusion_matrix.png").is_file()
+
+
+def test_infer_labels_a_demo_clip_with_the_trained_checkpoint(trained):
+    clip = sorted((trained / "data").glob("*.mp4"))[0]
+    out = trained / "infer.json"
+    result = run_tool(
+        "tools/infer.py", str(clip), "--checkpoint", str(trained / "work" / "best.pth"),
+        "--top-k", "3", "--json", str(out), "--device", "cpu",
+    )  # fmt: skip
+    labels = json.loads(out.read_text())["top_k"]
+    assert len(labels) == 3 and all(item["label"] in class_names("cs") for item in labels)
+    assert f"{labels[0]['label']}:" in result.stdout
+
+
+def test_checkpoint_from_another_encoder_is_refused(trained):
+    options = [*tiny_options(trained), "encoder.seed=1"]
+    result = run_tool(
+        "tools/test.py", "configs/demo.py", str(trained / "work" / "best.pth"),
+        "--work-dir", str(trained / "other"), "--cfg-options", *options, check=False,
+    )  # fmt: skip
+    assert "another encoder" in error_line(result)
+    assert not (trained / "other").exists()
+
+
+def test_missing_data_root_and_config_typo_are_one_line_errors(tmp_path):
+    missing = tmp_path / "no_such_folder"
+    result = run_tool(
+        "tools/train.py", "configs/smarthome_cs.py", "--work-dir", str(tmp_path / "w"),
+        "--cfg-options", f"data_root={missing}", check=False,
+    )  # fmt: skip
+    assert str(missing) in error_line(result)
+    result = run_tool(
+        "tools/train.py", "configs/demo.py", "--cfg-options", "train.epoch=3", check=False
+    )
+    assert "train.epochs" in error_line(result)
+    result = run_tool(
+        "tools/train.py", "configs/demo.py", "--work-dir", str(tmp_path / "w"),
+        "--cfg-options", f"data_root={missing}", "model.type=crtt", check=False,
+    )  # fmt: skip
+    assert "'crt'" in error_line(result)
+    assert not missing.exists()  # failed before generating any demo data
+
+
+def test_empty_split_is_a_clear_error(tmp_path, trained):
+    data = tmp_path / "clips"
+    data.mkdir()
+    # only test-subject clips: the cross-subject training split is empty
+    for clip in sorted((trained / "data").glob("*_p02_*.mp4"))[:2]:
+        (data / clip.name).write_bytes(clip.read_bytes())
+    options = [*tiny_options(tmp_path), f"data_root={data}"]
+    result = run_tool(
+        "tools/train.py", "configs/demo.py", "--work-dir", str(tmp_path / "w"),
+        "--cfg-options", *options, check=False,
+    )  # fmt: skip
+    assert "train split" in error_line(result)
+
+
+def test_torchrun_two_cpu_processes_train_and_test(trained):
+    work = trained / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "tools/train.py", "configs/demo.py", "--work-dir", str(work), "--device", "cpu",
+         "--cfg-options", *tiny_options(trained, epochs=1)],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = json.loads((work / "test" / "metrics.json").read_text())
+    single = json.loads((trained / "work" / "test" / "metrics.json").read_text())
+    assert metrics["num_clips"] == single["num_clips"]  # gathered from both ranks, no duplicates
