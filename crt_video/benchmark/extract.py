@@ -20,6 +20,7 @@ from crt_video.data.demo import make_demo_dataset, make_event_order_dataset
 from crt_video.engine.distributed import resolve_device
 from crt_video.engine.extract import ClipDecoder, decode_loader, extract_features
 from crt_video.models.encoder import build_encoder
+from crt_video.utils.threads import cpu_threads, spare_cores
 
 # Smoke settings only check that the benchmark runs: a tiny encoder on a few short clips.
 SMOKE_ENCODER = dict(name="vit_tiny_patch16_224", kwargs={"img_size": 32})
@@ -59,7 +60,9 @@ def run(
             paths = make_demo_dataset(video_dir, num_clips=clips)
         videos = [path.name for path in paths]
         decode_fps, frames = _decode_rate(video_dir, videos, cfg, frozen.input_size)
-        encode_fps = _encode_rate(frozen, num_frames=batch_size * (1 if smoke else 4))
+        # the thread count extraction itself uses beside its decode workers
+        with cpu_threads(torch_device, spare_cores(busy=workers)):
+            encode_fps = _encode_rate(frozen, num_frames=batch_size * (1 if smoke else 4))
         summary = extract_features(
             cfg, video_dir, videos, Path(scratch) / "store", encoder=frozen, progress=False
         )
@@ -69,7 +72,7 @@ def run(
     figures = {
         "device": str(torch_device),
         "encoder": encoder_cfg["name"],
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": spare_cores(busy=workers) if shared else torch.get_num_threads(),
         "decode_workers": workers,
         "batch_size": batch_size,
         "clips": len(videos),

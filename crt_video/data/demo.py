@@ -1,6 +1,6 @@
 """A synthetic Smarthome-named dataset whose classes differ only in which objects move, in which order.
 
-Each clip shows a plain dark background and a sequence of events; in each event one light
+Each clip shows the same plain dark-grey background and a sequence of events; in each event one light
 object (a small disk or a large square) appears at one side, crosses the frame and vanishes. The class is the
 ordered sequence of object kinds. Colours, speeds, directions, gaps and clip lengths are drawn
 at random for every clip, independently of the class, so no single frame tells the class apart
@@ -42,8 +42,10 @@ DEMO_NUM_CLIPS = 400
 # follow the same order; the rest of each cycle covers the other cameras and subjects.
 _CAMERA_CYCLE = (1, 5, 2, 3, 4, 6, 7)
 _SUBJECT_GROUP_CYCLE = ("train", "val", "test", "train", "test", "train", "train", "test", "train")
-# Channel ranges: backgrounds dark, objects light, hues free.
-_BACKGROUND_LEVELS = (0, 90)
+# Channel ranges: one dark-grey background for every clip (with a random-weight encoder, a
+# background colour drawn per clip swamped the objects: test mCA fell to chance), light objects
+# of any hue.
+_BACKGROUND_LEVELS = (40, 41)
 _OBJECT_LEVELS = (165, 256)
 
 logger = get_logger(__name__)

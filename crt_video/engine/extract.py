@@ -34,6 +34,7 @@ from crt_video.engine.distributed import (
 )
 from crt_video.models.encoder import FrozenEncoder, build_encoder
 from crt_video.utils.logging import get_logger
+from crt_video.utils.threads import cpu_threads, spare_cores
 
 logger = get_logger(__name__)
 
@@ -123,9 +124,11 @@ def extract_features(
         dynamic_ncols=True,
     )
     with bar:
-        done, frames, failures = _extract_shard(
-            encoder, store, Path(video_dir), shard, cfg, decode_timeout, bar
-        )
+        workers = int(cfg["encoder"].get("num_workers", 2))
+        with cpu_threads(device, spare_cores(busy=workers)):
+            done, frames, failures = _extract_shard(
+                encoder, store, Path(video_dir), shard, cfg, decode_timeout, bar
+            )
     per_rank = all_gather_objects((done, frames, failures))
     all_failures = sorted(failure for _, _, rank_failures in per_rank for failure in rank_failures)
     if dist_info.is_main:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from crt_video.models import build_model
 from crt_video.models.transformer import set_feature_statistics
 from crt_video.utils.io import atomic_write
 from crt_video.utils.logging import get_logger
+from crt_video.utils.threads import cpu_threads
 
 logger = get_logger(__name__)
 
@@ -142,18 +141,6 @@ def evaluate(
     }
 
 
-@contextlib.contextmanager
-def cpu_threads(device: torch.device, count: int) -> Iterator[None]:
-    """Run with ``count`` intra-op threads on the CPU, restoring the previous count after."""
-    previous = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def train(
     cfg: dict,
     data: ClipData,
@@ -163,8 +150,7 @@ def train(
     resume: str | None = None,
 ) -> Path:
     """Train with validation every epoch; returns the path of the best checkpoint."""
-    # Models on cached features are small: two OpenMP threads on two shared cores measured
-    # 8x slower per step than one, as the threads spin waiting for each other.
+    # Models on cached features are small: one thread per process beats several spinning ones.
     with cpu_threads(device, 1):
         return _train(cfg, data, work_dir, device, dist_info, resume)
 
