@@ -38,11 +38,11 @@ PLOT_NAME = "accuracy_vs_flops.png"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clips", type=int, default=96, help="generated clips (60/20/20 split)")
+    parser.add_argument("--clips", type=int, default=80, help="generated clips (60/20/20 split)")
     parser.add_argument("--seconds", type=float, default=128.0, help="clip length in seconds")
     parser.add_argument("--fps", type=float, default=8.0, help="sampled frames per second")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per model")
-    parser.add_argument("--epochs", type=int, default=40, help="training epochs")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs")
 
 
 def model_variants(num_frames: int, smoke: bool) -> dict[str, dict]:
@@ -83,11 +83,11 @@ def split_clips(videos: list[str], seed: int = 0) -> dict[str, pd.DataFrame]:
 def run(
     out_dir: Path,
     smoke: bool = False,
-    clips: int = 96,
+    clips: int = 80,
     seconds: float = 128.0,
     fps: float = 8.0,
     seeds: int = 3,
-    epochs: int = 40,
+    epochs: int = 30,
 ) -> dict:
     if smoke:
         clips, seconds, fps, seeds, epochs = 10, 4.0, 4.0, 1, 2
