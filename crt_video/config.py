@@ -126,6 +126,11 @@ def resolve_work_dir(cfg: dict, override: str | None = None) -> Path:
     return Path("work_dirs") / cfg["_config_name"]
 
 
+def resolve_cache_dir(cfg: dict) -> Path:
+    """Where annotations and features are cached, shared by every config (default work_dirs/cache)."""
+    return Path(cfg.get("cache_dir") or "work_dirs/cache").expanduser()
+
+
 def config_hash(obj: Any, length: int = 12) -> str:
     """A short, stable hex digest of a JSON-able object (key order and tuple/list do not matter)."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from crt_video import __version__
-from crt_video.config import config_hash
+from crt_video.config import config_hash, resolve_cache_dir
 from crt_video.data.features import FeatureStore
 from crt_video.data.video import read_frames
 from crt_video.engine.distributed import (
@@ -78,8 +78,7 @@ def feature_store_root(cfg: dict, manifest: dict, video_dir: Path) -> Path:
     """``<cache_dir>/features/<encoder name>-<hash>``, the hash over the manifest (without library
     versions) and the video folder: another encoder or sampling setup gets its own folder."""
     key = config_hash([{k: v for k, v in manifest.items() if k != "versions"}, str(video_dir)])
-    cache_dir = Path(cfg.get("cache_dir") or "work_dirs/cache").expanduser()
-    return cache_dir / "features" / f"{cfg['encoder']['name']}-{key}"
+    return resolve_cache_dir(cfg) / "features" / f"{cfg['encoder']['name']}-{key}"
 
 
 def extract_features(

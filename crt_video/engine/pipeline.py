@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from crt_video.config import config_hash, dump_config
+from crt_video.config import config_hash, dump_config, resolve_cache_dir
 from crt_video.data.annotations import annotation_path, read_annotations, write_annotations
 from crt_video.data.features import FeatureStore
 from crt_video.data.smarthome import SPLITS, class_names
@@ -75,16 +75,12 @@ def list_videos(root: Path) -> list[str]:
     )
 
 
-def cache_root(cfg: dict) -> Path:
-    return Path(cfg.get("cache_dir") or "work_dirs/cache").expanduser()
-
-
 def prepare_annotations(cfg: dict, video_dir: Path, dist_info: DistInfo) -> Path:
     """Annotation CSVs keyed by the clip listing and split rule, made once and reused."""
     key = config_hash(
         [str(video_dir), list_videos(video_dir), cfg["protocol"], cfg["val_mode"], cfg["seed"]]
     )
-    out_dir = cache_root(cfg) / "annotations" / key
+    out_dir = resolve_cache_dir(cfg) / "annotations" / key
     if dist_info.is_main and not annotation_path(out_dir, cfg["protocol"], "train").exists():
         write_annotations(
             video_dir,
