@@ -33,16 +33,14 @@ def run_benchmarks(
     """Run each named benchmark into ``out_dir``; ``options`` are keyword options per benchmark."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sections, figures = [], {"machine": machine_description(), "smoke": smoke}
+    command = "python tools/benchmark.py " + (" ".join(names) if len(names) == 1 else "all")
+    header = f"# crt_video benchmark\n\nMachine: {figures['machine']}. Command: `{command}`."
     for name in names:
         started = time.perf_counter()
         result = benchmark_module(name).run(out_dir, smoke=smoke, **(options or {}).get(name, {}))
         figures[name] = {**result["figures"], "benchmark_seconds": time.perf_counter() - started}
         sections.append(result["markdown"].strip())
-    command = "python tools/benchmark.py " + (" ".join(names) if len(names) == 1 else "all")
-    report = "\n\n".join(
-        [f"# crt_video benchmark\n\nMachine: {figures['machine']}. Command: `{command}`."]
-        + sections
-    )
-    atomic_write_text(out_dir / "report.md", report + "\n")
-    atomic_write_json(out_dir / "results.json", figures)
+        # rewritten after every benchmark, so a later failure keeps the finished sections
+        atomic_write_text(out_dir / "report.md", "\n\n".join([header, *sections]) + "\n")
+        atomic_write_json(out_dir / "results.json", figures)
     return figures
