@@ -17,11 +17,9 @@ from crt_video.data.smarthome import CLASSES_19, CLASSES_31, PROTOCOLS, SPLITS
 from crt_video.errors import DatasetError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_DIRS = [
-    REPO_ROOT.parent / "shared" / "smarthome_reference_splits",
-    Path("/work/shared/smarthome_reference_splits"),
-]
-REFERENCE = next((d for d in REFERENCE_DIRS if d.is_dir()), None)
+# The public split lists, when a copy sits beside the checkout (they are not shipped).
+REFERENCE_DIR = REPO_ROOT.parent / "shared" / "smarthome_reference_splits"
+REFERENCE = REFERENCE_DIR if REFERENCE_DIR.is_dir() else None
 REFERENCE_FILES = {"train": "train", "val": "validation", "test": "test"}
 
 
