@@ -31,7 +31,7 @@ from crt_video.data.video import iter_frames, probe_video, sample_frame_times
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.distributed import resolve_device
 from crt_video.errors import CheckpointError, VideoDecodeError
-from crt_video.models.encoder import FrozenEncoder, build_encoder
+from crt_video.models.encoder import build_encoder
 from crt_video.utils.logging import get_logger
 
 LONG_VIDEO_SECONDS = 30.0
@@ -57,17 +57,17 @@ class VideoPrediction:
     windows: list[WindowPrediction]
 
 
-def check_encoder_identity(encoder: FrozenEncoder, ckpt: dict) -> None:
-    """Raise CheckpointError naming the first identity key where the encoder and checkpoint differ."""
-    built, trained = _plain(encoder.identity), _plain(ckpt["encoder_identity"])
+def check_encoder_identity(identity: dict, ckpt: dict) -> None:
+    """Raise CheckpointError naming the first identity key where an encoder and the checkpoint differ."""
+    built, trained = _plain(identity), _plain(ckpt["encoder_identity"])
     if built == trained:
         return
     keys = [*trained, *(key for key in built if key not in trained)]
     key = next(key for key in keys if built.get(key) != trained.get(key))
     was, now = _short(repr(trained.get(key))), _short(repr(built.get(key)))
     raise CheckpointError(
-        f"{ckpt.get('path', 'checkpoint')}: encoder {key} is {was} in the checkpoint but {now} "
-        "here; run with the encoder weights the model was trained with (config "
+        f"{ckpt.get('path', 'checkpoint')}: trained on features of another encoder ({key} is "
+        f"{was} in the checkpoint but {now} here); run with the encoder weights the model was trained with (config "
         "encoder.pretrained), or retrain on features from this encoder"
     )
 
@@ -80,7 +80,7 @@ class VideoLabeler:
         self.device = torch.device(device)
         self.class_names = tuple(ckpt["class_names"])
         self.encoder = build_encoder(cfg["encoder"]).to(self.device)
-        check_encoder_identity(self.encoder, ckpt)
+        check_encoder_identity(self.encoder.identity, ckpt)
         if self.encoder.feature_dim != ckpt["feature_dim"]:
             raise CheckpointError(
                 f"{ckpt.get('path', 'checkpoint')}: model expects {ckpt['feature_dim']}-d features "

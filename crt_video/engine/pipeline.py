@@ -22,6 +22,7 @@ from crt_video.engine.distributed import (
     resolve_device,
 )
 from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
+from crt_video.engine.inference import check_encoder_identity
 from crt_video.engine.trainer import ClipData, evaluate, train
 from crt_video.errors import CheckpointError, DatasetError
 from crt_video.evaluation.plots import plot_training_curves
@@ -139,16 +140,7 @@ def check_compatible(ckpt: dict, data: ClipData) -> None:
             f"{ckpt['path']}: trained on {len(ckpt['class_names'])} classes, this config's protocol "
             f"has {len(data.class_names)}; use a checkpoint trained with the same protocol"
         )
-    if ckpt["encoder_identity"] != data.encoder_identity:
-        differing = sorted(
-            key
-            for key in set(ckpt["encoder_identity"]) | set(data.encoder_identity)
-            if ckpt["encoder_identity"].get(key) != data.encoder_identity.get(key)
-        )
-        raise CheckpointError(
-            f"{ckpt['path']}: trained on features of another encoder (differs in {', '.join(differing)}); "
-            "use the config the checkpoint was trained with"
-        )
+    check_encoder_identity(data.encoder_identity, ckpt)
 
 
 def test_checkpoint(
