@@ -208,3 +208,36 @@ def test_step_rejects_a_segment_longer_than_segment_len():
     model = build("crt")
     with pytest.raises(ValueError, match="segment_len=4"):
         model.step(torch.zeros(1, 5, IN_DIM, dtype=torch.float64), model.init_state(1))
+
+
+def test_full_reads_a_class_token_and_adds_positions_in_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    mean_pool = build("full")
+    token = build("full", pool="token").float()
+    assert token.class_token is not None and mean_pool.class_token is None
+    seen = []
+    token.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    features, lengths = torch.randn(2, 300, IN_DIM), torch.tensor([300, 120])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = token(features, lengths)
+    assert seen[0].dtype == torch.float32 and seen[0].shape[1] == 301  # token + 300 frames
+    assert logits.shape == (2, NUM_CLASSES) and torch.isfinite(logits).all()
+    # padding frames are masked out: the token reads only the valid ones
+    token.eval()
+    with torch.no_grad():
+        short = token(features[1:, :120], torch.tensor([120]))
+        padded = token(features[1:], torch.tensor([120]))
+    torch.testing.assert_close(short, padded, atol=1e-4, rtol=1e-4)
+
+
+def test_update_gate_bias_starts_the_memory_near_keeping_its_state():
+    for cell in ("gru", "ncgru"):
+        model = build("crt", memory_cell=cell, memory_gate_bias=3.0).eval()
+        state = model.init_state(4)
+        memory = torch.randn(4, model.memory_init.shape[0], dtype=torch.float64).tanh()
+        state = state._replace(memory=memory)
+        segment = torch.randn(4, 4, IN_DIM, dtype=torch.float64)
+        _, after = model.step(segment, state)
+        _, plain = build("crt", memory_cell=cell).step(segment, state)
+        kept = (after.memory - memory).abs().mean()
+        assert kept < 0.5 * (plain.memory - memory).abs().mean()

@@ -14,11 +14,12 @@ import pandas as pd
 import pytest
 import torch
 
-from crt_video.data.feature_dataset import EpochSampler, FeatureClipDataset, collate_clips
+from crt_video.data.feature_dataset import ClipData, EpochSampler, FeatureClipDataset, collate_clips
 from crt_video.data.features import FeatureStore
 from crt_video.engine import trainer
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from crt_video.engine.trainer import ClipData, predict, train
+from crt_video.engine.evaluate import predict
+from crt_video.engine.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Getup", "Sitdown", "Walk")
@@ -166,7 +167,7 @@ def test_torchrun_two_cpu_ranks_gather_exactly_all_clips(tmp_path):
         "import sys, numpy as np, pandas as pd, torch\n"
         "from crt_video.data.features import FeatureStore\n"
         "from crt_video.engine.distributed import init_distributed\n"
-        "from crt_video.engine.trainer import predict\n"
+        "from crt_video.engine.evaluate import predict\n"
         "from crt_video.models import build_model\n"
         "info = init_distributed(torch.device('cpu'))\n"
         "torch.manual_seed(0)\n"
@@ -187,3 +188,72 @@ def test_torchrun_two_cpu_ranks_gather_exactly_all_clips(tmp_path):
     one, two = np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy")
     assert one.shape == two.shape == (len(data.splits["test"]), len(CLASSES))
     np.testing.assert_allclose(one, two, atol=1e-5)
+
+
+def test_a_validation_tie_goes_to_the_lower_loss_not_the_earlier_epoch():
+    best = trainer.Best()
+    assert best.update(0.5, 0.70)  # epoch 1
+    assert not best.update(0.5, 0.71)  # same accuracy, worse loss
+    assert best.update(0.5, 0.40)  # same accuracy, lower loss: a model that learned something
+    assert not best.update(0.4, 0.10)
+    assert best.update(0.6, 0.90)
+    assert (best.metric, best.loss) == (0.6, 0.90)
+
+
+def test_tied_validation_keeps_the_epoch_with_lower_validation_loss(tmp_path):
+    """Validation mCA stuck at chance: best.pth must be the epoch whose loss fell, not epoch 1."""
+    data = make_clip_data(tmp_path / "store")
+    val = data.splits["val"].copy()
+    val["label_id"] = 0  # every validation clip has one label: mCA is top-1 of class 0
+    data.splits["val"] = val
+    train(train_cfg(epochs=4, crop_ratio=None), data, tmp_path, torch.device("cpu"))
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert {"val_loss", "val_mean_class_accuracy", "train_top1"} <= set(log.columns)
+    best_rows = log[log["val_mean_class_accuracy"] == log["val_mean_class_accuracy"].max()]
+    expected = int(best_rows.loc[best_rows["val_loss"].idxmin(), "epoch"])
+    assert load_checkpoint(tmp_path / "best.pth")["epoch"] == expected
+
+
+def test_weight_decay_spares_norms_biases_positions_memory_and_the_cayley_parameter():
+    from crt_video.models import build_model
+
+    model = build_model(
+        {"type": "crt", "d_model": 16, "depth": 1, "heads": 2, "memory_cell": "ncgru"}, 8, 3
+    )
+    decay, no_decay = trainer.parameter_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    spared = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    for name in ("memory_init", "memory_type", "embed.pos", "norm.weight", "head.bias"):
+        assert name in spared
+    assert any("modrelu_bias" in n for n in spared)
+    assert any("parametrizations" in n for n in spared)
+    assert "head.weight" in decayed and "embed.proj.weight" in decayed
+    assert decayed | spared == set(names.values())
+
+
+def test_dropout_seed_differs_per_rank_and_is_reproducible():
+    seeds = {trainer.epoch_seed(0, 3, rank) for rank in range(4)}
+    assert len(seeds) == 4
+    assert trainer.epoch_seed(0, 3, 1) == trainer.epoch_seed(0, 3, 1)
+    assert trainer.epoch_seed(0, 3, 1) != trainer.epoch_seed(0, 4, 1)
+
+
+def test_training_log_lines_without_a_terminal_hold_no_progress_bar(tmp_path):
+    """A run redirected to a file (stderr not a terminal) writes epoch lines, no bar frames."""
+    script = (
+        "import sys, torch\n"
+        f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
+        "from pathlib import Path\n"
+        "from test_trainer import make_clip_data, train_cfg\n"
+        "from crt_video.engine.trainer import train\n"
+        f"root = Path({str(tmp_path)!r})\n"
+        "train(train_cfg(epochs=2), make_clip_data(root / 'store'), root, torch.device('cpu'))\n"
+    )
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as f:
+        subprocess.run([sys.executable, "-c", script], stderr=f, check=True, cwd=REPO)
+    text = log.read_text()
+    assert "\r" not in text
+    assert text.count("epoch 1/2") == 1 and "epoch 2/2" in text

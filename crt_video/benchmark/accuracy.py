@@ -23,11 +23,13 @@ import torch
 from matplotlib.figure import Figure
 
 from crt_video.data.demo import DEMO_CLASSES, make_event_order_dataset
+from crt_video.data.feature_dataset import ClipData
 from crt_video.data.features import FeatureStore
 from crt_video.data.smarthome import parse_clip_name
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from crt_video.engine.evaluate import evaluate
 from crt_video.engine.extract import extract_features, feature_manifest
-from crt_video.engine.trainer import ClipData, evaluate, train
+from crt_video.engine.trainer import train
 from crt_video.models.encoder import build_encoder
 from crt_video.utils.flops import count_flops
 from crt_video.utils.io import atomic_write

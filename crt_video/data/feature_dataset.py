@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,16 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from crt_video.data.features import FeatureStore
+
+
+@dataclass
+class ClipData:
+    """What training and testing need from the dataset side: features, splits, the label set."""
+
+    store: FeatureStore
+    splits: dict[str, pd.DataFrame]
+    class_names: tuple[str, ...]
+    encoder_identity: dict
 
 
 class FeatureClipDataset(Dataset):

@@ -78,3 +78,14 @@ def resolve_device(name: str) -> torch.device:
     if name != "cpu":
         raise ConfigError(f"device {name!r} is not one of auto, cpu, cuda")
     return torch.device("cpu")
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum of ``values`` over the ranks (the values themselves outside torchrun)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    # NCCL reduces only CUDA tensors; gloo only CPU ones.
+    on = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    total = torch.tensor(values, dtype=torch.float64, device=on)
+    dist.all_reduce(total)
+    return total.tolist()

@@ -10,6 +10,7 @@ import torch
 
 from crt_video.config import config_hash, dump_config, resolve_cache_dir
 from crt_video.data.annotations import annotation_path, read_annotations, write_annotations
+from crt_video.data.feature_dataset import ClipData
 from crt_video.data.features import FeatureStore
 from crt_video.data.smarthome import SPLITS, class_names
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
@@ -21,9 +22,10 @@ from crt_video.engine.distributed import (
     init_distributed,
     resolve_device,
 )
+from crt_video.engine.evaluate import evaluate
 from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
 from crt_video.engine.inference import check_encoder_identity
-from crt_video.engine.trainer import ClipData, evaluate, train
+from crt_video.engine.trainer import train
 from crt_video.errors import CheckpointError, DatasetError
 from crt_video.evaluation.plots import plot_training_curves
 from crt_video.models import build_model

@@ -1,15 +1,22 @@
-"""Training and evaluation of a clip classifier on cached features (single process or torchrun)."""
+"""Training of a clip classifier on cached features (single process or torchrun).
+
+The loop follows timm's split: :func:`train_one_epoch` runs the optimizer over one epoch,
+validation is :func:`crt_video.engine.evaluate.evaluate`, and :func:`finish_epoch` keeps the
+checkpoints and the log. The best epoch is the highest validation mean class accuracy, ties
+broken by the lower validation loss, so an epoch that merely ties the first one never wins by
+default.
+"""
 
 from __future__ import annotations
 
 import csv
 import math
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,17 +25,16 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from crt_video.data.feature_dataset import (
+    ClipData,
     EpochSampler,
     FeatureClipDataset,
     collate_clips,
     feature_statistics,
 )
-from crt_video.data.features import FeatureStore
 from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
-from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, all_gather_objects
-from crt_video.errors import CheckpointError
-from crt_video.evaluation.metrics import mean_class_accuracy
-from crt_video.evaluation.report import write_evaluation
+from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, all_reduce_sum
+from crt_video.engine.evaluate import autocast, evaluate
+from crt_video.errors import CheckpointError, ConfigError
 from crt_video.models import build_model
 from crt_video.models.transformer import set_feature_statistics
 from crt_video.utils.io import atomic_write
@@ -41,21 +47,69 @@ LOG_COLUMNS = (
     "epoch",
     "train_loss",
     "train_top1",
+    "val_loss",
     "val_mean_class_accuracy",
     "val_top1",
     "lr",
     "seconds",
 )
+# Parameters that set a scale, an offset or a position rather than a mapping: weight decay would
+# only pull them towards zero (timm leaves biases and norms out in the same way).
+NO_DECAY_NAMES = ("pos", "memory_init", "memory_type", "modrelu_bias", "class_token")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The ``train`` section of a config."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2
+    grad_clip: float | None = 1.0
+    balanced_sampling: bool = True
+    crop_ratio: tuple[float, float] | None = (0.8, 1.0)
+    num_workers: int = 0
+    amp: bool = True
+
+    @classmethod
+    def from_dict(cls, section: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ConfigError(f"train.{unknown[0]} is not a training option ({', '.join(known)})")
+        return cls(**section)
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ConfigError(f"train.{key}={getattr(self, key)!r} must be a positive integer")
+        if not self.lr > 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ConfigError(
+                f"train.lr={self.lr!r} must be > 0, train.weight_decay and train.warmup_epochs >= 0"
+            )
+        if self.crop_ratio is not None:
+            low, high = self.crop_ratio
+            if not 0 < low <= high <= 1:
+                raise ConfigError(
+                    f"train.crop_ratio={self.crop_ratio!r} needs 0 < low <= high <= 1"
+                )
+            object.__setattr__(self, "crop_ratio", (float(low), float(high)))
 
 
 @dataclass
-class ClipData:
-    """What training needs from the dataset side: features, the splits, the label set."""
+class Best:
+    """The best epoch so far: validation mean class accuracy, then lower validation loss."""
 
-    store: FeatureStore
-    splits: dict[str, pd.DataFrame]
-    class_names: tuple[str, ...]
-    encoder_identity: dict
+    metric: float = -1.0
+    loss: float = math.inf
+
+    def update(self, metric: float, loss: float) -> bool:
+        better = metric > self.metric or (metric == self.metric and loss < self.loss)
+        if better:
+            self.metric, self.loss = metric, loss
+        return better
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int):
@@ -70,75 +124,65 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
     return factor
 
 
-def autocast(device: torch.device, enabled: bool):
-    return torch.autocast(
-        device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda"
-    )
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on weight matrices only, not on norms, biases, positions, memory
+    vectors, the modReLU bias nor the Cayley parameter of the orthogonal recurrent matrix."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        leaf = name.split(".")[-1]
+        skip = param.ndim <= 1 or leaf in NO_DECAY_NAMES or "parametrizations" in name
+        (no_decay if skip else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
-@torch.no_grad()
-def predict(
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """A seed per (run, epoch, rank): reproducible, and dropout differs between ranks."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def show_progress(dist_info: DistInfo) -> bool:
+    """Progress bars on rank 0 at a terminal only: a log file keeps just the epoch lines."""
+    return dist_info.is_main and sys.stderr.isatty()
+
+
+def train_one_epoch(
     model: nn.Module,
-    store: FeatureStore,
-    annotations: pd.DataFrame,
-    num_classes: int,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
-    batch_size: int,
-    dist_info: DistInfo = SINGLE_PROCESS,
-    amp: bool = False,
-) -> np.ndarray:
-    """Class probabilities [N, C] for every annotated clip, in annotation order.
-
-    Each rank scores a disjoint stride of the clips; the results are gathered and reassembled by
-    clip index, so metrics are computed once over exactly N clips.
-    """
-    model.eval()
-    dataset = FeatureClipDataset(store, annotations)
-    shard = list(range(dist_info.rank, len(dataset), dist_info.world_size))
-    loader = DataLoader(
-        torch.utils.data.Subset(dataset, shard), batch_size=batch_size, collate_fn=collate_clips
-    )
-    indices, scores = [], []
-    for batch in loader:
-        with autocast(device, amp):
-            logits = model(batch["features"].to(device), batch["lengths"].to(device))
-        scores.append(logits.float().softmax(-1).cpu())
-        indices.append(batch["index"])
-    local = (
-        (torch.cat(indices).numpy(), torch.cat(scores).numpy()) if indices else (np.zeros(0), None)
-    )
-    gathered = all_gather_objects(local)
-    out = np.zeros((len(dataset), num_classes), dtype=np.float32)
-    for part_indices, part_scores in gathered:
-        if part_scores is not None:
-            out[part_indices.astype(int)] = part_scores
-    return out
-
-
-def evaluate(
-    model: nn.Module,
-    data: ClipData,
-    split: str,
-    out_dir: Path | None,
-    device: torch.device,
-    batch_size: int,
+    tcfg: TrainConfig,
+    description: str,
     dist_info: DistInfo = SINGLE_PROCESS,
 ) -> dict:
-    """Score a split; rank 0 writes the report files into ``out_dir`` when it is given."""
-    annotations = data.splits[split]
-    scores = predict(
-        model, data.store, annotations, len(data.class_names), device, batch_size, dist_info
-    )
-    labels = annotations["label_id"].to_numpy()
-    if out_dir is not None and dist_info.is_main:
-        return write_evaluation(
-            out_dir, annotations["video"].tolist(), labels, scores, list(data.class_names)
-        )
-    preds = scores.argmax(1)
-    return {
-        "mean_class_accuracy": mean_class_accuracy(labels, preds, len(data.class_names)),
-        "top1": float((preds == labels).mean()),
-    }
+    """One pass over ``loader``; loss and top-1 summed over every rank's clips."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    progress = tqdm(loader, desc=description, disable=not show_progress(dist_info), leave=False)
+    for batch in progress:
+        features = batch["features"].to(device, non_blocking=True)
+        lengths = batch["lengths"].to(device, non_blocking=True)
+        labels = batch["labels"].to(device, non_blocking=True)
+        with autocast(device, tcfg.amp):
+            logits = model(features, lengths)
+        loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tcfg.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.grad_clip))
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.item() * len(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+        progress.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+    loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], device)
+    return {"train_loss": loss_sum / max(1, seen), "train_top1": correct / max(1, seen)}
 
 
 def train(
@@ -152,147 +196,128 @@ def train(
     """Train with validation every epoch; returns the path of the best checkpoint."""
     # Models on cached features are small: one thread per process beats several spinning ones.
     with cpu_threads(device, 1):
-        return _train(cfg, data, work_dir, device, dist_info, resume)
+        return _fit(cfg, data, work_dir, device, dist_info, resume)
 
 
-def _train(
-    cfg: dict,
-    data: ClipData,
-    work_dir: Path,
-    device: torch.device,
-    dist_info: DistInfo,
-    resume: str | None,
+def _fit(
+    cfg: dict, data: ClipData, work_dir: Path, device: torch.device, dist_info: DistInfo, resume
 ) -> Path:
-    tcfg = cfg["train"]
+    tcfg = TrainConfig.from_dict(cfg["train"])
     seed = int(cfg["seed"])
-    num_classes = len(data.class_names)
-    train_rows = data.splits["train"]
-    val_rows = data.splits.get("val")
-    has_val = val_rows is not None and len(val_rows) > 0
-
     torch.manual_seed(seed)
-    model = build_model(cfg["model"], data.store.feature_dim, num_classes)
-    set_feature_statistics(model, *feature_statistics(data.store, train_rows["video"]))
+    model = build_model(cfg["model"], data.store.feature_dim, len(data.class_names))
+    set_feature_statistics(model, *feature_statistics(data.store, data.splits["train"]["video"]))
     model.to(device)
-    dataset = FeatureClipDataset(data.store, train_rows, tcfg["crop_ratio"], seed)
+    dataset = FeatureClipDataset(data.store, data.splits["train"], tcfg.crop_ratio, seed)
     sampler = EpochSampler(
-        dataset.labels, tcfg["balanced_sampling"], seed, dist_info.rank, dist_info.world_size
+        dataset.labels, tcfg.balanced_sampling, seed, dist_info.rank, dist_info.world_size
     )
-    batch_size = int(tcfg["batch_size"])
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=tcfg.batch_size,
         sampler=sampler,
         collate_fn=collate_clips,
-        num_workers=int(tcfg["num_workers"]),
+        num_workers=tcfg.num_workers,
         pin_memory=device.type == "cuda",
-        drop_last=len(sampler) > batch_size,
+        drop_last=len(sampler) > tcfg.batch_size,
     )
-    epochs = int(tcfg["epochs"])
-    steps_per_epoch = len(loader)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"])
-    )
+    optimizer = torch.optim.AdamW(parameter_groups(model, tcfg.weight_decay), lr=tcfg.lr)
+    steps = len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        warmup_cosine(epochs * steps_per_epoch, int(tcfg["warmup_epochs"] * steps_per_epoch)),
+        optimizer, warmup_cosine(tcfg.epochs * steps, int(tcfg.warmup_epochs * steps))
     )
-
-    start_epoch, best_metric = 1, -1.0
+    start_epoch, best = 1, Best()
     if resume:
-        ckpt = load_checkpoint(resume, map_location=device)
-        if list(ckpt["class_names"]) != list(data.class_names):
-            raise CheckpointError(f"{resume}: trained on another class list; cannot resume here")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch, best_metric = ckpt["epoch"] + 1, ckpt["best_metric"]
-        logger.info("resumed from %s at epoch %d", resume, ckpt["epoch"])
+        start_epoch, best = _resume(resume, data, model, optimizer, scheduler, device)
 
     trained = DistributedDataParallel(model) if dist_info.enabled else model
-    checkpoint_meta = {
+    has_val = "val" in data.splits and len(data.splits["val"]) > 0
+    meta = {
         "config": cfg,
         "class_names": list(data.class_names),
         "encoder_identity": data.encoder_identity,
         "feature_dim": data.store.feature_dim,
     }
-    log_path = work_dir / "log.csv"
     writer = tensorboard_writer(work_dir) if dist_info.is_main else None
-    for epoch in range(start_epoch, epochs + 1):
+    for epoch in range(start_epoch, tcfg.epochs + 1):
         started = time.perf_counter()
-        torch.manual_seed(seed + epoch)
+        torch.manual_seed(epoch_seed(seed, epoch, dist_info.rank))
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
-        trained.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        progress = tqdm(
-            loader, desc=f"epoch {epoch}/{epochs}", disable=not dist_info.is_main, leave=False
+        row = {"epoch": epoch}
+        row |= train_one_epoch(
+            trained,
+            loader,
+            optimizer,
+            scheduler,
+            device,
+            tcfg,
+            f"epoch {epoch}/{tcfg.epochs}",
+            dist_info,
         )
-        for batch in progress:
-            features = batch["features"].to(device, non_blocking=True)
-            lengths = batch["lengths"].to(device, non_blocking=True)
-            labels = batch["labels"].to(device, non_blocking=True)
-            with autocast(device, bool(tcfg["amp"])):
-                logits = trained(features, lengths)
-            loss = F.cross_entropy(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tcfg["grad_clip"]:
-                nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.item() * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
-            progress.set_postfix(
-                loss=f"{loss_sum / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}"
-            )
-
-        row = {
-            "epoch": epoch,
-            "train_loss": loss_sum / max(1, seen),
-            "train_top1": correct / max(1, seen),
-            "val_mean_class_accuracy": float("nan"),
-            "val_top1": float("nan"),
+        val = (
+            evaluate(model, data, "val", None, device, tcfg.batch_size, dist_info)
+            if has_val
+            else {"loss": math.nan, "mean_class_accuracy": math.nan, "top1": math.nan}
+        )
+        row |= {
+            "val_loss": val["loss"],
+            "val_mean_class_accuracy": val["mean_class_accuracy"],
+            "val_top1": val["top1"],
             "lr": scheduler.get_last_lr()[0],
+            "seconds": time.perf_counter() - started,
         }
-        if has_val:
-            val = evaluate(model, data, "val", None, device, batch_size, dist_info)
-            row["val_mean_class_accuracy"], row["val_top1"] = (
-                val["mean_class_accuracy"],
-                val["top1"],
-            )
-        row["seconds"] = time.perf_counter() - started
         # without a validation split the last epoch is the one kept
-        metric = row["val_mean_class_accuracy"] if has_val else float(epoch)
-        improved = metric > best_metric
-        best_metric = max(best_metric, metric)
+        improved = best.update(
+            *((val["mean_class_accuracy"], val["loss"]) if has_val else (float(epoch), 0.0))
+        )
         if dist_info.is_main:
             state = {
-                **checkpoint_meta,
+                **meta,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "epoch": epoch,
-                "best_metric": best_metric,
+                "best_metric": best.metric,
+                "best_loss": best.loss,
             }
-            save_checkpoint(work_dir / "last.pth", **state)
-            if improved:
-                save_checkpoint(work_dir / "best.pth", **state)
-            append_log(log_path, row, writer)
-            logger.info(
-                "epoch %d/%d  loss %.4f  train top1 %.3f  val mCA %.3f  val top1 %.3f%s",
-                epoch,
-                epochs,
-                row["train_loss"],
-                row["train_top1"],
-                row["val_mean_class_accuracy"],
-                row["val_top1"],
-                "  (best)" if improved and has_val else "",
-            )
+            finish_epoch(work_dir, state, row, improved and has_val, improved, writer)
     if writer is not None:
         writer.close()
     return work_dir / "best.pth"
+
+
+def _resume(resume, data, model, optimizer, scheduler, device) -> tuple[int, Best]:
+    ckpt = load_checkpoint(resume, map_location=device)
+    if list(ckpt["class_names"]) != list(data.class_names):
+        raise CheckpointError(f"{resume}: trained on another class list; cannot resume here")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    logger.info("resumed from %s at epoch %d", resume, ckpt["epoch"])
+    return ckpt["epoch"] + 1, Best(ckpt["best_metric"], ckpt.get("best_loss", math.inf))
+
+
+def finish_epoch(
+    work_dir: Path, state: dict, row: dict, mark_best: bool, save_best: bool, writer
+) -> None:
+    """Write last.pth (and best.pth when this epoch is the best), the log row and the epoch line."""
+    save_checkpoint(work_dir / "last.pth", **state)
+    if save_best:
+        save_checkpoint(work_dir / "best.pth", **state)
+    append_log(work_dir / "log.csv", row, writer)
+    epochs = state["config"]["train"]["epochs"]
+    logger.info(
+        "epoch %d/%d  loss %.4f  train top1 %.3f  val loss %.4f  val mCA %.3f  val top1 %.3f%s",
+        row["epoch"],
+        epochs,
+        row["train_loss"],
+        row["train_top1"],
+        row["val_loss"],
+        row["val_mean_class_accuracy"],
+        row["val_top1"],
+        "  (best)" if mark_best else "",
+    )
 
 
 def append_log(path: Path, row: dict, writer) -> None:
@@ -303,7 +328,7 @@ def append_log(path: Path, row: dict, writer) -> None:
             rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < row["epoch"]]
     rows.append(row)
     with atomic_write(path, "w") as f:
-        out = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+        out = csv.DictWriter(f, fieldnames=LOG_COLUMNS, restval="")
         out.writeheader()
         out.writerows(rows)
     if writer is not None:

@@ -77,7 +77,8 @@ def plot_training_curves(
 ) -> Path:
     """Loss (with the learning rate) and accuracy per epoch from a training log CSV.
 
-    The CSV has the columns ``TRAINING_LOG_COLUMNS`` (``train_top1`` is drawn when present);
+    The CSV has the columns ``TRAINING_LOG_COLUMNS`` (``train_top1`` and ``val_loss`` are drawn
+    when present);
     empty validation cells (no validation split) are skipped.
     """
     log = pd.read_csv(log_csv)
@@ -88,8 +89,18 @@ def plot_training_curves(
     loss_ax, acc_ax = fig.subplots(1, 2)
 
     loss_ax.plot(log["epoch"], log["train_loss"], marker="o", color="tab:blue", label="train loss")
+    if "val_loss" in log.columns:
+        val_loss = pd.to_numeric(log["val_loss"], errors="coerce")
+        if val_loss.notna().any():
+            loss_ax.plot(
+                log["epoch"][val_loss.notna()],
+                val_loss.dropna(),
+                marker="o",
+                color="tab:orange",
+                label="val loss",
+            )
     loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("train loss")
+    loss_ax.set_ylabel("loss")
     lr_ax = loss_ax.twinx()
     lr_ax.plot(log["epoch"], log["lr"], color="tab:gray", linestyle="--", label="learning rate")
     lr_ax.set_ylabel("learning rate")

@@ -61,22 +61,52 @@ class SegmentTransformer(nn.Module):
         return self.head(masked_mean(out, mask))
 
 
-@register_model("full", EncoderConfig)
-class FullTransformer(nn.Module):
-    """One Transformer over all T frames; sinusoidal positions so any T works."""
+POOLS = ("mean", "token")
 
-    def __init__(self, in_dim: int, num_classes: int, cfg: EncoderConfig) -> None:
+
+@dataclass(frozen=True)
+class FullConfig(EncoderConfig):
+    pool: str = "mean"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pool not in POOLS:
+            raise ConfigError(f"model.pool={self.pool!r} is not one of {', '.join(POOLS)}")
+
+
+@register_model("full", FullConfig)
+class FullTransformer(nn.Module):
+    """One Transformer over all T frames; sinusoidal positions so any T works.
+
+    ``pool='mean'`` averages the frame outputs; ``pool='token'`` reads a learned class token that
+    attends to every frame, as CRT's memory token does within a segment.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, cfg: FullConfig) -> None:
         super().__init__()
         self.norm = FeatureNorm(in_dim)
         self.proj = nn.Linear(in_dim, cfg.d_model)
+        self.class_token = None
+        if cfg.pool == "token":
+            self.class_token = nn.Parameter(torch.empty(cfg.d_model))
+            nn.init.trunc_normal_(self.class_token, std=0.02)
         self.encoder = Encoder(cfg)
         self.head = nn.Linear(cfg.d_model, num_classes)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.proj(self.norm(features))
-        x = x + sinusoidal_positions(x.shape[1], x.shape[2], device=x.device, dtype=x.dtype)
+        # Positions added in float32: in bf16 the table's 8-bit mantissa cannot tell apart the
+        # slow channels of neighbouring frames far into a long clip.
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        x = x.to(dtype) + sinusoidal_positions(x.shape[1], x.shape[2], x.device, dtype)
         mask = valid_mask(lengths, x.shape[1])
-        return self.head(masked_mean(self.encoder(x, mask), mask))
+        if self.class_token is None:
+            return self.head(masked_mean(self.encoder(x, mask), mask))
+        token = self.class_token.to(x.dtype).expand(x.shape[0], 1, -1)
+        out = self.encoder(
+            torch.cat([token, x], dim=1), torch.cat([mask.new_ones(len(mask), 1), mask], 1)
+        )
+        return self.head(out[:, 0])
 
 
 @register_model("meanpool", MeanPoolConfig)

@@ -30,6 +30,7 @@ class CRTConfig(SegmentConfig):
     memory_read: str = "token"
     head: str = "memory"
     truncate_every: int | None = None
+    memory_gate_bias: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -72,7 +73,7 @@ class CRT(nn.Module):
         nn.init.trunc_normal_(self.memory_init, std=0.02)
         nn.init.trunc_normal_(self.memory_type, std=0.02)
         self.encoder = Encoder(cfg)
-        self.cell = MaskedCell(cfg.memory_cell, cfg.d_model, cfg.d_model)
+        self.cell = MaskedCell(cfg.memory_cell, cfg.d_model, cfg.d_model, cfg.memory_gate_bias)
         self.norm = nn.LayerNorm(cfg.d_model)
         self.read_mean = cfg.head == "memory+mean"
         self.head = nn.Linear(cfg.d_model * (2 if self.read_mean else 1), num_classes)

@@ -50,12 +50,28 @@ class NCGRUCell(nn.Module):
 MEMORY_CELLS = {"gru": nn.GRUCell, "ncgru": NCGRUCell}
 
 
+def init_update_gate_bias(cell: nn.Module, bias: float) -> None:
+    """Start the update gate z near sigmoid(bias): with z = 0.5 (bias 0) a memory keeps only
+    2^-n of what it held n segments ago, and the gradient reaching early segments shrinks alike."""
+    hidden = cell.hidden_size if isinstance(cell, nn.GRUCell) else cell.recurrent.weight.shape[0]
+    with torch.no_grad():
+        if isinstance(cell, nn.GRUCell):  # gate order r, z, n in both biases
+            cell.bias_ih[hidden : 2 * hidden] = bias
+            cell.bias_hh[hidden : 2 * hidden] = 0.0
+        else:
+            cell.input.bias[hidden : 2 * hidden] = bias
+
+
 class MaskedCell(nn.Module):
     """Updates only the rows marked in ``update``; the others keep their state exactly."""
 
-    def __init__(self, kind: str, input_size: int, hidden_size: int) -> None:
+    def __init__(
+        self, kind: str, input_size: int, hidden_size: int, update_gate_bias: float | None = None
+    ) -> None:
         super().__init__()
         self.cell = MEMORY_CELLS[kind](input_size, hidden_size)
+        if update_gate_bias is not None:
+            init_update_gate_bias(self.cell, update_gate_bias)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
         return torch.where(update[:, None], self.cell(x, h), h)

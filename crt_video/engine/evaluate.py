@@ -1,0 +1,92 @@
+"""Scoring a split with a trained clip classifier: gathered class probabilities and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from crt_video.data.feature_dataset import ClipData, FeatureClipDataset, collate_clips
+from crt_video.data.features import FeatureStore
+from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, all_gather_objects
+from crt_video.evaluation.metrics import mean_class_accuracy
+from crt_video.evaluation.report import write_evaluation
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when ``enabled``; a no-op elsewhere."""
+    return torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda"
+    )
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    store: FeatureStore,
+    annotations: pd.DataFrame,
+    num_classes: int,
+    device: torch.device,
+    batch_size: int,
+    dist_info: DistInfo = SINGLE_PROCESS,
+    amp: bool = False,
+) -> np.ndarray:
+    """Class probabilities [N, C] for every annotated clip, in annotation order.
+
+    Each rank scores a disjoint stride of the clips; the results are gathered and reassembled by
+    clip index, so metrics are computed once over exactly N clips.
+    """
+    model.eval()
+    dataset = FeatureClipDataset(store, annotations)
+    shard = list(range(dist_info.rank, len(dataset), dist_info.world_size))
+    loader = DataLoader(Subset(dataset, shard), batch_size=batch_size, collate_fn=collate_clips)
+    indices, scores = [], []
+    for batch in loader:
+        with autocast(device, amp):
+            logits = model(batch["features"].to(device), batch["lengths"].to(device))
+        scores.append(logits.float().softmax(-1).cpu())
+        indices.append(batch["index"])
+    local = (
+        (torch.cat(indices).numpy(), torch.cat(scores).numpy()) if indices else (np.zeros(0), None)
+    )
+    out = np.zeros((len(dataset), num_classes), dtype=np.float32)
+    for part_indices, part_scores in all_gather_objects(local):
+        if part_scores is not None:
+            out[part_indices.astype(int)] = part_scores
+    return out
+
+
+def score_summary(labels: np.ndarray, scores: np.ndarray, num_classes: int) -> dict:
+    """Mean class accuracy, top-1 and the mean negative log-likelihood of the true class."""
+    preds = scores.argmax(1)
+    true_class = np.clip(scores[np.arange(len(labels)), labels], 1e-12, 1.0)
+    return {
+        "mean_class_accuracy": mean_class_accuracy(labels, preds, num_classes),
+        "top1": float((preds == labels).mean()),
+        "loss": float(-np.log(true_class).mean()),
+    }
+
+
+def evaluate(
+    model: nn.Module,
+    data: ClipData,
+    split: str,
+    out_dir: Path | None,
+    device: torch.device,
+    batch_size: int,
+    dist_info: DistInfo = SINGLE_PROCESS,
+) -> dict:
+    """Score a split; rank 0 writes the report files into ``out_dir`` when it is given."""
+    annotations = data.splits[split]
+    num_classes = len(data.class_names)
+    scores = predict(model, data.store, annotations, num_classes, device, batch_size, dist_info)
+    labels = annotations["label_id"].to_numpy()
+    if out_dir is not None and dist_info.is_main:
+        return write_evaluation(
+            out_dir, annotations["video"].tolist(), labels, scores, list(data.class_names)
+        )
+    return score_summary(labels, scores, num_classes)
