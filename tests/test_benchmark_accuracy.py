@@ -6,29 +6,67 @@ import subprocess
 import sys
 from pathlib import Path
 
-from crt_video.benchmark.accuracy import PLOT_NAME, run, split_clips
+from crt_video.benchmark.accuracy import (
+    GAP_PLOT_NAME,
+    PLOT_NAME,
+    bootstrap_interval,
+    fold_splits,
+    fold_table,
+    run,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_split_is_stratified_and_disjoint():
-    videos = [f"{a}_p03_r{i:02d}_v01_c01.mp4" for a in ("Getup", "Sitdown") for i in range(10)]
-    splits = split_clips(videos)
-    assert [len(splits[s]) for s in ("train", "val", "test")] == [12, 4, 4]
-    assert set().union(*(set(t["video"]) for t in splits.values())) == set(videos)
-    for table in splits.values():
-        assert table["label"].value_counts().nunique() == 1  # both classes equally
+def test_folds_test_every_clip_once_and_keep_splits_disjoint():
+    videos = [
+        f"gap{gap}/{a}_p03_r{i:02d}_v01_c01.mp4"
+        for gap in (0.5, 8)
+        for a in ("Getup", "Sitdown")
+        for i in range(8)
+    ]
+    table = fold_table(videos, folds=4)
+    tested = []
+    for fold in range(4):
+        splits = fold_splits(table, fold, 4)
+        sets = [set(splits[name]["video"]) for name in ("train", "val", "test")]
+        assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+        assert set().union(*sets) == set(videos)
+        test = table.set_index("video").loc[splits["test"]["video"]]
+        # stratified: both classes and both gaps equally in every test fold
+        assert test.groupby(["label", "gap"]).size().nunique() == 1
+        tested += splits["test"]["video"].tolist()
+    assert sorted(tested) == sorted(videos)
+
+
+def test_bootstrap_interval_brackets_the_score_and_narrows_with_more_clips():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (40, 400):
+        labels = rng.integers(0, 2, n)
+        preds = np.where(rng.random(n) < 0.8, labels, 1 - labels)
+        low, high = bootstrap_interval(labels, preds)
+        assert low < (preds == labels).mean() < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2
 
 
 def test_smoke_run_trains_real_models_on_real_clips(tmp_path):
     result = run(tmp_path, smoke=True)
     results = result["figures"]["results"]
-    assert set(results) == {"crt S=T/4", "meanpool"}
+    assert set(results) == {"crt gru S=T/4", "full", "meanpool"}
     for figures in results.values():
         assert 0.0 <= figures["mean_class_accuracy"] <= 1.0
-        assert figures["gflops_per_clip"] > 0 and figures["train_seconds"] > 0
-    assert "| crt S=T/4 |" in result["markdown"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [PLOT_NAME]
+        low, high = figures["interval"]
+        assert low <= figures["mean_class_accuracy"] <= high
+        assert figures["test_clips"] == 24  # every clip tested once
+        assert 0.0 <= figures["train_top1"] <= 1.0 and figures["train_seconds"] > 0
+        assert set(figures["by_gap"]) == {"0.5", "2"}
+    assert results["full"]["gflops_per_clip"] > 0
+    assert "| crt gru S=T/4" in result["markdown"] and "gap 0.5" in result["markdown"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([PLOT_NAME, GAP_PLOT_NAME])
 
 
 def test_benchmark_command_writes_report_json_and_plots_only(tmp_path):

@@ -35,6 +35,8 @@ DEMO_CLASSES: dict[str, tuple[str, ...]] = {
     "Walk": ("disk", "disk"),
     "Leave": ("square", "square"),
 }
+# The classes whose two events are different objects: they differ only in order.
+ORDER_CLASSES = {name: shapes for name, shapes in DEMO_CLASSES.items() if len(set(shapes)) == 2}
 DEMO_NUM_CLIPS = 400
 
 # The first three clips of every class land in train, val and test of every protocol:
@@ -68,8 +70,10 @@ def _render_clip(
     size: tuple[int, int],
     fps: int,
     rng: np.random.Generator,
+    gap_seconds: float | None = None,
 ) -> np.ndarray:
-    """Frames uint8 [T, H, W, 3] of one clip: the events in order, separated by random gaps."""
+    """Frames uint8 [T, H, W, 3] of one clip: the events in order, separated by random gaps
+    (or by ``gap_seconds`` from the end of one event to the start of the next)."""
     height, width = size
     num_frames = max(1, round(seconds * fps))
     video = np.empty((num_frames, height, width, 3), dtype=np.uint8)
@@ -81,6 +85,12 @@ def _render_clip(
     free = seconds - durations.sum() - min_gap * (len(shapes) - 1)
     gaps = rng.dirichlet(np.ones(len(shapes) + 1)) * max(free, 0.0)
     gaps[1:-1] += min_gap
+    if gap_seconds is not None:
+        inner = max(gap_seconds, min_gap)
+        outer = max(seconds - durations.sum() - inner * (len(shapes) - 1), 0.0)
+        gaps[1:-1] = inner
+        gaps[0] = rng.uniform(0.0, outer)
+        gaps[-1] = outer - gaps[0]
     start = gaps[0]
     for shape, duration, gap in zip(shapes, durations, gaps[1:], strict=True):
         mask = _shape_mask(shape, height, rng)
@@ -157,10 +167,12 @@ def make_event_order_dataset(
     size: tuple[int, int] = (120, 160),
     fps: int = 10,
     overwrite: bool = False,
+    gap_seconds: float | None = None,
 ) -> list[Path]:
     """Write ``num_clips`` H.264 clips (class = ordered object shapes) and return their paths.
 
-    Clip lengths are log-uniform in [min_seconds, max_seconds]; ``size`` is (height, width).
+    Clip lengths are log-uniform in [min_seconds, max_seconds]; ``size`` is (height, width);
+    ``gap_seconds`` fixes the time between consecutive events (default: random gaps).
     Content and names depend only on the arguments; existing clips are kept unless
     ``overwrite``, so an interrupted run resumes.
     """
@@ -182,7 +194,7 @@ def make_event_order_dataset(
         rng = np.random.default_rng([seed, index])
         seconds = math.exp(rng.uniform(math.log(min_seconds), math.log(max_seconds)))
         activity = activities[index % len(activities)]
-        frames = _render_clip(classes[activity], seconds, size, fps, rng)
+        frames = _render_clip(classes[activity], seconds, size, fps, rng, gap_seconds)
         _write_mp4(paths[index], frames, fps)
 
     todo = [index for index, path in enumerate(paths) if overwrite or not path.exists()]
