@@ -229,3 +229,17 @@ def run_cli(
         cwd=REPO,
         timeout=180,
     )
+
+
+@pytest.mark.parametrize(
+    "sampling, message",
+    [
+        ({"fps": 0}, "sampling.fps must be a positive number"),
+        ({"fps": 4.0, "max_frames": 0}, "sampling.max_frames must be None or at least 1"),
+        ({"fps": 4.0, "max_frame": 8}, "unknown sampling key"),
+    ],
+)
+def test_bad_sampling_is_one_error_not_a_failure_per_clip(video_dir, tmp_path, sampling, message):
+    with pytest.raises(ConfigError, match=message):
+        extract_features({**CFG, "sampling": sampling}, video_dir, videos_in(video_dir), tmp_path)
+    assert not (tmp_path / "failures.csv").exists()

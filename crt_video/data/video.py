@@ -43,6 +43,34 @@ RESIZE_METHOD = "torch-uint8-antialias"
 logger = get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class SamplingConfig:
+    """The config's ``sampling`` section: ``fps`` frames per second of video time, at most
+    ``max_frames`` of them per clip (None: no limit)."""
+
+    fps: float
+    max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        fps, max_frames = self.fps, self.max_frames
+        if isinstance(fps, bool) or not isinstance(fps, int | float) or not fps > 0:
+            raise ConfigError(f"sampling.fps must be a positive number, got {fps!r}")
+        if max_frames is not None and (
+            isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1
+        ):
+            raise ConfigError(f"sampling.max_frames must be None or at least 1, got {max_frames!r}")
+        object.__setattr__(self, "fps", float(fps))
+
+    @classmethod
+    def from_cfg(cls, section: dict) -> SamplingConfig:
+        unknown = sorted(set(section) - {"fps", "max_frames"})
+        if unknown:
+            raise ConfigError(f"unknown sampling key(s) {unknown}; valid keys are fps, max_frames")
+        if "fps" not in section:
+            raise ConfigError("sampling.fps is not set; e.g. sampling = dict(fps=4.0)")
+        return cls(section["fps"], section.get("max_frames"))
+
+
 @dataclass
 class VideoInfo:
     path: Path

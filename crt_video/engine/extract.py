@@ -28,7 +28,7 @@ from tqdm import tqdm
 from crt_video import __version__
 from crt_video.config import config_hash, resolve_cache_dir
 from crt_video.data.features import FeatureStore
-from crt_video.data.video import RESIZE_METHOD, read_frames
+from crt_video.data.video import RESIZE_METHOD, SamplingConfig, read_frames
 from crt_video.engine.distributed import (
     SINGLE_PROCESS,
     DistInfo,
@@ -68,11 +68,11 @@ class ExtractionSummary:
 
 def feature_manifest(cfg: dict, encoder: FrozenEncoder) -> dict:
     """Everything that decides the features, plus library versions (recorded, not compared)."""
-    sampling = cfg["sampling"]
+    sampling = SamplingConfig.from_cfg(cfg["sampling"])
     return {
         "format": MANIFEST_FORMAT,
         "encoder": encoder.identity,
-        "sampling": {"fps": float(sampling["fps"]), "max_frames": sampling.get("max_frames")},
+        "sampling": {"fps": sampling.fps, "max_frames": sampling.max_frames},
         "decode_size": list(encoder.input_size),
         "resize": RESIZE_METHOD,
         "feature_dim": encoder.feature_dim,
@@ -273,12 +273,12 @@ def _extract_shard(
         failures.append((video, reason))
         bar.update()
 
-    sampling = cfg["sampling"]
+    sampling = SamplingConfig.from_cfg(cfg["sampling"])
     dataset = ClipDecoder(
         video_dir,
         videos,
-        float(sampling["fps"]),
-        sampling.get("max_frames"),
+        sampling.fps,
+        sampling.max_frames,
         encoder.input_size,
         encoder.interpolation,
     )
