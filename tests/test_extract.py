@@ -8,14 +8,16 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
+import torch
 
 from crt_video.data.features import FeatureStore
 from crt_video.data.video import read_frames
 from crt_video.engine import extract
-from crt_video.engine.extract import extract_features
-from crt_video.errors import FeatureMismatchError
+from crt_video.engine.extract import decode_workers, extract_features
+from crt_video.errors import ConfigError, FeatureMismatchError
 from crt_video.models.encoder import build_encoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,13 +177,69 @@ def test_two_ranks_extract_the_same_features_as_one(video_dir, clean_run, tmp_pa
     assert FeatureStore.open(out).read_failures() == []
 
 
-def run_cli(*args: str, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+def write_avi(path: Path, frames: int = 12) -> Path:
+    with av.open(str(path), mode="w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index in range(frames):
+            image = np.full((48, 64, 3), index * 20, dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_cli_extracts_avi_clips_and_logs_no_progress_frames(video_dir, tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "Walk_p01_r00_v01_c01.mp4").symlink_to(video_dir / videos_in(video_dir)[0])
+    write_avi(clips / "Walk_p02_r00_v01_c01.avi")
+    out = tmp_path / "store"
+    options = [option for option in CLI_OPTIONS if option != "--no-progress"]
+    result = run_cli(
+        str(REPO / "configs" / "demo.py"), "--video-dir", str(clips), "--out", str(out),
+        options=options,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    features, timestamps = FeatureStore.open(out).load("Walk_p02_r00_v01_c01.avi")
+    assert features.shape[0] == len(timestamps) == 4  # 1 s at 4 fps
+    assert "\r" not in result.stderr  # stderr is a file here: no progress-bar frames
+    assert "2 clip(s) extracted" in result.stderr
+
+
+def test_decode_workers_follow_the_machine(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert (decode_workers("auto", cpu), decode_workers("auto", gpu)) == (1, 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 32)
+    assert (decode_workers("auto", cpu), decode_workers("auto", gpu)) == (2, 8)
+    assert decode_workers(3, gpu) == 3
+    with pytest.raises(ConfigError, match="encoder.num_workers must be 'auto' or a count"):
+        decode_workers("many", cpu)
+
+
+def run_cli(
+    *args: str, launcher: list[str] | None = None, options: list[str] = CLI_OPTIONS
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [*(launcher or [sys.executable]), CLI, *args, *CLI_OPTIONS],
+        [*(launcher or [sys.executable]), CLI, *args, *options],
         capture_output=True,
         text=True,
         env=env,
         cwd=REPO,
         timeout=180,
     )
+
+
+@pytest.mark.parametrize(
+    "sampling, message",
+    [
+        ({"fps": 0}, "sampling.fps must be a positive number"),
+        ({"fps": 4.0, "max_frames": 0}, "sampling.max_frames must be None or at least 1"),
+        ({"fps": 4.0, "max_frame": 8}, "unknown sampling key"),
+    ],
+)
+def test_bad_sampling_is_one_error_not_a_failure_per_clip(video_dir, tmp_path, sampling, message):
+    with pytest.raises(ConfigError, match=message):
+        extract_features({**CFG, "sampling": sampling}, video_dir, videos_in(video_dir), tmp_path)
+    assert not (tmp_path / "failures.csv").exists()

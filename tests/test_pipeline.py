@@ -13,7 +13,10 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score
 
+from crt_video.data.annotations import annotation_path, read_annotations
 from crt_video.data.smarthome import class_names
+from crt_video.engine.distributed import SINGLE_PROCESS
+from crt_video.engine.pipeline import prepare_annotations
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -168,3 +171,35 @@ def test_torchrun_two_cpu_processes_train_and_test(trained):
     metrics = json.loads((work / "test" / "metrics.json").read_text())
     single = json.loads((trained / "work" / "test" / "metrics.json").read_text())
     assert metrics["num_clips"] == single["num_clips"]  # gathered from both ranks, no duplicates
+
+
+def test_torchrun_test_tool_scores_each_clip_once_and_reports_once(trained):
+    work = trained / "ddp_test"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "tools/test.py", "configs/demo.py", str(trained / "work" / "best.pth"),
+         "--work-dir", str(work), "--device", "cpu", "--cfg-options", *tiny_options(trained)],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    single = json.loads((trained / "work" / "test" / "metrics.json").read_text())
+    metrics = json.loads((work / "test" / "metrics.json").read_text())
+    predictions = pd.read_csv(work / "test" / "predictions.csv")
+    assert metrics["num_clips"] == single["num_clips"] == predictions["video"].nunique()
+    assert len(predictions) == metrics["num_clips"]
+    assert metrics["mean_class_accuracy"] == pytest.approx(single["mean_class_accuracy"])
+    assert result.stdout.count("mean per-class accuracy") == 1  # only rank 0 reports
+
+
+def test_a_new_avi_clip_refreshes_the_annotation_cache(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("Walk_p03_r00_v01_c01.mp4", "Walk_p02_r00_v01_c01.mp4"):
+        (clips / name).write_bytes(b"")  # annotations read names only
+    cfg = {"protocol": "cs", "val_mode": "subjects", "seed": 0, "cache_dir": str(tmp_path)}
+    first = prepare_annotations(cfg, clips, SINGLE_PROCESS)
+    (clips / "Walk_p04_r00_v01_c01.avi").write_bytes(b"")
+    second = prepare_annotations(cfg, clips, SINGLE_PROCESS)
+    train = read_annotations(annotation_path(second, "cs", "train"))
+    assert sorted(train["video"]) == ["Walk_p03_r00_v01_c01.mp4", "Walk_p04_r00_v01_c01.avi"]
+    assert second != first

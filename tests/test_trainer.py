@@ -131,17 +131,17 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
     cfg = train_cfg(epochs=3)
     train(cfg, data, tmp_path / "straight", torch.device("cpu"))
 
-    real_tqdm = trainer.tqdm
+    real_bar = trainer.progress_bar
 
-    def interrupt_at_epoch_3(iterable, desc, **kwargs):
+    def interrupt_at_epoch_3(iterable, enabled, desc, **kwargs):
         if desc.startswith("epoch 3/"):
             raise KeyboardInterrupt
-        return real_tqdm(iterable, desc=desc, **kwargs)
+        return real_bar(iterable, enabled, desc=desc, **kwargs)
 
-    monkeypatch.setattr(trainer, "tqdm", interrupt_at_epoch_3)
+    monkeypatch.setattr(trainer, "progress_bar", interrupt_at_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, data, tmp_path / "resumed", torch.device("cpu"))
-    monkeypatch.setattr(trainer, "tqdm", real_tqdm)
+    monkeypatch.setattr(trainer, "progress_bar", real_bar)
     assert load_checkpoint(tmp_path / "resumed" / "last.pth")["epoch"] == 2
 
     train(

@@ -1,4 +1,4 @@
-"""Measure the toolkit: feature extraction, model cost, accuracy vs cost, streaming inference.
+"""Measure the toolkit: decoding, extraction, model cost, accuracy vs cost, streaming inference.
 
 python tools/benchmark.py all --out work_dirs/benchmark
 python tools/benchmark.py model --smoke

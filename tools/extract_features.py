@@ -14,12 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch.distributed as dist
+import torch
 
 from crt_video.config import load_config
-from crt_video.engine.distributed import DistInfo, init_distributed, resolve_device
+from crt_video.data.smarthome import VIDEO_SUFFIXES, list_videos
+from crt_video.engine.distributed import DistInfo, distributed_session
 from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
-from crt_video.engine.pipeline import list_videos, resolve_data_root
+from crt_video.engine.pipeline import resolve_data_root
 from crt_video.errors import DatasetError
 from crt_video.models.encoder import build_encoder
 from crt_video.utils.cli import run_cli
@@ -38,13 +39,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="override config keys, e.g. encoder.batch_size=256 encoder.num_workers=16",
     )
     parser.add_argument(
-        "--video-dir", help="folder of .mp4 clips (default: the config's data_root)"
+        "--video-dir", help="folder of video clips (default: the config's data_root)"
     )
     parser.add_argument(
         "--out", help="feature store folder (default: <cache_dir>/features/<encoder>-<hash>)"
     )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides the config")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
@@ -54,24 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.device is not None:
         options.append(f"device={args.device}")
     cfg = load_config(args.config, options)
-    dist_info = init_distributed(resolve_device(cfg.get("device", "auto")))
-    try:
-        return _extract(cfg, args, dist_info)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    with distributed_session(cfg) as (device, dist_info):
+        return _extract(cfg, args, device, dist_info)
 
 
-def _extract(cfg: dict, args: argparse.Namespace, dist_info: DistInfo) -> int:
+def _extract(cfg: dict, args: argparse.Namespace, device: torch.device, dist_info: DistInfo) -> int:
     if args.video_dir:
         video_dir = Path(args.video_dir).expanduser().resolve()
         if not video_dir.is_dir():
-            raise DatasetError(f"--video-dir {video_dir} is not a folder of .mp4 clips")
+            raise DatasetError(f"--video-dir {video_dir} is not a folder of video clips")
     else:
         video_dir = resolve_data_root(cfg, dist_info)
     videos = list_videos(video_dir)
     if not videos:
-        raise DatasetError(f"no .mp4 clips under {video_dir}; check data_root or --video-dir")
+        raise DatasetError(
+            f"no video clips ({', '.join(VIDEO_SUFFIXES)}) under {video_dir}; "
+            "check data_root or --video-dir"
+        )
     encoder = build_encoder(cfg["encoder"])
     store_root = (
         Path(args.out)
@@ -79,7 +79,14 @@ def _extract(cfg: dict, args: argparse.Namespace, dist_info: DistInfo) -> int:
         else feature_store_root(cfg, feature_manifest(cfg, encoder), video_dir)
     )
     summary = extract_features(
-        cfg, video_dir, videos, store_root, encoder=encoder, progress=not args.no_progress
+        cfg,
+        video_dir,
+        videos,
+        store_root,
+        encoder=encoder,
+        progress=not args.no_progress,
+        device=device,
+        dist_info=dist_info,
     )
     if dist_info.is_main:
         for video, reason in summary.failures:

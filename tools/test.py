@@ -1,6 +1,7 @@
 """Evaluate a checkpoint: metrics.json, confusion matrix (CSV and picture), predictions.csv.
 
 python tools/test.py configs/demo.py work_dirs/demo/best.pth
+torchrun --nproc_per_node 2 tools/test.py configs/demo.py work_dirs/demo/best.pth
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 
 from crt_video.config import load_config, resolve_work_dir
 from crt_video.data.smarthome import SPLITS
+from crt_video.engine.distributed import distributed_session
 from crt_video.engine.pipeline import test_checkpoint
 from crt_video.utils.cli import run_cli
 
@@ -24,7 +26,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--work-dir", help="reports go to <work_dir>/<split>/ (default work_dirs/<config name>)"
     )
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config)")
     return parser.parse_args(argv)
 
 
@@ -33,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     options = list(args.cfg_options) + ([f"device={args.device}"] if args.device else [])
     cfg = load_config(args.config, options)
     out_dir = resolve_work_dir(cfg, args.work_dir) / args.split
-    metrics = test_checkpoint(cfg, args.checkpoint, out_dir, split=args.split)
+    with distributed_session(cfg) as (device, dist_info):
+        metrics = test_checkpoint(
+            cfg, args.checkpoint, out_dir, split=args.split, device=device, dist_info=dist_info
+        )
+    if not dist_info.is_main:
+        return 0
     print(
         f"{args.split}: mean per-class accuracy {metrics['mean_class_accuracy']:.4f}  "
         f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  ({metrics['num_clips']} clips)"

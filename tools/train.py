@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from crt_video.config import load_config, resolve_work_dir
+from crt_video.engine.distributed import distributed_session
 from crt_video.engine.pipeline import run_pipeline
 from crt_video.utils.cli import run_cli
 
@@ -33,7 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="override config keys, e.g. train.epochs=5",
     )
     parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides the config")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config)")
     parser.add_argument(
         "--launcher",
         choices=("none", "pytorch"),
@@ -51,7 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.device is not None:
         options.append(f"device={args.device}")
     cfg = load_config(args.config, options)
-    run_pipeline(cfg, resolve_work_dir(cfg, args.work_dir), args.resume)
+    with distributed_session(cfg) as (device, dist_info):
+        run_pipeline(
+            cfg,
+            resolve_work_dir(cfg, args.work_dir),
+            args.resume,
+            device=device,
+            dist_info=dist_info,
+        )
     return 0
 
 

@@ -3,3 +3,4 @@ work_dir = None  # None: work_dirs/<config file name>/
 cache_dir = "work_dirs/cache"  # extracted features, shared by configs with equal encoder+sampling
 seed = 0
 device = "auto"  # 'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'
+dist_timeout_minutes = 60  # torchrun: how long a rank may wait for the others in one step

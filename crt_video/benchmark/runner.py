@@ -12,7 +12,7 @@ import torch
 
 from crt_video.utils.io import atomic_write_json, atomic_write_text
 
-BENCHMARKS = ("extract", "model", "accuracy", "stream")
+BENCHMARKS = ("decode", "extract", "model", "accuracy", "stream")
 
 
 def benchmark_module(name: str) -> ModuleType:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import av
 import numpy as np
-from tqdm import tqdm
 
 from crt_video.data.smarthome import CLASSES_19, CS_SUBJECTS, ClipName
 from crt_video.errors import ConfigError
 from crt_video.utils.io import atomic_write
 from crt_video.utils.logging import get_logger
+from crt_video.utils.progress import progress_bar
 
 SHAPES = ("disk", "square")
 
@@ -200,7 +200,7 @@ def make_event_order_dataset(
     todo = [index for index, path in enumerate(paths) if overwrite or not path.exists()]
     # Encoding releases the GIL, so threads scale; each clip has its own seeded generator.
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for _ in tqdm(pool.map(write_clip, todo), total=len(todo), desc="demo clips"):
+        for _ in progress_bar(pool.map(write_clip, todo), total=len(todo), desc="demo clips"):
             pass
     return sorted(paths)
 

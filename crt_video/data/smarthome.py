@@ -10,7 +10,7 @@ import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 import numpy as np
 
@@ -78,6 +78,7 @@ EXCLUDED_ACTIVITIES: tuple[str, ...] = ("Pour.Fromcup",)
 PROTOCOLS = ("cs", "cv1", "cv2")
 SPLITS = ("train", "val", "test")
 VAL_MODES = ("subjects", "random5", "none")
+# What counts as a clip file, everywhere: annotations, clip listings, extraction.
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
 CS_SUBJECTS: dict[str, frozenset[int]] = {
@@ -118,10 +119,23 @@ class ClipName:
         return (self.activity, self.subject, self.repetition, self.video)
 
 
+def is_video_file(name: str | PurePath) -> bool:
+    return str(name).lower().endswith(VIDEO_SUFFIXES)
+
+
+def list_videos(root: Path) -> list[str]:
+    """Every video file below ``root`` (any of ``VIDEO_SUFFIXES``), as sorted relative paths."""
+    return sorted(
+        path.relative_to(root).as_posix()
+        for path in root.rglob("*")
+        if is_video_file(path.name) and path.is_file()
+    )
+
+
 def parse_clip_name(name: str) -> ClipName:
     """Parse ``<Activity>_pPP_rRR_vVV_cCC[.mp4]`` (a bare name or a path) into its fields."""
     base = PurePath(name).name
-    stem = base[: -len(PurePath(base).suffix)] if base.lower().endswith(VIDEO_SUFFIXES) else base
+    stem = base[: -len(PurePath(base).suffix)] if is_video_file(base) else base
     match = _CLIP_RE.match(stem)
     if match is None:
         raise ClipNameError(

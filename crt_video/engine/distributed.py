@@ -1,15 +1,26 @@
-"""torchrun support: process-group setup from the environment and a few collectives."""
+"""torchrun support: device and process-group setup, once per entry point, and a few collectives."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from crt_video.errors import ConfigError
+from crt_video.utils.io import atomic_write_json
+
+# NCCL's own default (10 min) is shorter than one rank's share of a long extraction or a test.
+DEFAULT_TIMEOUT_MINUTES = 60.0
 
 
 @dataclass(frozen=True)
@@ -30,8 +41,13 @@ class DistInfo:
 SINGLE_PROCESS = DistInfo()
 
 
-def init_distributed(device: torch.device | None = None) -> DistInfo:
-    """Join the process group torchrun describes in RANK/WORLD_SIZE; a plain run is rank 0 of 1."""
+def init_distributed(
+    device: torch.device | None = None, timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES
+) -> DistInfo:
+    """Join the process group torchrun describes in RANK/WORLD_SIZE; a plain run is rank 0 of 1.
+
+    ``timeout_minutes`` bounds every collective: a rank waiting longer for the others fails.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return SINGLE_PROCESS
@@ -39,9 +55,26 @@ def init_distributed(device: torch.device | None = None) -> DistInfo:
     if not dist.is_initialized():
         use_nccl = device is not None and device.type == "cuda"
         if use_nccl:
-            torch.cuda.set_device(info.local_rank)
-        dist.init_process_group("nccl" if use_nccl else "gloo")
+            torch.cuda.set_device(device)
+        dist.init_process_group(
+            "nccl" if use_nccl else "gloo", timeout=timedelta(minutes=timeout_minutes)
+        )
     return info
+
+
+@contextlib.contextmanager
+def distributed_session(cfg: dict) -> Iterator[tuple[torch.device, DistInfo]]:
+    """The device and process group of an entry point, set up once and torn down at the end."""
+    device = resolve_device(cfg.get("device", "auto"))
+    timeout = cfg.get("dist_timeout_minutes", DEFAULT_TIMEOUT_MINUTES)
+    if not isinstance(timeout, int | float) or timeout <= 0:
+        raise ConfigError(f"dist_timeout_minutes must be a positive number, got {timeout!r}")
+    dist_info = init_distributed(device, float(timeout))
+    try:
+        yield device, dist_info
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def barrier() -> None:
@@ -67,17 +100,50 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
+def gather_through_files(
+    folder: Path, obj: Any, dist_info: DistInfo, poll_seconds: float = 1.0
+) -> list[Any]:
+    """Every rank's JSON-able ``obj``, in rank order, through files in a shared ``folder``.
+
+    Unlike a collective this wait has no timeout, for ranks that finish long before the others
+    (one rank's clips may take hours longer). ``folder`` must be new to this call and seen by
+    every rank; it is removed afterwards. A rank that dies ends the job through torchrun.
+    """
+    if not dist_info.enabled:
+        return [obj]
+    atomic_write_json(folder / f"rank{dist_info.rank}.json", obj)
+    paths = [folder / f"rank{rank}.json" for rank in range(dist_info.world_size)]
+    while not all(path.exists() for path in paths):
+        time.sleep(poll_seconds)
+    gathered = [json.loads(path.read_text()) for path in paths]
+    barrier()  # every rank has read every file
+    if dist_info.is_main:
+        shutil.rmtree(folder, ignore_errors=True)
+    return gathered
+
+
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks this process's GPU (LOCAL_RANK under torchrun) when CUDA is there, else the CPU."""
+    """'auto' picks this process's GPU (LOCAL_RANK under torchrun) when CUDA is there, else the CPU;
+    'cuda' is that GPU too, 'cuda:N' GPU N."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but CUDA is not available; use --device cpu")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if name != "cpu":
-        raise ConfigError(f"device {name!r} is not one of auto, cpu, cuda")
-    return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    kind, _, index = name.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ConfigError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {name!r} requested but CUDA is not available on this machine; use device=cpu"
+        )
+    gpu = int(index) if index else int(os.environ.get("LOCAL_RANK", "0"))
+    count = torch.cuda.device_count()
+    if gpu >= count:
+        raise ConfigError(
+            f"device {name!r}: GPU {gpu} does not exist, this machine has {count} "
+            f"(cuda:0 to cuda:{count - 1})"
+        )
+    return torch.device("cuda", gpu)
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

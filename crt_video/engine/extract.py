@@ -1,16 +1,19 @@
 """Per-frame feature extraction into a FeatureStore: parallel decoding, resumable, shardable.
 
-DataLoader worker processes decode whole clips straight to the encoder's input size while the
-main process encodes fixed-size batches that span clip boundaries (no short batch at the end of
-every clip) and writes each clip as soon as its last frame is encoded. Clips already in the
-store are skipped, so an interrupted run resumes where it stopped. Under torchrun every rank
-takes a disjoint share of the remaining clips and writes into the same store.
+DataLoader worker processes decode whole clips and resize them to the encoder's input size while
+the main process encodes fixed-size batches that span clip boundaries (no short batch at the end
+of every clip) and writes each clip as soon as its last frame is encoded; on CUDA one batch is in
+flight while the next is packed. Clips already in the store are skipped, so an interrupted run
+resumes where it stopped. Under torchrun every rank takes a disjoint share of the remaining clips
+and writes into the same store.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,15 +28,19 @@ from tqdm import tqdm
 from crt_video import __version__
 from crt_video.config import config_hash, resolve_cache_dir
 from crt_video.data.features import FeatureStore
-from crt_video.data.video import read_frames
+from crt_video.data.video import RESIZE_METHOD, SamplingConfig, read_frames
 from crt_video.engine.distributed import (
-    all_gather_objects,
+    SINGLE_PROCESS,
+    DistInfo,
     barrier,
-    init_distributed,
+    broadcast_object,
+    gather_through_files,
     resolve_device,
 )
+from crt_video.errors import ConfigError
 from crt_video.models.encoder import FrozenEncoder, build_encoder
 from crt_video.utils.logging import get_logger
+from crt_video.utils.progress import progress_bar
 from crt_video.utils.threads import cpu_threads, spare_cores
 
 logger = get_logger(__name__)
@@ -61,12 +68,13 @@ class ExtractionSummary:
 
 def feature_manifest(cfg: dict, encoder: FrozenEncoder) -> dict:
     """Everything that decides the features, plus library versions (recorded, not compared)."""
-    sampling = cfg["sampling"]
+    sampling = SamplingConfig.from_cfg(cfg["sampling"])
     return {
         "format": MANIFEST_FORMAT,
         "encoder": encoder.identity,
-        "sampling": {"fps": float(sampling["fps"]), "max_frames": sampling.get("max_frames")},
+        "sampling": {"fps": sampling.fps, "max_frames": sampling.max_frames},
         "decode_size": list(encoder.input_size),
+        "resize": RESIZE_METHOD,
         "feature_dim": encoder.feature_dim,
         "feature_dtype": "float16",
         "versions": {name: _version(name) for name in RECORDED_PACKAGES}
@@ -89,17 +97,20 @@ def extract_features(
     encoder: FrozenEncoder | None = None,
     decode_timeout: float = 300.0,
     progress: bool = True,
+    device: torch.device | None = None,
+    dist_info: DistInfo = SINGLE_PROCESS,
 ) -> ExtractionSummary:
     """Extract features of ``videos`` (paths relative to ``video_dir``) into the store at ``store_root``.
 
     Clips already in the store are skipped; a clip that cannot be decoded (or whose decode takes
     longer than ``decode_timeout`` seconds) is recorded in the store's failures.csv and skipped.
-    Under torchrun every rank must call this with the same arguments; the returned summary
-    counts all ranks.
+    ``device`` defaults to the config's. Under torchrun every rank must call this with the same
+    arguments and its ``dist_info``; the returned summary counts all ranks.
     """
     start = time.perf_counter()
-    device = resolve_device(cfg.get("device", "auto"))
-    dist_info = init_distributed(device)
+    device = device or resolve_device(cfg.get("device", "auto"))
+    # Named now, while every rank is here: the end-of-shard wait needs a folder new to this run.
+    run_id = broadcast_object(uuid.uuid4().hex)
     if encoder is None:
         encoder = build_encoder(cfg["encoder"])
     encoder = encoder.to(device)
@@ -115,21 +126,25 @@ def extract_features(
             store.root,
             len(videos) - len(todo),
         )
-    bar = tqdm(
+    bar = progress_bar(
         total=len(shard),
         unit="clip",
         desc="extract" if not dist_info.enabled else f"extract (rank 0 of {dist_info.world_size})",
-        disable=not (progress and dist_info.is_main),
+        enabled=progress and dist_info.is_main,
         dynamic_ncols=True,
     )
-    with bar:
-        workers = int(cfg["encoder"].get("num_workers", 2))
-        with cpu_threads(device, spare_cores(busy=workers)):
-            done, frames, failures = _extract_shard(
-                encoder, store, Path(video_dir), shard, cfg, decode_timeout, bar
-            )
-    per_rank = all_gather_objects((done, frames, failures))
-    all_failures = sorted(failure for _, _, rank_failures in per_rank for failure in rank_failures)
+    workers = decode_workers(cfg["encoder"].get("num_workers", "auto"), device)
+    with bar, cpu_threads(device, spare_cores(busy=workers)):
+        done, frames, failures = _extract_shard(
+            encoder, store, Path(video_dir), shard, cfg, workers, decode_timeout, bar
+        )
+    # Ranks that finish early wait here for the slowest one, however long its clips take.
+    per_rank = gather_through_files(
+        store.root / ".ranks" / run_id, (done, frames, failures), dist_info
+    )
+    all_failures = sorted(
+        (video, reason) for _, _, rank_failures in per_rank for video, reason in rank_failures
+    )
     if dist_info.is_main:
         store.write_failures(all_failures)
     summary = ExtractionSummary(
@@ -145,6 +160,17 @@ def extract_features(
     return summary
 
 
+def decode_workers(setting: int | str, device: torch.device) -> int:
+    """``encoder.num_workers``: a count, or 'auto': up to 8 on CUDA, where decoding is the wall,
+    and at most 2 on the CPU, where the encoder is (one core stays with the encoder)."""
+    if setting == "auto":
+        spare = max(1, (os.cpu_count() or 1) - 1)
+        return min(8 if device.type == "cuda" else 2, spare)
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
+        raise ConfigError(f"encoder.num_workers must be 'auto' or a count >= 0, got {setting!r}")
+    return setting
+
+
 class ClipDecoder(Dataset):
     """Item i: clip i's sampled frames, uint8 [T, H, W, 3] at ``size``; a decode error is an item too."""
 
@@ -155,12 +181,14 @@ class ClipDecoder(Dataset):
         fps: float,
         max_frames: int | None,
         size: tuple[int, int],
+        interpolation: str = "bicubic",
     ):
         self.video_dir = video_dir
         self.videos = videos
         self.fps = fps
         self.max_frames = max_frames
         self.size = size
+        self.interpolation = interpolation
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -168,7 +196,13 @@ class ClipDecoder(Dataset):
     def __getitem__(self, index: int) -> DecodedClip:
         video = self.videos[index]
         try:
-            clip = read_frames(self.video_dir / video, self.fps, self.max_frames, size=self.size)
+            clip = read_frames(
+                self.video_dir / video,
+                self.fps,
+                self.max_frames,
+                size=self.size,
+                interpolation=self.interpolation,
+            )
         # One unreadable file among thousands must not end the run: whatever the decoder raises
         # is reported as that clip's failure.
         except Exception as err:
@@ -212,6 +246,7 @@ def _extract_shard(
     video_dir: Path,
     videos: list[str],
     cfg: dict,
+    num_workers: int,
     decode_timeout: float,
     bar: tqdm,
 ) -> tuple[int, int, list[tuple[str, str]]]:
@@ -238,11 +273,15 @@ def _extract_shard(
         failures.append((video, reason))
         bar.update()
 
-    sampling = cfg["sampling"]
+    sampling = SamplingConfig.from_cfg(cfg["sampling"])
     dataset = ClipDecoder(
-        video_dir, videos, float(sampling["fps"]), sampling.get("max_frames"), encoder.input_size
+        video_dir,
+        videos,
+        sampling.fps,
+        sampling.max_frames,
+        encoder.input_size,
+        encoder.interpolation,
     )
-    num_workers = int(cfg["encoder"].get("num_workers", 2))
     packer = BatchPacker(encoder, finish)
     position = 0
     while position < len(videos):
@@ -271,9 +310,11 @@ def _extract_shard(
 class BatchPacker:
     """Packs frames of consecutive clips into full encoder batches; hands back each finished clip.
 
-    Frames are copied into one staging buffer (pinned on CUDA, so the host-to-device copy is
-    asynchronous) and encoded ``encoder.batch_size`` at a time; ``on_clip(video, features,
-    timestamps)`` is called as soon as a clip's last frame is encoded.
+    Frames are copied into a staging buffer and encoded ``encoder.batch_size`` at a time;
+    ``on_clip(video, features, timestamps)`` is called as soon as a clip's last frame is encoded.
+    On CUDA two pinned staging buffers alternate: batch k is copied in, encoded and copied back
+    (all asynchronous) while batch k+1 is packed, and k is only waited for before k+2 is sent.
+    On the CPU each batch is encoded as it is packed.
     """
 
     def __init__(
@@ -282,11 +323,10 @@ class BatchPacker:
         self.encoder = encoder
         self.on_clip = on_clip
         self.batch_size = encoder.batch_size
-        self.staging = torch.empty(
-            (self.batch_size, *encoder.input_size, 3),
-            dtype=torch.uint8,
-            pin_memory=encoder.device.type == "cuda",
-        )
+        self.on_cuda = encoder.device.type == "cuda"
+        self.slots = [_Slot.empty(encoder, self.on_cuda) for _ in range(2 if self.on_cuda else 1)]
+        self.next_slot = 0
+        self.in_flight: _Slot | None = None
         self.waiting: deque[tuple[_OpenClip, torch.Tensor]] = deque()
         self.num_waiting = 0
 
@@ -300,30 +340,75 @@ class BatchPacker:
     def flush(self) -> None:
         while self.num_waiting:
             self._encode_batch()
+        self._finish_in_flight()
 
     def _encode_batch(self) -> None:
+        slot = self.slots[self.next_slot]
+        self.next_slot = (self.next_slot + 1) % len(self.slots)
+        size = self._pack(slot)
+        features = self.encoder.encode(slot.frames[:size])
+        if not self.on_cuda:
+            slot.features[:size].copy_(features)
+            self._hand_back(slot)
+            return
+        slot.features[:size].copy_(features, non_blocking=True)
+        slot.done.record()
+        # The previous batch ran on the GPU while this one was packed: hand it back now.
+        self._finish_in_flight()
+        self.in_flight = slot
+
+    def _pack(self, slot: _Slot) -> int:
         size = min(self.batch_size, self.num_waiting)
-        owners: list[tuple[_OpenClip, int]] = []
+        slot.owners = []
         filled = 0
         while filled < size:
             clip, frames = self.waiting[0]
             take = min(size - filled, len(frames))
-            self.staging[filled : filled + take].copy_(frames[:take])
-            owners.append((clip, take))
+            slot.frames[filled : filled + take].copy_(frames[:take])
+            slot.owners.append((clip, take))
             filled += take
             if take == len(frames):
                 self.waiting.popleft()
             else:
                 self.waiting[0] = (clip, frames[take:])
         self.num_waiting -= size
-        features = self.encoder.encode(self.staging[:size]).cpu().numpy()
+        return size
+
+    def _finish_in_flight(self) -> None:
+        if self.in_flight is not None:
+            self.in_flight.done.synchronize()
+            self._hand_back(self.in_flight)
+            self.in_flight = None
+
+    def _hand_back(self, slot: _Slot) -> None:
+        features = slot.features.numpy()
         offset = 0
-        for clip, take in owners:
+        for clip, take in slot.owners:
             clip.features[clip.filled : clip.filled + take] = features[offset : offset + take]
             clip.filled += take
             offset += take
             if clip.filled == len(clip.features):
                 self.on_clip(clip.video, clip.features, clip.timestamps)
+
+
+@dataclass
+class _Slot:
+    """One batch's host buffers (pinned on CUDA) and, on CUDA, the event of its copy back."""
+
+    frames: torch.Tensor
+    features: torch.Tensor
+    done: torch.cuda.Event | None
+    owners: list[tuple[_OpenClip, int]] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, encoder: FrozenEncoder, on_cuda: bool) -> _Slot:
+        frames = torch.empty(
+            (encoder.batch_size, *encoder.input_size, 3), dtype=torch.uint8, pin_memory=on_cuda
+        )
+        features = torch.empty(
+            (encoder.batch_size, encoder.feature_dim), dtype=torch.float32, pin_memory=on_cuda
+        )
+        return cls(frames, features, torch.cuda.Event() if on_cuda else None)
 
 
 @dataclass

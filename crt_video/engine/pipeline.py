@@ -12,16 +12,9 @@ from crt_video.config import config_hash, dump_config, resolve_cache_dir
 from crt_video.data.annotations import annotation_path, read_annotations, write_annotations
 from crt_video.data.feature_dataset import ClipData
 from crt_video.data.features import FeatureStore
-from crt_video.data.smarthome import SPLITS, class_names
+from crt_video.data.smarthome import SPLITS, class_names, list_videos
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from crt_video.engine.distributed import (
-    SINGLE_PROCESS,
-    DistInfo,
-    barrier,
-    broadcast_object,
-    init_distributed,
-    resolve_device,
-)
+from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.engine.evaluate import evaluate
 from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
 from crt_video.engine.inference import check_encoder_identity
@@ -33,8 +26,6 @@ from crt_video.models.encoder import build_encoder
 from crt_video.utils.logging import get_logger
 
 logger = get_logger(__name__)
-
-VIDEO_SUFFIXES = (".mp4",)
 
 
 def resolve_data_root(cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
@@ -70,14 +61,6 @@ def make_demo_data(root: Path, demo_cfg: dict) -> None:
     os.replace(scratch, root)
 
 
-def list_videos(root: Path) -> list[str]:
-    return sorted(
-        str(path.relative_to(root))
-        for path in root.rglob("*")
-        if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file()
-    )
-
-
 def prepare_annotations(cfg: dict, video_dir: Path, dist_info: DistInfo) -> Path:
     """Annotation CSVs keyed by the clip listing and split rule, made once and reused."""
     key = config_hash(
@@ -97,9 +80,13 @@ def prepare_annotations(cfg: dict, video_dir: Path, dist_info: DistInfo) -> Path
 
 
 def prepare_data(
-    cfg: dict, dist_info: DistInfo = SINGLE_PROCESS, splits: tuple[str, ...] = SPLITS
+    cfg: dict,
+    dist_info: DistInfo = SINGLE_PROCESS,
+    splits: tuple[str, ...] = SPLITS,
+    device: torch.device | None = None,
 ) -> ClipData:
-    """Annotations and features for ``splits`` (extracting what is missing), ready to train on."""
+    """Annotations and features for ``splits`` (extracting what is missing on ``device``, by
+    default the config's), ready to train on."""
     video_dir = resolve_data_root(cfg, dist_info)
     ann_dir = prepare_annotations(cfg, video_dir, dist_info)
     tables = {}
@@ -112,8 +99,9 @@ def prepare_data(
     manifest = feature_manifest(cfg, encoder)
     store_root = feature_store_root(cfg, manifest, video_dir)
     videos = sorted({video for table in tables.values() for video in table["video"]})
-    extract_features(cfg, video_dir, videos, store_root, encoder=encoder)
-    barrier()
+    extract_features(
+        cfg, video_dir, videos, store_root, encoder=encoder, device=device, dist_info=dist_info
+    )
     store = FeatureStore.create_or_open(store_root, manifest)
     missing = [video for video in videos if not store.has(video)]
     if missing:
@@ -151,11 +139,15 @@ def test_checkpoint(
     out_dir: Path,
     split: str = "test",
     data: ClipData | None = None,
+    *,
+    device: torch.device,
     dist_info: DistInfo = SINGLE_PROCESS,
 ) -> dict:
-    """Evaluate a checkpoint on a split and write metrics, confusion matrix and predictions."""
-    device = resolve_device(cfg["device"])
-    data = data or prepare_data(cfg, dist_info, splits=(split,))
+    """Evaluate a checkpoint on a split and write metrics, confusion matrix and predictions.
+
+    Under torchrun the clips are scored by all ranks, a share each, and rank 0 writes the report.
+    """
+    data = data or prepare_data(cfg, dist_info, splits=(split,), device=device)
     if split not in data.splits or len(data.splits[split]) == 0:
         raise DatasetError(
             f"the {split} split of protocol {cfg['protocol']} is empty; nothing to test"
@@ -169,16 +161,24 @@ def test_checkpoint(
     return broadcast_object(metrics)
 
 
-def run_pipeline(cfg: dict, work_dir: Path, resume: str | None = None) -> dict:
-    """Annotations, features, training with validation, then the test split on the best checkpoint."""
-    device = resolve_device(cfg["device"])
+def run_pipeline(
+    cfg: dict,
+    work_dir: Path,
+    resume: str | None = None,
+    *,
+    device: torch.device,
+    dist_info: DistInfo = SINGLE_PROCESS,
+) -> dict:
+    """Annotations, features, training with validation, then the test split on the best checkpoint.
+
+    ``device`` and ``dist_info`` come from the entry point (``distributed_session``).
+    """
     # A model-config typo fails here, not after hours of feature extraction.
     build_model(cfg["model"], in_dim=1, num_classes=len(class_names(cfg["protocol"])))
-    dist_info = init_distributed(device)
     work_dir.mkdir(parents=True, exist_ok=True)
     if dist_info.is_main:
         dump_config(cfg, work_dir / f"{cfg['_config_name']}.py")
-    data = prepare_data(cfg, dist_info)
+    data = prepare_data(cfg, dist_info, device=device)
     if resume == "auto":
         resume = str(work_dir / "last.pth") if (work_dir / "last.pth").exists() else None
         if resume is None:
@@ -186,7 +186,9 @@ def run_pipeline(cfg: dict, work_dir: Path, resume: str | None = None) -> dict:
     torch.manual_seed(int(cfg["seed"]))
     best = train(cfg, data, work_dir, device, dist_info, resume)
     barrier()
-    metrics = test_checkpoint(cfg, best, work_dir / "test", data=data, dist_info=dist_info)
+    metrics = test_checkpoint(
+        cfg, best, work_dir / "test", data=data, device=device, dist_info=dist_info
+    )
     if dist_info.is_main:
         plot_training_curves(work_dir / "log.csv", work_dir / "training_curves.png")
         logger.info(

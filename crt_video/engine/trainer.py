@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -22,7 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from crt_video.data.feature_dataset import (
     ClipData,
@@ -39,6 +37,7 @@ from crt_video.models import build_model
 from crt_video.models.transformer import set_feature_statistics
 from crt_video.utils.io import atomic_write
 from crt_video.utils.logging import get_logger
+from crt_video.utils.progress import progress_bar
 from crt_video.utils.threads import cpu_threads
 
 logger = get_logger(__name__)
@@ -145,11 +144,6 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
-def show_progress(dist_info: DistInfo) -> bool:
-    """Progress bars on rank 0 at a terminal only: a log file keeps just the epoch lines."""
-    return dist_info.is_main and sys.stderr.isatty()
-
-
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -163,7 +157,7 @@ def train_one_epoch(
     """One pass over ``loader``; loss and top-1 summed over every rank's clips."""
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
-    progress = tqdm(loader, desc=description, disable=not show_progress(dist_info), leave=False)
+    progress = progress_bar(loader, dist_info.is_main, desc=description, leave=False)
     for batch in progress:
         features = batch["features"].to(device, non_blocking=True)
         lengths = batch["lengths"].to(device, non_blocking=True)

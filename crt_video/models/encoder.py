@@ -3,9 +3,10 @@
 Preprocessing follows the weights' own data config (input size, mean, std, interpolation from
 ``timm.data.resolve_model_data_config``). Frames are resized to the input size as a whole (no
 center crop): Smarthome's cameras are wide 640x480 views of a room where the person may be at
-either edge, and the video decoder's built-in resize (``read_frames(size=encoder.input_size)``),
-which extraction and inference use because it is far cheaper than resizing afterwards, squashes
-the full frame the same way.
+either edge. The resize is ``crt_video.data.video.resize_frames`` with the weights'
+interpolation, whether the decoder applies it (``read_frames(size=encoder.input_size)``, as
+extraction and inference do) or :meth:`FrozenEncoder.preprocess` does: the same frame gives the
+same input either way.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from pathlib import Path
 
 import timm
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from crt_video.data.video import resize_frames
 from crt_video.errors import CheckpointError, ConfigError
 from crt_video.utils.io import file_sha256
 
@@ -72,10 +73,8 @@ class FrozenEncoder(nn.Module):
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N, H, W, 3] of any size -> normalised float [N, 3, h, w] on the encoder's device."""
+        frames = resize_frames(frames, self.input_size, self.interpolation)
         x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        if tuple(x.shape[-2:]) != self.input_size:
-            x = F.interpolate(x, size=self.input_size, mode=self.interpolation, antialias=True)
-            x = x.clamp_(0, 255)
         return (x - self.mean) / self.std
 
     @torch.inference_mode()

@@ -132,11 +132,18 @@ class FeatureNorm(nn.Module):
         return (x - self.mean) / self.std
 
 
+# A dimension's std is floored at this fraction of the median std: a dimension nearly constant
+# in training (a dead unit, a saturated one) must not turn a tiny test-time shift, such as the
+# store's float16 rounding or another camera, into an input thousands of stds away.
+STD_FLOOR_FRACTION = 0.01
+
+
 def set_feature_statistics(model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+    floor = max(STD_FLOOR_FRACTION * float(std.median()), 1e-6)
     for module in model.modules():
         if isinstance(module, FeatureNorm):
             module.mean.copy_(mean)
-            module.std.copy_(std.clamp(min=1e-6))
+            module.std.copy_(std.clamp(min=floor))
 
 
 class SegmentEmbedding(nn.Module):

@@ -6,7 +6,7 @@ encoder = dict(
     kwargs=dict(),  # extra timm.create_model arguments, e.g. dict(img_size=112)
     batch_size=64,  # frames per encoder forward pass during extraction
     seed=0,  # initialises the encoder when pretrained=False
-    num_workers=2,  # video decoding processes during extraction
+    num_workers="auto",  # video decoding processes: a count, or "auto" (up to 2 on CPU, 8 on GPU)
 )
 model = dict(
     type="crt",  # 'crt', 'segment' (no memory), 'full' (full-length Transformer), 'meanpool'

@@ -1,0 +1,90 @@
+"""Checks that need a CUDA GPU: ``python -m pytest -m gpu`` (skipped without CUDA)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from test_extract import CFG, stored, videos_in
+from test_pipeline import ENV, REPO, run_tool, tiny_options
+
+from crt_video.engine.extract import extract_features
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, write_test_video):
+    root = tmp_path_factory.mktemp("gpu_clips")
+    for index, seconds in enumerate((1.0, 2.5, 0.75, 3.0)):
+        write_test_video(root / f"Walk_p0{index + 1}_r00_v01_c01.mp4", seconds=seconds, fps=12)
+    return root
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def test_cuda_extraction_equals_cpu_extraction(clips, tmp_path):
+    videos = videos_in(clips)
+    cfg_cpu = {**CFG, "encoder": {**CFG["encoder"], "batch_size": 4}}  # several batches in flight
+    cfg_gpu = {**cfg_cpu, "device": "cuda"}
+    extract_features(cfg_cpu, clips, videos, tmp_path / "cpu", progress=False)
+    summary = extract_features(cfg_gpu, clips, videos, tmp_path / "gpu", progress=False)
+    assert summary.done == len(videos) and summary.failed == 0
+    on_cpu, on_gpu = stored(tmp_path / "cpu", videos), stored(tmp_path / "gpu", videos)
+    for video in videos:
+        np.testing.assert_array_equal(on_cpu[video][1], on_gpu[video][1])
+        assert cosine(on_cpu[video][0], on_gpu[video][0]).min() > 0.999, video
+
+
+@pytest.fixture(scope="module")
+def trained_on_cuda(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gpu_pipeline")
+    run_tool(
+        "tools/train.py", "configs/demo.py", "--work-dir", str(root / "work"), "--device", "cuda",
+        "--cfg-options", *tiny_options(root, epochs=2),
+    )  # fmt: skip
+    return root
+
+
+def test_amp_training_and_test_on_cuda(trained_on_cuda):
+    work = trained_on_cuda / "work"
+    assert json.loads((work / "test" / "metrics.json").read_text())["num_clips"] > 0
+    result = run_tool(
+        "tools/test.py", "configs/demo.py", str(work / "best.pth"), "--split", "val",
+        "--work-dir", str(work), "--device", "cuda:0",
+        "--cfg-options", *tiny_options(trained_on_cuda),
+    )  # fmt: skip
+    assert "mean per-class accuracy" in result.stdout
+
+
+def test_infer_on_cuda(trained_on_cuda):
+    clip = sorted((trained_on_cuda / "data").glob("*.mp4"))[0]
+    out = trained_on_cuda / "labels.json"
+    run_tool(
+        "tools/infer.py", str(clip), "--checkpoint", str(trained_on_cuda / "work" / "best.pth"),
+        "--device", "cuda", "--json", str(out),
+    )  # fmt: skip
+    assert len(json.loads(out.read_text())["top_k"]) > 0
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs one GPU per rank")
+def test_torchrun_two_gpus_train_and_test(trained_on_cuda):
+    work = trained_on_cuda / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "tools/train.py", "configs/demo.py", "--work-dir", str(work), "--device", "cuda",
+         "--cfg-options", *tiny_options(trained_on_cuda, epochs=1)],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads((work / "test" / "metrics.json").read_text())["num_clips"] > 0
