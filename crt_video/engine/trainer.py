@@ -24,9 +24,8 @@ from crt_video.data.feature_dataset import (
     feature_statistics,
 )
 from crt_video.data.features import FeatureStore
-from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
+from crt_video.engine.checkpoint import load_model, save_checkpoint
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, all_gather_objects
-from crt_video.errors import CheckpointError
 from crt_video.evaluation.metrics import mean_class_accuracy
 from crt_video.evaluation.report import write_evaluation
 from crt_video.models import build_model
@@ -200,9 +199,13 @@ def _train(
 
     start_epoch, best_metric = 1, -1.0
     if resume:
-        ckpt = load_checkpoint(resume, map_location=device)
-        if list(ckpt["class_names"]) != list(data.class_names):
-            raise CheckpointError(f"{resume}: trained on another class list; cannot resume here")
+        _, ckpt = load_model(
+            resume,
+            class_names=data.class_names,
+            encoder_identity=data.encoder_identity,
+            feature_dim=data.store.feature_dim,
+            map_location=device,
+        )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
