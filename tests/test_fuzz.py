@@ -15,7 +15,7 @@ from crt_video.benchmark.fuzz import (
 from crt_video.benchmark.stream import write_checkpoint
 
 ALWAYS_LABELLED = {"valid", "wrong-extension"}
-ALWAYS_REFUSED = {"empty", "not-a-video", "audio-only"}
+ALWAYS_REFUSED = {"empty", "not-a-video", "audio-only", "unknown-codec"}
 
 
 def digests(files) -> dict[str, str]:
