@@ -177,3 +177,35 @@ def test_cli_missing_folder_is_one_line_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "nowhere" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("Walk_p03_r00_v01_c01.mp4,Walk,29,3", "line 3: 4 fields where the header has 5"),
+        ("Walk_p03_r00_v01_c01.mp4,Walk,thirty,3,1", "line 3: label_id 'thirty' is not an integer"),
+        ("Jump_p03_r00_v01_c01.mp4,Jump,30,3,1", "line 3: unknown class 'Jump'"),
+        ("Walk_p03_r00_v01_c01.mp4,Walk,28,3,1", "line 3: label_id 28 does not match 'Walk'"),
+    ],
+    ids=["missing-field", "not-a-number", "unknown-class", "wrong-label-id"],
+)
+def test_bad_annotation_row_is_named(tmp_path, row, message):
+    path = tmp_path / "smarthome_cs_train.csv"
+    path.write_text(f"{','.join(COLUMNS)}\nCook.Cut_p03_r00_v02_c03.mp4,Cook.Cut,2,3,3\n{row}\n")
+    with pytest.raises(DatasetError, match=f"smarthome_cs_train.csv, {message}") as error:
+        read_annotations(path, CLASSES_31)
+    assert "\n" not in str(error.value)
+
+
+def test_annotation_end_before_start_is_named(tmp_path):
+    path = tmp_path / "segments.csv"
+    header = ",".join((*COLUMNS, "start", "end"))
+    path.write_text(
+        f"{header}\nWalk_p03_r00_v01_c01.mp4,Walk,29,3,1,0.0,4.5\n"
+        "Walk_p03_r01_v01_c01.mp4,Walk,29,3,1,7.0,2.5\n"
+    )
+    with pytest.raises(DatasetError, match="segments.csv, line 3: end 2.5 is not after start 7.0"):
+        read_annotations(path)
+    path.write_text(f"{header}\nWalk_p03_r00_v01_c01.mp4,Walk,29,3,1,0.0,4.5\n")
+    table = read_annotations(path)
+    assert table.loc[0, "end"] == 4.5 and table["label_id"].tolist() == [29]

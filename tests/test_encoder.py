@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import safetensors.torch
 import timm
@@ -88,3 +90,24 @@ def test_bad_config_names_the_key():
         build_encoder({**TINY, "pretraind": False})
     with pytest.raises(ConfigError, match="vit_tiny_patch16_224"):
         build_encoder({**TINY, "name": "vit_tiny_patch16_244", "pretrained": False})
+
+
+class _CreatesMarker:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.makedirs, (str(self.marker),))
+
+
+def test_weights_file_that_would_run_code_is_refused_unopened(tmp_path):
+    weights = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32).state_dict()
+    marker = tmp_path / "code_ran"
+    hostile = tmp_path / "hostile.pth"
+    torch.save({"state_dict": weights, "extra": _CreatesMarker(marker)}, hostile)
+    with pytest.raises(CheckpointError, match="hostile.pth holds more than tensors") as error:
+        build_encoder({**TINY, "pretrained": str(hostile)})
+    assert "\n" not in str(error.value)
+    assert not marker.exists()
+    torch.load(hostile, weights_only=False)  # the file is armed: the old way runs its code
+    assert marker.is_dir()

@@ -6,13 +6,16 @@ surface later, at feature extraction.
 
 from __future__ import annotations
 
+import csv
+import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from crt_video.data.smarthome import (
+    CLASSES_31,
     EXCLUDED_ACTIVITIES,
     PROTOCOLS,
     SPLITS,
@@ -27,6 +30,7 @@ from crt_video.utils.io import atomic_write_text
 from crt_video.utils.logging import get_logger
 
 COLUMNS = ("video", "label", "label_id", "subject", "camera")
+_INT_COLUMNS = ("label_id", "subject", "camera")
 _MAX_NAMES_IN_LOG = 10
 
 logger = get_logger(__name__)
@@ -148,28 +152,88 @@ def write_annotations(
     return paths
 
 
-def read_annotations(path: str | os.PathLike) -> pd.DataFrame:
+def read_annotations(
+    path: str | os.PathLike, class_names: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """An annotation CSV, every row checked; a bad row is a one-line error naming file and line.
+
+    ``class_names`` (the protocol's list) also checks that each label_id is its label's index;
+    without it a label only has to be one of the 31 Smarthome activities. Optional ``start`` and
+    ``end`` columns (seconds) must hold numbers with the end after the start.
+    """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(
             f"{path}: annotation file not found; run tools/make_annotations.py first"
         )
     try:
-        table = pd.read_csv(
-            path,
-            dtype={"video": str, "label": str, "label_id": int, "subject": int, "camera": int},
-            keep_default_na=False,
-        )
-    except (ValueError, pd.errors.ParserError) as err:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as err:
         raise DatasetError(
             f"{path}: unreadable annotation file ({err}); rerun tools/make_annotations.py"
         ) from err
-    missing = [column for column in COLUMNS if column not in table.columns]
+    header = rows[0] if rows else []
+    missing = [column for column in COLUMNS if column not in header]
     if missing:
         raise DatasetError(
             f"{path}: missing columns {', '.join(missing)}; rerun tools/make_annotations.py"
         )
-    return table
+    records = [
+        _checked_row(header, row, class_names, f"{path}, line {line}")
+        for line, row in enumerate(rows[1:], start=2)
+        if row  # a blank line
+    ]
+    return pd.DataFrame(records, columns=header).astype({column: int for column in _INT_COLUMNS})
+
+
+def _checked_row(
+    header: list[str], fields: list[str], class_names: Sequence[str] | None, where: str
+) -> dict:
+    if len(fields) != len(header):
+        raise DatasetError(
+            f"{where}: {len(fields)} fields where the header has {len(header)}; "
+            "fix or delete the row"
+        )
+    row = dict(zip(header, fields, strict=True))
+    if not row["video"]:
+        raise DatasetError(f"{where}: empty video name; fix or delete the row")
+    checked: dict = dict(row)
+    for column in _INT_COLUMNS:
+        checked[column] = _number(row[column], int, column, where)
+    label, label_id = row["label"], checked["label_id"]
+    known = CLASSES_31 if class_names is None else tuple(class_names)
+    if label not in known:
+        raise DatasetError(
+            f"{where}: unknown class {label!r}, not one of the {len(known)} classes "
+            f"{'in annotations/classes_31.txt' if class_names is None else 'of this protocol'}; "
+            "fix the label or delete the row"
+        )
+    if class_names is not None and known.index(label) != label_id:
+        raise DatasetError(
+            f"{where}: label_id {label_id} does not match {label!r} (id {known.index(label)} in "
+            "this protocol); rerun tools/make_annotations.py"
+        )
+    if "start" in row and "end" in row:
+        checked["start"] = _number(row["start"], float, "start", where)
+        checked["end"] = _number(row["end"], float, "end", where)
+        if checked["end"] <= checked["start"]:
+            raise DatasetError(
+                f"{where}: end {row['end']} is not after start {row['start']}; fix the times"
+            )
+    return checked
+
+
+def _number(text: str, kind: type, column: str, where: str) -> int | float:
+    try:
+        value = kind(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise DatasetError(
+            f"{where}: {column} {text!r} is not {'an integer' if kind is int else 'a number'}"
+        )
+    return value
 
 
 def count_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -146,6 +146,8 @@ def _probe(path: Path) -> tuple[VideoInfo, np.ndarray]:
         if not container.streams.video:
             raise _decode_error(path, "no video stream")
         stream = container.streams.video[0]
+        if stream.codec_context is None:  # a damaged header can name no known codec
+            raise _decode_error(path, "its video stream has no known codec")
         try:
             pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
         except av.FFmpegError as err:

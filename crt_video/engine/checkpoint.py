@@ -1,11 +1,23 @@
-"""Checkpoints carry everything inference needs: weights, config, class names, encoder identity."""
+"""Checkpoints carry everything inference needs: weights, config, class names, encoder identity.
+
+They are plain data (tensors, numbers, strings, lists, dicts) so that they load with
+``torch.load(weights_only=True)``: opening a checkpoint never runs code from the file.
+:func:`load_model` is the one place where a checkpoint is checked against what the caller has
+(class list, encoder, feature size) before its weights are used.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -14,26 +26,69 @@ from crt_video.errors import CheckpointError
 from crt_video.utils.io import atomic_write
 
 REQUIRED_KEYS = ("config", "class_names", "encoder_identity", "feature_dim", "model")
+CONVERT_COMMAND = "python tools/convert_checkpoint.py"
+
+
+def to_plain(value: Any, where: str = "checkpoint") -> Any:
+    """``value`` as tensors, numbers, strings, None, lists and dicts (numpy, tuples, paths converted).
+
+    OrderedDicts stay OrderedDicts with their ``_metadata`` (module state-dict versions), which
+    weights-only loading restores.
+    """
+    if isinstance(value, np.generic):  # before float: np.float64 is a float subclass
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        plain = OrderedDict() if isinstance(value, OrderedDict) else {}
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"{where}: key {key!r} is not a string or an integer")
+            plain[key] = to_plain(item, f"{where}[{key!r}]")
+        if hasattr(value, "_metadata"):
+            plain._metadata = to_plain(value._metadata, f"{where}._metadata")
+        return plain
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_plain(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    raise TypeError(f"{where}: a {type(value).__name__} cannot be stored as plain data")
 
 
 def save_checkpoint(path: str | os.PathLike, **content: Any) -> None:
     content.setdefault("crt_video_version", crt_video.__version__)
+    plain = to_plain(content)
     with atomic_write(path, "wb") as f:
-        torch.save(content, f)
+        torch.save(plain, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """The checkpoint dict, read without running code; anything but plain data is refused."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
             f"{path}: checkpoint not found; pass the .pth written by tools/train.py"
         )
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        holds = f" (it refers to {found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path}: not a plain-data checkpoint{holds}, so it is not opened: loading it could "
+            f"run code; if it is an older crt_video checkpoint you trust, convert it once with "
+            f"`{CONVERT_COMMAND} {path} NEW.pth`"
+        ) from err
     except Exception as err:  # torch raises many types for a damaged file
         raise CheckpointError(
-            f"{path}: cannot be read as a checkpoint ({err}); it may be truncated"
+            f"{path}: cannot be read as a checkpoint ({_short(str(err), 160)}); it may be truncated"
         ) from err
+    return _checked_keys(ckpt, path)
+
+
+def _checked_keys(ckpt: Any, path: Path) -> dict:
     missing = [key for key in REQUIRED_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
     if missing:
         raise CheckpointError(
@@ -44,9 +99,108 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict) -> nn.Module:
+def convert_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> dict:
+    """Rewrite an older pickled checkpoint as plain data. UNPICKLES ``source``: trusted files only."""
+    source = Path(source)
+    if not source.is_file():
+        raise CheckpointError(f"{source}: checkpoint not found; pass the old .pth to convert")
+    try:
+        old = torch.load(source, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise CheckpointError(f"{source}: cannot be read ({_short(str(err), 160)})") from err
+    content = {key: value for key, value in _checked_keys(old, source).items() if key != "path"}
+    try:
+        save_checkpoint(target, **content)
+    except TypeError as err:
+        raise CheckpointError(f"{source}: cannot be converted to plain data ({err})") from err
+    return load_checkpoint(target)
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    class_names: list[str] | tuple[str, ...] | None = None,
+    encoder_identity: dict | None = None,
+    feature_dim: int | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict]:
+    """The checkpoint's model (eval mode, on the CPU) and the checkpoint dict.
+
+    Each expectation that is given is checked first and a mismatch is a one-line CheckpointError.
+    """
+    ckpt = load_checkpoint(path, map_location=map_location)
+    model = model_from_checkpoint(
+        ckpt, class_names=class_names, encoder_identity=encoder_identity, feature_dim=feature_dim
+    )
+    return model, ckpt
+
+
+def model_from_checkpoint(
+    ckpt: dict,
+    *,
+    class_names: list[str] | tuple[str, ...] | None = None,
+    encoder_identity: dict | None = None,
+    feature_dim: int | None = None,
+) -> nn.Module:
+    """:func:`load_model` for a checkpoint dict already loaded by :func:`load_checkpoint`."""
     from crt_video.models import build_model
 
+    if class_names is not None:
+        check_class_names(list(class_names), ckpt)
+    if encoder_identity is not None:
+        check_encoder_identity(encoder_identity, ckpt)
+    if feature_dim is not None and feature_dim != ckpt["feature_dim"]:
+        raise CheckpointError(
+            f"{_name(ckpt)}: model expects {ckpt['feature_dim']}-d features but encoder "
+            f"{ckpt['encoder_identity'].get('name')} gives {feature_dim}-d; "
+            "the checkpoint's config and weights do not belong together, retrain it"
+        )
     model = build_model(ckpt["config"]["model"], ckpt["feature_dim"], len(ckpt["class_names"]))
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:  # weights of another shape or class count
+        # The first line only says "Error(s) in loading state_dict"; the next one says which.
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise CheckpointError(
+            f"{_name(ckpt)}: its weights do not fit the model its config "
+            f"describes with {len(ckpt['class_names'])} class names ({_short(lines[-1], 160)}); "
+            "the class list or config was edited after training, use the file tools/train.py wrote"
+        ) from err
     return model.eval()
+
+
+def check_class_names(class_names: list[str], ckpt: dict) -> None:
+    if list(ckpt["class_names"]) != class_names:
+        raise CheckpointError(
+            f"{_name(ckpt)}: trained on {len(ckpt['class_names'])} classes, this config's protocol "
+            f"has {len(class_names)}; use a checkpoint trained with the same protocol"
+        )
+
+
+def check_encoder_identity(identity: dict, ckpt: dict) -> None:
+    """Raise CheckpointError naming the first identity key where an encoder and the checkpoint differ."""
+    built, trained = _plain(identity), _plain(ckpt["encoder_identity"])
+    if built == trained:
+        return
+    keys = [*trained, *(key for key in built if key not in trained)]
+    key = next(key for key in keys if built.get(key) != trained.get(key))
+    was, now = _short(repr(trained.get(key))), _short(repr(built.get(key)))
+    raise CheckpointError(
+        f"{_name(ckpt)}: trained on features of another encoder ({key} is "
+        f"{was} in the checkpoint but {now} here); run with the encoder weights the model was "
+        "trained with (config encoder.pretrained), or retrain on features from this encoder"
+    )
+
+
+def _name(ckpt: dict) -> str:
+    return ckpt.get("path", "checkpoint")
+
+
+def _plain(value: object) -> object:
+    """Tuples and lists, numpy and Python numbers compare equal after a JSON round trip."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())  # messages stay on one line
+    return text if len(text) <= limit else text[: limit - 3] + "..."

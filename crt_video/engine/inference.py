@@ -17,20 +17,18 @@ video's features, so their memory grows with the video's length.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from crt_video.data.video import iter_frames, probe_video, sample_frame_times
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.distributed import resolve_device
-from crt_video.errors import CheckpointError, VideoDecodeError
+from crt_video.errors import VideoDecodeError
 from crt_video.models.encoder import build_encoder
 from crt_video.utils.logging import get_logger
 
@@ -57,21 +55,6 @@ class VideoPrediction:
     windows: list[WindowPrediction]
 
 
-def check_encoder_identity(identity: dict, ckpt: dict) -> None:
-    """Raise CheckpointError naming the first identity key where an encoder and the checkpoint differ."""
-    built, trained = _plain(identity), _plain(ckpt["encoder_identity"])
-    if built == trained:
-        return
-    keys = [*trained, *(key for key in built if key not in trained)]
-    key = next(key for key in keys if built.get(key) != trained.get(key))
-    was, now = _short(repr(trained.get(key))), _short(repr(built.get(key)))
-    raise CheckpointError(
-        f"{ckpt.get('path', 'checkpoint')}: trained on features of another encoder ({key} is "
-        f"{was} in the checkpoint but {now} here); run with the encoder weights the model was trained with (config "
-        "encoder.pretrained), or retrain on features from this encoder"
-    )
-
-
 class VideoLabeler:
     """A checkpoint's encoder and model, ready to label videos of any resolution, rate and length."""
 
@@ -80,14 +63,9 @@ class VideoLabeler:
         self.device = torch.device(device)
         self.class_names = tuple(ckpt["class_names"])
         self.encoder = build_encoder(cfg["encoder"]).to(self.device)
-        check_encoder_identity(self.encoder.identity, ckpt)
-        if self.encoder.feature_dim != ckpt["feature_dim"]:
-            raise CheckpointError(
-                f"{ckpt.get('path', 'checkpoint')}: model expects {ckpt['feature_dim']}-d features "
-                f"but encoder {cfg['encoder']['name']} gives {self.encoder.feature_dim}-d; "
-                "the checkpoint's config and weights do not belong together, retrain it"
-            )
-        self.model = _checked_model(ckpt).to(self.device)
+        self.model = model_from_checkpoint(
+            ckpt, encoder_identity=self.encoder.identity, feature_dim=self.encoder.feature_dim
+        ).to(self.device)
         self.fps = float(cfg["sampling"]["fps"])
         self.max_frames = cfg["sampling"].get("max_frames")
         self.segment_len = int(cfg["model"].get("segment_len", 1))
@@ -228,25 +206,3 @@ def _segments(chunks: Iterator[torch.Tensor], segment_len: int) -> Iterator[torc
             pending = pending[segment_len:]
     if pending is not None and len(pending):
         yield pending[None]
-
-
-def _checked_model(ckpt: dict) -> nn.Module:
-    try:
-        return model_from_checkpoint(ckpt)
-    except RuntimeError as err:  # load_state_dict: weights of another shape or class count
-        # The first line only says "Error(s) in loading state_dict"; the next one says which.
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        raise CheckpointError(
-            f"{ckpt.get('path', 'checkpoint')}: its weights do not fit the model its config "
-            f"describes with {len(ckpt['class_names'])} class names ({_short(lines[-1], 160)}); "
-            "the class list or config was edited after training, use the file tools/train.py wrote"
-        ) from err
-
-
-def _plain(value: object) -> object:
-    """Tuples and lists, numpy and Python numbers compare equal after a JSON round trip."""
-    return json.loads(json.dumps(value, default=str))
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -13,16 +13,15 @@ from crt_video.data.annotations import annotation_path, read_annotations, write_
 from crt_video.data.feature_dataset import ClipData
 from crt_video.data.features import FeatureStore
 from crt_video.data.smarthome import SPLITS, class_names, list_videos
-from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from crt_video.engine.checkpoint import load_model
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.engine.evaluate import evaluate
 from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
-from crt_video.engine.inference import check_encoder_identity
 from crt_video.engine.trainer import train
-from crt_video.errors import CheckpointError, DatasetError
+from crt_video.errors import DatasetError
 from crt_video.evaluation.plots import plot_training_curves
 from crt_video.models import build_model
-from crt_video.models.encoder import build_encoder
+from crt_video.models.encoder import FrozenEncoder, build_encoder
 from crt_video.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -84,6 +83,7 @@ def prepare_data(
     dist_info: DistInfo = SINGLE_PROCESS,
     splits: tuple[str, ...] = SPLITS,
     device: torch.device | None = None,
+    encoder: FrozenEncoder | None = None,
 ) -> ClipData:
     """Annotations and features for ``splits`` (extracting what is missing on ``device``, by
     default the config's), ready to train on."""
@@ -93,9 +93,9 @@ def prepare_data(
     for split in splits:
         path = annotation_path(ann_dir, cfg["protocol"], split)
         if path.exists():
-            tables[split] = read_annotations(path)
+            tables[split] = read_annotations(path, class_names(cfg["protocol"]))
 
-    encoder = build_encoder(cfg["encoder"])
+    encoder = encoder or build_encoder(cfg["encoder"])
     manifest = feature_manifest(cfg, encoder)
     store_root = feature_store_root(cfg, manifest, video_dir)
     videos = sorted({video for table in tables.values() for video in table["video"]})
@@ -124,15 +124,6 @@ def prepare_data(
     return ClipData(store, tables, class_names(cfg["protocol"]), encoder.identity)
 
 
-def check_compatible(ckpt: dict, data: ClipData) -> None:
-    if list(ckpt["class_names"]) != list(data.class_names):
-        raise CheckpointError(
-            f"{ckpt['path']}: trained on {len(ckpt['class_names'])} classes, this config's protocol "
-            f"has {len(data.class_names)}; use a checkpoint trained with the same protocol"
-        )
-    check_encoder_identity(data.encoder_identity, ckpt)
-
-
 def test_checkpoint(
     cfg: dict,
     checkpoint: str | os.PathLike,
@@ -147,16 +138,20 @@ def test_checkpoint(
 
     Under torchrun the clips are scored by all ranks, a share each, and rank 0 writes the report.
     """
-    data = data or prepare_data(cfg, dist_info, splits=(split,), device=device)
+    # The checkpoint is checked before any clip is decoded: a wrong one fails in seconds.
+    encoder = build_encoder(cfg["encoder"]) if data is None else None
+    model, _ = load_model(
+        checkpoint,
+        class_names=class_names(cfg["protocol"]),
+        encoder_identity=encoder.identity if encoder is not None else data.encoder_identity,
+    )
+    data = data or prepare_data(cfg, dist_info, splits=(split,), encoder=encoder, device=device)
     if split not in data.splits or len(data.splits[split]) == 0:
         raise DatasetError(
             f"the {split} split of protocol {cfg['protocol']} is empty; nothing to test"
         )
-    ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    check_compatible(ckpt, data)
-    model = model_from_checkpoint(ckpt).to(device)
     metrics = evaluate(
-        model, data, split, out_dir, device, int(cfg["train"]["batch_size"]), dist_info
+        model.to(device), data, split, out_dir, device, int(cfg["train"]["batch_size"]), dist_info
     )
     return broadcast_object(metrics)
 

@@ -29,10 +29,10 @@ from crt_video.data.feature_dataset import (
     collate_clips,
     feature_statistics,
 )
-from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
+from crt_video.engine.checkpoint import load_model, save_checkpoint
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, all_reduce_sum
 from crt_video.engine.evaluate import autocast, evaluate
-from crt_video.errors import CheckpointError, ConfigError
+from crt_video.errors import ConfigError
 from crt_video.models import build_model
 from crt_video.models.transformer import set_feature_statistics
 from crt_video.utils.io import atomic_write
@@ -282,9 +282,13 @@ def _fit(
 
 
 def _resume(resume, data, model, optimizer, scheduler, device) -> tuple[int, Best]:
-    ckpt = load_checkpoint(resume, map_location=device)
-    if list(ckpt["class_names"]) != list(data.class_names):
-        raise CheckpointError(f"{resume}: trained on another class list; cannot resume here")
+    _, ckpt = load_model(
+        resume,
+        class_names=data.class_names,
+        encoder_identity=data.encoder_identity,
+        feature_dim=data.store.feature_dim,
+        map_location=device,
+    )
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])

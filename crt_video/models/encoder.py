@@ -11,10 +11,12 @@ same input either way.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import difflib
 import hashlib
 import logging
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,6 +161,8 @@ def _from_file(name: str, kwargs: dict, path: Path) -> tuple[nn.Module, str]:
             f"encoder weights file {path} not found; fix encoder.pretrained "
             "(a .safetensors/.pth/.bin file, True for timm's download, False for random)"
         )
+    if path.suffix != ".safetensors":
+        _check_plain_tensors(path)
     try:
         with _missing_keys_logged_by_timm() as missing:
             model = _create(
@@ -177,6 +181,25 @@ def _from_file(name: str, kwargs: dict, path: Path) -> tuple[nn.Module, str]:
             "is it a checkpoint of this model?"
         )
     return model, f"file:{file_sha256(path)}"
+
+
+def _check_plain_tensors(path: Path) -> None:
+    """Refuse a pickled weights file that needs more than tensors and containers to load.
+
+    timm 1.0.31 reads such files with weights_only=True itself, but older timm releases that
+    pyproject still allows unpickle them fully, which runs any code inside: check here first.
+    """
+    try:
+        # timm's own training checkpoints store their argparse arguments: timm allows those too.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"encoder weights file {path} holds more than tensors and is not opened, since "
+            "loading it could run code; save its state_dict alone (torch.save or .safetensors)"
+        ) from err
+    except Exception:  # damaged or not a torch file: timm's own load reports it below
+        return
 
 
 @contextlib.contextmanager

@@ -1,0 +1,142 @@
+"""Checkpoints are plain data: hostile pickles are refused unopened, old ones convert once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crt_video.engine.checkpoint import (
+    CONVERT_COMMAND,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from crt_video.errors import CheckpointError
+from crt_video.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+CLASSES = ["Cook", "Drink", "Eat", "Walk"]
+MODEL = {"type": "meanpool"}
+IDENTITY = {"name": "vit_tiny_patch16_224", "weights": "random:seed=0"}
+
+
+class CreatesMarker:
+    """Unpickling this object creates the marker folder: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.makedirs, (str(self.marker),))
+
+
+def checkpoint_content(**extra) -> dict:
+    torch.manual_seed(0)
+    return {
+        "config": {"model": MODEL, "sampling": {"fps": 4.0}},
+        "class_names": CLASSES,
+        "encoder_identity": IDENTITY,
+        "feature_dim": 8,
+        "model": build_model(MODEL, 8, len(CLASSES)).state_dict(),
+        **extra,
+    }
+
+
+def run_tool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
+def test_saved_checkpoint_is_plain_data(tmp_path):
+    path = tmp_path / "plain.pth"
+    save_checkpoint(
+        path,
+        **checkpoint_content(
+            best_metric=np.float64(0.5), sizes=(1, 2), where=tmp_path, stats=np.ones(3)
+        ),
+    )
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["best_metric"] == 0.5 and type(ckpt["best_metric"]) is float
+    assert ckpt["sizes"] == [1, 2] and ckpt["where"] == str(tmp_path)
+    torch.testing.assert_close(ckpt["stats"], torch.ones(3, dtype=torch.float64))
+    model, loaded = load_model(path, class_names=CLASSES, feature_dim=8)
+    assert not model.training and loaded["path"] == str(path)
+
+
+def test_hostile_checkpoint_is_refused_by_infer_and_test_without_running_code(
+    tmp_path, write_test_video
+):
+    marker = tmp_path / "code_ran"
+    hostile = tmp_path / "hostile.pth"
+    torch.save(checkpoint_content(config=CreatesMarker(marker)), hostile)
+    video = write_test_video(tmp_path / "clip.mp4")
+
+    infer = run_tool("tools/infer.py", str(video), "--checkpoint", str(hostile))
+    test = run_tool(
+        "tools/test.py", "configs/demo.py", str(hostile), "--work-dir", str(tmp_path / "w"),
+        "--cfg-options", f"data_root={tmp_path / 'data'}", "encoder.kwargs={'img_size': 32}",
+    )  # fmt: skip
+    for result in (infer, test):
+        line = one_error_line(result)
+        assert str(hostile) in line and "not a plain-data checkpoint" in line
+        assert CONVERT_COMMAND in line
+    assert not marker.exists()
+    assert not (tmp_path / "data").exists()  # refused before any data work
+
+    # The file really is hostile: unpickling it the old way runs its code.
+    torch.load(hostile, weights_only=False)
+    assert marker.is_dir()
+
+
+def test_older_pickled_checkpoint_converts_once(tmp_path):
+    old = tmp_path / "old.pth"
+    torch.save(checkpoint_content(best_metric=np.float64(0.75), epoch=np.int64(3)), old)
+    with pytest.raises(CheckpointError, match="convert_checkpoint.py"):
+        load_checkpoint(old)
+
+    new = tmp_path / "new.pth"
+    result = run_tool("tools/convert_checkpoint.py", str(old), str(new))
+    assert result.returncode == 0, result.stderr
+    assert "unpickling" in result.stderr and "trust" in result.stderr
+    model, ckpt = load_model(new, class_names=CLASSES, encoder_identity=IDENTITY)
+    assert ckpt["best_metric"] == 0.75 and ckpt["epoch"] == 3
+    expected = build_model(MODEL, 8, len(CLASSES))
+    expected.load_state_dict(torch.load(old, weights_only=False)["model"])
+    for key, value in expected.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+
+
+def test_load_model_checks_each_expectation(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    save_checkpoint(path, **checkpoint_content())
+    with pytest.raises(CheckpointError, match="trained on 4 classes, this config's protocol has 3"):
+        load_model(path, class_names=CLASSES[:3])
+    with pytest.raises(CheckpointError, match="another encoder \\(weights is"):
+        load_model(path, encoder_identity={**IDENTITY, "weights": "random:seed=1"})
+    with pytest.raises(CheckpointError, match="expects 8-d features .* gives 16-d"):
+        load_model(path, feature_dim=16)
+
+
+def test_truncated_checkpoint_is_one_line_error(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    save_checkpoint(path, **checkpoint_content())
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(CheckpointError, match="truncated") as error:
+        load_checkpoint(path)
+    assert "\n" not in str(error.value)
