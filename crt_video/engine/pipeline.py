@@ -13,6 +13,7 @@ from crt_video.data.annotations import annotation_path, read_annotations, write_
 from crt_video.data.features import FeatureStore
 from crt_video.data.smarthome import SPLITS, class_names
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from crt_video.engine.dense import evaluate_dense_checkpoint, is_dense, run_dense_pipeline
 from crt_video.engine.distributed import (
     SINGLE_PROCESS,
     DistInfo,
@@ -152,6 +153,8 @@ def test_checkpoint(
     dist_info: DistInfo = SINGLE_PROCESS,
 ) -> dict:
     """Evaluate a checkpoint on a split and write metrics, confusion matrix and predictions."""
+    if is_dense(cfg):
+        return evaluate_dense_checkpoint(cfg, checkpoint, out_dir, split)
     device = resolve_device(cfg["device"])
     data = data or prepare_data(cfg, dist_info, splits=(split,))
     if split not in data.splits or len(data.splits[split]) == 0:
@@ -169,6 +172,8 @@ def test_checkpoint(
 
 def run_pipeline(cfg: dict, work_dir: Path, resume: str | None = None) -> dict:
     """Annotations, features, training with validation, then the test split on the best checkpoint."""
+    if is_dense(cfg):
+        return run_dense_pipeline(cfg, work_dir, resume)
     device = resolve_device(cfg["device"])
     # A model-config typo fails here, not after hours of feature extraction.
     build_model(cfg["model"], in_dim=1, num_classes=len(class_names(cfg["protocol"])))
