@@ -44,7 +44,7 @@ def make_tsu_demo(
     ann_file: str | os.PathLike,
     class_file: str | os.PathLike | None = None,
     seed: int = 0,
-    num_videos: int = 28,
+    num_videos: int = 48,
     min_seconds: float = 120.0,
     max_seconds: float = 180.0,
 ) -> list[Path]:

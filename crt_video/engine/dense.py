@@ -314,6 +314,7 @@ def evaluate_dense_checkpoint(
 def run_dense_pipeline(cfg: dict, work_dir: Path, resume: str | None = None) -> dict:
     """Annotations, features, training with validation, then the test split on the best epoch."""
     device = resolve_device(cfg["device"])
+    resolve_tsu_paths(cfg)  # a demo config generates its videos and class file here
     # A model-config typo fails here, not after the feature extraction.
     build_model(cfg["model"], in_dim=1, num_classes=len(tsu_class_names(cfg.get("class_file"))))
     work_dir.mkdir(parents=True, exist_ok=True)
