@@ -39,7 +39,7 @@ from crt_video.engine.distributed import resolve_device
 from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
 from crt_video.engine.inference import check_encoder_identity
 from crt_video.engine.trainer import warmup_cosine
-from crt_video.errors import CheckpointError, DatasetError
+from crt_video.errors import CheckpointError, ConfigError, DatasetError
 from crt_video.evaluation.detection_report import score_detection, write_detection_report
 from crt_video.models import build_model
 from crt_video.models.encoder import build_encoder
@@ -313,6 +313,10 @@ def evaluate_dense_checkpoint(
 
 def run_dense_pipeline(cfg: dict, work_dir: Path, resume: str | None = None) -> dict:
     """Annotations, features, training with validation, then the test split on the best epoch."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            "TSU detection trains in one process; run tools/train.py without torchrun"
+        )
     device = resolve_device(cfg["device"])
     resolve_tsu_paths(cfg)  # a demo config generates its videos and class file here
     # A model-config typo fails here, not after the feature extraction.
