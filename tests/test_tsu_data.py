@@ -76,3 +76,25 @@ def test_bad_annotation_entry_is_a_one_line_error_naming_file_and_video(tmp_path
         read_tsu_annotations(path, num_classes=51)
     assert str(path) in str(err.value) and "P02T01C01" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_demo_square_after_disk_needs_the_past_and_lamp_overlaps_crossings():
+    from crt_video.data.tsu_demo import DISK, LAMP, SQUARE, SQUARE_AFTER_DISK, render_video
+
+    overlaps, memory_videos = 0, 0
+    for seed in range(6):
+        frames, actions = render_video(150.0, np.random.default_rng(seed))
+        assert len(frames) == 1500 and all(end <= len(frames) for _, _, end in actions)
+        disks = [(start, end) for label, start, end in actions if label == DISK]
+        assert len(disks) <= 1
+        for label, start, end in actions:
+            if label == SQUARE_AFTER_DISK:
+                assert disks and start >= disks[0][1]
+            if label == SQUARE:
+                assert not disks or end <= disks[0][0]
+        memory_videos += any(label == SQUARE_AFTER_DISK for label, _, _ in actions)
+        lamps = [(s, e) for label, s, e in actions if label == LAMP]
+        overlaps += sum(
+            s < le and ls < e for label, s, e in actions if label != LAMP for ls, le in lamps
+        )
+    assert memory_videos >= 2 and overlaps >= 3

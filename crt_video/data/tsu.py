@@ -142,8 +142,12 @@ def split_videos(
 
 def read_class_file(path: str | os.PathLike) -> tuple[str, ...]:
     """Class names from an ``index<TAB>name`` file (the dataset's Action_list format)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise DatasetError(f"class_file {path} cannot be read ({err.strerror})") from err
     names = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         index, _, name = line.partition("\t")
