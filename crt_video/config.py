@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from crt_video.data.smarthome import PROTOCOLS, VAL_MODES
+from crt_video.data.tsu import TSU_PROTOCOLS, TSU_VAL_MODES
 from crt_video.errors import ConfigError
 from crt_video.utils.io import atomic_write_text
 
@@ -253,13 +254,16 @@ def _require_keys(cfg: dict, path: Path) -> None:
 
 
 def _check_values(cfg: dict, source: str) -> None:
-    if cfg["protocol"] not in PROTOCOLS:
+    # Dense detection (model.task='dense') runs on TSU, with its own protocols.
+    dense = isinstance(cfg["model"], dict) and cfg["model"].get("task") == "dense"
+    protocols, val_modes = (TSU_PROTOCOLS, TSU_VAL_MODES) if dense else (PROTOCOLS, VAL_MODES)
+    if cfg["protocol"] not in protocols:
         raise ConfigError(
-            f"{source}: protocol {cfg['protocol']!r} is not one of {', '.join(PROTOCOLS)}"
+            f"{source}: protocol {cfg['protocol']!r} is not one of {', '.join(protocols)}"
         )
-    if cfg["val_mode"] not in VAL_MODES:
+    if cfg["val_mode"] not in val_modes:
         raise ConfigError(
-            f"{source}: val_mode {cfg['val_mode']!r} is not one of {', '.join(VAL_MODES)}"
+            f"{source}: val_mode {cfg['val_mode']!r} is not one of {', '.join(val_modes)}"
         )
     device = cfg["device"]
     if not (isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", device)):

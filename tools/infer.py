@@ -9,6 +9,8 @@ video of any length runs in constant memory. --json writes one object
 {"video", "top_k": [{"label", "score"}], "timeline": [{"start", "end", "label", "score"}]} for one
 video and a list of them for several (videos that fail to decode are left out and reported);
 each object also holds the video's "duration" in seconds. Scores are softmax probabilities.
+With a TSU (dense) checkpoint it prints and writes {"video", "duration", "intervals": [{"label",
+"start", "end", "score"}]} instead: activity intervals in seconds, which may overlap.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from crt_video.engine.checkpoint import load_checkpoint
+from crt_video.engine.dense_inference import detect_videos
+from crt_video.engine.distributed import resolve_device
 from crt_video.engine.inference import DEFAULT_WINDOW_SECONDS, LONG_VIDEO_SECONDS, VideoLabeler
 from crt_video.errors import VideoDecodeError
 from crt_video.evaluation.plots import plot_timeline
@@ -83,6 +88,9 @@ def plot_path(plot: Path, video: Path, several: bool) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    ckpt = load_checkpoint(args.checkpoint)
+    if ckpt.get("task") == "dense":  # a TSU detector: activity intervals instead of clip labels
+        return detect_videos(args.videos, ckpt, resolve_device(args.device), args.json)
     labeler = VideoLabeler.from_checkpoint(args.checkpoint, device=args.device)
     several = len(args.videos) > 1
     results, failed = [], []

@@ -41,10 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not dist_info.is_main:
         return 0
-    print(
-        f"{args.split}: mean per-class accuracy {metrics['mean_class_accuracy']:.4f}  "
-        f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  ({metrics['num_clips']} clips)"
-    )
+    if "frame_map" in metrics:  # dense detection (TSU)
+        print(
+            f"{args.split}: frame-mAP {metrics['frame_map']:.4f}  event-mAP@0.5 "
+            f"{metrics['event_map']['0.5']:.4f}  ({metrics['num_videos']} videos)"
+        )
+    else:
+        print(
+            f"{args.split}: mean per-class accuracy {metrics['mean_class_accuracy']:.4f}  "
+            f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
+            f"({metrics['num_clips']} clips)"
+        )
     print(f"report: {out_dir}")
     return 0
 

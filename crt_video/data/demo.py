@@ -74,9 +74,8 @@ def _render_clip(
 ) -> np.ndarray:
     """Frames uint8 [T, H, W, 3] of one clip: the events in order, separated by random gaps
     (or by ``gap_seconds`` from the end of one event to the start of the next)."""
-    height, width = size
     num_frames = max(1, round(seconds * fps))
-    video = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    video = np.empty((num_frames, *size, 3), dtype=np.uint8)
     video[:] = rng.integers(*_BACKGROUND_LEVELS, size=3, dtype=np.uint8)
 
     durations = np.minimum(rng.uniform(0.8, 2.5, len(shapes)), seconds * 0.8 / len(shapes))
@@ -93,29 +92,42 @@ def _render_clip(
         gaps[-1] = outer - gaps[0]
     start = gaps[0]
     for shape, duration, gap in zip(shapes, durations, gaps[1:], strict=True):
-        mask = _shape_mask(shape, height, rng)
-        colour = rng.integers(*_OBJECT_LEVELS, size=3, dtype=np.uint8)
-        mask_h, mask_w = mask.shape
-        # Appear whole at one side, cross, vanish at the other: a partly visible square would
-        # look like a disk to an encoder that mostly sees how much of the frame changed.
-        x_from, x_to = 0, width - mask_w
-        if rng.random() < 0.5:
-            x_from, x_to = x_to, x_from
-        y_from, y_to = rng.uniform(0, height - mask_h, size=2) if mask_h < height else (0, 0)
-        first = math.ceil(start * fps)
-        last = min(num_frames, math.ceil((start + duration) * fps))
-        for index in range(first, last):
-            progress = (index / fps - start) / duration
-            x = round(x_from + (x_to - x_from) * progress)
-            y = round(y_from + (y_to - y_from) * progress)
-            top, left = max(y, 0), max(x, 0)
-            bottom, right = min(y + mask_h, height), min(x + mask_w, width)
-            if top >= bottom or left >= right:
-                continue
-            region = video[index, top:bottom, left:right]
-            region[mask[top - y : bottom - y, left - x : right - x]] = colour
+        draw_crossing(video, shape, start, duration, fps, rng)
         start += duration + gap
     return video
+
+
+def draw_crossing(
+    video: np.ndarray,
+    shape: str,
+    start: float,
+    duration: float,
+    fps: int,
+    rng: np.random.Generator,
+) -> None:
+    """Draw one object of ``shape`` crossing ``video`` [T, H, W, 3] from ``start`` seconds."""
+    num_frames, height, width = video.shape[:3]
+    mask = _shape_mask(shape, height, rng)
+    colour = rng.integers(*_OBJECT_LEVELS, size=3, dtype=np.uint8)
+    mask_h, mask_w = mask.shape
+    # Appear whole at one side, cross, vanish at the other: a partly visible square would
+    # look like a disk to an encoder that mostly sees how much of the frame changed.
+    x_from, x_to = 0, width - mask_w
+    if rng.random() < 0.5:
+        x_from, x_to = x_to, x_from
+    y_from, y_to = rng.uniform(0, height - mask_h, size=2) if mask_h < height else (0, 0)
+    first = math.ceil(start * fps)
+    last = min(num_frames, math.ceil((start + duration) * fps))
+    for index in range(first, last):
+        progress = (index / fps - start) / duration
+        x = round(x_from + (x_to - x_from) * progress)
+        y = round(y_from + (y_to - y_from) * progress)
+        top, left = max(y, 0), max(x, 0)
+        bottom, right = min(y + mask_h, height), min(x + mask_w, width)
+        if top >= bottom or left >= right:
+            continue
+        region = video[index, top:bottom, left:right]
+        region[mask[top - y : bottom - y, left - x : right - x]] = colour
 
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:

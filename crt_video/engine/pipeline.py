@@ -14,6 +14,7 @@ from crt_video.data.feature_dataset import ClipData
 from crt_video.data.features import FeatureStore
 from crt_video.data.smarthome import SPLITS, class_names, list_videos
 from crt_video.engine.checkpoint import load_model
+from crt_video.engine.dense import evaluate_dense_checkpoint, is_dense, run_dense_pipeline
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.engine.evaluate import evaluate
 from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
@@ -138,6 +139,8 @@ def test_checkpoint(
 
     Under torchrun the clips are scored by all ranks, a share each, and rank 0 writes the report.
     """
+    if is_dense(cfg):
+        return evaluate_dense_checkpoint(cfg, checkpoint, out_dir, split, device=device)
     # The checkpoint is checked before any clip is decoded: a wrong one fails in seconds.
     encoder = build_encoder(cfg["encoder"]) if data is None else None
     model, _ = load_model(
@@ -168,6 +171,8 @@ def run_pipeline(
 
     ``device`` and ``dist_info`` come from the entry point (``distributed_session``).
     """
+    if is_dense(cfg):
+        return run_dense_pipeline(cfg, work_dir, resume, device=device)
     # A model-config typo fails here, not after hours of feature extraction.
     build_model(cfg["model"], in_dim=1, num_classes=len(class_names(cfg["protocol"])))
     work_dir.mkdir(parents=True, exist_ok=True)

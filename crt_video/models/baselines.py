@@ -93,12 +93,15 @@ class FullTransformer(nn.Module):
         self.encoder = Encoder(cfg)
         self.head = nn.Linear(cfg.d_model, num_classes)
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """Projected frames plus their positions, added in float32: in bf16 the table's 8-bit
+        mantissa cannot tell apart the slow channels of neighbouring frames far into a clip."""
         x = self.proj(self.norm(features))
-        # Positions added in float32: in bf16 the table's 8-bit mantissa cannot tell apart the
-        # slow channels of neighbouring frames far into a long clip.
         dtype = torch.promote_types(x.dtype, torch.float32)
-        x = x.to(dtype) + sinusoidal_positions(x.shape[1], x.shape[2], x.device, dtype)
+        return x.to(dtype) + sinusoidal_positions(x.shape[1], x.shape[2], x.device, dtype)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.embed(features)
         mask = valid_mask(lengths, x.shape[1])
         if self.class_token is None:
             return self.head(masked_mean(self.encoder(x, mask), mask))

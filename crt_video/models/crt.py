@@ -112,6 +112,12 @@ class CRT(nn.Module):
     def _advance(
         self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None
     ) -> CRTState:
+        return self._update_memory(state, *self._encode_segment(segment, state, lengths))
+
+    def _encode_segment(
+        self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encoder outputs [B, 1 + s, d] (memory token first), frame mask [B, s], lengths [B]."""
         batch_size, num_frames, _ = segment.shape
         if lengths is None:
             lengths = torch.full((batch_size,), num_frames, device=segment.device)
@@ -119,7 +125,11 @@ class CRT(nn.Module):
         tokens = torch.cat([(state.memory + self.memory_type)[:, None], self.embed(segment)], dim=1)
         # The memory token is always a valid key, so fully padded segments stay finite.
         key_mask = torch.cat([frame_mask.new_ones(batch_size, 1), frame_mask], dim=1)
-        out = self.encoder(tokens, key_mask)
+        return self.encoder(tokens, key_mask), frame_mask, lengths
+
+    def _update_memory(
+        self, state: CRTState, out: torch.Tensor, frame_mask: torch.Tensor, lengths: torch.Tensor
+    ) -> CRTState:
         frame_sum = (out[:, 1:] * frame_mask[..., None]).sum(1)
         if self.memory_read == "token":
             read = out[:, 0]

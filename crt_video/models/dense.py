@@ -1,0 +1,88 @@
+"""Per-frame (dense) variants of CRT and its baselines, for activity detection in long videos.
+
+With ``model.task='dense'`` every model maps ``(features [B, T, D], lengths [B])`` to per-frame
+logits ``[B, T, C]`` (multi-label: one sigmoid per class). ``crt`` is online: a frame's logits
+come from its own segment's outputs, which attended to the memory token that carries the past.
+``segment`` sees only its own segment; ``full`` attends over the whole video, future included.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import parametrize
+
+from crt_video.models.baselines import (
+    FullConfig,
+    FullTransformer,
+    SegmentConfig,
+    SegmentTransformer,
+)
+from crt_video.models.crt import CRT, CRTConfig, CRTState
+from crt_video.models.registry import register_model
+from crt_video.models.transformer import valid_mask
+
+
+@register_model("crt", CRTConfig, task="dense")
+class DenseCRT(CRT):
+    """CRT whose frame outputs, not its final memory, are classified."""
+
+    def __init__(self, in_dim: int, num_classes: int, cfg: CRTConfig) -> None:
+        super().__init__(in_dim, num_classes, cfg)
+        # One frame output per row: the clip head's memory+mean width does not apply.
+        self.head = nn.Linear(cfg.d_model, num_classes)
+
+    def step(
+        self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, CRTState]:
+        """Consume segment [B, s, D]; return its per-frame logits [B, s, C] and the new state."""
+        if segment.shape[1] > self.segment_len:
+            raise ValueError(
+                f"segment of {segment.shape[1]} frames; this CRT takes at most "
+                f"segment_len={self.segment_len} per step"
+            )
+        out, frame_mask, lengths = self._encode_segment(segment, state, lengths)
+        logits = self.head(self.norm(out[:, 1:]))
+        return logits, self._update_memory(state, out, frame_mask, lengths)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        state = self.init_state(features.shape[0])
+        logits = []
+        with parametrize.cached():
+            for n, segment in enumerate(features.split(self.segment_len, dim=1)):
+                # Truncated backpropagation: the memory carries values, not gradients, across.
+                if self.truncate_every and n and n % self.truncate_every == 0:
+                    state = state._replace(memory=state.memory.detach())
+                segment_lengths = (lengths - n * self.segment_len).clamp(0, segment.shape[1])
+                segment_logits, state = self.step(segment, state, segment_lengths)
+                logits.append(segment_logits)
+        return torch.cat(logits, dim=1)
+
+
+@register_model("segment", SegmentConfig, task="dense")
+class DenseSegmentTransformer(SegmentTransformer):
+    """Each segment encoded alone; its frame outputs classified (no memory of the past)."""
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        num_frames = features.shape[1]
+        padded = num_frames + (-num_frames) % self.segment_len
+        x = F.pad(features, (0, 0, 0, padded - num_frames))
+        mask = valid_mask(lengths, padded)
+        out = self.encoder(
+            self.embed(rearrange(x, "b (n s) d -> (b n) s d", s=self.segment_len)),
+            rearrange(mask, "b (n s) -> (b n) s", s=self.segment_len),
+        )
+        out = rearrange(out, "(b n) s d -> b (n s) d", b=features.shape[0])
+        return self.head(out[:, :num_frames])
+
+
+@register_model("full", FullConfig, task="dense")
+class DenseFullTransformer(FullTransformer):
+    """One Transformer over the whole video (offline: every frame sees the future too); every
+    frame has its own output, so ``pool`` does not apply."""
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.embed(features)
+        return self.head(self.encoder(x, valid_mask(lengths, x.shape[1])))
