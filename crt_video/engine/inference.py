@@ -11,6 +11,11 @@ window's first segment (one label per window, independent of what came before it
 the same pass. Windows are whole segments: the requested length is rounded to the nearest
 multiple of ``segment_len / fps`` seconds, at least one segment.
 
+Precision: the encoder runs in the checkpoint's precision where the hardware multiplies it
+natively; a bf16 checkpoint on a CPU without native bf16 falls back to fp32 with a warning, and
+``precision=`` picks one explicitly. The identity check compares everything but the precision
+(bf16 and fp32 features agree to cosine 0.99996), so either precision labels with the same model.
+
 Models without ``step`` (segment, full, meanpool) are evaluated with ``forward`` on all of the
 video's features, so their memory grows with the video's length.
 """
@@ -31,7 +36,7 @@ from crt_video.data.video import iter_frames, probe_video, sample_frame_times
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.distributed import resolve_device
 from crt_video.errors import CheckpointError, VideoDecodeError
-from crt_video.models.encoder import build_encoder
+from crt_video.models.encoder import build_encoder, native_bf16
 from crt_video.utils.logging import get_logger
 
 LONG_VIDEO_SECONDS = 30.0
@@ -75,12 +80,17 @@ def check_encoder_identity(identity: dict, ckpt: dict) -> None:
 class VideoLabeler:
     """A checkpoint's encoder and model, ready to label videos of any resolution, rate and length."""
 
-    def __init__(self, ckpt: dict, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, ckpt: dict, device: str | torch.device = "cpu", precision: str | None = None
+    ) -> None:
         cfg = ckpt["config"]
         self.device = torch.device(device)
         self.class_names = tuple(ckpt["class_names"])
-        self.encoder = build_encoder(cfg["encoder"]).to(self.device)
-        check_encoder_identity(self.encoder.identity, ckpt)
+        trained = ckpt["encoder_identity"].get("precision")
+        precision = precision or inference_precision(trained, self.device)
+        encoder_cfg = {**cfg["encoder"], "precision": precision}
+        self.encoder = build_encoder(encoder_cfg, self.device).to(self.device)
+        check_encoder_identity(_with_precision(self.encoder.identity, trained), ckpt)
         if self.encoder.feature_dim != ckpt["feature_dim"]:
             raise CheckpointError(
                 f"{ckpt.get('path', 'checkpoint')}: model expects {ckpt['feature_dim']}-d features "
@@ -100,8 +110,10 @@ class VideoLabeler:
             )
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto") -> VideoLabeler:
-        return cls(load_checkpoint(path), device=resolve_device(device))
+    def from_checkpoint(
+        cls, path: str | os.PathLike, device: str = "auto", precision: str | None = None
+    ) -> VideoLabeler:
+        return cls(load_checkpoint(path), device=resolve_device(device), precision=precision)
 
     @torch.inference_mode()
     def predict(self, path: str | os.PathLike, window: float | None = None) -> VideoPrediction:
@@ -216,6 +228,30 @@ class VideoLabeler:
     def _classify(self, features: torch.Tensor) -> torch.Tensor:
         lengths = torch.tensor([len(features)], device=self.device)
         return self.model(features[None], lengths)[0]
+
+
+def inference_precision(trained: str | None, device: torch.device) -> str:
+    """The checkpoint's encoder precision where ``device`` runs it natively, else fp32.
+
+    Checkpoints from before precision was recorded get 'auto'.
+    """
+    if trained is None:
+        return "auto"
+    if trained == "bf16" and not native_bf16(device):
+        logger.warning(
+            "the checkpoint's encoder ran in bf16 but this %s has no native bf16; encoding in fp32 "
+            "(features agree to about 1e-4)",
+            device.type,
+        )
+        return "fp32"
+    return trained
+
+
+def _with_precision(identity: dict, precision: str | None) -> dict:
+    """``identity`` with the checkpoint's precision (none if it recorded none), so that the
+    identity check compares everything but the precision."""
+    identity = {key: value for key, value in identity.items() if key != "precision"}
+    return identity if precision is None else {**identity, "precision": precision}
 
 
 def _segments(chunks: Iterator[torch.Tensor], segment_len: int) -> Iterator[torch.Tensor]:
