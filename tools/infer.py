@@ -56,7 +56,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SOURCE",
         help="video files (any resolution/rate), or one live source: -, a URL, /dev/videoN",
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="best.pth or last.pth")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="best.pth or last.pth; with --runtime onnx, the folder tools/export.py wrote",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="PyTorch (default: faster on CPUs with native bf16) or ONNX Runtime (fp32)",
+    )
     parser.add_argument("--top-k", type=int, default=5, help="activities to print per video")
     parser.add_argument(
         "--window",
@@ -205,7 +216,12 @@ def label_files(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    labeler = VideoLabeler.from_checkpoint(args.checkpoint, args.device, args.precision)
+    if args.runtime == "onnx":
+        from crt_video.engine.onnx_export import OnnxLabeler
+
+        labeler = OnnxLabeler(args.checkpoint)
+    else:
+        labeler = VideoLabeler.from_checkpoint(args.checkpoint, args.device, args.precision)
     # With --jsonl - the segment lines own stdout; the summary goes to stderr.
     report = sys.stderr if args.jsonl == "-" else sys.stdout
     if args.jsonl in (None, "-"):

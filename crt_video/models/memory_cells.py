@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import orthogonal
 
 
@@ -42,9 +43,16 @@ class NCGRUCell(nn.Module):
         weights stay the same: the key holds the parameters' version counters, which every
         in-place update (optimizer step, load_state_dict) bumps.
         """
-        if torch.is_grad_enabled():
+        parametrized = parametrize.is_parametrized(self.recurrent)
+        original = self.recurrent.parametrizations.weight.original if parametrized else None
+        # Tensors made under inference_mode have no version counter to key a cache on.
+        if (
+            torch.is_grad_enabled()
+            or original is None
+            or original.is_inference()
+            or self.diagonal.is_inference()
+        ):
             return self.recurrent.weight * self.diagonal
-        original = self.recurrent.parametrizations.weight.original
         key = (original, original._version, self.diagonal._version, original.device, original.dtype)
         if self._inference_matrix is None or not _same_key(self._inference_matrix[0], key):
             self._inference_matrix = (key, self.recurrent.weight * self.diagonal)
