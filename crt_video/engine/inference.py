@@ -217,7 +217,10 @@ class VideoLabeler:
             feed.close()
         error = errors[0] if errors else None
         if logits is None:
-            raise VideoDecodeError(error or f"{source}: the stream ended before its first frame")
+            stopped = stop is not None and stop.is_set()
+            raise VideoDecodeError(
+                error or f"{source}: {'stopped' if stopped else 'ended'} before its first frame"
+            )
         end = "error" if error else "ended" if feed.finished else "stopped"
         duration = counts["frames_sampled"] / self.fps
         windows = _windows(window_logits, window_frames, self.fps, duration)
