@@ -23,7 +23,7 @@ from test_infer import CLASSES, infer_main, make_checkpoint
 
 from crt_video.engine.checkpoint import load_checkpoint
 from crt_video.engine.inference import VideoLabeler
-from crt_video.engine.live import SampledFrame, is_live_source
+from crt_video.engine.live import Feed, SampledFrame, is_live_source
 from crt_video.errors import VideoDecodeError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -200,3 +200,23 @@ def test_backlog_is_thinned_evenly_and_dropped_frames_reuse_features(checkpoint)
     kept = labeler.encoder.encode(rgb[[0, 3, 6, 9]].to(torch.uint8)).half().float()
     expected = kept[[0, 0, 0, 1, 1, 1, 2, 2, 2, 3]]  # each frame: the last kept one before it
     torch.testing.assert_close(features, expected)
+
+
+def test_feed_hands_over_every_item_then_the_end_or_the_error():
+    bounded = Feed(iter(range(7)), maxsize=2)  # more items than room: the producer waits
+    taken = []
+    while batch := bounded.take(limit=1):
+        taken += batch
+        time.sleep(0.3)  # a slow consumer: the queue is full when the end comes
+    assert taken == list(range(7)) and bounded.finished
+
+    def broken():
+        yield from range(3)
+        raise VideoDecodeError("clip.mp4: broke off")
+
+    feed = Feed(broken(), maxsize=1)
+    taken = []
+    with pytest.raises(VideoDecodeError, match="broke off"):
+        while batch := feed.take():
+            taken += batch
+    assert taken == [0, 1, 2]

@@ -153,20 +153,22 @@ class Feed:
     def _run(self, items: Iterator) -> None:
         try:
             for item in items:
-                while not self._put(item):
-                    if self._stop.is_set():
-                        return
+                if not self._put(item):
+                    return
         except BaseException as err:  # handed to the consumer, raised there
             self._put(err)
             return
         self._put(self._END)
 
     def _put(self, item: object) -> bool:
-        try:
-            self._queue.put(item, timeout=_POLL_SECONDS)
-        except queue.Full:
-            return False
-        return True
+        """Wait for room in the queue; False when the consumer closed the feed first."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=_POLL_SECONDS)
+            except queue.Full:
+                continue
+            return True
+        return False
 
     def take(self, stop: threading.Event | None = None, limit: int | None = None) -> list:
         """Wait for at least one item (or the end, or ``stop``), then return all pending, up to
