@@ -1,4 +1,4 @@
-"""The streaming benchmark runs (smoke settings) and reports latency, speed and memory."""
+"""The streaming benchmark runs (smoke settings) and reports speed, latency and memory per runtime."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from crt_video.benchmark import stream
 from crt_video.data.video import probe_video
 
 
-def test_smoke_run_reports_latency_speed_and_memory(tmp_path):
+def test_smoke_run_reports_runtimes_latency_and_memory(tmp_path):
     parser = argparse.ArgumentParser()
     stream.add_arguments(parser)
     options = vars(parser.parse_args([]))
@@ -19,13 +19,17 @@ def test_smoke_run_reports_latency_speed_and_memory(tmp_path):
     assert figures["step_latency_ms"] > 0 and figures["encode_ms_per_frame"] > 0
     assert figures["encoder"].startswith("vit_tiny_patch16_224")
     assert figures["sampling_fps"] == 4.0
-    for name in ("short", "long"):
-        clip = figures[name]
-        assert clip["real_time_factor"] > 0
-        assert clip["peak_rss_mib"] >= clip["loaded_rss_mib"] > 0
+    assert set(figures["runtimes"]) == {"fp32", "bf16", "onnx"}
+    for clip in [*figures["runtimes"].values(), figures["long"]]:
+        assert clip["real_time_factor"] > 0 and clip["peak_rss_mib"] > 0
         assert clip["frames"] == round(clip["duration"] * 4)
     assert figures["long"]["duration"] == 2 * figures["short"]["duration"]
-    assert "| long |" in result["markdown"] and "real-time factor" in result["markdown"]
+    live = figures["live"]
+    assert live["segments"] >= 2 and 0 < live["latency_median_s"] <= live["latency_max_s"]
+    assert live["frames_sampled"] == round(live["duration"] * 4)
+    markdown = result["markdown"]
+    assert "| onnx |" in markdown and "real-time factor" in markdown and "latency" in markdown
+    assert "bf16" in figures["cpu_bf16"]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,7 +10,8 @@ import timm
 import torch
 
 from crt_video.errors import CheckpointError, ConfigError
-from crt_video.models.encoder import build_encoder
+from crt_video.models import encoder as encoder_module
+from crt_video.models.encoder import build_encoder, resolve_precision
 
 TINY = {"name": "vit_tiny_patch16_224", "kwargs": {"img_size": 32}, "batch_size": 4, "seed": 0}
 
@@ -30,7 +31,7 @@ def test_local_weights_file_gives_the_saved_models_features(tmp_path, suffix):
     else:
         torch.save(saved.state_dict(), path)
 
-    encoder = build_encoder({**TINY, "pretrained": str(path)})
+    encoder = build_encoder({**TINY, "pretrained": str(path), "precision": "fp32"})
 
     saved.reset_classifier(0)
     with torch.no_grad():
@@ -111,3 +112,30 @@ def test_weights_file_that_would_run_code_is_refused_unopened(tmp_path):
     assert not marker.exists()
     torch.load(hostile, weights_only=False)  # the file is armed: the old way runs its code
     assert marker.is_dir()
+
+
+def test_bf16_features_are_close_to_fp32_and_named_in_the_identity():
+    fp32 = build_encoder({**TINY, "pretrained": False, "precision": "fp32"})
+    bf16 = build_encoder({**TINY, "pretrained": False, "precision": "bf16"})
+    assert fp32.identity["precision"] == "fp32" and bf16.identity["precision"] == "bf16"
+    assert fp32.identity != bf16.identity  # a feature store never mixes the two
+    exact, rounded = fp32.encode(frames()), bf16.encode(frames())
+    assert rounded.dtype == torch.float32 and not torch.equal(exact, rounded)
+    cosine = torch.nn.functional.cosine_similarity(exact, rounded, dim=-1)
+    assert cosine.min() > 0.999
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_follows_native_bf16_support(monkeypatch, native):
+    monkeypatch.setattr(encoder_module.torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(encoder_module.torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", "cuda") == "bf16"
+    assert resolve_precision("fp32", "cuda") == "fp32"
+    encoder = build_encoder({**TINY, "pretrained": False}, device="cpu")
+    assert encoder.identity["precision"] == ("bf16" if native else "fp32")
+
+
+def test_unknown_precision_is_a_config_error():
+    with pytest.raises(ConfigError, match="encoder.precision='fp16'"):
+        build_encoder({**TINY, "pretrained": False, "precision": "fp16"})

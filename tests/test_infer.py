@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from crt_video.data.video import read_frames
+from crt_video.engine import inference
 from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.errors import CheckpointError, VideoDecodeError
@@ -242,3 +243,19 @@ def test_checkpoint_with_edited_class_list(tmp_path):
 def test_undecodable_video_raises(labeler, bad_video):
     with pytest.raises(VideoDecodeError, match="broken.mp4"):
         labeler.label_video(bad_video)
+
+
+def test_bf16_checkpoint_falls_back_to_fp32_without_native_bf16(
+    write_test_video, tmp_path, monkeypatch
+):
+    ckpt = load_checkpoint(make_checkpoint(tmp_path / "bf16.pth"))
+    ckpt["encoder_identity"]["precision"] = "bf16"
+    assert VideoLabeler(ckpt).encoder.precision == "bf16"
+    monkeypatch.setattr(inference, "native_bf16", lambda device: False)
+    warnings = []
+    monkeypatch.setattr(inference.logger, "warning", lambda msg, *args: warnings.append(msg % args))
+    labeler = VideoLabeler(ckpt)
+    assert labeler.encoder.precision == "fp32"
+    assert len(warnings) == 1 and "no native bf16" in warnings[0]
+    video = write_test_video(tmp_path / "clip.mp4", seconds=2.0, fps=10, size=(32, 32))
+    assert labeler.label_video(video)["top_k"][0]["label"] in CLASSES

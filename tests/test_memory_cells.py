@@ -53,3 +53,18 @@ def test_masked_cell_keeps_the_state_of_finished_clips_exactly(kind):
     out = cell(x, h, update)
     assert torch.equal(out[1], h[1])
     torch.testing.assert_close(out[[0, 2]], cell.cell(x[[0, 2]], h[[0, 2]]))
+
+
+def test_ncgru_matrix_is_solved_once_while_streaming_and_again_after_an_update():
+    torch.manual_seed(0)
+    cell = NCGRUCell(8, 16)
+    with torch.inference_mode():
+        first = cell.recurrent_matrix
+        assert cell.recurrent_matrix is first  # reused across streaming steps
+    with torch.no_grad():
+        original = cell.recurrent.parametrizations.weight.original
+        original.add_(0.1 * torch.randn_like(original))
+        updated = cell.recurrent_matrix
+    assert not torch.allclose(updated, first)
+    torch.testing.assert_close(updated, cell.recurrent_matrix.detach())  # a fresh solve
+    assert cell.recurrent_matrix.requires_grad  # training never sees the cache

@@ -1,7 +1,9 @@
-"""Label videos with a trained checkpoint: top-k activities and, for long videos, a timeline.
+"""Label videos or a live stream with a trained checkpoint: top-k activities and a timeline.
 
 python tools/infer.py kitchen.mp4 --checkpoint work_dirs/crt_cs/best.pth
 python tools/infer.py a.mp4 b.mp4 --checkpoint best.pth --window 5 --json labels.json --plot tl.png
+ffmpeg -i rtsp://camera/stream -f mpegts - | python tools/infer.py - --checkpoint best.pth --jsonl -
+python tools/infer.py rtsp://camera/stream --checkpoint best.pth --jsonl labels.jsonl
 
 The checkpoint carries the config, class names and encoder identity: no config file is needed.
 Frames are sampled at the training rate and streamed through the model's recurrent memory, so a
@@ -11,20 +13,40 @@ video and a list of them for several (videos that fail to decode are left out an
 each object also holds the video's "duration" in seconds. Scores are softmax probabilities.
 With a TSU (dense) checkpoint it prints and writes {"video", "duration", "intervals": [{"label",
 "start", "end", "score"}]} instead: activity intervals in seconds, which may overlap.
+
+A live SOURCE is "-" (standard input: any container FFmpeg reads from a pipe, e.g. MPEG-TS), a URL
+(rtsp://, rtmp://, http(s)://, udp://, tcp://) or a camera (/dev/videoN). It is labelled until it
+ends, stalls (no data for --timeout seconds) or gets Ctrl-C / SIGTERM; the summary then holds
+"source" instead of "video" and "frames_sampled", "frames_dropped" (frames left out when the
+encoder could not keep up: each reuses the features of the last encoded frame), "end" and "error".
+--jsonl writes one line per segment as soon as it is labelled:
+{"time": <media seconds at the segment's end>, "label", "score", "top_k": [{"label", "score"}]}.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
+import threading
+from contextlib import nullcontext
 from pathlib import Path
+from typing import IO
 
 from crt_video.engine.checkpoint import load_checkpoint
 from crt_video.engine.dense_inference import detect_videos
 from crt_video.engine.distributed import resolve_device
-from crt_video.engine.inference import DEFAULT_WINDOW_SECONDS, LONG_VIDEO_SECONDS, VideoLabeler
+from crt_video.engine.inference import (
+    DEFAULT_WINDOW_SECONDS,
+    LONG_VIDEO_SECONDS,
+    SegmentLabel,
+    VideoLabeler,
+)
+from crt_video.engine.live import DEFAULT_READ_TIMEOUT, STDIN, is_live_source
 from crt_video.errors import VideoDecodeError
 from crt_video.evaluation.plots import plot_timeline
+from crt_video.models.encoder import PRECISIONS
 from crt_video.utils.cli import run_cli
 from crt_video.utils.io import atomic_write_json
 
@@ -33,8 +55,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("videos", nargs="+", type=Path, help="video files (any resolution/rate)")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="best.pth or last.pth")
+    parser.add_argument(
+        "videos",
+        nargs="+",
+        metavar="SOURCE",
+        help="video files (any resolution/rate), or one live source: -, a URL, /dev/videoN",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="best.pth or last.pth; with --runtime onnx, the folder tools/export.py wrote",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="PyTorch (default: faster on CPUs with native bf16) or ONNX Runtime (fp32)",
+    )
     parser.add_argument("--top-k", type=int, default=5, help="activities to print per video")
     parser.add_argument(
         "--window",
@@ -42,10 +80,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="timeline window in seconds, rounded to whole model segments; each window is "
         "labelled on its own, with the memory reset at its start. Default: "
-        f"{DEFAULT_WINDOW_SECONDS:g} s for videos longer than {LONG_VIDEO_SECONDS:g} s, no "
-        "timeline otherwise; 0 turns it off",
+        f"{DEFAULT_WINDOW_SECONDS:g} s for live sources and videos longer than "
+        f"{LONG_VIDEO_SECONDS:g} s, no timeline otherwise; 0 turns it off",
     )
     parser.add_argument("--json", type=Path, help="write the predictions to this JSON file")
+    parser.add_argument(
+        "--jsonl", help="write one JSON line per labelled segment to this file, or - for stdout"
+    )
     parser.add_argument(
         "--plot",
         type=Path,
@@ -53,16 +94,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "<stem>_<video stem><suffix>",
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="encoder precision; default: the checkpoint's where the hardware runs it natively",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_READ_TIMEOUT,
+        help="seconds without data after which a live source counts as stalled",
+    )
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error(f"--top-k must be at least 1, got {args.top_k}")
     if args.window is not None and args.window < 0:
         parser.error(f"--window must be 0 (off) or a positive number of seconds, got {args.window}")
+    live = [source for source in args.videos if is_live_source(source)]
+    if live and len(args.videos) > 1:
+        parser.error(f"a live source ({live[0]}) must be the only SOURCE")
+    args.live = bool(live)
     return args
 
 
 def format_result(result: dict) -> str:
-    lines = [result["video"]]
+    lines = [result.get("video") or result["source"]]
     lines += [f"{item['label']}: {item['score']:.4f}" for item in result["top_k"]]
     if result["timeline"]:
         width = max(len("label"), *(len(item["label"]) for item in result["timeline"]))
@@ -71,6 +127,11 @@ def format_result(result: dict) -> str:
             f"{item['start']:>9.2f} {item['end']:>9.2f}  {item['label']:<{width}}  {item['score']:.4f}"
             for item in result["timeline"]
         ]
+    if "frames_dropped" in result:
+        lines.append(
+            f"{result['frames_sampled']} frames sampled, {result['frames_dropped']} dropped "
+            "(the encoder could not keep up)"
+        )
     return "\n".join(lines)
 
 
@@ -86,23 +147,62 @@ def plot_path(plot: Path, video: Path, several: bool) -> Path:
     return plot.with_name(f"{plot.stem}_{video.stem}{plot.suffix}") if several else plot
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    ckpt = load_checkpoint(args.checkpoint)
-    if ckpt.get("task") == "dense":  # a TSU detector: activity intervals instead of clip labels
-        return detect_videos(args.videos, ckpt, resolve_device(args.device), args.json)
-    labeler = VideoLabeler.from_checkpoint(args.checkpoint, device=args.device)
-    several = len(args.videos) > 1
+def segment_writer(labeler: VideoLabeler, out: IO[str], top_k: int):
+    """A callback writing each segment's label as one JSON line, flushed at once."""
+
+    def write(segment: SegmentLabel) -> None:
+        ranked = labeler.top_k(segment.logits, top_k)
+        line = {"time": round(segment.time, 3), **ranked[0], "top_k": ranked}
+        out.write(json.dumps(line) + "\n")
+        out.flush()
+
+    return write
+
+
+def stop_on_signals() -> threading.Event:
+    """Ctrl-C and SIGTERM set the returned event: the stream stops and its summary is written."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def label_live(labeler: VideoLabeler, args: argparse.Namespace, on_segment, report: IO[str]) -> int:
+    source = args.videos[0]
+    window = DEFAULT_WINDOW_SECONDS if args.window is None else args.window
+    result = labeler.label_live(
+        source, args.top_k, window, on_segment, stop_on_signals(), args.timeout
+    )
+    print(format_result(result), file=report, flush=True)
+    if args.json:
+        atomic_write_json(args.json, result)
+    if args.plot:
+        plot_timeline(
+            timeline_windows(result), args.plot, "standard input" if source == STDIN else source
+        )
+    if result["error"]:
+        print(f"error: {result['error']}", file=sys.stderr)
+        return 2
+    if result["end"] == "ended":
+        print(f"{source}: the stream ended after {result['duration']:.1f} s", file=sys.stderr)
+    return 0
+
+
+def label_files(
+    labeler: VideoLabeler, args: argparse.Namespace, on_segment, report: IO[str]
+) -> int:
+    videos = [Path(video) for video in args.videos]
+    several = len(videos) > 1
     results, failed = [], []
-    for video in args.videos:
+    for video in videos:
         try:
-            result = labeler.label_video(video, top_k=args.top_k, window=args.window)
+            result = labeler.label_video(video, args.top_k, args.window, on_segment)
         except VideoDecodeError as err:
             print(f"error: {err}", file=sys.stderr)
             failed.append(video)
             continue
         results.append(result)
-        print(format_result(result), flush=True)
+        print(format_result(result), file=report, flush=True)
         if args.plot:
             plot_timeline(
                 timeline_windows(result), plot_path(args.plot, video, several), video.name
@@ -111,12 +211,37 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.json, results if several else results[0])
     if failed:
         print(
-            f"error: {len(failed)} of {len(args.videos)} videos could not be labelled: "
+            f"error: {len(failed)} of {len(videos)} videos could not be labelled: "
             + ", ".join(map(str, failed)),
             file=sys.stderr,
         )
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.runtime == "onnx":
+        from crt_video.engine.onnx_export import OnnxLabeler
+
+        labeler = OnnxLabeler(args.checkpoint)
+    else:
+        ckpt = load_checkpoint(args.checkpoint)
+        device = resolve_device(args.device)
+        if ckpt.get("task") == "dense":  # a TSU detector: activity intervals instead of clip labels
+            return detect_videos(args.videos, ckpt, device, args.json)
+        labeler = VideoLabeler(ckpt, device, args.precision)
+    # With --jsonl - the segment lines own stdout; the summary goes to stderr.
+    report = sys.stderr if args.jsonl == "-" else sys.stdout
+    if args.jsonl in (None, "-"):
+        lines = nullcontext(sys.stdout if args.jsonl else None)
+    else:
+        Path(args.jsonl).parent.mkdir(parents=True, exist_ok=True)
+        lines = open(args.jsonl, "w")  # noqa: SIM115 - closed by the with below
+    with lines as out:
+        on_segment = None if out is None else segment_writer(labeler, out, args.top_k)
+        run = label_live if args.live else label_files
+        return run(labeler, args, on_segment, report)
 
 
 if __name__ == "__main__":

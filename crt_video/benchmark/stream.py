@@ -1,10 +1,13 @@
-"""Streaming inference on this machine's CPU: CRT step latency, real-time factor, peak memory.
+"""Streaming inference on this machine's CPU: fp32, bf16 and ONNX Runtime side by side.
 
-A synthetic 640x480 20 fps clip goes through ``VideoLabeler.label_video`` (what tools/infer.py
-runs: decode + encode + CRT, default timeline) with a randomly initialised encoder (the same
-compute as pretrained weights, which cannot be downloaded offline). Each video length runs in a
-fresh process pinned to ``threads`` cores, so its peak resident memory (VmHWM) is its own:
-constant memory in the video's length shows as equal peaks for the short and the long clip.
+A synthetic 640x480 20 fps clip goes through what tools/infer.py runs (decode + encode + CRT,
+default timeline) with a randomly initialised encoder (the same compute as pretrained weights,
+which cannot be downloaded offline), once per runtime: PyTorch fp32, PyTorch bf16 autocast and
+ONNX Runtime (fp32 graphs from tools/export.py). Every measurement runs in a fresh process pinned
+to ``threads`` cores, so its peak resident memory (VmHWM) is its own: a long clip with the same
+peak as the short one shows constant memory. The live row feeds the clip as MPEG-TS through the
+process's standard input at the clip's own pace (``tools/infer.py -``) and records, per segment,
+the time from the arrival of its last frame to its label.
 """
 
 from __future__ import annotations
@@ -29,15 +32,18 @@ from crt_video.data.video import iter_frames
 from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.models import build_model
-from crt_video.models.encoder import build_encoder
+from crt_video.models.encoder import build_encoder, native_bf16
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "smarthome_cs.py"
-FULL = dict(seconds=60.0, width=640, height=480, video_fps=20)
-SMOKE = dict(seconds=4.0, width=160, height=120, video_fps=10)
+FULL = dict(seconds=60.0, live_seconds=30.0, width=640, height=480, video_fps=20)
+SMOKE = dict(seconds=4.0, live_seconds=3.0, width=160, height=120, video_fps=10)
 # Smoke settings only check that the benchmark runs: a tiny encoder and CRT.
 SMOKE_ENCODER = dict(name="vit_tiny_patch16_224", kwargs={"img_size": 32})
-SMOKE_MODEL = dict(d_model=64, depth=1)
+SMOKE_MODEL = dict(d_model=64, depth=1, segment_len=4)
 STEP_REPEATS = 50
+# name -> (runtime, encoder precision)
+RUNTIMES = {"fp32": ("torch", "fp32"), "bf16": ("torch", "bf16"), "onnx": ("onnx", None)}
+DEFAULT_RUNTIME = "bf16"  # the fastest on a CPU with native bf16; see the README's table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,60 +66,123 @@ def run(
     clip = SMOKE if smoke else FULL
     encoder_cfg = SMOKE_ENCODER if smoke else dict(name=encoder)
     long_seconds = 2 * clip["seconds"] if smoke else 60.0 * long_minutes
+    geometry = (clip["width"], clip["height"], clip["video_fps"])
     with tempfile.TemporaryDirectory(prefix="crt_stream_") as tmp:
         tmp = Path(tmp)
         checkpoint = write_checkpoint(
             tmp / "stream.pth", encoder_cfg, fps, SMOKE_MODEL if smoke else {}
         )
-        short_video, long_video = tmp / "short.mp4", tmp / "long.mp4"
-        write_clip(short_video, clip["seconds"], clip["width"], clip["height"], clip["video_fps"])
-        write_clip(long_video, long_seconds, clip["width"], clip["height"], clip["video_fps"])
-        short = measure_in_fresh_process(checkpoint, short_video, threads, breakdown=True)
-        long = measure_in_fresh_process(checkpoint, long_video, threads, breakdown=False)
+        export_dir = _export(checkpoint, tmp / "onnx")
+        short_video = write_clip(tmp / "short.mp4", clip["seconds"], *geometry)
+        long_video = write_clip(tmp / "long.mp4", long_seconds, *geometry)
+        live_video = write_clip(tmp / "live.ts", clip["live_seconds"], *geometry)
+        rows = {}
+        for name in RUNTIMES:
+            model = export_dir if name == "onnx" else checkpoint
+            rows[name] = measure_in_fresh_process(
+                _spec(name, model, short_video, threads, breakdown=name == DEFAULT_RUNTIME)
+            )
+        long = measure_in_fresh_process(_spec(DEFAULT_RUNTIME, checkpoint, long_video, threads))
+        live = measure_live(_spec(DEFAULT_RUNTIME, checkpoint, "-", threads), live_video)
+    figures = _figures(rows, long, live, encoder_cfg, clip, fps, threads)
+    return {"markdown": _markdown(figures), "figures": figures}
 
-    figures = {
+
+def _spec(name: str, model: Path, source: Path | str, threads: int, breakdown: bool = False):
+    runtime, precision = RUNTIMES[name]
+    return dict(
+        model=str(model),
+        source=str(source),
+        threads=threads,
+        runtime=runtime,
+        precision=precision,
+        breakdown=breakdown,
+    )
+
+
+def _export(checkpoint: Path, out_dir: Path) -> Path:
+    from crt_video.engine.onnx_export import export_onnx
+
+    return export_onnx(checkpoint, out_dir)
+
+
+def cpu_bf16_support() -> str:
+    """What this CPU offers for bf16, from torch's own CPU feature checks."""
+    flags = [
+        name
+        for name, check in (
+            ("AMX", torch.cpu._is_amx_tile_supported),
+            ("AVX512-BF16", torch.cpu._is_avx512_bf16_supported),
+        )
+        if check()
+    ]
+    if not flags:
+        return "no native bf16 (bf16 is emulated, 'auto' picks fp32)"
+    return f"native bf16 ({', '.join(flags)}; 'auto' picks bf16)"
+
+
+def _figures(rows, long, live, encoder_cfg, clip, fps, threads) -> dict:
+    default = rows[DEFAULT_RUNTIME]
+    return {
         "encoder": ", ".join(
             [encoder_cfg["name"], *(f"{k}={v}" for k, v in encoder_cfg.get("kwargs", {}).items())]
         ),
+        "cpu_bf16": cpu_bf16_support(),
+        "native_bf16": native_bf16("cpu"),
         "sampling_fps": fps,
         "threads": threads,
         "clip": f"{clip['width']}x{clip['height']} {clip['video_fps']} fps",
-        "step_latency_ms": short["step_ms"],
-        "segment_len": short["segment_len"],
-        "encode_ms_per_frame": short["encode_ms_per_frame"],
-        "decode_seconds": short["decode_seconds"],
-        "load_seconds": short["load_seconds"],
-        "short": _video_figures(short),
+        "default_runtime": DEFAULT_RUNTIME,
+        "step_latency_ms": default["step_ms"],
+        "segment_len": default["segment_len"],
+        "segment_seconds": default["segment_len"] / fps,
+        "encode_ms_per_frame": default["encode_ms_per_frame"],
+        "decode_seconds": default["decode_seconds"],
+        "runtimes": {name: _video_figures(result) for name, result in rows.items()},
+        "short": _video_figures(default),
         "long": _video_figures(long),
-        "peak_rss_growth_mib": long["peak_rss_mib"] - short["peak_rss_mib"],
+        "live": live,
+        "peak_rss_growth_mib": long["peak_rss_mib"] - default["peak_rss_mib"],
     }
+
+
+def _markdown(figures: dict) -> str:
     rows = "\n".join(
         f"| {name} | {v['duration']:.0f} s | {v['frames']} | {v['seconds']:.1f} | "
-        f"{v['real_time_factor']:.1f}x | {v['peak_rss_mib']:.0f} | {v['loaded_rss_mib']:.0f} | "
-        f"{v['load_average']:.1f} |"
-        for name, v in (("short", figures["short"]), ("long", figures["long"]))
+        f"{v['real_time_factor']:.1f}x | {v['peak_rss_mib']:.0f} | {v['load_average']:.1f} |"
+        for name, v in [
+            *figures["runtimes"].items(),
+            (f"{figures['default_runtime']}, long clip", figures["long"]),
+        ]
     )
-    markdown = f"""## Streaming inference (stream)
+    live = figures["live"]
+    return f"""## Streaming inference (stream)
 
-`VideoLabeler.label_video` (tools/infer.py: decode + encode + CRT, default timeline) on a
-synthetic {figures["clip"]} clip, CPU only, {threads} cores, encoder `{figures["encoder"]}`
-(random weights, same compute as pretrained) at {fps:g} sampled frames/s, default CRT head
-(segments of {short["segment_len"]} frames). Each row runs in a fresh process: peak RSS is that
-process's high-water mark (VmHWM), "after load" is before the video starts. "load avg" is the
-machine's 1-minute load average when the row finished: above {threads}, other processes shared
-the cores and the times are slower than this machine can do.
+What tools/infer.py runs (decode + encode + CRT, default timeline) on a synthetic {figures["clip"]}
+clip, CPU only, {figures["threads"]} cores, encoder `{figures["encoder"]}` (random weights, same
+compute as pretrained) at {figures["sampling_fps"]:g} sampled frames/s, segments of
+{figures["segment_len"]} frames ({figures["segment_seconds"]:g} s). This CPU: {figures["cpu_bf16"]}.
+Each row runs in a fresh process; peak RSS is its high-water mark (VmHWM). "load avg" is the
+machine's 1-minute load average when the row finished: above {figures["threads"]}, other
+processes shared the cores and the times are slower than this machine can do.
 
-| clip | length | frames sampled | wall (s) | real-time factor | peak RSS (MiB) | after load (MiB) | load avg |
-|---|---|---|---|---|---|---|---|
+| runtime | length | frames sampled | wall (s) | real-time factor | peak RSS (MiB) | load avg |
+|---|---|---|---|---|---|---|
 {rows}
 
-One streaming step (one {short["segment_len"]}-frame segment through the CRT, median of
-{STEP_REPEATS}): {short["step_ms"]:.2f} ms. Encoder: {short["encode_ms_per_frame"]:.1f} ms per
-frame; decoding the short clip alone: {short["decode_seconds"]:.1f} s; loading the checkpoint and
-building the encoder: {short["load_seconds"]:.1f} s (once per process, not in the wall time).
-Peak memory of the long clip minus the short one: {figures["peak_rss_growth_mib"]:+.0f} MiB.
+Live pipe (`{figures["default_runtime"]}`, {live["duration"]:.0f} s of MPEG-TS written into
+`tools/infer.py -` at the clip's pace): arrival-to-label latency per segment median
+{live["latency_median_s"]:.2f} s, max {live["latency_max_s"]:.2f} s over {live["segments"]}
+segments (target: within the segment's {figures["segment_seconds"]:g} s + 1 s);
+{live["frames_dropped"]} of {live["frames_sampled"]} frames dropped; peak RSS
+{live["peak_rss_mib"]:.0f} MiB; load avg {live["load_average"]:.1f}.
+
+One streaming step ({figures["segment_len"]}-frame segment through the CRT, median of
+{STEP_REPEATS}): {figures["step_latency_ms"]:.2f} ms. Encoder ({figures["default_runtime"]}):
+{figures["encode_ms_per_frame"]:.1f} ms per frame; decoding the short clip alone:
+{figures["decode_seconds"]:.1f} s. Peak memory of the long clip minus the short one:
+{figures["peak_rss_growth_mib"]:+.0f} MiB.
 """
-    return {"markdown": markdown, "figures": figures}
 
 
 def write_checkpoint(path: Path, encoder: dict, fps: float, model: dict) -> Path:
@@ -155,36 +224,88 @@ def write_clip(path: Path, seconds: float, width: int, height: int, fps: int) ->
     return path
 
 
-def measure_in_fresh_process(checkpoint: Path, video: Path, threads: int, breakdown: bool) -> dict:
-    """``measure`` in a new interpreter, so its peak memory belongs to this video alone."""
-    args = json.dumps([str(checkpoint), str(video), threads, breakdown])
+def _child(function: str, spec: dict, **popen) -> subprocess.Popen:
+    """``function(spec)`` of this module in a new interpreter, printing its result as JSON."""
     code = (
-        "import json, sys; from crt_video.benchmark.stream import measure; "
-        "print(json.dumps(measure(*json.loads(sys.argv[1]))))"
+        f"import json, sys; from crt_video.benchmark.stream import {function}; "
+        f"print(json.dumps({function}(json.loads(sys.argv[1]))))"
     )
     package_root = str(Path(__file__).resolve().parents[2])
     pythonpath = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, "-c", code, args],
+    return subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(spec)],
         env={**os.environ, "PYTHONPATH": pythonpath},
         stdout=subprocess.PIPE,
-        text=True,
-        check=True,
+        **popen,
     )
-    return json.loads(done.stdout.splitlines()[-1])
 
 
-def measure(checkpoint: str, video: str, threads: int, breakdown: bool) -> dict:
-    """Runs in its own process: load, label the video once, report time and memory."""
+def _result(process: subprocess.Popen) -> dict:
+    out, _ = process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"benchmark process failed with exit code {process.returncode}")
+    return json.loads(out.decode().splitlines()[-1])
+
+
+def measure_in_fresh_process(spec: dict) -> dict:
+    """``measure`` in a new interpreter, so its peak memory belongs to this video alone."""
+    return _result(_child("measure", spec))
+
+
+def measure_live(spec: dict, clip: Path) -> dict:
+    """``measure_stdin`` in a new interpreter, fed ``clip`` (MPEG-TS) at its own pace."""
+    process = _child("measure_stdin", spec, stdin=subprocess.PIPE)
+    ready = process.stdout.readline()  # the labeler is loaded: the stream starts now
+    if ready.strip() != b"ready":
+        raise RuntimeError(f"live benchmark process did not start: {ready!r}")
+    _feed_at_pace(clip, process.stdin)
+    return _result(process)  # closes the pipe: the stream ends
+
+
+def _feed_at_pace(clip: Path, out) -> None:
+    """Copy the packets of ``clip`` into ``out`` as MPEG-TS, each at its presentation time."""
+    started = time.perf_counter()
+    with av.open(str(clip)) as source, av.open(_Writer(out), "w", format="mpegts") as sink:
+        stream = source.streams.video[0]
+        copy = sink.add_stream_from_template(stream)
+        for packet in source.demux(stream):
+            if packet.dts is None:
+                continue
+            delay = started + float(packet.pts * stream.time_base) - time.perf_counter()
+            time.sleep(max(0.0, delay))
+            packet.stream = copy
+            sink.mux(packet)
+            out.flush()
+
+
+class _Writer:
+    """Writes through to a pipe that PyAV must not close."""
+
+    def __init__(self, out) -> None:
+        self.write, self.flush = out.write, out.flush
+
+
+def _labeler(spec: dict) -> VideoLabeler:
+    if spec["runtime"] == "onnx":
+        from crt_video.engine.onnx_export import OnnxLabeler
+
+        return OnnxLabeler(spec["model"], threads=spec["threads"])
+    return VideoLabeler(load_checkpoint(spec["model"]), "cpu", precision=spec["precision"])
+
+
+def _pin(threads: int) -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
     torch.set_num_threads(threads)
+
+
+def measure(spec: dict) -> dict:
+    """Runs in its own process: load, label the video once, report time and memory."""
+    _pin(spec["threads"])
+    labeler = _labeler(spec)
     started = time.perf_counter()
-    labeler = VideoLabeler(load_checkpoint(checkpoint), device="cpu")
-    result = {"load_seconds": time.perf_counter() - started, "loaded_rss_mib": _peak_rss_mib()}
-    started = time.perf_counter()
-    prediction = labeler.predict(video)
-    result.update(
+    prediction = labeler.predict(spec["source"])
+    result = dict(
         seconds=time.perf_counter() - started,
         duration=prediction.duration,
         frames=prediction.num_frames,
@@ -192,9 +313,30 @@ def measure(checkpoint: str, video: str, threads: int, breakdown: bool) -> dict:
         segment_len=labeler.segment_len,
         load_average=os.getloadavg()[0],
     )
-    if breakdown:
-        result.update(_breakdown(labeler, video))
+    if spec["breakdown"]:
+        result.update(_breakdown(labeler, Path(spec["source"])))
     return result
+
+
+def measure_stdin(spec: dict) -> dict:
+    """Runs in its own process: label standard input live, report per-segment latency."""
+    _pin(spec["threads"])
+    labeler = _labeler(spec)
+    latencies: list[float] = []
+    print("ready", flush=True)
+    result = labeler.label_live(
+        "-", window=0, on_segment=lambda segment: latencies.append(segment.latency)
+    )
+    return dict(
+        duration=result["duration"],
+        segments=len(latencies),
+        latency_median_s=statistics.median(latencies),
+        latency_max_s=max(latencies),
+        frames_sampled=result["frames_sampled"],
+        frames_dropped=result["frames_dropped"],
+        peak_rss_mib=_peak_rss_mib(),
+        load_average=os.getloadavg()[0],
+    )
 
 
 @torch.inference_mode()
@@ -204,7 +346,7 @@ def _breakdown(labeler: VideoLabeler, video: Path) -> dict:
         pass
     decode_seconds = time.perf_counter() - started
 
-    frames = torch.randint(0, 256, (64, *labeler.encoder.input_size, 3), dtype=torch.uint8)
+    frames = torch.randint(0, 256, (32, *labeler.encoder.input_size, 3), dtype=torch.uint8)
     labeler.encoder.encode(frames)
     started = time.perf_counter()
     labeler.encoder.encode(frames)
@@ -232,7 +374,6 @@ def _video_figures(result: dict) -> dict:
         "seconds": result["seconds"],
         "real_time_factor": result["duration"] / result["seconds"],
         "peak_rss_mib": result["peak_rss_mib"],
-        "loaded_rss_mib": result["loaded_rss_mib"],
         "load_average": result["load_average"],
     }
 

@@ -33,12 +33,12 @@ class ActivityDetector(VideoLabeler):
         features = self._features(path, num_frames)
         if self.streaming:
             state, rows = self.model.init_state(1), []
-            for segment in _segments(features, self.segment_len):
+            for segment, _ in _segments(features, self.segment_len):
                 logits, state = self.model.step(segment, state)
                 rows.append(logits[0])
         else:
             chunks = list(features)
-            rows = [self._classify(torch.cat(chunks))] if chunks else []
+            rows = [self._classify(torch.cat([c.features for c in chunks]))] if chunks else []
         if not rows:
             raise VideoDecodeError(
                 f"{path}: no frame could be decoded; check the file with ffprobe"

@@ -11,6 +11,11 @@ window's first segment (one label per window, independent of what came before it
 the same pass. Windows are whole segments: the requested length is rounded to the nearest
 multiple of ``segment_len / fps`` seconds, at least one segment.
 
+Precision: the encoder runs in the checkpoint's precision where the hardware multiplies it
+natively; a bf16 checkpoint on a CPU without native bf16 falls back to fp32 with a warning, and
+``precision=`` picks one explicitly. The identity check compares everything but the precision
+(bf16 and fp32 features agree to cosine 0.99996), so either precision labels with the same model.
+
 Models without ``step`` (segment, full, meanpool) are evaluated with ``forward`` on all of the
 video's features, so their memory grows with the video's length.
 """
@@ -18,23 +23,28 @@ video's features, so their memory grows with the video's length.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from tqdm import tqdm
 
 from crt_video.data.video import iter_frames, probe_video, sample_frame_times
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.distributed import resolve_device
-from crt_video.errors import VideoDecodeError
-from crt_video.models.encoder import build_encoder
+from crt_video.engine.live import DEFAULT_READ_TIMEOUT, Feed, open_live, sample_live
+from crt_video.errors import CheckpointError, VideoDecodeError
+from crt_video.models.encoder import build_encoder, native_bf16
 from crt_video.utils.logging import get_logger
+from crt_video.utils.progress import progress_bar
 
 LONG_VIDEO_SECONDS = 30.0
 DEFAULT_WINDOW_SECONDS = 10.0
 CHUNK_FRAMES = 64
+DECODE_AHEAD_CHUNKS = 2
 
 logger = get_logger(__name__)
 
@@ -44,6 +54,19 @@ class WindowPrediction:
     start: float
     end: float
     logits: torch.Tensor  # [C]
+
+
+@dataclass
+class SegmentLabel:
+    time: float  # media seconds at the end of the segment, from the start of the video
+    logits: torch.Tensor  # [C], the memory so far
+    latency: float | None  # seconds from the arrival of the segment's last frame (live sources)
+
+
+@dataclass
+class FeatureChunk:
+    features: torch.Tensor  # [n, D]
+    arrivals: np.ndarray | None = None  # [n] time.perf_counter() at each frame's arrival (live)
 
 
 @dataclass
@@ -58,13 +81,20 @@ class VideoPrediction:
 class VideoLabeler:
     """A checkpoint's encoder and model, ready to label videos of any resolution, rate and length."""
 
-    def __init__(self, ckpt: dict, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, ckpt: dict, device: str | torch.device = "cpu", precision: str | None = None
+    ) -> None:
         cfg = ckpt["config"]
         self.device = torch.device(device)
         self.class_names = tuple(ckpt["class_names"])
-        self.encoder = build_encoder(cfg["encoder"]).to(self.device)
+        trained = ckpt["encoder_identity"].get("precision")
+        precision = precision or inference_precision(trained, self.device)
+        encoder_cfg = {**cfg["encoder"], "precision": precision}
+        self.encoder = build_encoder(encoder_cfg, self.device).to(self.device)
         self.model = model_from_checkpoint(
-            ckpt, encoder_identity=self.encoder.identity, feature_dim=self.encoder.feature_dim
+            ckpt,
+            encoder_identity=_with_precision(self.encoder.identity, trained),
+            feature_dim=self.encoder.feature_dim,
         ).to(self.device)
         self.fps = float(cfg["sampling"]["fps"])
         self.max_frames = cfg["sampling"].get("max_frames")
@@ -78,15 +108,23 @@ class VideoLabeler:
             )
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto") -> VideoLabeler:
-        return cls(load_checkpoint(path), device=resolve_device(device))
+    def from_checkpoint(
+        cls, path: str | os.PathLike, device: str = "auto", precision: str | None = None
+    ) -> VideoLabeler:
+        return cls(load_checkpoint(path), device=resolve_device(device), precision=precision)
 
     @torch.inference_mode()
-    def predict(self, path: str | os.PathLike, window: float | None = None) -> VideoPrediction:
+    def predict(
+        self,
+        path: str | os.PathLike,
+        window: float | None = None,
+        on_segment: Callable[[SegmentLabel], None] | None = None,
+    ) -> VideoPrediction:
         """Whole-video logits and, for ``window`` seconds > 0, one prediction per window.
 
         ``window=None`` picks DEFAULT_WINDOW_SECONDS for videos longer than LONG_VIDEO_SECONDS and
-        no timeline otherwise; ``window=0`` turns the timeline off.
+        no timeline otherwise; ``window=0`` turns the timeline off. ``on_segment`` gets each
+        segment's label as soon as it is computed (streaming models only).
         """
         info = probe_video(path)
         num_frames = len(sample_frame_times(info, self.fps, self.max_frames))
@@ -95,39 +133,88 @@ class VideoLabeler:
         rate = num_frames / info.duration if capped else self.fps
         if window is None:
             window = DEFAULT_WINDOW_SECONDS if info.duration > LONG_VIDEO_SECONDS else 0.0
-        window_frames = None
-        if window > 0:
-            window_frames = max(1, round(window * rate / self.segment_len)) * self.segment_len
+        window_frames = self._window_frames(window, rate)
 
         features = self._features(path, num_frames)
         if self.streaming:
-            logits, window_logits = self._stream(features, window_frames)
+            logits, window_logits = self._stream(features, window_frames, rate, on_segment)
         else:
             logits, window_logits = self._forward(features, window_frames)
         if logits is None:
             raise VideoDecodeError(
                 f"{path}: no frame could be decoded; check the file with ffprobe"
             )
-        windows = [
-            WindowPrediction(
-                start=index * window_frames / rate,
-                end=min(info.duration, (index + 1) * window_frames / rate),
-                logits=scores,
-            )
-            for index, scores in enumerate(window_logits)
-        ]
+        windows = _windows(window_logits, window_frames, rate, info.duration)
         return VideoPrediction(str(path), info.duration, num_frames, logits, windows)
 
     def label_video(
-        self, path: str | os.PathLike, top_k: int = 5, window: float | None = None
+        self,
+        path: str | os.PathLike,
+        top_k: int = 5,
+        window: float | None = None,
+        on_segment: Callable[[SegmentLabel], None] | None = None,
     ) -> dict:
         """{"video", "duration", "top_k": [{"label", "score"}],
         "timeline": [{"start", "end", "label", "score"}]} with softmax scores."""
-        prediction = self.predict(path, window)
-        probs = prediction.logits.float().softmax(-1)
-        scores, labels = probs.topk(min(top_k, len(self.class_names)))
+        prediction = self.predict(path, window, on_segment)
+        return {
+            "video": prediction.video,
+            "duration": round(prediction.duration, 3),
+            **self.summary(prediction.logits, prediction.windows, top_k),
+        }
+
+    @torch.inference_mode()
+    def label_live(
+        self,
+        source: str,
+        top_k: int = 5,
+        window: float | None = DEFAULT_WINDOW_SECONDS,
+        on_segment: Callable[[SegmentLabel], None] | None = None,
+        stop: threading.Event | None = None,
+        timeout: float = DEFAULT_READ_TIMEOUT,
+    ) -> dict:
+        """Label a live source until it ends, stalls or ``stop`` is set; never falls behind.
+
+        When the encoder cannot keep up, the frames waiting are thinned evenly and each dropped
+        frame reuses the features of the last encoded one, so segments keep ``fps`` of media time.
+        Returns the summary of :meth:`label_video` with "source" instead of "video", plus
+        "frames_sampled", "frames_dropped", "end" ('ended', 'stopped' or 'error') and "error".
+        """
+        if not self.streaming:
+            raise CheckpointError(
+                f"{source}: a live source needs a model with recurrent memory (model.type='crt')"
+            )
+        feed = Feed(sample_live(open_live(source, timeout), self.fps, source))
+        counts = {"frames_sampled": 0, "frames_dropped": 0}
+        errors: list[str] = []
+        window_frames = self._window_frames(window or 0.0, self.fps)
+        try:
+            chunks = self._live_features(feed, stop, counts, errors)
+            logits, window_logits = self._stream(chunks, window_frames, self.fps, on_segment)
+        finally:
+            feed.close()
+        error = errors[0] if errors else None
+        if logits is None:
+            stopped = stop is not None and stop.is_set()
+            raise VideoDecodeError(
+                error or f"{source}: {'stopped' if stopped else 'ended'} before its first frame"
+            )
+        end = "error" if error else "ended" if feed.finished else "stopped"
+        duration = counts["frames_sampled"] / self.fps
+        windows = _windows(window_logits, window_frames, self.fps, duration)
+        return {
+            "source": source,
+            "duration": round(duration, 3),
+            **self.summary(logits, windows, top_k),
+            **counts,
+            "end": end,
+            "error": error,
+        }
+
+    def summary(self, logits: torch.Tensor, windows: list[WindowPrediction], top_k: int) -> dict:
+        """{"top_k": [{"label", "score"}], "timeline": [{"start", "end", "label", "score"}]}."""
         timeline = []
-        for item in prediction.windows:
+        for item in windows:
             score, label = item.logits.float().softmax(-1).max(-1)
             timeline.append(
                 {
@@ -137,57 +224,109 @@ class VideoLabeler:
                     "score": float(score),
                 }
             )
-        return {
-            "video": prediction.video,
-            "duration": round(prediction.duration, 3),
-            "top_k": [
-                {"label": self.class_names[int(label)], "score": float(score)}
-                for score, label in zip(scores, labels, strict=True)
-            ],
-            "timeline": timeline,
-        }
+        return {"top_k": self.top_k(logits, top_k), "timeline": timeline}
 
-    def _features(self, path: str | os.PathLike, num_frames: int) -> Iterator[torch.Tensor]:
-        """Per-chunk features [n, D], rounded to float16 as the feature store keeps them."""
+    def top_k(self, logits: torch.Tensor, k: int) -> list[dict]:
+        """[{"label", "score"}] of the k most likely classes, softmax scores."""
+        scores, labels = logits.float().softmax(-1).topk(min(k, len(self.class_names)))
+        return [
+            {"label": self.class_names[int(label)], "score": float(score)}
+            for score, label in zip(scores, labels, strict=True)
+        ]
+
+    def _window_frames(self, window: float, rate: float) -> int | None:
+        if window <= 0:
+            return None
+        return max(1, round(window * rate / self.segment_len)) * self.segment_len
+
+    def _features(self, path: str | os.PathLike, num_frames: int) -> Iterator[FeatureChunk]:
+        """Per-chunk features [n, D], rounded to float16 as the feature store keeps them.
+
+        A background thread decodes the next chunks while the encoder works on this one.
+        """
         chunks = iter_frames(
             path,
             self.fps,
             size=self.encoder.input_size,
             chunk_frames=CHUNK_FRAMES,
             max_frames=self.max_frames,
+            interpolation=self.encoder.interpolation,
         )
-        with tqdm(total=num_frames, desc=Path(path).name, unit="frame", leave=False) as bar:
-            for chunk in chunks:
-                features = self.encoder.encode(chunk.frames).to(self.device)
-                bar.update(len(features))
-                yield features.half().float()
+        feed = Feed(chunks, maxsize=DECODE_AHEAD_CHUNKS)
+        try:
+            bar = progress_bar(total=num_frames, desc=Path(path).name, unit="frame", leave=False)
+            with bar:
+                while taken := feed.take(limit=1):
+                    features = self.encoder.encode(taken[0].frames).to(self.device)
+                    bar.update(len(features))
+                    yield FeatureChunk(features.half().float())
+        finally:
+            feed.close()
+
+    def _live_features(
+        self, feed: Feed, stop: threading.Event | None, counts: dict, errors: list[str]
+    ) -> Iterator[FeatureChunk]:
+        """Encode what arrived; a backlog above one segment is thinned evenly to one segment.
+
+        A stream that breaks off ends the features (its error goes to ``errors``), so what was
+        labelled before it still makes a summary.
+        """
+        while True:
+            try:
+                batch = feed.take(stop)
+            except VideoDecodeError as err:
+                errors.append(str(err))
+                return
+            if not batch:
+                return
+            keep = np.unique(
+                np.linspace(0, len(batch) - 1, min(len(batch), self.segment_len))
+                .round()
+                .astype(np.int64)
+            )
+            frames = torch.from_numpy(np.stack([batch[index].rgb for index in keep]))
+            encoded = self.encoder.encode(frames).to(self.device).half().float()
+            # Each frame takes the features of the last encoded frame at or before it.
+            owner = np.searchsorted(keep, np.arange(len(batch)), side="right") - 1
+            counts["frames_sampled"] += len(batch)
+            counts["frames_dropped"] += len(batch) - len(keep)
+            yield FeatureChunk(
+                encoded[torch.from_numpy(owner)], np.array([f.arrival for f in batch])
+            )
 
     def _stream(
-        self, features: Iterator[torch.Tensor], window_frames: int | None
+        self,
+        chunks: Iterator[FeatureChunk],
+        window_frames: int | None,
+        rate: float,
+        on_segment: Callable[[SegmentLabel], None] | None = None,
     ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
         state = self.model.init_state(1)
         logits, window_state, window_logits = None, None, []
         frames_done = 0
-        for segment in _segments(features, self.segment_len):
+        for segment, arrival in _segments(chunks, self.segment_len):
             logits, state = self.model.step(segment, state)
             if window_frames is not None:
                 if frames_done % window_frames == 0:
                     window_state = self.model.init_state(1)
                     window_logits.append(None)
                 window_logits[-1], window_state = self.model.step(segment, window_state)
-            frames_done += self.segment_len
+            frames_done += segment.shape[1]
+            if on_segment is not None:
+                latency = None if arrival is None else time.perf_counter() - arrival
+                on_segment(SegmentLabel(frames_done / rate, logits[0], latency))
         return (
             None if logits is None else logits[0],
             [scores[0] for scores in window_logits],
         )
 
     def _forward(
-        self, features: Iterator[torch.Tensor], window_frames: int | None
+        self, chunks: Iterator[FeatureChunk], window_frames: int | None
     ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-        chunks = list(features)
-        if not chunks:
+        features = [chunk.features for chunk in chunks]
+        if not features:
             return None, []
-        everything = torch.cat(chunks)
+        everything = torch.cat(features)
         pieces = [] if window_frames is None else everything.split(window_frames)
         return self._classify(everything), [self._classify(piece) for piece in pieces]
 
@@ -196,13 +335,63 @@ class VideoLabeler:
         return self.model(features[None], lengths)[0]
 
 
-def _segments(chunks: Iterator[torch.Tensor], segment_len: int) -> Iterator[torch.Tensor]:
-    """Regroup feature chunks into [1, S, D] segments, the last one shorter, as forward cuts them."""
+def inference_precision(trained: str | None, device: torch.device) -> str:
+    """The checkpoint's encoder precision where ``device`` runs it natively, else fp32.
+
+    Checkpoints from before precision was recorded get 'auto'.
+    """
+    if trained is None:
+        return "auto"
+    if trained == "bf16" and not native_bf16(device):
+        logger.warning(
+            "the checkpoint's encoder ran in bf16 but this %s has no native bf16; encoding in fp32 "
+            "(features agree to about 1e-4)",
+            device.type,
+        )
+        return "fp32"
+    return trained
+
+
+def _with_precision(identity: dict, precision: str | None) -> dict:
+    """``identity`` with the checkpoint's precision (none if it recorded none), so that the
+    identity check compares everything but the precision."""
+    identity = {key: value for key, value in identity.items() if key != "precision"}
+    return identity if precision is None else {**identity, "precision": precision}
+
+
+def _windows(
+    window_logits: list[torch.Tensor], window_frames: int | None, rate: float, duration: float
+) -> list[WindowPrediction]:
+    return [
+        WindowPrediction(
+            start=index * window_frames / rate,
+            end=min(duration, (index + 1) * window_frames / rate),
+            logits=scores,
+        )
+        for index, scores in enumerate(window_logits)
+    ]
+
+
+def _segments(
+    chunks: Iterator[FeatureChunk], segment_len: int
+) -> Iterator[tuple[torch.Tensor, float | None]]:
+    """Regroup feature chunks into [1, S, D] segments, the last one shorter, as forward cuts them,
+    each with the arrival time of its last frame (None for a file)."""
     pending: torch.Tensor | None = None
+    arrivals: np.ndarray | None = None
     for chunk in chunks:
-        pending = chunk if pending is None else torch.cat([pending, chunk])
+        pending = chunk.features if pending is None else torch.cat([pending, chunk.features])
+        if chunk.arrivals is not None:
+            arrivals = (
+                chunk.arrivals if arrivals is None else np.concatenate([arrivals, chunk.arrivals])
+            )
         while len(pending) >= segment_len:
-            yield pending[None, :segment_len]
+            yield pending[None, :segment_len], _last_arrival(arrivals, segment_len)
             pending = pending[segment_len:]
+            arrivals = None if arrivals is None else arrivals[segment_len:]
     if pending is not None and len(pending):
-        yield pending[None]
+        yield pending[None], _last_arrival(arrivals, len(pending))
+
+
+def _last_arrival(arrivals: np.ndarray | None, count: int) -> float | None:
+    return None if arrivals is None else float(arrivals[count - 1])

@@ -7,6 +7,11 @@ either edge. The resize is ``crt_video.data.video.resize_frames`` with the weigh
 interpolation, whether the decoder applies it (``read_frames(size=encoder.input_size)``, as
 extraction and inference do) or :meth:`FrozenEncoder.preprocess` does: the same frame gives the
 same input either way.
+
+Precision (``encoder.precision``): 'fp32', 'bf16' (bfloat16 autocast, cosine 0.99996 to fp32 on
+vit_small) or 'auto' = bf16 where the hardware multiplies bf16 natively (CUDA, CPUs with AMX or
+AVX512-BF16), fp32 elsewhere. The resolved precision is part of the identity, so a feature store
+never mixes precisions.
 """
 
 from __future__ import annotations
@@ -28,7 +33,32 @@ from crt_video.data.video import resize_frames
 from crt_video.errors import CheckpointError, ConfigError
 from crt_video.utils.io import file_sha256
 
-ENCODER_KEYS = ("name", "pretrained", "kwargs", "batch_size", "seed", "num_workers")
+ENCODER_KEYS = ("name", "pretrained", "kwargs", "batch_size", "seed", "num_workers", "precision")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 in hardware; emulated bf16 is slower than fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def resolve_precision(precision: str, device: str | torch.device | None = None) -> str:
+    """'auto' -> 'bf16' on hardware with native bf16, else 'fp32'; 'fp32'/'bf16' stay as asked.
+
+    ``device`` None means the device the toolkit picks by default (CUDA when available).
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"encoder.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 class FrozenEncoder(nn.Module):
@@ -38,10 +68,19 @@ class FrozenEncoder(nn.Module):
     hash of the actual parameters, preprocessing): equal identities give equal features.
     """
 
-    def __init__(self, model: nn.Module, name: str, kwargs: dict, weights: str, batch_size: int):
+    def __init__(
+        self,
+        model: nn.Module,
+        name: str,
+        kwargs: dict,
+        weights: str,
+        batch_size: int,
+        precision: str = "fp32",
+    ):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.batch_size = batch_size
+        self.precision = precision
         self.data_config = _data_config(model)
         self.input_size: tuple[int, int] = tuple(self.data_config["input_size"][1:])
         # With num_classes=0 the output is the pre-logits vector (head_hidden_size where a model
@@ -63,6 +102,7 @@ class FrozenEncoder(nn.Module):
             "mean": list(self.data_config["mean"]),
             "std": list(self.data_config["std"]),
             "interpolation": self.interpolation,
+            "precision": precision,
         }
 
     def train(self, mode: bool = True) -> FrozenEncoder:
@@ -82,11 +122,11 @@ class FrozenEncoder(nn.Module):
     @torch.inference_mode()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N, H, W, 3] -> float32 [N, D] on the encoder's device, in chunks of batch_size."""
-        on_cuda = self.device.type == "cuda"
+        bf16 = self.precision == "bf16"
         outputs = [torch.zeros(0, self.feature_dim, device=self.device)]
         for start in range(0, len(frames), self.batch_size):
             x = self.preprocess(frames[start : start + self.batch_size])
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=on_cuda):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 outputs.append(self.model(x).float())
         return torch.cat(outputs)
 
@@ -94,8 +134,11 @@ class FrozenEncoder(nn.Module):
         return self.encode(frames)
 
 
-def build_encoder(cfg: dict) -> FrozenEncoder:
+def build_encoder(cfg: dict, device: str | torch.device | None = None) -> FrozenEncoder:
     """The config's ``encoder`` dict -> FrozenEncoder on the CPU (move it with ``.to(device)``).
+
+    ``device`` is where it will run, for resolving ``precision='auto'`` (None: CUDA when
+    available, else the CPU).
 
     ``pretrained``: True loads timm's own weights (downloaded by timm), a path loads a local
     .safetensors/.pth/.bin file through timm's checkpoint filter, False keeps the random init,
@@ -111,6 +154,7 @@ def build_encoder(cfg: dict) -> FrozenEncoder:
     kwargs = dict(cfg.get("kwargs") or {})
     pretrained = cfg.get("pretrained", True)
     seed = int(cfg.get("seed", 0))
+    precision = resolve_precision(cfg.get("precision", "auto"), device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if pretrained is True:
@@ -119,7 +163,7 @@ def build_encoder(cfg: dict) -> FrozenEncoder:
             model, weights = _create(name, kwargs, pretrained=False), f"random:seed={seed}"
         else:
             model, weights = _from_file(name, kwargs, Path(pretrained).expanduser())
-    return FrozenEncoder(model, name, kwargs, weights, int(cfg.get("batch_size", 64)))
+    return FrozenEncoder(model, name, kwargs, weights, int(cfg.get("batch_size", 64)), precision)
 
 
 def parameters_hash(model: nn.Module) -> str:

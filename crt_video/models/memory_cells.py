@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import orthogonal
 
 
@@ -32,11 +33,30 @@ class NCGRUCell(nn.Module):
         diagonal = torch.ones(hidden_size)
         diagonal[:num_negative] = -1.0
         self.register_buffer("diagonal", diagonal)
+        self._inference_matrix: tuple[tuple, torch.Tensor] | None = None
 
     @property
     def recurrent_matrix(self) -> torch.Tensor:
-        """W = Q D (D scales the columns), orthogonal."""
-        return self.recurrent.weight * self.diagonal
+        """W = Q D (D scales the columns), orthogonal.
+
+        Without autograd (streaming inference) the Cayley solve runs once and is reused while the
+        weights stay the same: the key holds the parameters' version counters, which every
+        in-place update (optimizer step, load_state_dict) bumps.
+        """
+        parametrized = parametrize.is_parametrized(self.recurrent)
+        original = self.recurrent.parametrizations.weight.original if parametrized else None
+        # Tensors made under inference_mode have no version counter to key a cache on.
+        if (
+            torch.is_grad_enabled()
+            or original is None
+            or original.is_inference()
+            or self.diagonal.is_inference()
+        ):
+            return self.recurrent.weight * self.diagonal
+        key = (original, original._version, self.diagonal._version, original.device, original.dtype)
+        if self._inference_matrix is None or not _same_key(self._inference_matrix[0], key):
+            self._inference_matrix = (key, self.recurrent.weight * self.diagonal)
+        return self._inference_matrix[1]
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         x_r, x_z, x_c = self.input(x).chunk(3, dim=-1)
@@ -45,6 +65,11 @@ class NCGRUCell(nn.Module):
         z = torch.sigmoid(x_z + h_z)
         c = modrelu(x_c + r * (h @ self.recurrent_matrix), self.modrelu_bias)
         return z * h + (1 - z) * c
+
+
+def _same_key(cached: tuple, key: tuple) -> bool:
+    # The tensor is compared by identity: == on tensors would compare their values.
+    return cached[0] is key[0] and cached[1:] == key[1:]
 
 
 MEMORY_CELLS = {"gru": nn.GRUCell, "ncgru": NCGRUCell}

@@ -7,6 +7,7 @@ encoder = dict(
     batch_size=64,  # frames per encoder forward pass during extraction
     seed=0,  # initialises the encoder when pretrained=False
     num_workers="auto",  # video decoding processes: a count, or "auto" (up to 2 on CPU, 8 on GPU)
+    precision="auto",  # 'auto' (bf16 where the hardware has native bf16, else fp32), 'fp32', 'bf16'
 )
 model = dict(
     type="crt",  # 'crt', 'segment' (no memory), 'full' (full-length Transformer), 'meanpool'

@@ -1,0 +1,228 @@
+"""Edge export: the encoder and one CRT streaming step as ONNX graphs, run with ONNX Runtime.
+
+``export_onnx(checkpoint, out_dir)`` writes
+
+- ``encoder.onnx``: uint8 frames [N, H, W, 3] already at the input size -> features [N, D]
+  (normalisation inside the graph, fp32);
+- ``crt_step.onnx``: (features [B, s, D] with s <= segment_len, memory [B, d], output_sum [B, d],
+  num_frames [B] int64) -> (logits [B, C], memory, output_sum, num_frames): ``CRT.step``;
+- ``crt.json``: class names, sampling rate, segment length, state shapes and the preprocessing
+  (input size, mean, std, interpolation) a runtime applies before the encoder.
+
+``OnnxLabeler`` is ``VideoLabeler`` on those files: the same decoding, sampling, segmenting and
+timeline, with ONNX Runtime in place of PyTorch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from crt_video.data.video import resize_frames
+from crt_video.engine.checkpoint import load_checkpoint
+from crt_video.engine.inference import VideoLabeler
+from crt_video.errors import CheckpointError
+from crt_video.models.crt import CRTState
+from crt_video.models.encoder import FrozenEncoder
+from crt_video.utils.io import atomic_write_json
+
+METADATA = "crt.json"
+ENCODER_FILE = "encoder.onnx"
+STEP_FILE = "crt_step.onnx"
+STATE_NAMES = ("memory", "output_sum", "num_frames")
+OPSET = 17
+
+
+class _EncoderGraph(nn.Module):
+    """uint8 NHWC frames at the input size -> features, as FrozenEncoder.encode computes them."""
+
+    def __init__(self, encoder: FrozenEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.permute(0, 3, 1, 2).float()
+        return self.encoder.model((x - self.encoder.mean) / self.encoder.std)
+
+
+class _StepGraph(nn.Module):
+    """CRT.step on a copy whose parametrized weights (NC-GRU's Cayley map) are frozen to their
+    values: the graph holds the orthogonal matrix, not the solve that makes it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(model)
+        for module in self.model.modules():
+            if parametrize.is_parametrized(module):
+                for name in list(module.parametrizations):
+                    parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+
+    def forward(self, features, memory, output_sum, num_frames):
+        logits, state = self.model.step(features, CRTState(memory, output_sum, num_frames))
+        # Traced, the frame count of a segment of dynamic length comes out as a float.
+        return logits, state.memory, state.output_sum, state.num_frames.to(torch.int64)
+
+
+def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write encoder.onnx, crt_step.onnx and crt.json for ``checkpoint`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labeler = VideoLabeler(load_checkpoint(checkpoint), device="cpu", precision="fp32")
+    if not labeler.streaming:
+        raise CheckpointError(
+            f"{checkpoint}: only CRT checkpoints (model.type='crt') export a streaming step"
+        )
+    encoder = labeler.encoder
+    height, width = encoder.input_size
+    with torch.no_grad():
+        _export(
+            _EncoderGraph(encoder),
+            (torch.zeros(2, height, width, 3, dtype=torch.uint8),),
+            out_dir / ENCODER_FILE,
+            ["frames"],
+            ["features"],
+            {"frames": {0: "frames"}, "features": {0: "frames"}},
+        )
+        state = labeler.model.init_state(1)
+        segment = torch.zeros(1, labeler.segment_len, encoder.feature_dim)
+        batch = {0: "batch"}
+        _export(
+            _StepGraph(labeler.model),
+            (segment, *state),
+            out_dir / STEP_FILE,
+            ["features", *STATE_NAMES],
+            ["logits", *(f"{name}_out" for name in STATE_NAMES)],
+            {"features": {0: "batch", 1: "frames"}, "logits": batch}
+            | {name: batch for name in STATE_NAMES}
+            | {f"{name}_out": batch for name in STATE_NAMES},
+        )
+    cfg = load_checkpoint(checkpoint)["config"]
+    atomic_write_json(
+        out_dir / METADATA,
+        {
+            "class_names": list(labeler.class_names),
+            "sampling": {"fps": labeler.fps, "max_frames": labeler.max_frames},
+            "segment_len": labeler.segment_len,
+            "feature_dim": encoder.feature_dim,
+            "memory_dim": int(state.memory.shape[-1]),
+            "initial_memory": state.memory[0].tolist(),
+            "features_rounded_to": "float16",
+            "preprocessing": {
+                "input_size": [height, width],
+                "mean": encoder.identity["mean"],
+                "std": encoder.identity["std"],
+                "interpolation": encoder.interpolation,
+                "layout": "uint8 RGB [N, H, W, 3], the whole frame resized to input_size",
+            },
+            "encoder": {**encoder.identity, "config": cfg["encoder"]},
+        },
+    )
+    return out_dir
+
+
+def _export(module, inputs, path, input_names, output_names, dynamic_axes) -> None:
+    try:
+        import onnx  # noqa: F401 - torch.onnx.export needs it
+    except ImportError as err:
+        raise CheckpointError('ONNX export needs onnx: pip install -e ".[onnx]"') from err
+    with warnings.catch_warnings():
+        # Python-side shape checks of timm and CRT become constants in the graph, as intended.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _export_quietly(module, inputs, path, input_names, output_names, dynamic_axes)
+
+
+def _export_quietly(module, inputs, path, input_names, output_names, dynamic_axes) -> None:
+    torch.onnx.export(
+        module.eval(),
+        inputs,
+        str(path),
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes=dynamic_axes,
+        opset_version=OPSET,
+        dynamo=False,
+    )
+
+
+def _session(path: Path, threads: int | None):
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise CheckpointError(
+            '--runtime onnx needs ONNX Runtime: pip install -e ".[onnx]"'
+        ) from err
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxEncoder:
+    """encoder.onnx behind FrozenEncoder's interface (encode, input_size, feature_dim)."""
+
+    precision = "fp32"
+
+    def __init__(self, path: Path, meta: dict, threads: int | None) -> None:
+        self.session = _session(path, threads)
+        self.input_size = tuple(meta["preprocessing"]["input_size"])
+        self.interpolation = meta["preprocessing"]["interpolation"]
+        self.feature_dim = int(meta["feature_dim"])
+        self.batch_size = int(meta["encoder"]["config"].get("batch_size", 64))
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W, 3] of any size (resized like extraction does) -> [N, D]."""
+        frames = resize_frames(frames, self.input_size, self.interpolation)
+        outputs = [np.zeros((0, self.feature_dim), np.float32)]
+        for start in range(0, len(frames), self.batch_size):
+            batch = frames[start : start + self.batch_size].numpy()
+            outputs.append(self.session.run(None, {"frames": batch})[0])
+        return torch.from_numpy(np.concatenate(outputs))
+
+
+class OnnxStep:
+    """crt_step.onnx behind CRT's streaming interface (init_state, step)."""
+
+    def __init__(self, path: Path, meta: dict, threads: int | None) -> None:
+        self.session = _session(path, threads)
+        self.initial_memory = torch.tensor(meta["initial_memory"], dtype=torch.float32)
+
+    def init_state(self, batch_size: int) -> CRTState:
+        memory = self.initial_memory.repeat(batch_size, 1)
+        num_frames = torch.zeros(batch_size, dtype=torch.long)
+        return CRTState(memory, torch.zeros_like(memory), num_frames)
+
+    def step(self, segment: torch.Tensor, state: CRTState) -> tuple[torch.Tensor, CRTState]:
+        feeds = {"features": segment.float().numpy()}
+        feeds |= {name: value.numpy() for name, value in zip(STATE_NAMES, state, strict=True)}
+        logits, *new_state = self.session.run(None, feeds)
+        return torch.from_numpy(logits), CRTState(*map(torch.from_numpy, new_state))
+
+
+class OnnxLabeler(VideoLabeler):
+    """VideoLabeler on an export folder, run with ONNX Runtime on the CPU."""
+
+    def __init__(self, export_dir: str | os.PathLike, threads: int | None = None) -> None:
+        export_dir = Path(export_dir)
+        if not (export_dir / METADATA).is_file():
+            raise CheckpointError(
+                f"{export_dir}: not an ONNX export (no {METADATA}); "
+                "write one with python tools/export.py CKPT --out DIR"
+            )
+        meta = json.loads((export_dir / METADATA).read_text())
+        self.device = torch.device("cpu")
+        self.class_names = tuple(meta["class_names"])
+        self.encoder = OnnxEncoder(export_dir / ENCODER_FILE, meta, threads)
+        self.model = OnnxStep(export_dir / STEP_FILE, meta, threads)
+        self.fps = float(meta["sampling"]["fps"])
+        self.max_frames = meta["sampling"]["max_frames"]
+        self.segment_len = int(meta["segment_len"])
+        self.streaming = True

@@ -1,0 +1,78 @@
+"""ONNX export and ONNX Runtime inference: same logits as PyTorch fp32, same labels."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_infer import CRT, REPO, infer_main, make_checkpoint
+
+from crt_video.engine.checkpoint import load_checkpoint
+from crt_video.engine.inference import VideoLabeler
+from crt_video.errors import CheckpointError
+
+pytest.importorskip("onnxruntime")
+onnx_export = pytest.importorskip("crt_video.engine.onnx_export")
+
+
+@pytest.fixture(scope="module", params=["gru", "ncgru"])
+def exported(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"onnx_{request.param}")
+    checkpoint = make_checkpoint(root / "crt.pth", model={**CRT, "memory_cell": request.param})
+    done = subprocess.run(
+        [sys.executable, "tools/export.py", str(checkpoint), "--out", str(root / "export")],
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return checkpoint, root / "export"
+
+
+def test_export_writes_graphs_and_metadata(exported):
+    _, export_dir = exported
+    assert sorted(p.name for p in export_dir.iterdir()) == [
+        "crt.json",
+        "crt_step.onnx",
+        "encoder.onnx",
+    ]
+    meta = json.loads((export_dir / "crt.json").read_text())
+    assert meta["class_names"] == ["Cook", "Drink", "Eat", "Walk"]
+    assert meta["sampling"]["fps"] == 4.0 and meta["segment_len"] == 4
+    assert meta["preprocessing"]["input_size"] == [32, 32]
+    assert set(meta["preprocessing"]) >= {"mean", "std", "interpolation"}
+
+
+@torch.inference_mode()
+def test_onnx_logits_match_pytorch_fp32_on_the_same_features(exported, demo_videos):
+    checkpoint, export_dir = exported
+    torch_labeler = VideoLabeler(load_checkpoint(checkpoint), precision="fp32")
+    onnx_labeler = onnx_export.OnnxLabeler(export_dir)
+    features = torch.randn(1, 11, torch_labeler.encoder.feature_dim)  # 2 whole segments + 3
+    torch_state, onnx_state = torch_labeler.model.init_state(1), onnx_labeler.model.init_state(1)
+    for segment in features.split(torch_labeler.segment_len, dim=1):
+        expected, torch_state = torch_labeler.model.step(segment, torch_state)
+        logits, onnx_state = onnx_labeler.model.step(segment, onnx_state)
+        assert (logits - expected).abs().max() < 1e-3
+    assert int(onnx_state.num_frames) == 11
+
+    frames = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
+    encoded = onnx_labeler.encoder.encode(frames)
+    assert (encoded - torch_labeler.encoder.encode(frames)).abs().max() < 1e-3
+
+    on_torch = torch_labeler.label_video(demo_videos[0], top_k=4)
+    on_onnx = onnx_labeler.label_video(demo_videos[0], top_k=4)
+    assert on_onnx["top_k"][0]["label"] == on_torch["top_k"][0]["label"]
+    for ours, theirs in zip(on_onnx["top_k"], on_torch["top_k"], strict=True):
+        assert ours["score"] == pytest.approx(theirs["score"], abs=1e-3)
+
+
+def test_onnx_runtime_needs_an_export_folder(exported, demo_videos):
+    checkpoint, _ = exported
+    with pytest.raises(CheckpointError, match="not an ONNX export"):
+        infer_main(str(demo_videos[0]), "--checkpoint", str(checkpoint), "--runtime", "onnx")
