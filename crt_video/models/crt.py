@@ -30,7 +30,7 @@ class CRTConfig(SegmentConfig):
     memory_read: str = "token"
     head: str = "memory"
     truncate_every: int | None = None
-    memory_gate_bias: float | None = 2.0
+    memory_gate_bias: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -20,6 +20,6 @@ model = dict(
     memory_read="token",  # the RNN reads the memory token's output ('token') or the segment mean
     head="memory",  # classify from the final memory ('memory') or memory + mean of frame outputs
     truncate_every=None,  # cut gradients every k segments; None: backpropagate through the clip
-    memory_gate_bias=2.0,  # initial update-gate bias: the memory starts out keeping sigmoid(2)=88%
+    memory_gate_bias=None,  # initial update-gate bias (e.g. 2: keep 88% per segment); None: torch's init
     pool="mean",  # full only: read out the mean of the frame outputs ('mean') or a class token
 )
