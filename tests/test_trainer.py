@@ -177,6 +177,7 @@ def test_torchrun_two_cpu_ranks_gather_exactly_all_clips(tmp_path):
         "table = pd.read_csv(sys.argv[2])\n"
         f"scores = predict(model, store, table, {len(CLASSES)}, torch.device('cpu'), 2, info)\n"
         "if info.is_main: np.save(sys.argv[3], scores)\n"
+        "if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     for nproc, out in ((1, "one.npy"), (2, "two.npy")):
