@@ -5,6 +5,7 @@ import torch
 
 from crt_video.errors import ConfigError
 from crt_video.models import build_model, list_models
+from crt_video.models.transformer import sinusoidal_positions
 
 IN_DIM, NUM_CLASSES = 12, 5
 SMALL = dict(segment_len=4, d_model=16, depth=2, heads=2, dropout=0.0)
@@ -241,3 +242,22 @@ def test_update_gate_bias_starts_the_memory_near_keeping_its_state():
         _, plain = build("crt", memory_cell=cell).step(segment, state)
         kept = (after.memory - memory).abs().mean()
         assert kept < 0.5 * (plain.memory - memory).abs().mean()
+
+
+@pytest.mark.parametrize("type_", ["crt", "segment", "full"])
+def test_embed_norm_keeps_huge_frames_from_swamping_their_positions(type_):
+    """A frame whose standardised features are 1000x the rest still shows where it is."""
+    model = build(type_, embed_norm=True)
+    features = torch.randn(1, 4, IN_DIM, dtype=torch.float64)
+    features[0, 2] *= 1000.0
+    if type_ == "full":
+        content = model.embed(features) - sinusoidal_positions(4, SMALL["d_model"])
+    else:
+        content = model.embed(features) - model.embed.pos[:4]
+    rms = content.pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), atol=1e-3, rtol=1e-3)
+    plain = build(type_)
+    logits = model(features, torch.tensor([4]))
+    assert torch.isfinite(logits).all() and not torch.allclose(
+        logits, plain(features, torch.tensor([4]))
+    )

@@ -109,6 +109,12 @@ def model_variants(num_frames: int, smoke: bool) -> dict[str, dict]:
         "model": {**base, "type": "full", "pool": "token"},
         "train": {"lr": 5e-4, "warmup_epochs": 3},
     }
+    # Ablation: frames layer-normalised before the positions are added, so that the large
+    # standardised features of the event frames do not swamp where they are.
+    variants["full, embed norm"] = {
+        "model": {**base, "type": "full", "pool": "mean", "embed_norm": True},
+        "train": {"lr": 1e-3},
+    }
     variants["meanpool"] = {"model": {"type": "meanpool"}, "train": {}}
     if smoke:
         variants = {name: variants[name] for name in ("crt gru S=T/4", "full", "meanpool")}
@@ -391,12 +397,14 @@ def _percent(result: dict) -> str:
 def verdict(results: dict) -> list[str]:
     """Whether CRT is within 1 point of a ``full`` that reaches REFERENCE_MCA, at <= 0.5x its
     FLOPs."""
-    full = results.get("full")
-    if full is None:
+    fulls = [name for name in results if name.startswith("full")]
+    if not fulls:
         return []
+    reference = max(fulls, key=lambda name: results[name]["mean_class_accuracy"])
+    full = results[reference]
     if full["mean_class_accuracy"] < REFERENCE_MCA:
         return [
-            f"`full` reaches {100 * full['mean_class_accuracy']:.1f}% test mCA (train top-1 "
+            f"The best `full` ({reference}) reaches {100 * full['mean_class_accuracy']:.1f}% test mCA (train top-1 "
             f"{100 * full['train_top1']:.1f}%), below the {100 * REFERENCE_MCA:.0f}% an upper "
             "reference needs: no parity claim is made."
         ]
@@ -407,7 +415,7 @@ def verdict(results: dict) -> list[str]:
         gap = 100 * (result["mean_class_accuracy"] - full["mean_class_accuracy"])
         met = gap >= -1.0 and result["flops_vs_full"] <= 0.5
         lines.append(
-            f"- {name}: {gap:+.1f} points against `full` at {result['flops_vs_full']:.2f}x its "
+            f"- {name}: {gap:+.1f} points against `{reference}` at {result['flops_vs_full']:.2f}x its "
             f"FLOPs: target {'met' if met else 'missed'}."
         )
     return lines

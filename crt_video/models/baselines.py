@@ -45,7 +45,7 @@ class SegmentTransformer(nn.Module):
     def __init__(self, in_dim: int, num_classes: int, cfg: SegmentConfig) -> None:
         super().__init__()
         self.segment_len = cfg.segment_len
-        self.embed = SegmentEmbedding(in_dim, cfg.d_model, cfg.segment_len)
+        self.embed = SegmentEmbedding(in_dim, cfg.d_model, cfg.segment_len, cfg.embed_norm)
         self.encoder = Encoder(cfg)
         self.head = nn.Linear(cfg.d_model, num_classes)
 
@@ -86,6 +86,7 @@ class FullTransformer(nn.Module):
         super().__init__()
         self.norm = FeatureNorm(in_dim)
         self.proj = nn.Linear(in_dim, cfg.d_model)
+        self.embed_norm = cfg.embed_norm
         self.class_token = None
         if cfg.pool == "token":
             self.class_token = nn.Parameter(torch.empty(cfg.d_model))
@@ -97,6 +98,8 @@ class FullTransformer(nn.Module):
         """Projected frames plus their positions, added in float32: in bf16 the table's 8-bit
         mantissa cannot tell apart the slow channels of neighbouring frames far into a clip."""
         x = self.proj(self.norm(features))
+        if self.embed_norm:
+            x = F.layer_norm(x, x.shape[-1:])
         dtype = torch.promote_types(x.dtype, torch.float32)
         return x.to(dtype) + sinusoidal_positions(x.shape[1], x.shape[2], x.device, dtype)
 

@@ -67,7 +67,7 @@ class CRT(nn.Module):
         self.segment_len = cfg.segment_len
         self.memory_read = cfg.memory_read
         self.truncate_every = cfg.truncate_every
-        self.embed = SegmentEmbedding(in_dim, cfg.d_model, cfg.segment_len)
+        self.embed = SegmentEmbedding(in_dim, cfg.d_model, cfg.segment_len, cfg.embed_norm)
         self.memory_init = nn.Parameter(torch.empty(cfg.d_model))
         self.memory_type = nn.Parameter(torch.empty(cfg.d_model))
         nn.init.trunc_normal_(self.memory_init, std=0.02)

@@ -19,6 +19,9 @@ class EncoderConfig:
     depth: int = 2
     heads: int = 4
     dropout: float = 0.1
+    # LayerNorm on the projected frames before positions are added: standardised features of
+    # rare frames (an object crossing a still room) are far larger than the position vectors.
+    embed_norm: bool = False
 
     def __post_init__(self) -> None:
         for key in ("d_model", "depth", "heads"):
@@ -149,13 +152,19 @@ def set_feature_statistics(model: nn.Module, mean: torch.Tensor, std: torch.Tens
 class SegmentEmbedding(nn.Module):
     """Frame features to width d, plus a learned embedding of the position inside the segment."""
 
-    def __init__(self, in_dim: int, d_model: int, segment_len: int) -> None:
+    def __init__(
+        self, in_dim: int, d_model: int, segment_len: int, normalize: bool = False
+    ) -> None:
         super().__init__()
         self.norm = FeatureNorm(in_dim)
         self.proj = nn.Linear(in_dim, d_model)
+        self.normalize = normalize
         self.pos = nn.Parameter(torch.empty(segment_len, d_model))
         nn.init.trunc_normal_(self.pos, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., s, in_dim] with s <= segment_len -> [..., s, d]."""
-        return self.proj(self.norm(x)) + self.pos[: x.shape[-2]]
+        x = self.proj(self.norm(x))
+        if self.normalize:
+            x = F.layer_norm(x, x.shape[-1:])
+        return x + self.pos[: x.shape[-2]]
