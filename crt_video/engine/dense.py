@@ -9,8 +9,6 @@ per-class binary cross-entropy. Testing runs each video whole. Single process.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import time
@@ -35,13 +33,12 @@ from crt_video.data.tsu import (
 )
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
-from crt_video.engine.trainer import parameter_groups, warmup_cosine
+from crt_video.engine.trainer import append_log, parameter_groups, warmup_cosine
 from crt_video.errors import CheckpointError, ConfigError, DatasetError
 from crt_video.evaluation.detection_report import score_detection, write_detection_report
 from crt_video.models import build_model
 from crt_video.models.encoder import build_encoder
 from crt_video.models.transformer import set_feature_statistics
-from crt_video.utils.io import atomic_write_text
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
 from crt_video.utils.threads import cpu_threads
@@ -224,7 +221,7 @@ def _train_dense(
         save_checkpoint(work_dir / "last.pth", **state)
         if improved:
             save_checkpoint(work_dir / "best.pth", **state)
-        _append_log(work_dir / "log.csv", row)
+        append_log(work_dir / "log.csv", row, columns=LOG_COLUMNS)
         logger.info(
             "epoch %d/%d  loss %.4f  val frame-mAP %.4f%s",
             epoch,
@@ -268,19 +265,6 @@ def _resume(resume, data, model, optimizer, scheduler, device) -> tuple[int, flo
     scheduler.load_state_dict(ckpt["scheduler"])
     logger.info("resumed from %s at epoch %d", resume, ckpt["epoch"])
     return ckpt["epoch"] + 1, ckpt["best_metric"]
-
-
-def _append_log(path: Path, row: dict) -> None:
-    """One row per epoch; rows from a resumed epoch on are replaced, not duplicated."""
-    rows = []
-    if path.exists():
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < row["epoch"]]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS)
-    writer.writeheader()
-    writer.writerows([*rows, row])
-    atomic_write_text(path, buffer.getvalue())
 
 
 def evaluate_dense_checkpoint(

@@ -318,7 +318,7 @@ def finish_epoch(
     )
 
 
-def append_log(path: Path, row: dict, writer) -> None:
+def append_log(path: Path, row: dict, writer=None, columns: tuple[str, ...] = LOG_COLUMNS) -> None:
     """Append one epoch to the CSV log (rows after a resumed epoch are replaced, not duplicated)."""
     rows = []
     if path.exists():
@@ -326,7 +326,7 @@ def append_log(path: Path, row: dict, writer) -> None:
             rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < row["epoch"]]
     rows.append(row)
     with atomic_write(path, "w") as f:
-        out = csv.DictWriter(f, fieldnames=LOG_COLUMNS, restval="")
+        out = csv.DictWriter(f, fieldnames=columns, restval="")
         out.writeheader()
         out.writerows(rows)
     if writer is not None:
