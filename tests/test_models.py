@@ -5,7 +5,7 @@ import torch
 
 from crt_video.errors import ConfigError
 from crt_video.models import build_model, list_models
-from crt_video.models.transformer import sinusoidal_positions
+from crt_video.models.transformer import apply_rotary, rotary_tables, sinusoidal_positions
 
 IN_DIM, NUM_CLASSES = 12, 5
 SMALL = dict(segment_len=4, d_model=16, depth=2, heads=2, dropout=0.0)
@@ -261,3 +261,35 @@ def test_embed_norm_keeps_huge_frames_from_swamping_their_positions(type_):
     assert torch.isfinite(logits).all() and not torch.allclose(
         logits, plain(features, torch.tensor([4]))
     )
+
+
+def test_rotary_attention_logits_depend_on_the_offset_not_the_place():
+    torch.manual_seed(0)
+    queries, keys = torch.randn(2, 6, 8, dtype=torch.float64)
+    cos, sin = rotary_tables(500, 8, dtype=torch.float64)
+
+    def logits(start: int) -> torch.Tensor:
+        tables = (cos[start : start + 6], sin[start : start + 6])
+        return apply_rotary(queries, tables) @ apply_rotary(keys, tables).T
+
+    torch.testing.assert_close(logits(0), logits(417))
+    # unrotated channels and norms are kept: a rotation, not a rescaling
+    torch.testing.assert_close(
+        apply_rotary(queries, (cos[:6], sin[:6])).norm(dim=-1), queries.norm(dim=-1)
+    )
+    assert not torch.allclose(logits(0), queries @ keys.T)
+
+
+@pytest.mark.parametrize("pool", ["max", "token"])
+def test_full_pools_ignore_padding_with_rotary_positions(pool):
+    model = build("full", pool=pool, positions="rotary")
+    features = torch.randn(1, 30, IN_DIM, dtype=torch.float64)
+    with torch.no_grad():
+        short = model(features[:, :18], torch.tensor([18]))
+        padded = model(features, torch.tensor([18]))
+    torch.testing.assert_close(short, padded)
+
+
+def test_full_rejects_unknown_positions():
+    with pytest.raises(ConfigError, match="model.positions='learned'"):
+        build("full", positions="learned")

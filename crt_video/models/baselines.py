@@ -18,6 +18,7 @@ from crt_video.models.transformer import (
     FeatureNorm,
     SegmentEmbedding,
     masked_mean,
+    rotary_tables,
     sinusoidal_positions,
     valid_mask,
 )
@@ -61,25 +62,34 @@ class SegmentTransformer(nn.Module):
         return self.head(masked_mean(out, mask))
 
 
-POOLS = ("mean", "token")
+POOLS = ("mean", "max", "token")
+POSITIONS = ("sinusoidal", "rotary")
 
 
 @dataclass(frozen=True)
 class FullConfig(EncoderConfig):
     pool: str = "mean"
+    positions: str = "sinusoidal"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.pool not in POOLS:
             raise ConfigError(f"model.pool={self.pool!r} is not one of {', '.join(POOLS)}")
+        if self.positions not in POSITIONS:
+            raise ConfigError(
+                f"model.positions={self.positions!r} is not one of {', '.join(POSITIONS)}"
+            )
 
 
 @register_model("full", FullConfig)
 class FullTransformer(nn.Module):
-    """One Transformer over all T frames; sinusoidal positions so any T works.
+    """One Transformer over all T frames, at any T.
 
-    ``pool='mean'`` averages the frame outputs; ``pool='token'`` reads a learned class token that
-    attends to every frame, as CRT's memory token does within a segment.
+    ``positions='sinusoidal'`` adds fixed sin/cos positions to the frames; ``'rotary'`` rotates
+    queries and keys instead, so attention sees the offset between two frames, not where they
+    are. ``pool='mean'`` averages the frame outputs, ``'max'`` takes their maximum, ``'token'``
+    reads a learned class token that attends to every frame, as CRT's memory token does within
+    a segment.
     """
 
     def __init__(self, in_dim: int, num_classes: int, cfg: FullConfig) -> None:
@@ -87,6 +97,9 @@ class FullTransformer(nn.Module):
         self.norm = FeatureNorm(in_dim)
         self.proj = nn.Linear(in_dim, cfg.d_model)
         self.embed_norm = cfg.embed_norm
+        self.pool = cfg.pool
+        self.positions = cfg.positions
+        self.head_dim = cfg.d_model // cfg.heads
         self.class_token = None
         if cfg.pool == "token":
             self.class_token = nn.Parameter(torch.empty(cfg.d_model))
@@ -95,24 +108,33 @@ class FullTransformer(nn.Module):
         self.head = nn.Linear(cfg.d_model, num_classes)
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
-        """Projected frames plus their positions, added in float32: in bf16 the table's 8-bit
-        mantissa cannot tell apart the slow channels of neighbouring frames far into a clip."""
+        """Projected frames plus their sinusoidal positions, added in float32: in bf16 the
+        table's 8-bit mantissa cannot tell apart the slow channels of neighbouring frames far
+        into a clip."""
         x = self.proj(self.norm(features))
         if self.embed_norm:
             x = F.layer_norm(x, x.shape[-1:])
+        if self.positions == "rotary":
+            return x
         dtype = torch.promote_types(x.dtype, torch.float32)
         return x.to(dtype) + sinusoidal_positions(x.shape[1], x.shape[2], x.device, dtype)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.embed(features)
         mask = valid_mask(lengths, x.shape[1])
-        if self.class_token is None:
-            return self.head(masked_mean(self.encoder(x, mask), mask))
-        token = self.class_token.to(x.dtype).expand(x.shape[0], 1, -1)
-        out = self.encoder(
-            torch.cat([token, x], dim=1), torch.cat([mask.new_ones(len(mask), 1), mask], 1)
-        )
-        return self.head(out[:, 0])
+        if self.class_token is not None:
+            token = self.class_token.to(x.dtype).expand(x.shape[0], 1, -1)
+            x = torch.cat([token, x], dim=1)
+            mask = torch.cat([mask.new_ones(len(mask), 1), mask], dim=1)
+        rotary = None
+        if self.positions == "rotary":
+            rotary = rotary_tables(x.shape[1], self.head_dim, x.device, torch.float32)
+        out = self.encoder(x, mask, rotary)
+        if self.pool == "token":
+            return self.head(out[:, 0])
+        if self.pool == "max":
+            return self.head(out.masked_fill(~mask[..., None], float("-inf")).amax(1))
+        return self.head(masked_mean(out, mask))
 
 
 @register_model("meanpool", MeanPoolConfig)

@@ -60,6 +60,29 @@ def sinusoidal_positions(num_positions: int, dim: int, device=None, dtype=None) 
     return table.to(dtype or torch.get_default_dtype())
 
 
+def rotary_tables(
+    num_positions: int, head_dim: int, device=None, dtype=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [num_positions, head_dim] of rotary position embeddings (RoFormer): rotating
+    queries and keys by their positions makes every attention logit depend on content and the
+    offset between the two frames only, the same at any place in the clip."""
+    position = torch.arange(num_positions, device=device, dtype=torch.float64)[:, None]
+    inv_freq = torch.exp(
+        torch.arange(0, head_dim, 2, device=device, dtype=torch.float64)
+        * (-math.log(10000.0) / head_dim)
+    )
+    angles = (position * inv_freq).repeat(1, 2)
+    dtype = dtype or torch.get_default_dtype()
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """x [..., N, head_dim] rotated pairwise (channel i with i + head_dim/2) by its position."""
+    cos, sin = tables
+    first, second = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat([-second, first], dim=-1) * sin.to(x.dtype)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, d_model: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -68,8 +91,12 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor, rotary: tuple | None = None
+    ) -> torch.Tensor:
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        if rotary is not None:
+            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
         out = F.scaled_dot_product_attention(
             q,
             k,
@@ -93,8 +120,10 @@ class EncoderLayer(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), key_mask))
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor, rotary: tuple | None = None
+    ) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), key_mask, rotary))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
@@ -108,13 +137,16 @@ class Encoder(nn.Module):
         )
         self.norm = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x [B, N, d], mask [B, N] True = valid key -> [B, N, d]."""
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, rotary: tuple | None = None
+    ) -> torch.Tensor:
+        """x [B, N, d], mask [B, N] True = valid key -> [B, N, d]; ``rotary``: the
+        :func:`rotary_tables` of the N positions, applied to queries and keys in every layer."""
         # SDPA turns a row with no valid key into NaN, which would reach the gradients even
         # where callers mask the output away: such (all-padding) sequences attend to everything.
         mask = mask | ~mask.any(dim=1, keepdim=True)
         for layer in self.layers:
-            x = layer(x, mask)
+            x = layer(x, mask, rotary)
         return self.norm(x)
 
 
