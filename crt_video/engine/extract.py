@@ -192,8 +192,9 @@ def extract_features(
 
 
 def decode_workers(setting: int | str, device: torch.device) -> int:
-    """``encoder.num_workers`` (checked by ImageEncoderConfig): a count, or 'auto': up to 8 on CUDA, where decoding is the wall,
-    and at most 2 on the CPU, where the encoder is (one core stays with the encoder)."""
+    """``encoder.num_workers`` (checked by ImageEncoderConfig): a count, or 'auto': up to 8 on
+    CUDA, where decoding is the wall, and at most 2 on the CPU, where the encoder is (one core
+    stays with the encoder)."""
     if setting == "auto":
         spare = max(1, (os.cpu_count() or 1) - 1)
         return min(8 if device.type == "cuda" else 2, spare)
