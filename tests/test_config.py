@@ -31,7 +31,7 @@ def base_dir(tmp_path):
     write(
         tmp_path,
         "_base_/model.py",
-        "encoder = dict(name='vit', pretrained=True, kwargs=dict(img_size=32))\n"
+        "encoder = dict(name='vit_tiny_patch16_224', pretrained=True, kwargs=dict(img_size=32))\n"
         "model = dict(type='crt', depth=2, segment_len=16)\n"
         "train = dict(epochs=30, batch_size=32, crop_ratio=(0.8, 1.0))\n",
     )
@@ -134,6 +134,8 @@ def test_free_form_sections_are_not_checked_here(base_dir):
         ("val_mode = 'random'\n", "val_mode 'random' is not one of subjects, random5, none"),
         ("device = 'gpu'\n", "device 'gpu' is not one of auto, cpu, cuda, cuda:N"),
         ("encoder = dict(pretrained=1)\n", "encoder.pretrained"),
+        ("encoder = dict(kwargs=[32])\n", r"encoder\.kwargs=\[32\] must be a dict"),
+        ("encoder = dict(name='vit_tiny_patch16_244')\n", "is not a timm model; close matches"),
     ],
 )
 def test_bad_values_list_the_valid_ones(base_dir, body, message):

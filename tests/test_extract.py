@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -14,23 +15,18 @@ import pytest
 import torch
 
 from crt_video.data.features import FeatureStore
-from crt_video.data.video import read_frames
+from crt_video.data.video import SamplingConfig, read_frames
 from crt_video.engine import extract
-from crt_video.engine.extract import decode_workers, extract_features
+from crt_video.engine.extract import ExtractionSummary, decode_workers, extract_features
 from crt_video.errors import ConfigError, FeatureMismatchError
-from crt_video.models.encoder import build_encoder
+from crt_video.models.encoder import ImageEncoderConfig, build_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(REPO / "tools" / "extract_features.py")
-ENCODER = {
-    "name": "vit_tiny_patch16_224",
-    "pretrained": False,
-    "kwargs": {"img_size": 32},
-    "batch_size": 8,
-    "seed": 0,
-    "num_workers": 1,
-}
-CFG = {"device": "cpu", "sampling": {"fps": 4.0, "max_frames": None}, "encoder": ENCODER}
+ENCODER = ImageEncoderConfig(
+    "vit_tiny_patch16_224", pretrained=False, kwargs={"img_size": 32}, batch_size=8, num_workers=1
+)
+SAMPLING = SamplingConfig(fps=4.0)
 CLI_OPTIONS = [
     "--cfg-options",
     "device=cpu",
@@ -62,6 +58,19 @@ def stored(root: Path, videos: list[str]) -> dict[str, tuple[np.ndarray, np.ndar
     return {video: store.load(video) for video in videos if store.has(video)}
 
 
+def extract_on_cpu(
+    video_dir: Path,
+    videos: list[str],
+    root: Path,
+    encoder: ImageEncoderConfig = ENCODER,
+    sampling: SamplingConfig = SAMPLING,
+    **kwargs,
+) -> ExtractionSummary:
+    return extract_features(
+        encoder, sampling, video_dir, videos, root, device=torch.device("cpu"), **kwargs
+    )
+
+
 def assert_same_features(got: dict, expected: dict) -> None:
     assert sorted(got) == sorted(expected)
     for video, (features, timestamps) in expected.items():
@@ -72,7 +81,7 @@ def assert_same_features(got: dict, expected: dict) -> None:
 @pytest.fixture(scope="module")
 def clean_run(video_dir, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("clean") / "store"
-    summary = extract_features(CFG, video_dir, videos_in(video_dir), root)
+    summary = extract_on_cpu(video_dir, videos_in(video_dir), root)
     assert summary.done == 5 and summary.failed == 0
     return stored(root, videos_in(video_dir))
 
@@ -100,28 +109,26 @@ def test_resume_after_interruption(video_dir, clean_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(FeatureStore, "write", write_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        extract_features(CFG, video_dir, videos, root)
+        extract_on_cpu(video_dir, videos, root)
     monkeypatch.setattr(FeatureStore, "write", original_write)
     assert len(stored(root, videos)) == 2
     assert not list(root.rglob("*.tmp"))
 
-    summary = extract_features(CFG, video_dir, videos, root)
+    summary = extract_on_cpu(video_dir, videos, root)
     assert (summary.skipped, summary.done, summary.failed) == (2, 3, 0)
     assert_same_features(stored(root, videos), clean_run)
 
-    again = extract_features(CFG, video_dir, videos, root)
+    again = extract_on_cpu(video_dir, videos, root)
     assert (again.skipped, again.done) == (5, 0)
 
 
 def test_features_of_another_encoder_are_refused(video_dir, tmp_path):
     videos = videos_in(video_dir)[:1]
-    extract_features(CFG, video_dir, videos, tmp_path)
-    reseeded = {**CFG, "encoder": {**ENCODER, "seed": 1}}
+    extract_on_cpu(video_dir, videos, tmp_path)
     with pytest.raises(FeatureMismatchError, match="encoder.params_sha256"):
-        extract_features(reseeded, video_dir, videos, tmp_path)
-    resampled = {**CFG, "sampling": {"fps": 2.0, "max_frames": None}}
+        extract_on_cpu(video_dir, videos, tmp_path, encoder=replace(ENCODER, seed=1))
     with pytest.raises(FeatureMismatchError, match="sampling.fps"):
-        extract_features(resampled, video_dir, videos, tmp_path)
+        extract_on_cpu(video_dir, videos, tmp_path, sampling=SamplingConfig(fps=2.0))
 
 
 def test_corrupt_clips_are_listed_and_the_cli_fails(video_dir, clean_run, tmp_path):
@@ -156,7 +163,7 @@ def test_hung_decode_is_abandoned(video_dir, tmp_path, monkeypatch):
         return read_frames(path, *args, **kwargs)
 
     monkeypatch.setattr(extract, "read_frames", read_or_hang)
-    summary = extract_features(CFG, video_dir, videos, tmp_path, decode_timeout=3.0)
+    summary = extract_on_cpu(video_dir, videos, tmp_path, decode_timeout=3.0)
     assert summary.done == len(videos) - 1
     assert [video for video, _ in summary.failures] == [videos[1]]
     assert "timed out" in summary.failures[0][1]
@@ -213,8 +220,6 @@ def test_decode_workers_follow_the_machine(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 32)
     assert (decode_workers("auto", cpu), decode_workers("auto", gpu)) == (2, 8)
     assert decode_workers(3, gpu) == 3
-    with pytest.raises(ConfigError, match="encoder.num_workers must be 'auto' or a count"):
-        decode_workers("many", cpu)
 
 
 def run_cli(
@@ -236,10 +241,28 @@ def run_cli(
     [
         ({"fps": 0}, "sampling.fps must be a positive number"),
         ({"fps": 4.0, "max_frames": 0}, "sampling.max_frames must be None or at least 1"),
-        ({"fps": 4.0, "max_frame": 8}, "unknown sampling key"),
+        (
+            {"fps": 4.0, "max_frame": 8},
+            r"unknown key sampling\.max_frame; did you mean sampling\.max_frames\?",
+        ),
+        ({"max_frames": 8}, "sampling.fps is not set"),
     ],
 )
-def test_bad_sampling_is_one_error_not_a_failure_per_clip(video_dir, tmp_path, sampling, message):
+def test_bad_sampling_section_is_one_config_error(sampling, message):
     with pytest.raises(ConfigError, match=message):
-        extract_features({**CFG, "sampling": sampling}, video_dir, videos_in(video_dir), tmp_path)
-    assert not (tmp_path / "failures.csv").exists()
+        SamplingConfig.from_dict(sampling)
+
+
+@pytest.mark.parametrize(
+    "encoder, message",
+    [
+        ({"num_workers": "many"}, "encoder.num_workers='many' must be 'auto' or a count"),
+        ({"num_workers": -1}, "encoder.num_workers=-1 must be 'auto' or a count"),
+        ({"seed": True}, "encoder.seed=True must be an integer >= 0"),
+        ({"kwargs": [32]}, "encoder.kwargs=\\[32\\] must be a dict"),
+        ({"name": None}, "encoder.name None is not a timm model"),
+    ],
+)
+def test_bad_encoder_section_is_one_config_error(encoder, message):
+    with pytest.raises(ConfigError, match=message):
+        ImageEncoderConfig.from_dict({"name": "vit_tiny_patch16_224", **encoder})

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from test_extract import CFG, stored, videos_in
+from test_extract import ENCODER, SAMPLING, extract_on_cpu, stored, videos_in
 from test_pipeline import ENV, REPO, run_tool, tiny_options
 
 from crt_video.engine.extract import extract_features
@@ -35,10 +36,17 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_cuda_extraction_equals_cpu_extraction(clips, tmp_path):
     videos = videos_in(clips)
-    cfg_cpu = {**CFG, "encoder": {**CFG["encoder"], "batch_size": 4}}  # several batches in flight
-    cfg_gpu = {**cfg_cpu, "device": "cuda"}
-    extract_features(cfg_cpu, clips, videos, tmp_path / "cpu", progress=False)
-    summary = extract_features(cfg_gpu, clips, videos, tmp_path / "gpu", progress=False)
+    encoder = replace(ENCODER, batch_size=4)  # several batches in flight
+    extract_on_cpu(clips, videos, tmp_path / "cpu", encoder, progress=False)
+    summary = extract_features(
+        encoder,
+        SAMPLING,
+        clips,
+        videos,
+        tmp_path / "gpu",
+        progress=False,
+        device=torch.device("cuda"),
+    )
     assert summary.done == len(videos) and summary.failed == 0
     on_cpu, on_gpu = stored(tmp_path / "cpu", videos), stored(tmp_path / "gpu", videos)
     for video in videos:

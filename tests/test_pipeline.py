@@ -145,6 +145,24 @@ def test_missing_data_root_and_config_typo_are_one_line_errors(tmp_path):
     assert not missing.exists()  # failed before generating any demo data
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("encoder.batch_size=0", "encoder.batch_size=0 must be an integer >= 1"),
+        ("encoder.bach_size=8", "did you mean 'encoder.batch_size'?"),
+        ("encoder.precision=fp16", "encoder.precision='fp16' is not one of auto, fp32, bf16"),
+    ],
+)
+def test_bad_encoder_option_is_one_line_error_before_any_work(tmp_path, option, message):
+    data = tmp_path / "data"
+    result = run_tool(
+        "tools/train.py", "configs/demo.py", "--work-dir", str(tmp_path / "w"),
+        "--cfg-options", f"data_root={data}", option, check=False,
+    )  # fmt: skip
+    assert message in error_line(result)
+    assert not data.exists() and not (tmp_path / "w").exists()
+
+
 def test_empty_split_is_a_clear_error(tmp_path, trained):
     data = tmp_path / "clips"
     data.mkdir()

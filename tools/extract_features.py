@@ -18,11 +18,12 @@ import torch
 
 from crt_video.config import load_config
 from crt_video.data.smarthome import VIDEO_SUFFIXES, list_videos
+from crt_video.data.video import SamplingConfig
 from crt_video.engine.distributed import DistInfo, distributed_session
 from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
 from crt_video.engine.pipeline import resolve_data_root
 from crt_video.errors import DatasetError
-from crt_video.models.encoder import build_encoder
+from crt_video.models.encoder import ImageEncoderConfig, build_encoder
 from crt_video.utils.cli import run_cli
 
 
@@ -72,14 +73,17 @@ def _extract(cfg: dict, args: argparse.Namespace, device: torch.device, dist_inf
             f"no video clips ({', '.join(VIDEO_SUFFIXES)}) under {video_dir}; "
             "check data_root or --video-dir"
         )
-    encoder = build_encoder(cfg["encoder"])
+    encoder_cfg = ImageEncoderConfig.from_dict(cfg["encoder"])
+    sampling = SamplingConfig.from_dict(cfg["sampling"])
+    encoder = build_encoder(encoder_cfg)
     store_root = (
         Path(args.out)
         if args.out
-        else feature_store_root(cfg, feature_manifest(cfg, encoder), video_dir)
+        else feature_store_root(cfg, feature_manifest(encoder, sampling), video_dir)
     )
     summary = extract_features(
-        cfg,
+        encoder_cfg,
+        sampling,
         video_dir,
         videos,
         store_root,

@@ -33,13 +33,14 @@ from crt_video.data.demo import ORDER_CLASSES, make_event_order_dataset
 from crt_video.data.feature_dataset import ClipData
 from crt_video.data.features import FeatureStore
 from crt_video.data.smarthome import parse_clip_name
+from crt_video.data.video import SamplingConfig
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.evaluate import predict
 from crt_video.engine.extract import extract_features, feature_manifest
 from crt_video.engine.trainer import train
 from crt_video.evaluation.metrics import mean_class_accuracy
 from crt_video.models import build_model
-from crt_video.models.encoder import build_encoder
+from crt_video.models.encoder import ImageEncoderConfig, build_encoder
 from crt_video.utils.flops import count_flops
 from crt_video.utils.io import atomic_write
 
@@ -252,16 +253,16 @@ def run(
     gaps = list(gaps or [0.5, 2, 4, 8, 12])
     if smoke:
         clips, folds, seconds, fps, epochs, gaps = 24, 3, 8.0, 4.0, 2, [0.5, 2]
-    encoder_cfg = {
-        "name": "vit_tiny_patch16_224",
-        "pretrained": False,
+    encoder_cfg = ImageEncoderConfig(
+        name="vit_tiny_patch16_224",
+        pretrained=False,
         # two of vit_tiny's twelve blocks: the compared models, not the encoder, are measured
-        "kwargs": {"img_size": 32, "depth": 2},
-        "batch_size": 256,
-        "seed": 0,
-        "num_workers": 1,
-    }
-    cfg = {"device": "cpu", "sampling": {"fps": fps, "max_frames": None}, "encoder": encoder_cfg}
+        kwargs={"img_size": 32, "depth": 2},
+        batch_size=256,
+        seed=0,
+        num_workers=1,
+    )
+    sampling = SamplingConfig(fps)
     num_frames = round(seconds * fps)
     segment_seconds = num_frames // 16 / fps
     with tempfile.TemporaryDirectory(prefix="crt_accuracy_bench_") as scratch:
@@ -270,10 +271,17 @@ def run(
         videos = make_clips(scratch / "videos", clips, seconds, fps, gaps, segment_seconds)
         encoder = build_encoder(encoder_cfg)
         summary = extract_features(
-            cfg, scratch / "videos", videos, scratch / "store", encoder=encoder, progress=False
+            encoder_cfg,
+            sampling,
+            scratch / "videos",
+            videos,
+            scratch / "store",
+            encoder=encoder,
+            progress=False,
+            device=torch.device("cpu"),
         )
         data_seconds = time.perf_counter() - started
-        store = FeatureStore.create_or_open(scratch / "store", feature_manifest(cfg, encoder))
+        store = FeatureStore.create_or_open(scratch / "store", feature_manifest(encoder, sampling))
         num_frames = int(np.median([store.load(video)[0].shape[0] for video in videos]))
         table = fold_table(videos, folds)
         table_path = scratch / "folds.json"
@@ -289,7 +297,6 @@ def run(
                 "identity": encoder.identity,
                 "work_dir": str(scratch / "runs" / f"{index}-{fold}"),
                 "cfg": {
-                    **cfg,
                     "model": variant["model"],
                     "train": {**BASE_RECIPE, "epochs": epochs, **variant["train"]},
                 },
@@ -330,7 +337,7 @@ def run(
         "sampling_fps": fps,
         "frames_per_clip": num_frames,
         "gap_segment_frames": num_frames // 16,
-        "encoder": f"{encoder_cfg['name']} (random init, img_size 32, 2 blocks)",
+        "encoder": f"{encoder_cfg.name} (random init, img_size 32, 2 blocks)",
         "data_seconds": data_seconds,
         "training_seconds": train_seconds,
         "workers": workers,

@@ -12,18 +12,20 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from crt_video.data.demo import make_demo_dataset, make_event_order_dataset
+from crt_video.data.video import SamplingConfig
 from crt_video.engine.distributed import resolve_device
 from crt_video.engine.extract import ClipDecoder, decode_loader, extract_features
-from crt_video.models.encoder import build_encoder
+from crt_video.models.encoder import ImageEncoderConfig, build_encoder
 from crt_video.utils.threads import cpu_threads, spare_cores
 
 # Smoke settings only check that the benchmark runs: a tiny encoder on a few short clips.
-SMOKE_ENCODER = dict(name="vit_tiny_patch16_224", kwargs={"img_size": 32})
+SMOKE_ENCODER = ImageEncoderConfig("vit_tiny_patch16_224", kwargs={"img_size": 32})
 SMOKE_CLIPS = 3
 ENCODE_WARMUP_BATCHES = 1
 
@@ -47,9 +49,14 @@ def run(
     workers: int = 2,
     device: str = "auto",
 ) -> dict:
-    encoder_cfg = dict(SMOKE_ENCODER) if smoke else dict(name=encoder, kwargs={})
-    encoder_cfg.update(pretrained=False, batch_size=batch_size, seed=0, num_workers=workers)
-    cfg = {"device": device, "sampling": {"fps": fps, "max_frames": None}, "encoder": encoder_cfg}
+    encoder_cfg = replace(
+        SMOKE_ENCODER if smoke else ImageEncoderConfig(encoder),
+        pretrained=False,
+        batch_size=batch_size,
+        seed=0,
+        num_workers=workers,
+    )
+    sampling = SamplingConfig(fps)
     torch_device = resolve_device(device)
     frozen = build_encoder(encoder_cfg).to(torch_device)
     with tempfile.TemporaryDirectory(prefix="crt_extract_bench_") as scratch:
@@ -59,19 +66,26 @@ def run(
         else:
             paths = make_demo_dataset(video_dir, num_clips=clips)
         videos = [path.name for path in paths]
-        decode_fps, frames = _decode_rate(video_dir, videos, cfg, frozen.input_size)
+        decode_fps, frames = _decode_rate(video_dir, videos, sampling, workers, frozen.input_size)
         # the thread count extraction itself uses beside its decode workers
         with cpu_threads(torch_device, spare_cores(busy=workers)):
             encode_fps = _encode_rate(frozen, num_frames=batch_size * (1 if smoke else 4))
         summary = extract_features(
-            cfg, video_dir, videos, Path(scratch) / "store", encoder=frozen, progress=False
+            encoder_cfg,
+            sampling,
+            video_dir,
+            videos,
+            Path(scratch) / "store",
+            encoder=frozen,
+            progress=False,
+            device=torch_device,
         )
     end_to_end_fps = summary.frames / summary.seconds
     shared = torch_device.type == "cpu"
     bound = 1 / (1 / decode_fps + 1 / encode_fps) if shared else min(decode_fps, encode_fps)
     figures = {
         "device": str(torch_device),
-        "encoder": encoder_cfg["name"],
+        "encoder": encoder_cfg.name,
         "torch_threads": spare_cores(busy=workers) if shared else torch.get_num_threads(),
         "decode_workers": workers,
         "batch_size": batch_size,
@@ -88,14 +102,17 @@ def run(
 
 
 def _decode_rate(
-    video_dir: Path, videos: list[str], cfg: dict, size: tuple[int, int]
+    video_dir: Path,
+    videos: list[str],
+    sampling: SamplingConfig,
+    num_workers: int,
+    size: tuple[int, int],
 ) -> tuple[float, int]:
     """Sampled frames per second delivered by the decoding workers, timed from the first clip on
     so that worker start-up is not counted (extraction starts them once per run)."""
-    sampling = cfg["sampling"]
-    dataset = ClipDecoder(video_dir, videos, sampling["fps"], sampling["max_frames"], size)
+    dataset = ClipDecoder(video_dir, videos, sampling.fps, sampling.max_frames, size)
     total, timed, started = 0, 0, None
-    for item in decode_loader(dataset, cfg["encoder"]["num_workers"]):
+    for item in decode_loader(dataset, num_workers):
         count = 0 if item.frames is None else len(item.frames)
         total += count
         if started is None:

@@ -21,20 +21,19 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
 
 from crt_video.data.demo import make_event_order_dataset
 from crt_video.data.features import FeatureStore
+from crt_video.data.video import SamplingConfig
 from crt_video.engine.extract import extract_features
+from crt_video.models.encoder import ImageEncoderConfig
 from crt_video.utils.io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[2]
-ENCODER = {
-    "name": "vit_tiny_patch16_224",
-    "pretrained": False,
-    "kwargs": {"img_size": 32},
-    "batch_size": 32,
-    "num_workers": 1,
-}
+ENCODER = ImageEncoderConfig(
+    "vit_tiny_patch16_224", pretrained=False, kwargs={"img_size": 32}, batch_size=32, num_workers=1
+)
 MODEL = {"type": "crt", "segment_len": 4, "d_model": 32, "depth": 1, "heads": 2}
 SAMPLING_FPS = 4.0
 # Every file gets this many seconds in tools/infer.py on top of one process start-up.
@@ -254,10 +253,16 @@ def _text(output: bytes | str | None) -> str:
 
 def run_extract(files: list[FuzzFile], root: Path, decode_timeout: float = 60.0) -> list[Outcome]:
     """Every file through feature extraction (decoding in a worker process) into one store."""
-    cfg = {"sampling": {"fps": SAMPLING_FPS}, "encoder": ENCODER, "device": "cpu"}
     videos = [f.path.relative_to(root).as_posix() for f in files]
     summary = extract_features(
-        cfg, root, videos, root / "store", decode_timeout=decode_timeout, progress=False
+        ENCODER,
+        SamplingConfig(SAMPLING_FPS),
+        root,
+        videos,
+        root / "store",
+        decode_timeout=decode_timeout,
+        progress=False,
+        device=torch.device("cpu"),
     )
     reasons = dict(summary.failures)
     store = FeatureStore.open(root / "store")

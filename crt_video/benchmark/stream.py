@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import av
@@ -32,13 +33,13 @@ from crt_video.data.video import iter_frames
 from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.models import build_model
-from crt_video.models.encoder import build_encoder, native_bf16
+from crt_video.models.encoder import ImageEncoderConfig, build_encoder, native_bf16
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "smarthome_cs.py"
 FULL = dict(seconds=60.0, live_seconds=30.0, width=640, height=480, video_fps=20)
 SMOKE = dict(seconds=4.0, live_seconds=3.0, width=160, height=120, video_fps=10)
 # Smoke settings only check that the benchmark runs: a tiny encoder and CRT.
-SMOKE_ENCODER = dict(name="vit_tiny_patch16_224", kwargs={"img_size": 32})
+SMOKE_ENCODER = ImageEncoderConfig("vit_tiny_patch16_224", kwargs={"img_size": 32})
 SMOKE_MODEL = dict(d_model=64, depth=1, segment_len=4)
 STEP_REPEATS = 50
 # name -> (runtime, encoder precision)
@@ -64,7 +65,7 @@ def run(
     long_minutes: float = 10.0,
 ) -> dict:
     clip = SMOKE if smoke else FULL
-    encoder_cfg = SMOKE_ENCODER if smoke else dict(name=encoder)
+    encoder_cfg = SMOKE_ENCODER if smoke else ImageEncoderConfig(encoder)
     long_seconds = 2 * clip["seconds"] if smoke else 60.0 * long_minutes
     geometry = (clip["width"], clip["height"], clip["video_fps"])
     with tempfile.TemporaryDirectory(prefix="crt_stream_") as tmp:
@@ -125,7 +126,7 @@ def _figures(rows, long, live, encoder_cfg, clip, fps, threads) -> dict:
     default = rows[DEFAULT_RUNTIME]
     return {
         "encoder": ", ".join(
-            [encoder_cfg["name"], *(f"{k}={v}" for k, v in encoder_cfg.get("kwargs", {}).items())]
+            [encoder_cfg.name, *(f"{k}={v}" for k, v in encoder_cfg.kwargs.items())]
         ),
         "cpu_bf16": cpu_bf16_support(),
         "native_bf16": native_bf16("cpu"),
@@ -185,13 +186,15 @@ One streaming step ({figures["segment_len"]}-frame segment through the CRT, medi
 """
 
 
-def write_checkpoint(path: Path, encoder: dict, fps: float, model: dict) -> Path:
-    """A checkpoint of the default Smarthome config with random weights and these overrides."""
+def write_checkpoint(path: Path, encoder: ImageEncoderConfig, fps: float, model: dict) -> Path:
+    """A checkpoint of the default Smarthome config with this encoder (random weights), sampling
+    rate and model overrides."""
     cfg = load_config(CONFIG)
-    cfg["encoder"].update(encoder, pretrained=False)
+    encoder = replace(encoder, pretrained=False)
+    cfg["encoder"] = asdict(encoder)
     cfg["sampling"].update(fps=fps)
     cfg["model"].update(model)
-    frozen = build_encoder(cfg["encoder"])
+    frozen = build_encoder(encoder)
     torch.manual_seed(cfg["seed"])
     head = build_model(cfg["model"], frozen.feature_dim, len(CLASSES_31))
     save_checkpoint(

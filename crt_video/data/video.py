@@ -30,6 +30,7 @@ from torch.utils.dlpack import from_dlpack
 
 from crt_video.errors import ConfigError, VideoDecodeError
 from crt_video.utils.logging import get_logger
+from crt_video.utils.sections import section_from_dict
 
 BACKENDS = ("decord", "pyav")
 BACKEND_ENV = "CRT_VIDEO_BACKEND"
@@ -62,13 +63,8 @@ class SamplingConfig:
         object.__setattr__(self, "fps", float(fps))
 
     @classmethod
-    def from_cfg(cls, section: dict) -> SamplingConfig:
-        unknown = sorted(set(section) - {"fps", "max_frames"})
-        if unknown:
-            raise ConfigError(f"unknown sampling key(s) {unknown}; valid keys are fps, max_frames")
-        if "fps" not in section:
-            raise ConfigError("sampling.fps is not set; e.g. sampling = dict(fps=4.0)")
-        return cls(section["fps"], section.get("max_frames"))
+    def from_dict(cls, section: dict) -> SamplingConfig:
+        return section_from_dict(cls, section, "sampling")
 
 
 @dataclass

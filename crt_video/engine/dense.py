@@ -32,12 +32,11 @@ from crt_video.data.tsu import (
     tsu_class_names,
 )
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
+from crt_video.engine.extract import extract_to_cache
 from crt_video.engine.trainer import append_log, parameter_groups, warmup_cosine
 from crt_video.errors import CheckpointError, ConfigError, DatasetError
 from crt_video.evaluation.detection_report import score_detection, write_detection_report
 from crt_video.models import build_model
-from crt_video.models.encoder import build_encoder
 from crt_video.models.transformer import set_feature_statistics
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
@@ -89,13 +88,9 @@ def prepare_video_data(cfg: dict, splits: tuple[str, ...] = SPLITS) -> VideoData
     videos = split_videos(
         read_tsu_annotations(ann_file, len(class_names)), cfg["protocol"], cfg["val_mode"]
     )
-    encoder = build_encoder(cfg["encoder"])
-    manifest = feature_manifest(cfg, encoder)
-    store_root = feature_store_root(cfg, manifest, video_dir)
     wanted = [v for split in splits for v in videos[split]]
     present = [v for v in wanted if (video_dir / v.file_name).is_file()]
-    extract_features(cfg, video_dir, [v.file_name for v in present], store_root, encoder=encoder)
-    store = FeatureStore.create_or_open(store_root, manifest)
+    store, encoder = extract_to_cache(cfg, video_dir, [v.file_name for v in present])
     kept = {split: [v for v in videos[split] if store.has(v.file_name)] for split in splits}
     left_out = len(wanted) - sum(len(v) for v in kept.values())
     if left_out:

@@ -37,8 +37,7 @@ from crt_video.engine.distributed import (
     gather_through_files,
     resolve_device,
 )
-from crt_video.errors import ConfigError
-from crt_video.models.encoder import FrozenEncoder, build_encoder
+from crt_video.models.encoder import FrozenEncoder, ImageEncoderConfig, build_encoder
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
 from crt_video.utils.threads import cpu_threads, spare_cores
@@ -66,9 +65,8 @@ class ExtractionSummary:
         )
 
 
-def feature_manifest(cfg: dict, encoder: FrozenEncoder) -> dict:
+def feature_manifest(encoder: FrozenEncoder, sampling: SamplingConfig) -> dict:
     """Everything that decides the features, plus library versions (recorded, not compared)."""
-    sampling = SamplingConfig.from_cfg(cfg["sampling"])
     return {
         "format": MANIFEST_FORMAT,
         "encoder": encoder.identity,
@@ -86,11 +84,42 @@ def feature_store_root(cfg: dict, manifest: dict, video_dir: Path) -> Path:
     """``<cache_dir>/features/<encoder name>-<hash>``, the hash over the manifest (without library
     versions) and the video folder: another encoder or sampling setup gets its own folder."""
     key = config_hash([{k: v for k, v in manifest.items() if k != "versions"}, str(video_dir)])
-    return resolve_cache_dir(cfg) / "features" / f"{cfg['encoder']['name']}-{key}"
+    return resolve_cache_dir(cfg) / "features" / f"{manifest['encoder']['name']}-{key}"
+
+
+def extract_to_cache(
+    cfg: dict,
+    video_dir: Path,
+    videos: list[str],
+    encoder: FrozenEncoder | None = None,
+    device: torch.device | None = None,
+    dist_info: DistInfo = SINGLE_PROCESS,
+) -> tuple[FeatureStore, FrozenEncoder]:
+    """:func:`extract_features` with the config's encoder and sampling into its feature cache
+    (:func:`feature_store_root`); returns the store and the encoder. ``device`` defaults to the
+    config's."""
+    encoder_cfg = ImageEncoderConfig.from_dict(cfg["encoder"])
+    sampling = SamplingConfig.from_dict(cfg["sampling"])
+    encoder = encoder or build_encoder(encoder_cfg)
+    manifest = feature_manifest(encoder, sampling)
+    store_root = feature_store_root(cfg, manifest, video_dir)
+    device = device or resolve_device(cfg["device"])
+    extract_features(
+        encoder_cfg,
+        sampling,
+        video_dir,
+        videos,
+        store_root,
+        encoder,
+        device=device,
+        dist_info=dist_info,
+    )
+    return FeatureStore.create_or_open(store_root, manifest), encoder
 
 
 def extract_features(
-    cfg: dict,
+    encoder_cfg: ImageEncoderConfig,
+    sampling: SamplingConfig,
     video_dir: Path,
     videos: list[str],
     store_root: Path,
@@ -104,17 +133,19 @@ def extract_features(
 
     Clips already in the store are skipped; a clip that cannot be decoded (or whose decode takes
     longer than ``decode_timeout`` seconds) is recorded in the store's failures.csv and skipped.
-    ``device`` defaults to the config's. Under torchrun every rank must call this with the same
-    arguments and its ``dist_info``; the returned summary counts all ranks.
+    ``encoder`` (built from ``encoder_cfg`` when None) runs on ``device`` (None: CUDA when
+    available, else the CPU) beside ``encoder_cfg.num_workers`` decoding processes. Under
+    torchrun every rank must call this with the same arguments and its ``dist_info``; the
+    returned summary counts all ranks.
     """
     start = time.perf_counter()
-    device = device or resolve_device(cfg.get("device", "auto"))
+    device = device or resolve_device("auto")
     # Named now, while every rank is here: the end-of-shard wait needs a folder new to this run.
     run_id = broadcast_object(uuid.uuid4().hex)
     if encoder is None:
-        encoder = build_encoder(cfg["encoder"])
+        encoder = build_encoder(encoder_cfg)
     encoder = encoder.to(device)
-    store = FeatureStore.create_or_open(store_root, feature_manifest(cfg, encoder))
+    store = FeatureStore.create_or_open(store_root, feature_manifest(encoder, sampling))
     todo = [video for video in videos if not store.has(video)]
     # Every rank must list the remaining clips before any rank writes one.
     barrier()
@@ -133,10 +164,10 @@ def extract_features(
         enabled=progress and dist_info.is_main,
         dynamic_ncols=True,
     )
-    workers = decode_workers(cfg["encoder"].get("num_workers", "auto"), device)
+    workers = decode_workers(encoder_cfg.num_workers, device)
     with bar, cpu_threads(device, spare_cores(busy=workers)):
         done, frames, failures = _extract_shard(
-            encoder, store, Path(video_dir), shard, cfg, workers, decode_timeout, bar
+            encoder, store, Path(video_dir), shard, sampling, workers, decode_timeout, bar
         )
     # Ranks that finish early wait here for the slowest one, however long its clips take.
     per_rank = gather_through_files(
@@ -161,13 +192,12 @@ def extract_features(
 
 
 def decode_workers(setting: int | str, device: torch.device) -> int:
-    """``encoder.num_workers``: a count, or 'auto': up to 8 on CUDA, where decoding is the wall,
-    and at most 2 on the CPU, where the encoder is (one core stays with the encoder)."""
+    """``encoder.num_workers`` (checked by ImageEncoderConfig): a count, or 'auto': up to 8 on
+    CUDA, where decoding is the wall, and at most 2 on the CPU, where the encoder is (one core
+    stays with the encoder)."""
     if setting == "auto":
         spare = max(1, (os.cpu_count() or 1) - 1)
         return min(8 if device.type == "cuda" else 2, spare)
-    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
-        raise ConfigError(f"encoder.num_workers must be 'auto' or a count >= 0, got {setting!r}")
     return setting
 
 
@@ -245,7 +275,7 @@ def _extract_shard(
     store: FeatureStore,
     video_dir: Path,
     videos: list[str],
-    cfg: dict,
+    sampling: SamplingConfig,
     num_workers: int,
     decode_timeout: float,
     bar: tqdm,
@@ -273,7 +303,6 @@ def _extract_shard(
         failures.append((video, reason))
         bar.update()
 
-    sampling = SamplingConfig.from_cfg(cfg["sampling"])
     dataset = ClipDecoder(
         video_dir,
         videos,

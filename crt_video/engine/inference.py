@@ -26,18 +26,18 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from crt_video.data.video import iter_frames, probe_video, sample_frame_times
+from crt_video.data.video import SamplingConfig, iter_frames, probe_video, sample_frame_times
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.distributed import resolve_device
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, Feed, open_live, sample_live
 from crt_video.errors import CheckpointError, VideoDecodeError
-from crt_video.models.encoder import build_encoder, native_bf16
+from crt_video.models.encoder import ImageEncoderConfig, build_encoder, native_bf16
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
 
@@ -89,15 +89,15 @@ class VideoLabeler:
         self.class_names = tuple(ckpt["class_names"])
         trained = ckpt["encoder_identity"].get("precision")
         precision = precision or inference_precision(trained, self.device)
-        encoder_cfg = {**cfg["encoder"], "precision": precision}
+        encoder_cfg = replace(ImageEncoderConfig.from_dict(cfg["encoder"]), precision=precision)
         self.encoder = build_encoder(encoder_cfg, self.device).to(self.device)
         self.model = model_from_checkpoint(
             ckpt,
             encoder_identity=_with_precision(self.encoder.identity, trained),
             feature_dim=self.encoder.feature_dim,
         ).to(self.device)
-        self.fps = float(cfg["sampling"]["fps"])
-        self.max_frames = cfg["sampling"].get("max_frames")
+        sampling = SamplingConfig.from_dict(cfg["sampling"])
+        self.fps, self.max_frames = sampling.fps, sampling.max_frames
         self.segment_len = int(cfg["model"].get("segment_len", 1))
         self.streaming = callable(getattr(self.model, "step", None))
         if not self.streaming:

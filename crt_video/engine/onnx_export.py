@@ -31,7 +31,7 @@ from crt_video.engine.checkpoint import load_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.errors import CheckpointError
 from crt_video.models.crt import CRTState
-from crt_video.models.encoder import FrozenEncoder
+from crt_video.models.encoder import FrozenEncoder, ImageEncoderConfig
 from crt_video.utils.io import atomic_write_json
 
 METADATA = "crt.json"
@@ -176,7 +176,7 @@ class OnnxEncoder:
         self.input_size = tuple(meta["preprocessing"]["input_size"])
         self.interpolation = meta["preprocessing"]["interpolation"]
         self.feature_dim = int(meta["feature_dim"])
-        self.batch_size = int(meta["encoder"]["config"].get("batch_size", 64))
+        self.batch_size = ImageEncoderConfig.from_dict(meta["encoder"]["config"]).batch_size
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N, H, W, 3] of any size (resized like extraction does) -> [N, D]."""

@@ -11,13 +11,12 @@ import torch
 from crt_video.config import config_hash, dump_config, resolve_cache_dir
 from crt_video.data.annotations import annotation_path, read_annotations, write_annotations
 from crt_video.data.feature_dataset import ClipData
-from crt_video.data.features import FeatureStore
 from crt_video.data.smarthome import SPLITS, class_names, list_videos
 from crt_video.engine.checkpoint import load_model
 from crt_video.engine.dense import evaluate_dense_checkpoint, is_dense, run_dense_pipeline
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.engine.evaluate import evaluate
-from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
+from crt_video.engine.extract import extract_to_cache
 from crt_video.engine.trainer import train
 from crt_video.errors import DatasetError
 from crt_video.evaluation.plots import plot_training_curves
@@ -96,20 +95,14 @@ def prepare_data(
         if path.exists():
             tables[split] = read_annotations(path, class_names(cfg["protocol"]))
 
-    encoder = encoder or build_encoder(cfg["encoder"])
-    manifest = feature_manifest(cfg, encoder)
-    store_root = feature_store_root(cfg, manifest, video_dir)
     videos = sorted({video for table in tables.values() for video in table["video"]})
-    extract_features(
-        cfg, video_dir, videos, store_root, encoder=encoder, device=device, dist_info=dist_info
-    )
-    store = FeatureStore.create_or_open(store_root, manifest)
+    store, encoder = extract_to_cache(cfg, video_dir, videos, encoder, device, dist_info)
     missing = [video for video in videos if not store.has(video)]
     if missing:
         logger.warning(
             "%d clip(s) have no features and are left out (reasons in %s), e.g. %s",
             len(missing),
-            store_root / "failures.csv",
+            store.root / "failures.csv",
             missing[0],
         )
         tables = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from crt_video.models.transformer import set_feature_statistics
 from crt_video.utils.io import atomic_write
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
+from crt_video.utils.sections import section_from_dict
 from crt_video.utils.threads import cpu_threads
 
 logger = get_logger(__name__)
@@ -74,11 +75,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, section: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ConfigError(f"train.{unknown[0]} is not a training option ({', '.join(known)})")
-        return cls(**section)
+        return section_from_dict(cls, section, "train")
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size"):

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import pickle
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import timm
@@ -32,9 +33,55 @@ from torch import nn
 from crt_video.data.video import resize_frames
 from crt_video.errors import CheckpointError, ConfigError
 from crt_video.utils.io import file_sha256
+from crt_video.utils.sections import section_from_dict
 
-ENCODER_KEYS = ("name", "pretrained", "kwargs", "batch_size", "seed", "num_workers", "precision")
 PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class ImageEncoderConfig:
+    """The config's ``encoder`` section: the frozen timm image encoder and how extraction runs it.
+
+    ``pretrained``: True (timm's weights), False (random init seeded by ``seed``) or a weights file
+    path. ``kwargs`` go to ``timm.create_model``. ``num_workers``: video decoding processes, a count
+    or 'auto'. ``precision``: one of PRECISIONS.
+    """
+
+    name: str
+    pretrained: bool | str = True
+    kwargs: dict = field(default_factory=dict)
+    batch_size: int = 64
+    seed: int = 0
+    num_workers: int | str = "auto"
+    precision: str = "auto"
+
+    @classmethod
+    def from_dict(cls, section: dict) -> ImageEncoderConfig:
+        return section_from_dict(cls, section, "encoder")
+
+    def __post_init__(self) -> None:
+        _check_timm_name(self.name)
+        if not isinstance(self.pretrained, bool | str):
+            raise ConfigError(
+                f"encoder.pretrained={self.pretrained!r} must be True, False or a weights file path"
+            )
+        if not isinstance(self.kwargs, dict | None):
+            raise ConfigError(f"encoder.kwargs={self.kwargs!r} must be a dict of timm arguments")
+        object.__setattr__(self, "kwargs", dict(self.kwargs or {}))
+        for key, low in (("batch_size", 1), ("seed", 0)):
+            if not _is_int_at_least(getattr(self, key), low):
+                raise ConfigError(
+                    f"encoder.{key}={getattr(self, key)!r} must be an integer >= {low}"
+                )
+        if self.num_workers != "auto" and not _is_int_at_least(self.num_workers, 0):
+            raise ConfigError(
+                f"encoder.num_workers={self.num_workers!r} must be 'auto' or a count >= 0 "
+                "of decoding processes"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"encoder.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}"
+            )
 
 
 def native_bf16(device: str | torch.device) -> bool:
@@ -52,8 +99,6 @@ def resolve_precision(precision: str, device: str | torch.device | None = None) 
 
     ``device`` None means the device the toolkit picks by default (CUDA when available).
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"encoder.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
     if device is None:
@@ -134,8 +179,11 @@ class FrozenEncoder(nn.Module):
         return self.encode(frames)
 
 
-def build_encoder(cfg: dict, device: str | torch.device | None = None) -> FrozenEncoder:
-    """The config's ``encoder`` dict -> FrozenEncoder on the CPU (move it with ``.to(device)``).
+def build_encoder(
+    cfg: ImageEncoderConfig | dict, device: str | torch.device | None = None
+) -> FrozenEncoder:
+    """The config's ``encoder`` section (typed, or its dict) -> FrozenEncoder on the CPU (move it
+    with ``.to(device)``).
 
     ``device`` is where it will run, for resolving ``precision='auto'`` (None: CUDA when
     available, else the CPU).
@@ -144,26 +192,29 @@ def build_encoder(cfg: dict, device: str | torch.device | None = None) -> Frozen
     .safetensors/.pth/.bin file through timm's checkpoint filter, False keeps the random init,
     seeded by ``seed`` so the same name, kwargs and seed always give the same weights.
     """
-    unknown = sorted(set(cfg) - set(ENCODER_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown encoder key(s) {unknown}; valid keys are {list(ENCODER_KEYS)}")
-    name = cfg["name"]
-    if not timm.is_model(name.partition(".")[0]):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3)
-        raise ConfigError(f"encoder.name {name!r} is not a timm model; close matches: {close}")
-    kwargs = dict(cfg.get("kwargs") or {})
-    pretrained = cfg.get("pretrained", True)
-    seed = int(cfg.get("seed", 0))
-    precision = resolve_precision(cfg.get("precision", "auto"), device)
+    if not isinstance(cfg, ImageEncoderConfig):
+        cfg = ImageEncoderConfig.from_dict(cfg)
+    name, kwargs, seed = cfg.name, dict(cfg.kwargs), cfg.seed
+    precision = resolve_precision(cfg.precision, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if pretrained is True:
+        if cfg.pretrained is True:
             model, weights = _from_timm_hub(name, kwargs)
-        elif pretrained is False or pretrained is None:
+        elif cfg.pretrained is False:
             model, weights = _create(name, kwargs, pretrained=False), f"random:seed={seed}"
         else:
-            model, weights = _from_file(name, kwargs, Path(pretrained).expanduser())
-    return FrozenEncoder(model, name, kwargs, weights, int(cfg.get("batch_size", 64)), precision)
+            model, weights = _from_file(name, kwargs, Path(cfg.pretrained).expanduser())
+    return FrozenEncoder(model, name, kwargs, weights, cfg.batch_size, precision)
+
+
+def _is_int_at_least(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_timm_name(name: str) -> None:
+    if not isinstance(name, str) or not timm.is_model(name.partition(".")[0]):
+        close = difflib.get_close_matches(str(name), timm.list_models(), n=3)
+        raise ConfigError(f"encoder.name {name!r} is not a timm model; close matches: {close}")
 
 
 def parameters_hash(model: nn.Module) -> str:
