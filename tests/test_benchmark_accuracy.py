@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from crt_video.benchmark.accuracy import (
+    FULL_RECIPE,
     GAP_PLOT_NAME,
     PLOT_NAME,
     bootstrap_interval,
@@ -56,7 +57,8 @@ def test_bootstrap_interval_brackets_the_score_and_narrows_with_more_clips():
 def test_smoke_run_trains_real_models_on_real_clips(tmp_path):
     result = run(tmp_path, smoke=True)
     results = result["figures"]["results"]
-    assert set(results) == {"crt gru S=T/4", "full", "meanpool"}
+    full = f"full ({FULL_RECIPE})"
+    assert set(results) == {"crt gru S=T/4", full, "meanpool"}
     for figures in results.values():
         assert 0.0 <= figures["mean_class_accuracy"] <= 1.0
         low, high = figures["interval"]
@@ -64,9 +66,20 @@ def test_smoke_run_trains_real_models_on_real_clips(tmp_path):
         assert figures["test_clips"] == 24  # every clip tested once
         assert 0.0 <= figures["train_top1"] <= 1.0 and figures["train_seconds"] > 0
         assert set(figures["by_gap"]) == {"0.5", "2"}
-    assert results["full"]["gflops_per_clip"] > 0
+    assert results[full]["gflops_per_clip"] > 0 and results[full]["flops_vs_full"] == 1.0
     assert "| crt gru S=T/4" in result["markdown"] and "gap 0.5" in result["markdown"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([PLOT_NAME, GAP_PLOT_NAME])
+
+
+def test_recipe_search_scores_validation_clips_only(tmp_path):
+    result = run(tmp_path, smoke=True, select_full=True)
+    results = result["figures"]["results"]
+    assert len(results) == 2
+    for figures in results.values():
+        assert 0.0 <= figures["val_mean_class_accuracy"] <= 1.0
+        assert "predictions" not in figures and "videos" not in figures  # no test clip scored
+    assert "Best on validation:" in result["markdown"]
+    assert not list(tmp_path.iterdir())
 
 
 def test_benchmark_command_writes_report_json_and_plots_only(tmp_path):
