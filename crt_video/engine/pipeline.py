@@ -140,7 +140,9 @@ def test_checkpoint(
     Under torchrun the clips are scored by all ranks, a share each, and rank 0 writes the report.
     """
     if is_dense(cfg):
-        return evaluate_dense_checkpoint(cfg, checkpoint, out_dir, split, device=device)
+        return evaluate_dense_checkpoint(
+            cfg, checkpoint, out_dir, split, device=device, dist_info=dist_info
+        )
     # The checkpoint is checked before any clip is decoded: a wrong one fails in seconds.
     encoder = build_encoder(cfg["encoder"]) if data is None else None
     model, _ = load_model(
@@ -172,7 +174,7 @@ def run_pipeline(
     ``device`` and ``dist_info`` come from the entry point (``distributed_session``).
     """
     if is_dense(cfg):
-        return run_dense_pipeline(cfg, work_dir, resume, device=device)
+        return run_dense_pipeline(cfg, work_dir, resume, device=device, dist_info=dist_info)
     # A model-config typo fails here, not after hours of feature extraction.
     build_model(cfg["model"], in_dim=1, num_classes=len(class_names(cfg["protocol"])))
     work_dir.mkdir(parents=True, exist_ok=True)
