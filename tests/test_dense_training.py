@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ from crt_video.engine.checkpoint import load_checkpoint, load_model
 from crt_video.engine.dense import VideoData, collate_windows, train_dense
 from crt_video.errors import CheckpointError
 
+REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Disk", "Square")
 DIM = 8
 
@@ -132,3 +136,32 @@ def test_a_checkpoint_of_another_task_does_not_resume_dense_training(tmp_path):
             torch.device("cpu"),
             resume=str(tmp_path / "clip.pth"),
         )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
+def test_torchrun_trains_a_crt_whose_memory_cell_gets_no_gradient(tmp_path):
+    """Memory cut after every segment: the cell's parameters get no gradient, and DDP must allow it."""
+    script = tmp_path / "ranks.py"
+    script.write_text(
+        "import sys, torch\n"
+        "from pathlib import Path\n"
+        "from crt_video.engine.dense import train_dense\n"
+        "from crt_video.engine.distributed import init_distributed\n"
+        "from tests.test_dense_training import dense_cfg, make_video_data\n"
+        "info = init_distributed(torch.device('cpu'))\n"
+        "root = Path(sys.argv[1])\n"
+        "data = make_video_data(root / f'store{info.rank}')\n"
+        "cfg = dense_cfg(epochs=2)\n"
+        "cfg['model'] |= {'memory_cell': 'ncgru', 'truncate_every': 1}\n"
+        "train_dense(cfg, data, root / 'work', torch.device('cpu'), info)\n"
+        "torch.distributed.destroy_process_group()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         str(script), str(tmp_path)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert pd.read_csv(tmp_path / "work" / "log.csv")["epoch"].tolist() == [1, 2]
+    assert load_checkpoint(tmp_path / "work" / "last.pth")["epoch"] == 2

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from crt_video.data.tsu import read_tsu_annotations, split_videos
+from crt_video.engine.checkpoint import load_checkpoint, load_model
 from crt_video.evaluation.detection import read_events
-from tests.test_pipeline import error_line, run_tool
+from tests.test_pipeline import ENV, REPO, error_line, run_tool
 
 
 def tsu_options(root: Path, epochs: int = 2) -> list[str]:
@@ -66,6 +70,35 @@ def test_test_tool_reproduces_the_training_run_metrics(trained):
     first = json.loads((work / "test" / "metrics.json").read_text())
     again = json.loads((trained / "again" / "test" / "metrics.json").read_text())
     assert again["frame_map"] == pytest.approx(first["frame_map"])
+
+
+def written_files(work: Path) -> set[str]:
+    # tensorboard event files are named after the host, process and time
+    return {
+        str(path.relative_to(work))
+        for path in work.rglob("*")
+        if path.is_file() and "tensorboard" not in path.parts
+    }
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
+def test_torchrun_two_cpu_processes_train_dense_to_the_files_of_one(trained):
+    work = trained / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "tools/train.py", "configs/tsu_demo.py", "--work-dir", str(work), "--device", "cpu",
+         "--cfg-options", *tsu_options(trained)],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert written_files(work) == written_files(trained / "work")
+    assert pd.read_csv(work / "log.csv")["epoch"].tolist() == [1, 2]
+    class_names = load_checkpoint(trained / "work" / "best.pth")["class_names"]
+    assert load_model(work / "best.pth", class_names=class_names)[1]["task"] == "dense"
+    single = json.loads((trained / "work" / "test" / "metrics.json").read_text())
+    metrics = json.loads((work / "test" / "metrics.json").read_text())
+    assert metrics["num_videos"] == single["num_videos"]  # each test video scored once
+    assert (result.stdout + result.stderr).count("test: frame-mAP") == 1  # only rank 0 reports
 
 
 def test_annotation_with_an_unknown_class_is_a_one_line_error(trained, tmp_path):

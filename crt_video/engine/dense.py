@@ -46,6 +46,7 @@ from crt_video.engine.trainer import TrainTask, fit
 from crt_video.errors import CheckpointError, DatasetError
 from crt_video.evaluation.detection_report import score_detection, write_detection_report
 from crt_video.models import build_model
+from crt_video.models.crt import CRTConfig
 from crt_video.models.encoder import build_encoder
 from crt_video.utils.logging import get_logger
 from crt_video.utils.threads import cpu_threads
@@ -252,7 +253,18 @@ def dense_task(
         validate=validate if val_videos else None,
         metric="frame_map",
         log_columns=LOG_COLUMNS,
+        find_unused_parameters=memory_may_get_no_gradient(cfg),
     )
+
+
+def memory_may_get_no_gradient(cfg: dict) -> bool:
+    """Whether a CRT step can leave its memory cell without gradient: the memory is cut after
+    every segment, or a window fits in one segment (the last memory update feeds no logit)."""
+    model, window = cfg["model"], cfg["dense"]["window"]
+    if model.get("type", "crt") != "crt":
+        return False
+    one_segment = window is not None and window <= model.get("segment_len", CRTConfig.segment_len)
+    return model.get("truncate_every") == 1 or one_segment
 
 
 def train_dense(

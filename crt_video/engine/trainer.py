@@ -168,6 +168,8 @@ class TrainTask:
     validate: Callable[[nn.Module], dict] | None
     metric: str
     log_columns: tuple[str, ...]
+    # DDP must look for parameters a step leaves without gradient (slower; only where it happens)
+    find_unused_parameters: bool = False
 
 
 def clip_task(
@@ -280,7 +282,11 @@ def _fit(cfg, data, task: TrainTask, work_dir: Path, device, dist_info: DistInfo
     start_epoch, best = 1, Best()
     if resume:
         start_epoch, best = _resume(resume, data, task, model, optimizer, scheduler, device)
-    trained = DistributedDataParallel(model) if dist_info.enabled else model
+    trained = (
+        DistributedDataParallel(model, find_unused_parameters=task.find_unused_parameters)
+        if dist_info.enabled
+        else model
+    )
     meta = {
         "config": cfg,
         "class_names": list(data.class_names),
