@@ -14,10 +14,12 @@ import torch
 
 from crt_video.data.features import FeatureStore
 from crt_video.data.tsu import TSUVideo
-from crt_video.engine import trainer
 from crt_video.engine.checkpoint import load_checkpoint, load_model
-from crt_video.engine.dense import VideoData, collate_windows, train_dense
+from crt_video.engine.dense import VideoData, collate_windows, dense_task
+from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo
+from crt_video.engine.trainer import train
 from crt_video.errors import CheckpointError
+from tests.test_trainer import interrupt_at_epoch_3
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Disk", "Square")
@@ -63,6 +65,17 @@ def dense_cfg(epochs: int = 3) -> dict:
     }
 
 
+def train_dense(
+    cfg: dict,
+    data: VideoData,
+    work_dir: Path,
+    resume: str | None = None,
+    dist_info: DistInfo = SINGLE_PROCESS,
+) -> Path:
+    cpu = torch.device("cpu")
+    return train(cfg, data, work_dir, cpu, dist_info, resume, dense_task(cfg, data, cpu, dist_info))
+
+
 def test_windows_are_padded_with_their_lengths():
     items = [
         {"features": torch.ones(3, DIM), "targets": torch.ones(3, 2)},
@@ -76,7 +89,7 @@ def test_windows_are_padded_with_their_lengths():
 
 def test_dense_run_logs_validation_loss_and_map_and_its_best_checkpoint_loads(tmp_path):
     data = make_video_data(tmp_path / "store")
-    best = train_dense(dense_cfg(epochs=4), data, tmp_path / "work", torch.device("cpu"))
+    best = train_dense(dense_cfg(epochs=4), data, tmp_path / "work")
     log = pd.read_csv(tmp_path / "work" / "log.csv")
     assert list(log.columns) == [
         "epoch",
@@ -99,23 +112,13 @@ def test_dense_run_logs_validation_loss_and_map_and_its_best_checkpoint_loads(tm
 def test_interrupted_dense_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
     data = make_video_data(tmp_path / "store")
     cfg = dense_cfg(epochs=3)
-    train_dense(cfg, data, tmp_path / "straight", torch.device("cpu"))
+    train_dense(cfg, data, tmp_path / "straight")
 
-    real_bar = trainer.progress_bar
-
-    def interrupt_at_epoch_3(iterable, enabled, desc, **kwargs):
-        if desc.startswith("epoch 3/"):
-            raise KeyboardInterrupt
-        return real_bar(iterable, enabled, desc=desc, **kwargs)
-
-    monkeypatch.setattr(trainer, "progress_bar", interrupt_at_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        train_dense(cfg, data, tmp_path / "resumed", torch.device("cpu"))
-    monkeypatch.setattr(trainer, "progress_bar", real_bar)
+    interrupt_at_epoch_3(monkeypatch, lambda: train_dense(cfg, data, tmp_path / "resumed"))
     last = tmp_path / "resumed" / "last.pth"
     assert load_checkpoint(last)["epoch"] == 2
 
-    train_dense(cfg, data, tmp_path / "resumed", torch.device("cpu"), resume=str(last))
+    train_dense(cfg, data, tmp_path / "resumed", resume=str(last))
     straight = load_checkpoint(tmp_path / "straight" / "last.pth")["model"]
     resumed = load_checkpoint(last)["model"]
     assert all(torch.allclose(straight[k], resumed[k]) for k in straight)
@@ -124,18 +127,12 @@ def test_interrupted_dense_run_resumes_to_the_uninterrupted_weights(tmp_path, mo
 
 def test_a_checkpoint_of_another_task_does_not_resume_dense_training(tmp_path):
     data = make_video_data(tmp_path / "store", videos_per_split=2)
-    train_dense(dense_cfg(epochs=1), data, tmp_path / "work", torch.device("cpu"))
+    train_dense(dense_cfg(epochs=1), data, tmp_path / "work")
     ckpt = torch.load(tmp_path / "work" / "last.pth", weights_only=True)
     ckpt["task"] = "clip"
     torch.save(ckpt, tmp_path / "clip.pth")
     with pytest.raises(CheckpointError, match="clip checkpoint cannot resume dense"):
-        train_dense(
-            dense_cfg(),
-            data,
-            tmp_path / "w2",
-            torch.device("cpu"),
-            resume=str(tmp_path / "clip.pth"),
-        )
+        train_dense(dense_cfg(), data, tmp_path / "w2", resume=str(tmp_path / "clip.pth"))
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
@@ -145,15 +142,14 @@ def test_torchrun_trains_a_crt_whose_memory_cell_gets_no_gradient(tmp_path):
     script.write_text(
         "import sys, torch\n"
         "from pathlib import Path\n"
-        "from crt_video.engine.dense import train_dense\n"
         "from crt_video.engine.distributed import init_distributed\n"
-        "from tests.test_dense_training import dense_cfg, make_video_data\n"
+        "from tests.test_dense_training import dense_cfg, make_video_data, train_dense\n"
         "info = init_distributed(torch.device('cpu'))\n"
         "root = Path(sys.argv[1])\n"
         "data = make_video_data(root / f'store{info.rank}')\n"
         "cfg = dense_cfg(epochs=2)\n"
         "cfg['model'] |= {'memory_cell': 'ncgru', 'truncate_every': 1}\n"
-        "train_dense(cfg, data, root / 'work', torch.device('cpu'), info)\n"
+        "train_dense(cfg, data, root / 'work', dist_info=info)\n"
         "torch.distributed.destroy_process_group()\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

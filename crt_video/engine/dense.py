@@ -4,7 +4,7 @@ Selected by ``model.task='dense'`` (tools/train.py and tools/test.py dispatch he
 draws one window of ``dense.window`` frames per training video per epoch (the whole video when
 it is shorter or the window is None), runs the model over it with the memory carried from
 segment to segment (``model.truncate_every`` cuts the gradient) and minimises the per-frame,
-per-class binary cross-entropy, in the clip trainer's loop (:func:`crt_video.engine.trainer.fit`)
+per-class binary cross-entropy, in the clip trainer's loop (:func:`crt_video.engine.trainer.train`)
 with a :func:`dense_task`. Validation and testing run each video whole. Under torchrun each rank
 trains on a share of the videos, validates and tests a share, and rank 0 writes the files.
 """
@@ -42,7 +42,7 @@ from crt_video.engine.distributed import (
     broadcast_object,
 )
 from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
-from crt_video.engine.trainer import TrainTask, fit
+from crt_video.engine.trainer import TrainTask, train
 from crt_video.errors import CheckpointError, DatasetError
 from crt_video.evaluation.detection_report import score_detection, write_detection_report
 from crt_video.models import build_model
@@ -159,15 +159,8 @@ def predict_logits(
     return [gathered[index] for index in range(len(videos))]
 
 
-def predict_scores(
-    model: nn.Module,
-    data: VideoData,
-    videos: list[TSUVideo],
-    device: torch.device,
-    dist_info: DistInfo = SINGLE_PROCESS,
-) -> list[np.ndarray]:
-    """Per-frame sigmoid scores [n, C] of each whole video."""
-    logits = predict_logits(model, data, videos, device, dist_info)
+def sigmoid(logits: list[np.ndarray]) -> list[np.ndarray]:
+    """Per-frame scores of each video's logits."""
     return [torch.from_numpy(rows).sigmoid().numpy() for rows in logits]
 
 
@@ -234,7 +227,7 @@ def dense_task(
 
     def validate(model: nn.Module) -> dict:
         logits = predict_logits(model, data, val_videos, device, dist_info)
-        scores = [torch.from_numpy(rows).sigmoid().numpy() for rows in logits]
+        scores = sigmoid(logits)
         loss = F.binary_cross_entropy_with_logits(
             torch.from_numpy(np.concatenate(logits)), torch.cat(val_targets)
         )
@@ -267,21 +260,6 @@ def memory_may_get_no_gradient(cfg: dict) -> bool:
     return model.get("truncate_every") == 1 or one_segment
 
 
-def train_dense(
-    cfg: dict,
-    data: VideoData,
-    work_dir: Path,
-    device: torch.device,
-    dist_info: DistInfo = SINGLE_PROCESS,
-    resume: str | None = None,
-) -> Path:
-    """Train with validation frame-mAP every epoch; returns the best checkpoint's path (the last
-    epoch's without a validation split)."""
-    return fit(
-        cfg, data, dense_task(cfg, data, device, dist_info), work_dir, device, dist_info, resume
-    )
-
-
 def evaluate_dense_checkpoint(
     cfg: dict,
     checkpoint: str | os.PathLike,
@@ -310,7 +288,7 @@ def evaluate_dense_checkpoint(
     ).to(device)
     videos = data.splits[split]
     with cpu_threads(device, 1):
-        scores = predict_scores(model, data, videos, device, dist_info)
+        scores = sigmoid(predict_logits(model, data, videos, device, dist_info))
     metrics = None
     if dist_info.is_main:
         metrics = write_detection_report(out_dir, videos, scores, data.class_names, cfg["dense"])
@@ -335,7 +313,8 @@ def run_dense_pipeline(
     data = prepare_video_data(cfg, dist_info=dist_info, device=device)
     if resume == "auto":
         resume = str(work_dir / "last.pth") if (work_dir / "last.pth").exists() else None
-    best = train_dense(cfg, data, work_dir, device, dist_info, resume)
+    task = dense_task(cfg, data, device, dist_info)
+    best = train(cfg, data, work_dir, device, dist_info, resume, task)
     barrier()
     metrics = evaluate_dense_checkpoint(
         cfg, best, work_dir / "test", data=data, device=device, dist_info=dist_info

@@ -1,7 +1,7 @@
 """Training on cached features, single process or torchrun: clip classifiers and dense detectors.
 
 The loop follows timm's split: :func:`train_one_epoch` runs the optimizer over one epoch,
-:func:`finish_epoch` keeps the checkpoints and the log, and :func:`fit` runs both with
+:func:`finish_epoch` keeps the checkpoints and the log, and :func:`train` runs both with
 validation every epoch. What differs between tasks (the batches, the loss, the validation
 metric, the log columns) comes in a :class:`TrainTask`: :func:`clip_task` here, ``dense_task``
 in :mod:`crt_video.engine.dense`. The best epoch is the highest validation metric (mean class
@@ -151,7 +151,7 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 @dataclass
 class TrainTask:
-    """What one kind of model trains on and is judged by; :func:`fit` runs the same loop for all.
+    """What one kind of model trains on and is judged by; :func:`train` runs one loop for all.
 
     ``step(model, batch, device)`` returns the loss to minimise, its weight (clips or frames) and
     counts summed over the epoch (``{"top1": correct}`` is logged as ``train_top1``, divided by the
@@ -250,26 +250,15 @@ def train(
     device: torch.device,
     dist_info: DistInfo = SINGLE_PROCESS,
     resume: str | None = None,
+    task: TrainTask | None = None,
 ) -> Path:
-    """Train with validation every epoch; returns the path of the best checkpoint."""
-    tcfg = TrainConfig.from_dict(cfg["train"])
-    task = clip_task(data, tcfg, int(cfg["seed"]), device, dist_info)
-    return fit(cfg, data, task, work_dir, device, dist_info, resume)
+    """Train with validation every epoch; returns the path of the best checkpoint.
 
-
-def fit(
-    cfg: dict,
-    data: ClipData,
-    task: TrainTask,
-    work_dir: Path,
-    device: torch.device,
-    dist_info: DistInfo = SINGLE_PROCESS,
-    resume: str | None = None,
-) -> Path:
-    """Train ``task`` with validation every epoch; returns the path of the best checkpoint.
-
-    ``data`` is anything with ``store``, ``class_names`` and ``encoder_identity``.
+    ``task`` defaults to the clip task of ``data``; another task brings its own ``data``
+    (anything with ``store``, ``class_names`` and ``encoder_identity``).
     """
+    tcfg = TrainConfig.from_dict(cfg["train"])
+    task = task or clip_task(data, tcfg, int(cfg["seed"]), device, dist_info)
     # Models on cached features are small: one thread per process beats several spinning ones.
     with cpu_threads(device, 1):
         return _fit(cfg, data, task, work_dir, device, dist_info, resume)
