@@ -101,6 +101,23 @@ def test_torchrun_two_cpu_processes_train_dense_to_the_files_of_one(trained):
     assert (result.stdout + result.stderr).count("test: frame-mAP") == 1  # only rank 0 reports
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
+def test_torchrun_test_tool_scores_each_dense_video_once_and_reports_once(trained):
+    work = trained / "ddp_test"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "tools/test.py", "configs/tsu_demo.py", str(trained / "work" / "best.pth"),
+         "--work-dir", str(work), "--device", "cpu", "--cfg-options", *tsu_options(trained)],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    single = json.loads((trained / "work" / "test" / "metrics.json").read_text())
+    metrics = json.loads((work / "test" / "metrics.json").read_text())
+    assert metrics["num_videos"] == single["num_videos"]
+    assert metrics["frame_map"] == pytest.approx(single["frame_map"])
+    assert result.stdout.count("frame-mAP") == 1  # only rank 0 reports
+
+
 def test_annotation_with_an_unknown_class_is_a_one_line_error(trained, tmp_path):
     content = json.loads((trained / "data" / "annotations.json").read_text())
     video = sorted(content)[0]
