@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from crt_video.data.tsu import read_tsu_annotations, split_videos
 from crt_video.engine.checkpoint import load_checkpoint, load_model
 from crt_video.evaluation.detection import read_events
-from tests.test_pipeline import ENV, REPO, error_line, run_tool
+from tests.test_pipeline import error_line, run_tool, run_two_ranks
 
 
 def tsu_options(root: Path, epochs: int = 2) -> list[str]:
@@ -84,11 +83,9 @@ def written_files(work: Path) -> set[str]:
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
 def test_torchrun_two_cpu_processes_train_dense_to_the_files_of_one(trained):
     work = trained / "ddp"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "tools/train.py", "configs/tsu_demo.py", "--work-dir", str(work), "--device", "cpu",
-         "--cfg-options", *tsu_options(trained)],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    result = run_two_ranks(
+        "tools/train.py", "configs/tsu_demo.py", "--work-dir", str(work), "--device", "cpu",
+        "--cfg-options", *tsu_options(trained),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     assert written_files(work) == written_files(trained / "work")
@@ -104,11 +101,9 @@ def test_torchrun_two_cpu_processes_train_dense_to_the_files_of_one(trained):
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
 def test_torchrun_test_tool_scores_each_dense_video_once_and_reports_once(trained):
     work = trained / "ddp_test"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "tools/test.py", "configs/tsu_demo.py", str(trained / "work" / "best.pth"),
-         "--work-dir", str(work), "--device", "cpu", "--cfg-options", *tsu_options(trained)],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    result = run_two_ranks(
+        "tools/test.py", "configs/tsu_demo.py", str(trained / "work" / "best.pth"),
+        "--work-dir", str(work), "--device", "cpu", "--cfg-options", *tsu_options(trained),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     single = json.loads((trained / "work" / "test" / "metrics.json").read_text())

@@ -22,7 +22,6 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
-from crt_video.config import dump_config
 from crt_video.data.feature_dataset import EpochSampler
 from crt_video.data.features import FeatureStore
 from crt_video.data.smarthome import SPLITS
@@ -42,7 +41,7 @@ from crt_video.engine.distributed import (
     broadcast_object,
 )
 from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
-from crt_video.engine.trainer import TrainTask, train
+from crt_video.engine.trainer import TrainTask, prepare_work_dir, train
 from crt_video.errors import CheckpointError, DatasetError
 from crt_video.evaluation.detection_report import score_detection, write_detection_report
 from crt_video.models import build_model
@@ -307,12 +306,8 @@ def run_dense_pipeline(
     resolve_tsu_paths(cfg, dist_info)  # a demo config generates its videos and class file here
     # A model-config typo fails here, not after the feature extraction.
     build_model(cfg["model"], in_dim=1, num_classes=len(tsu_class_names(cfg.get("class_file"))))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    if dist_info.is_main:
-        dump_config(cfg, work_dir / f"{cfg['_config_name']}.py")
+    resume = prepare_work_dir(cfg, work_dir, resume, dist_info)
     data = prepare_video_data(cfg, dist_info=dist_info, device=device)
-    if resume == "auto":
-        resume = str(work_dir / "last.pth") if (work_dir / "last.pth").exists() else None
     task = dense_task(cfg, data, device, dist_info)
     best = train(cfg, data, work_dir, device, dist_info, resume, task)
     barrier()

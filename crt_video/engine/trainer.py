@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from crt_video.config import dump_config
 from crt_video.data.feature_dataset import (
     ClipData,
     EpochSampler,
@@ -400,6 +401,23 @@ def append_log(path: Path, row: dict, writer=None, columns: tuple[str, ...] = LO
         for key, value in row.items():
             if key != "epoch" and not (isinstance(value, float) and math.isnan(value)):
                 writer.add_scalar(key, value, row["epoch"])
+
+
+def prepare_work_dir(
+    cfg: dict, work_dir: Path, resume: str | None, dist_info: DistInfo = SINGLE_PROCESS
+) -> str | None:
+    """Create ``work_dir`` with a copy of the config (rank 0); returns the checkpoint to resume
+    from, ``resume='auto'`` meaning the work dir's last.pth when there is one."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if dist_info.is_main:
+        dump_config(cfg, work_dir / f"{cfg['_config_name']}.py")
+    if resume != "auto":
+        return resume
+    last = work_dir / "last.pth"
+    if not last.exists():
+        logger.info("no last.pth in %s: starting from scratch", work_dir)
+        return None
+    return str(last)
 
 
 def tensorboard_writer(work_dir: Path):
