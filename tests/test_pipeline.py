@@ -177,13 +177,19 @@ def test_empty_split_is_a_clear_error(tmp_path, trained):
     assert "train split" in error_line(result)
 
 
+def run_two_ranks(*args: str) -> subprocess.CompletedProcess:
+    """A tool run by torchrun as 2 CPU processes (gloo)."""
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
 def test_torchrun_two_cpu_processes_train_and_test(trained):
     work = trained / "ddp"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "tools/train.py", "configs/demo.py", "--work-dir", str(work), "--device", "cpu",
-         "--cfg-options", *tiny_options(trained, epochs=1)],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    result = run_two_ranks(
+        "tools/train.py", "configs/demo.py", "--work-dir", str(work), "--device", "cpu",
+        "--cfg-options", *tiny_options(trained, epochs=1),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     metrics = json.loads((work / "test" / "metrics.json").read_text())
@@ -193,11 +199,9 @@ def test_torchrun_two_cpu_processes_train_and_test(trained):
 
 def test_torchrun_test_tool_scores_each_clip_once_and_reports_once(trained):
     work = trained / "ddp_test"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "tools/test.py", "configs/demo.py", str(trained / "work" / "best.pth"),
-         "--work-dir", str(work), "--device", "cpu", "--cfg-options", *tiny_options(trained)],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    result = run_two_ranks(
+        "tools/test.py", "configs/demo.py", str(trained / "work" / "best.pth"),
+        "--work-dir", str(work), "--device", "cpu", "--cfg-options", *tiny_options(trained),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     single = json.loads((trained / "work" / "test" / "metrics.json").read_text())

@@ -126,22 +126,29 @@ def test_training_learns_writes_checkpoints_log_and_predicts(tmp_path):
     assert (scores.argmax(1) == data.splits["test"]["label_id"].to_numpy()).mean() > 0.9
 
 
+def interrupt_at_epoch_3(monkeypatch, run) -> None:
+    """``run()`` stopped as epoch 3 starts, as Ctrl-C would stop it."""
+    real_bar = trainer.progress_bar
+
+    def interrupting_bar(iterable, enabled, desc, **kwargs):
+        if desc.startswith("epoch 3/"):
+            raise KeyboardInterrupt
+        return real_bar(iterable, enabled, desc=desc, **kwargs)
+
+    monkeypatch.setattr(trainer, "progress_bar", interrupting_bar)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(trainer, "progress_bar", real_bar)
+
+
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
     data = make_clip_data(tmp_path / "store")
     cfg = train_cfg(epochs=3)
     train(cfg, data, tmp_path / "straight", torch.device("cpu"))
 
-    real_bar = trainer.progress_bar
-
-    def interrupt_at_epoch_3(iterable, enabled, desc, **kwargs):
-        if desc.startswith("epoch 3/"):
-            raise KeyboardInterrupt
-        return real_bar(iterable, enabled, desc=desc, **kwargs)
-
-    monkeypatch.setattr(trainer, "progress_bar", interrupt_at_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, data, tmp_path / "resumed", torch.device("cpu"))
-    monkeypatch.setattr(trainer, "progress_bar", real_bar)
+    interrupt_at_epoch_3(
+        monkeypatch, lambda: train(cfg, data, tmp_path / "resumed", torch.device("cpu"))
+    )
     assert load_checkpoint(tmp_path / "resumed" / "last.pth")["epoch"] == 2
 
     train(

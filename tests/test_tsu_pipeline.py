@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from crt_video.data.tsu import read_tsu_annotations, split_videos
+from crt_video.engine.checkpoint import load_checkpoint, load_model
 from crt_video.evaluation.detection import read_events
-from tests.test_pipeline import error_line, run_tool
+from tests.test_pipeline import error_line, run_tool, run_two_ranks
 
 
 def tsu_options(root: Path, epochs: int = 2) -> list[str]:
@@ -66,6 +69,48 @@ def test_test_tool_reproduces_the_training_run_metrics(trained):
     first = json.loads((work / "test" / "metrics.json").read_text())
     again = json.loads((trained / "again" / "test" / "metrics.json").read_text())
     assert again["frame_map"] == pytest.approx(first["frame_map"])
+
+
+def written_files(work: Path) -> set[str]:
+    # tensorboard event files are named after the host, process and time
+    return {
+        str(path.relative_to(work))
+        for path in work.rglob("*")
+        if path.is_file() and "tensorboard" not in path.parts
+    }
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
+def test_torchrun_two_cpu_processes_train_dense_to_the_files_of_one(trained):
+    work = trained / "ddp"
+    result = run_two_ranks(
+        "tools/train.py", "configs/tsu_demo.py", "--work-dir", str(work), "--device", "cpu",
+        "--cfg-options", *tsu_options(trained),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert written_files(work) == written_files(trained / "work")
+    assert pd.read_csv(work / "log.csv")["epoch"].tolist() == [1, 2]
+    class_names = load_checkpoint(trained / "work" / "best.pth")["class_names"]
+    assert load_model(work / "best.pth", class_names=class_names)[1]["task"] == "dense"
+    single = json.loads((trained / "work" / "test" / "metrics.json").read_text())
+    metrics = json.loads((work / "test" / "metrics.json").read_text())
+    assert metrics["num_videos"] == single["num_videos"]  # each test video scored once
+    assert (result.stdout + result.stderr).count("test: frame-mAP") == 1  # only rank 0 reports
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
+def test_torchrun_test_tool_scores_each_dense_video_once_and_reports_once(trained):
+    work = trained / "ddp_test"
+    result = run_two_ranks(
+        "tools/test.py", "configs/tsu_demo.py", str(trained / "work" / "best.pth"),
+        "--work-dir", str(work), "--device", "cpu", "--cfg-options", *tsu_options(trained),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    single = json.loads((trained / "work" / "test" / "metrics.json").read_text())
+    metrics = json.loads((work / "test" / "metrics.json").read_text())
+    assert metrics["num_videos"] == single["num_videos"]
+    assert metrics["frame_map"] == pytest.approx(single["frame_map"])
+    assert result.stdout.count("frame-mAP") == 1  # only rank 0 reports
 
 
 def test_annotation_with_an_unknown_class_is_a_one_line_error(trained, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from crt_video.config import config_hash, dump_config, resolve_cache_dir
+from crt_video.config import config_hash, resolve_cache_dir
 from crt_video.data.annotations import annotation_path, read_annotations, write_annotations
 from crt_video.data.feature_dataset import ClipData
 from crt_video.data.smarthome import SPLITS, class_names, list_videos
@@ -17,7 +17,7 @@ from crt_video.engine.dense import evaluate_dense_checkpoint, is_dense, run_dens
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.engine.evaluate import evaluate
 from crt_video.engine.extract import extract_to_cache
-from crt_video.engine.trainer import train
+from crt_video.engine.trainer import prepare_work_dir, train
 from crt_video.errors import DatasetError
 from crt_video.evaluation.plots import plot_training_curves
 from crt_video.models import build_model
@@ -133,7 +133,9 @@ def test_checkpoint(
     Under torchrun the clips are scored by all ranks, a share each, and rank 0 writes the report.
     """
     if is_dense(cfg):
-        return evaluate_dense_checkpoint(cfg, checkpoint, out_dir, split, device=device)
+        return evaluate_dense_checkpoint(
+            cfg, checkpoint, out_dir, split, device=device, dist_info=dist_info
+        )
     # The checkpoint is checked before any clip is decoded: a wrong one fails in seconds.
     encoder = build_encoder(cfg["encoder"]) if data is None else None
     model, _ = load_model(
@@ -165,17 +167,11 @@ def run_pipeline(
     ``device`` and ``dist_info`` come from the entry point (``distributed_session``).
     """
     if is_dense(cfg):
-        return run_dense_pipeline(cfg, work_dir, resume, device=device)
+        return run_dense_pipeline(cfg, work_dir, resume, device=device, dist_info=dist_info)
     # A model-config typo fails here, not after hours of feature extraction.
     build_model(cfg["model"], in_dim=1, num_classes=len(class_names(cfg["protocol"])))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    if dist_info.is_main:
-        dump_config(cfg, work_dir / f"{cfg['_config_name']}.py")
+    resume = prepare_work_dir(cfg, work_dir, resume, dist_info)
     data = prepare_data(cfg, dist_info, device=device)
-    if resume == "auto":
-        resume = str(work_dir / "last.pth") if (work_dir / "last.pth").exists() else None
-        if resume is None:
-            logger.info("no last.pth in %s: starting from scratch", work_dir)
     torch.manual_seed(int(cfg["seed"]))
     best = train(cfg, data, work_dir, device, dist_info, resume)
     barrier()

@@ -1,10 +1,12 @@
-"""Training of a clip classifier on cached features (single process or torchrun).
+"""Training on cached features, single process or torchrun: clip classifiers and dense detectors.
 
 The loop follows timm's split: :func:`train_one_epoch` runs the optimizer over one epoch,
-validation is :func:`crt_video.engine.evaluate.evaluate`, and :func:`finish_epoch` keeps the
-checkpoints and the log. The best epoch is the highest validation mean class accuracy, ties
-broken by the lower validation loss, so an epoch that merely ties the first one never wins by
-default.
+:func:`finish_epoch` keeps the checkpoints and the log, and :func:`train` runs both with
+validation every epoch. What differs between tasks (the batches, the loss, the validation
+metric, the log columns) comes in a :class:`TrainTask`: :func:`clip_task` here, ``dense_task``
+in :mod:`crt_video.engine.dense`. The best epoch is the highest validation metric (mean class
+accuracy, frame-mAP), ties broken by the lower validation loss, so an epoch that merely ties the
+first one never wins by default.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
+from crt_video.config import dump_config
 from crt_video.data.feature_dataset import (
     ClipData,
     EpochSampler,
@@ -32,7 +36,7 @@ from crt_video.data.feature_dataset import (
 from crt_video.engine.checkpoint import load_model, save_checkpoint
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, all_reduce_sum
 from crt_video.engine.evaluate import autocast, evaluate
-from crt_video.errors import ConfigError
+from crt_video.errors import CheckpointError, ConfigError
 from crt_video.models import build_model
 from crt_video.models.transformer import set_feature_statistics
 from crt_video.utils.io import atomic_write
@@ -53,6 +57,8 @@ LOG_COLUMNS = (
     "lr",
     "seconds",
 )
+# Columns the epoch line leaves out: the log has them.
+UNSHOWN_COLUMNS = ("epoch", "lr", "seconds")
 # Parameters that set a scale, an offset or a position rather than a mapping: weight decay would
 # only pull them towards zero (timm leaves biases and norms out in the same way).
 NO_DECAY_NAMES = ("pos", "memory_init", "memory_type", "modrelu_bias", "class_token")
@@ -96,7 +102,7 @@ class TrainConfig:
 
 @dataclass
 class Best:
-    """The best epoch so far: validation mean class accuracy, then lower validation loss."""
+    """The best epoch so far: the task's validation metric, then the lower validation loss."""
 
     metric: float = -1.0
     loss: float = math.inf
@@ -141,8 +147,69 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
+@dataclass
+class TrainTask:
+    """What one kind of model trains on and is judged by; :func:`train` runs one loop for all.
+
+    ``step(model, batch, device)`` returns the loss to minimise, its weight (clips or frames) and
+    counts summed over the epoch (``{"top1": correct}`` is logged as ``train_top1``, divided by the
+    weight). ``validate(model)`` returns validation numbers, among them ``loss`` and ``metric``, on
+    every rank; it is None without a validation split, and then the last epoch is kept as best.
+    """
+
+    name: str  # the checkpoint's "task": a checkpoint resumes only a run of its own task
+    train_videos: list[str]  # their frames set the feature statistics
+    dataset: Dataset
+    sampler: EpochSampler
+    collate: Callable[[list], dict]
+    step: Callable[[nn.Module, dict, torch.device], tuple[torch.Tensor, int, dict[str, float]]]
+    validate: Callable[[nn.Module], dict] | None
+    metric: str
+    log_columns: tuple[str, ...]
+    # DDP must look for parameters a step leaves without gradient (slower; only where it happens)
+    find_unused_parameters: bool = False
+
+
+def clip_task(
+    data: ClipData, tcfg: TrainConfig, seed: int, device: torch.device, dist_info: DistInfo
+) -> TrainTask:
+    """Clip classification: cross-entropy on (cropped) clips, best by validation mCA."""
+    dataset = FeatureClipDataset(data.store, data.splits["train"], tcfg.crop_ratio, seed)
+    has_val = "val" in data.splits and len(data.splits["val"]) > 0
+
+    def validate(model: nn.Module) -> dict:
+        return evaluate(model, data, "val", None, device, tcfg.batch_size, dist_info)
+
+    return TrainTask(
+        name="clip",
+        train_videos=data.splits["train"]["video"].tolist(),
+        dataset=dataset,
+        sampler=EpochSampler(
+            dataset.labels, tcfg.balanced_sampling, seed, dist_info.rank, dist_info.world_size
+        ),
+        collate=collate_clips,
+        step=clip_step,
+        validate=validate if has_val else None,
+        metric="mean_class_accuracy",
+        log_columns=LOG_COLUMNS,
+    )
+
+
+def clip_step(
+    model: nn.Module, batch: dict, device: torch.device
+) -> tuple[torch.Tensor, int, dict[str, float]]:
+    labels = batch["labels"].to(device, non_blocking=True)
+    logits = model(
+        batch["features"].to(device, non_blocking=True),
+        batch["lengths"].to(device, non_blocking=True),
+    )
+    correct = int((logits.argmax(1) == labels).sum())
+    return F.cross_entropy(logits.float(), labels), len(labels), {"top1": correct}
+
+
 def train_one_epoch(
     model: nn.Module,
+    task: TrainTask,
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -151,29 +218,27 @@ def train_one_epoch(
     description: str,
     dist_info: DistInfo = SINGLE_PROCESS,
 ) -> dict:
-    """One pass over ``loader``; loss and top-1 summed over every rank's clips."""
+    """One pass over ``loader``; the loss and the task's counts summed over every rank."""
     model.train()
-    loss_sum, correct, seen = 0.0, 0, 0
+    sums: dict[str, float] = {"loss": 0.0, "weight": 0.0}
     progress = progress_bar(loader, dist_info.is_main, desc=description, leave=False)
     for batch in progress:
-        features = batch["features"].to(device, non_blocking=True)
-        lengths = batch["lengths"].to(device, non_blocking=True)
-        labels = batch["labels"].to(device, non_blocking=True)
         with autocast(device, tcfg.amp):
-            logits = model(features, lengths)
-        loss = F.cross_entropy(logits.float(), labels)
+            loss, weight, counts = task.step(model, batch, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg.grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.grad_clip))
         optimizer.step()
         scheduler.step()
-        loss_sum += loss.item() * len(labels)
-        correct += int((logits.argmax(1) == labels).sum())
-        seen += len(labels)
-        progress.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-    loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], device)
-    return {"train_loss": loss_sum / max(1, seen), "train_top1": correct / max(1, seen)}
+        for key, value in {"loss": loss.item() * weight, "weight": weight, **counts}.items():
+            sums[key] = sums.get(key, 0.0) + value
+        progress.set_postfix(
+            loss=f"{sums['loss'] / sums['weight']:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}"
+        )
+    totals = dict(zip(sums, all_reduce_sum(list(sums.values()), device), strict=True))
+    weight = max(1.0, totals.pop("weight"))
+    return {f"train_{key}": value / weight for key, value in totals.items()}
 
 
 def train(
@@ -183,85 +248,56 @@ def train(
     device: torch.device,
     dist_info: DistInfo = SINGLE_PROCESS,
     resume: str | None = None,
+    task: TrainTask | None = None,
 ) -> Path:
-    """Train with validation every epoch; returns the path of the best checkpoint."""
+    """Train with validation every epoch; returns the path of the best checkpoint.
+
+    ``task`` defaults to the clip task of ``data``; another task brings its own ``data``
+    (anything with ``store``, ``class_names`` and ``encoder_identity``).
+    """
+    tcfg = TrainConfig.from_dict(cfg["train"])
+    task = task or clip_task(data, tcfg, int(cfg["seed"]), device, dist_info)
     # Models on cached features are small: one thread per process beats several spinning ones.
     with cpu_threads(device, 1):
-        return _fit(cfg, data, work_dir, device, dist_info, resume)
+        return _fit(cfg, data, task, work_dir, device, dist_info, resume)
 
 
-def _fit(
-    cfg: dict, data: ClipData, work_dir: Path, device: torch.device, dist_info: DistInfo, resume
-) -> Path:
+def _fit(cfg, data, task: TrainTask, work_dir: Path, device, dist_info: DistInfo, resume) -> Path:
     tcfg = TrainConfig.from_dict(cfg["train"])
     seed = int(cfg["seed"])
-    torch.manual_seed(seed)
-    model = build_model(cfg["model"], data.store.feature_dim, len(data.class_names))
-    set_feature_statistics(model, *feature_statistics(data.store, data.splits["train"]["video"]))
-    model.to(device)
-    dataset = FeatureClipDataset(data.store, data.splits["train"], tcfg.crop_ratio, seed)
-    sampler = EpochSampler(
-        dataset.labels, tcfg.balanced_sampling, seed, dist_info.rank, dist_info.world_size
-    )
-    loader = DataLoader(
-        dataset,
-        batch_size=tcfg.batch_size,
-        sampler=sampler,
-        collate_fn=collate_clips,
-        num_workers=tcfg.num_workers,
-        pin_memory=device.type == "cuda",
-        drop_last=len(sampler) > tcfg.batch_size,
-    )
-    optimizer = torch.optim.AdamW(parameter_groups(model, tcfg.weight_decay), lr=tcfg.lr)
-    steps = len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(tcfg.epochs * steps, int(tcfg.warmup_epochs * steps))
-    )
+    model, loader, optimizer, scheduler = _setup(cfg, data, task, tcfg, device)
     start_epoch, best = 1, Best()
     if resume:
-        start_epoch, best = _resume(resume, data, model, optimizer, scheduler, device)
-
-    trained = DistributedDataParallel(model) if dist_info.enabled else model
-    has_val = "val" in data.splits and len(data.splits["val"]) > 0
+        start_epoch, best = _resume(resume, data, task, model, optimizer, scheduler, device)
+    trained = (
+        DistributedDataParallel(model, find_unused_parameters=task.find_unused_parameters)
+        if dist_info.enabled
+        else model
+    )
     meta = {
         "config": cfg,
         "class_names": list(data.class_names),
         "encoder_identity": data.encoder_identity,
         "feature_dim": data.store.feature_dim,
+        "task": task.name,
     }
     writer = tensorboard_writer(work_dir) if dist_info.is_main else None
     for epoch in range(start_epoch, tcfg.epochs + 1):
         started = time.perf_counter()
         torch.manual_seed(epoch_seed(seed, epoch, dist_info.rank))
-        sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
+        task.sampler.set_epoch(epoch)
+        task.dataset.set_epoch(epoch)
+        description = f"epoch {epoch}/{tcfg.epochs}"
         row = {"epoch": epoch}
         row |= train_one_epoch(
-            trained,
-            loader,
-            optimizer,
-            scheduler,
-            device,
-            tcfg,
-            f"epoch {epoch}/{tcfg.epochs}",
-            dist_info,
+            trained, task, loader, optimizer, scheduler, device, tcfg, description, dist_info
         )
-        val = (
-            evaluate(model, data, "val", None, device, tcfg.batch_size, dist_info)
-            if has_val
-            else {"loss": math.nan, "mean_class_accuracy": math.nan, "top1": math.nan}
-        )
-        row |= {
-            "val_loss": val["loss"],
-            "val_mean_class_accuracy": val["mean_class_accuracy"],
-            "val_top1": val["top1"],
-            "lr": scheduler.get_last_lr()[0],
-            "seconds": time.perf_counter() - started,
-        }
+        val = task.validate(model) if task.validate else {}
+        row |= {key: math.nan for key in task.log_columns if key.startswith("val_")}
+        row |= {f"val_{key}": val[key] for key in val if f"val_{key}" in task.log_columns}
+        row |= {"lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
         # without a validation split the last epoch is the one kept
-        improved = best.update(
-            *((val["mean_class_accuracy"], val["loss"]) if has_val else (float(epoch), 0.0))
-        )
+        improved = best.update(*((val[task.metric], val["loss"]) if val else (float(epoch), 0.0)))
         if dist_info.is_main:
             state = {
                 **meta,
@@ -272,13 +308,38 @@ def _fit(
                 "best_metric": best.metric,
                 "best_loss": best.loss,
             }
-            finish_epoch(work_dir, state, row, improved and has_val, improved, writer)
+            finish_epoch(
+                work_dir, state, row, improved and bool(val), improved, writer, task.log_columns
+            )
     if writer is not None:
         writer.close()
     return work_dir / "best.pth"
 
 
-def _resume(resume, data, model, optimizer, scheduler, device) -> tuple[int, Best]:
+def _setup(cfg: dict, data, task: TrainTask, tcfg: TrainConfig, device: torch.device):
+    """The model (feature statistics of the training videos set), loader, optimizer, schedule."""
+    torch.manual_seed(int(cfg["seed"]))
+    model = build_model(cfg["model"], data.store.feature_dim, len(data.class_names))
+    set_feature_statistics(model, *feature_statistics(data.store, task.train_videos))
+    model.to(device)
+    loader = DataLoader(
+        task.dataset,
+        batch_size=tcfg.batch_size,
+        sampler=task.sampler,
+        collate_fn=task.collate,
+        num_workers=tcfg.num_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=len(task.sampler) > tcfg.batch_size,
+    )
+    optimizer = torch.optim.AdamW(parameter_groups(model, tcfg.weight_decay), lr=tcfg.lr)
+    steps = len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(tcfg.epochs * steps, int(tcfg.warmup_epochs * steps))
+    )
+    return model, loader, optimizer, scheduler
+
+
+def _resume(resume, data, task: TrainTask, model, optimizer, scheduler, device) -> tuple[int, Best]:
     _, ckpt = load_model(
         resume,
         class_names=data.class_names,
@@ -286,6 +347,11 @@ def _resume(resume, data, model, optimizer, scheduler, device) -> tuple[int, Bes
         feature_dim=data.store.feature_dim,
         map_location=device,
     )
+    if ckpt.get("task", "clip") != task.name:
+        raise CheckpointError(
+            f"{resume}: a {ckpt.get('task', 'clip')} checkpoint cannot resume {task.name} "
+            "training; resume from the last.pth of a run with this config"
+        )
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -294,23 +360,25 @@ def _resume(resume, data, model, optimizer, scheduler, device) -> tuple[int, Bes
 
 
 def finish_epoch(
-    work_dir: Path, state: dict, row: dict, mark_best: bool, save_best: bool, writer
+    work_dir: Path,
+    state: dict,
+    row: dict,
+    mark_best: bool,
+    save_best: bool,
+    writer,
+    columns: tuple[str, ...] = LOG_COLUMNS,
 ) -> None:
     """Write last.pth (and best.pth when this epoch is the best), the log row and the epoch line."""
     save_checkpoint(work_dir / "last.pth", **state)
     if save_best:
         save_checkpoint(work_dir / "best.pth", **state)
-    append_log(work_dir / "log.csv", row, writer)
-    epochs = state["config"]["train"]["epochs"]
+    append_log(work_dir / "log.csv", row, writer, columns)
+    numbers = "  ".join(f"{key} {row[key]:.4f}" for key in columns if key not in UNSHOWN_COLUMNS)
     logger.info(
-        "epoch %d/%d  loss %.4f  train top1 %.3f  val loss %.4f  val mCA %.3f  val top1 %.3f%s",
+        "epoch %d/%d  %s%s",
         row["epoch"],
-        epochs,
-        row["train_loss"],
-        row["train_top1"],
-        row["val_loss"],
-        row["val_mean_class_accuracy"],
-        row["val_top1"],
+        state["config"]["train"]["epochs"],
+        numbers,
         "  (best)" if mark_best else "",
     )
 
@@ -330,6 +398,23 @@ def append_log(path: Path, row: dict, writer=None, columns: tuple[str, ...] = LO
         for key, value in row.items():
             if key != "epoch" and not (isinstance(value, float) and math.isnan(value)):
                 writer.add_scalar(key, value, row["epoch"])
+
+
+def prepare_work_dir(
+    cfg: dict, work_dir: Path, resume: str | None, dist_info: DistInfo = SINGLE_PROCESS
+) -> str | None:
+    """Create ``work_dir`` with a copy of the config (rank 0); returns the checkpoint to resume
+    from, ``resume='auto'`` meaning the work dir's last.pth when there is one."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if dist_info.is_main:
+        dump_config(cfg, work_dir / f"{cfg['_config_name']}.py")
+    if resume != "auto":
+        return resume
+    last = work_dir / "last.pth"
+    if not last.exists():
+        logger.info("no last.pth in %s: starting from scratch", work_dir)
+        return None
+    return str(last)
 
 
 def tensorboard_writer(work_dir: Path):
