@@ -21,7 +21,7 @@ CRT_VARIANTS = [
     for cell, read, head in itertools.product(
         ("gru", "ncgru"), ("token", "mean"), ("memory", "memory+mean")
     )
-]
+] + [dict(positions="rotary", memory_cell="ncgru")]
 
 
 def test_registry_lists_all_types():
@@ -189,11 +189,13 @@ def order_accuracy(cfg: dict, seed: int = 0, steps: int = 150, batch_size: int =
     [
         ({"type": "crt"}, True),
         ({"type": "crt", "memory_cell": "ncgru"}, True),
+        ({"type": "crt", "positions": "rotary"}, True),
         ({"type": "full"}, True),
+        ({"type": "full", "positions": "rotary", "embed_norm": True, "pool": "max"}, True),
         ({"type": "segment"}, False),
         ({"type": "meanpool"}, False),
     ],
-    ids=["crt-gru", "crt-ncgru", "full", "segment", "meanpool"],
+    ids=["crt-gru", "crt-ncgru", "crt-rotary", "full", "full-rotary-max", "segment", "meanpool"],
 )
 def test_only_models_that_see_across_segments_learn_the_order_of_distant_events(
     cfg, learns, one_thread

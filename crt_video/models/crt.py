@@ -18,9 +18,10 @@ from crt_video.errors import ConfigError
 from crt_video.models.baselines import SegmentConfig
 from crt_video.models.memory_cells import MEMORY_CELLS, MaskedCell
 from crt_video.models.registry import register_model
-from crt_video.models.transformer import Encoder, SegmentEmbedding, valid_mask
+from crt_video.models.transformer import Encoder, SegmentEmbedding, rotary_tables, valid_mask
 
 MEMORY_READS = ("token", "mean")
+SEGMENT_POSITIONS = ("learned", "rotary")
 HEADS = ("memory", "memory+mean")
 
 
@@ -31,10 +32,14 @@ class CRTConfig(SegmentConfig):
     head: str = "memory"
     truncate_every: int | None = None
     memory_gate_bias: float | None = None
+    # How frames know their place in the segment: a learned embedding added to each, or rotary
+    # queries and keys (the memory token at place 0), which make attention see offsets only.
+    positions: str = "learned"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for key, choices in (
+            ("positions", SEGMENT_POSITIONS),
             ("memory_cell", tuple(MEMORY_CELLS)),
             ("memory_read", MEMORY_READS),
             ("head", HEADS),
@@ -67,7 +72,11 @@ class CRT(nn.Module):
         self.segment_len = cfg.segment_len
         self.memory_read = cfg.memory_read
         self.truncate_every = cfg.truncate_every
-        self.embed = SegmentEmbedding(in_dim, cfg.d_model, cfg.segment_len, cfg.embed_norm)
+        self.rotary = cfg.positions == "rotary"
+        self.head_dim = cfg.d_model // cfg.heads
+        self.embed = SegmentEmbedding(
+            in_dim, cfg.d_model, cfg.segment_len, cfg.embed_norm, learned_positions=not self.rotary
+        )
         self.memory_init = nn.Parameter(torch.empty(cfg.d_model))
         self.memory_type = nn.Parameter(torch.empty(cfg.d_model))
         nn.init.trunc_normal_(self.memory_init, std=0.02)
@@ -125,7 +134,10 @@ class CRT(nn.Module):
         tokens = torch.cat([(state.memory + self.memory_type)[:, None], self.embed(segment)], dim=1)
         # The memory token is always a valid key, so fully padded segments stay finite.
         key_mask = torch.cat([frame_mask.new_ones(batch_size, 1), frame_mask], dim=1)
-        return self.encoder(tokens, key_mask), frame_mask, lengths
+        rotary = None
+        if self.rotary:
+            rotary = rotary_tables(tokens.shape[1], self.head_dim, tokens.device, torch.float32)
+        return self.encoder(tokens, key_mask, rotary), frame_mask, lengths
 
     def _update_memory(
         self, state: CRTState, out: torch.Tensor, frame_mask: torch.Tensor, lengths: torch.Tensor

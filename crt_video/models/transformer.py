@@ -182,21 +182,29 @@ def set_feature_statistics(model: nn.Module, mean: torch.Tensor, std: torch.Tens
 
 
 class SegmentEmbedding(nn.Module):
-    """Frame features to width d, plus a learned embedding of the position inside the segment."""
+    """Frame features to width d, plus a learned embedding of the position inside the segment
+    (unless ``learned_positions`` is off: rotary attention then carries where frames are)."""
 
     def __init__(
-        self, in_dim: int, d_model: int, segment_len: int, normalize: bool = False
+        self,
+        in_dim: int,
+        d_model: int,
+        segment_len: int,
+        normalize: bool = False,
+        learned_positions: bool = True,
     ) -> None:
         super().__init__()
         self.norm = FeatureNorm(in_dim)
         self.proj = nn.Linear(in_dim, d_model)
         self.normalize = normalize
-        self.pos = nn.Parameter(torch.empty(segment_len, d_model))
-        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.pos = None
+        if learned_positions:
+            self.pos = nn.Parameter(torch.empty(segment_len, d_model))
+            nn.init.trunc_normal_(self.pos, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., s, in_dim] with s <= segment_len -> [..., s, d]."""
         x = self.proj(self.norm(x))
         if self.normalize:
             x = F.layer_norm(x, x.shape[-1:])
-        return x + self.pos[: x.shape[-2]]
+        return x if self.pos is None else x + self.pos[: x.shape[-2]]
