@@ -31,6 +31,7 @@ class CRTConfig(SegmentConfig):
     head: str = "memory"
     truncate_every: int | None = None
     memory_gate_bias: float | None = None
+    frame_memory: bool = False  # dense only: add the carried memory to every frame's output
 
     def __post_init__(self) -> None:
         super().__post_init__()
