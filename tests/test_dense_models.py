@@ -22,9 +22,11 @@ def test_dense_models_give_one_row_of_class_logits_per_frame(kind):
     torch.testing.assert_close(alone, padded[:, :6], atol=1e-5, rtol=1e-5)
 
 
-def test_dense_crt_is_online_and_carries_the_past():
+@pytest.mark.parametrize("frame_memory", [False, True])
+def test_dense_crt_is_online_and_carries_the_past(frame_memory):
     torch.manual_seed(0)
-    model = build_model(dict(SMALL, type="crt"), in_dim=8, num_classes=3).double().eval()
+    cfg = dict(SMALL, type="crt", frame_memory=frame_memory)
+    model = build_model(cfg, in_dim=8, num_classes=3).double().eval()
     x = torch.randn(1, 16, 8, dtype=torch.double)
     logits = model(x, torch.tensor([16]))
     changed_future = x.clone()
@@ -36,8 +38,10 @@ def test_dense_crt_is_online_and_carries_the_past():
     assert not torch.allclose(model(changed_past, torch.tensor([16]))[:, 12:], logits[:, 12:])
 
 
-def test_dense_crt_streaming_steps_match_the_batched_forward():
-    model = build_model(dict(SMALL, type="crt"), in_dim=8, num_classes=3).double().eval()
+@pytest.mark.parametrize("frame_memory", [False, True])
+def test_dense_crt_streaming_steps_match_the_batched_forward(frame_memory):
+    cfg = dict(SMALL, type="crt", frame_memory=frame_memory)
+    model = build_model(cfg, in_dim=8, num_classes=3).double().eval()
     x = torch.randn(1, 10, 8, dtype=torch.double)
     state, rows = model.init_state(1), []
     for segment in x.split(4, dim=1):

@@ -35,6 +35,9 @@ FPS = 10
 SIZE = (48, 64)  # height, width
 LAMP_ROWS = 6
 LAMP_LEVEL = 230
+# Share of videos with a disk. Above one half so that more disks precede squares (the memory's
+# training signal), yet the squares of disk-free videos keep Square about as frequent.
+DISK_PROBABILITY = 0.6
 # Subject groups in turn: most videos train, then test, then validation.
 _GROUP_CYCLE = ("train", "test", "train", "val", "train", "test", "train")
 
@@ -110,7 +113,7 @@ def render_video(seconds: float, rng: np.random.Generator) -> tuple[np.ndarray, 
     video[:] = rng.integers(*_BACKGROUND_LEVELS, size=3, dtype=np.uint8)
     actions = []
     crossings = _crossing_times(seconds, rng)
-    disk = int(rng.integers(len(crossings) // 3)) if rng.random() < 0.5 else None
+    disk = int(rng.integers(len(crossings) // 3)) if rng.random() < DISK_PROBABILITY else None
     for index, (start, duration) in enumerate(crossings):
         shape = "disk" if index == disk else "square"
         draw_crossing(video, shape, start, duration, FPS, rng)

@@ -35,6 +35,7 @@ class CRTConfig(SegmentConfig):
     # How frames know their place in the segment: a learned embedding added to each, or rotary
     # queries and keys (the memory token at place 0), which make attention see offsets only.
     positions: str = "learned"
+    frame_memory: bool = False  # dense only: add the carried memory to every frame's output
 
     def __post_init__(self) -> None:
         super().__post_init__()

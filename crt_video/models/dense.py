@@ -33,6 +33,7 @@ class DenseCRT(CRT):
         super().__init__(in_dim, num_classes, cfg)
         # One frame output per row: the clip head's memory+mean width does not apply.
         self.head = nn.Linear(cfg.d_model, num_classes)
+        self.frame_memory = cfg.frame_memory
 
     def step(
         self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None = None
@@ -44,7 +45,13 @@ class DenseCRT(CRT):
                 f"segment_len={self.segment_len} per step"
             )
         out, frame_mask, lengths = self._encode_segment(segment, state, lengths)
-        logits = self.head(self.norm(out[:, 1:]))
+        frames = out[:, 1:]
+        if self.frame_memory:
+            # A direct path from the past to every frame's logits: on the TSU demo a linear
+            # read of the memory told the two square classes apart better than the frames'
+            # attention to the memory token did.
+            frames = frames + state.memory[:, None]
+        logits = self.head(self.norm(frames))
         return logits, self._update_memory(state, out, frame_mask, lengths)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

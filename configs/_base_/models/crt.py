@@ -21,6 +21,7 @@ model = dict(
     head="memory",  # classify from the final memory ('memory') or memory + mean of frame outputs
     truncate_every=None,  # cut gradients every k segments; None: backpropagate through the clip
     memory_gate_bias=None,  # initial update-gate bias (e.g. 2: keep 88% per segment); None: torch's init
+    frame_memory=False,  # dense crt: also feed the carried memory straight to each frame's head
     embed_norm=False,  # LayerNorm the projected frames before adding positions (see the README)
     pool="mean",  # full only: read out the mean of the frame outputs ('mean') or a class token
 )
