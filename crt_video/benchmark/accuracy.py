@@ -118,7 +118,7 @@ FULL_CANDIDATES: dict[str, dict] = {
         "train": {},
     },
 }
-FULL_RECIPE = "rotary, embed norm, max"
+FULL_RECIPE = "rotary, embed norm, mean"
 
 
 def model_variants(num_frames: int, smoke: bool) -> dict[str, dict]:
