@@ -101,10 +101,10 @@ def test_resume_after_interruption(video_dir, clean_run, tmp_path, monkeypatch):
     written: list[str] = []
     original_write = FeatureStore.write
 
-    def write_then_crash(self, video, features, timestamps):
+    def write_then_crash(self, video, *arrays):
         if len(written) == 2:
             raise KeyboardInterrupt
-        original_write(self, video, features, timestamps)
+        original_write(self, video, *arrays)
         written.append(video)
 
     monkeypatch.setattr(FeatureStore, "write", write_then_crash)
@@ -120,6 +120,33 @@ def test_resume_after_interruption(video_dir, clean_run, tmp_path, monkeypatch):
 
     again = extract_on_cpu(video_dir, videos, root)
     assert (again.skipped, again.done) == (5, 0)
+
+
+def test_a_clip_rewritten_under_its_name_is_extracted_again(tmp_path, write_test_video):
+    clips, root = tmp_path / "clips", tmp_path / "store"
+    for name in ("Walk_p01_r00_v01_c01.mp4", "Walk_p02_r00_v01_c01.mp4"):
+        write_test_video(clips / name, seconds=1.0, fps=12, size=(48, 64))
+    videos = videos_in(clips)
+    assert extract_on_cpu(clips, videos, root, progress=False).done == 2
+    rewritten, unchanged = videos
+    unchanged_file = FeatureStore.open(root).path(unchanged)
+    unchanged_stamp = unchanged_file.stat().st_mtime_ns
+
+    write_test_video(clips / rewritten, seconds=2.0, fps=12, size=(48, 64))
+    summary = extract_on_cpu(clips, videos, root, progress=False)
+    assert (summary.done, summary.changed, summary.skipped) == (1, 1, 1)
+    features, timestamps = FeatureStore.open(root).load(rewritten)
+    np.testing.assert_array_equal(timestamps, read_frames(clips / rewritten, 4.0).timestamps)
+    assert len(features) == 8  # 2 s at 4 fps, where the old clip had 4 frames
+    assert unchanged_file.stat().st_mtime_ns == unchanged_stamp
+
+    again = extract_on_cpu(clips, videos, root, progress=False)
+    assert (again.done, again.changed, again.skipped) == (0, 0, 2)
+
+    (clips / rewritten).write_bytes(b"not a video")
+    broken = extract_on_cpu(clips, videos, root, progress=False)
+    assert (broken.failed, broken.changed) == (1, 1)
+    assert not FeatureStore.open(root).has(rewritten)  # its old features are not used instead
 
 
 def test_features_of_another_encoder_are_refused(video_dir, tmp_path):

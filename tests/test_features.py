@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 
-from crt_video.data.features import FeatureStore
+from crt_video.data.features import FeatureStore, source_fingerprint
 from crt_video.errors import DatasetError, FeatureMismatchError
 
 MANIFEST = {
@@ -70,6 +70,22 @@ def test_clips_without_manifest_are_refused(tmp_path):
     (tmp_path / "manifest.json").unlink()
     with pytest.raises(FeatureMismatchError, match="no manifest.json"):
         FeatureStore.create_or_open(tmp_path, MANIFEST)
+
+
+def test_only_a_recorded_source_that_differs_makes_a_clip_stale(tmp_path):
+    store = FeatureStore.create_or_open(tmp_path / "store", MANIFEST)
+    video = tmp_path / "Walk_p03_r01_v16_c06.mp4"
+    video.write_bytes(b"first version")
+    features, timestamps = np.zeros((2, 8), np.float32), np.arange(2) / 4.0
+    store.write("recorded.mp4", features, timestamps, source_fingerprint(video))
+    store.write("unrecorded.mp4", features, timestamps)  # a cache from before sources
+    assert store.is_current("recorded.mp4", video) and store.is_current("unrecorded.mp4", video)
+    assert not store.is_current("absent.mp4", video)
+
+    video.write_bytes(b"second, longer version")
+    assert not store.is_current("recorded.mp4", video)
+    assert store.is_current("unrecorded.mp4", video)
+    assert store.load("recorded.mp4")[0].shape == (2, 8)
 
 
 def test_failures_list(tmp_path):

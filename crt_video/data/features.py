@@ -3,12 +3,14 @@
 Layout::
 
     <root>/manifest.json          encoder identity, sampling, decode size, feature dim, versions
-    <root>/clips/<video>.npz      features float16 [T, D], timestamps float64 [T] (seconds)
+    <root>/clips/<video>.npz      features float16 [T, D], timestamps float64 [T] (seconds),
+                                  source int64 [2]: size and mtime_ns of the video file read
     <root>/failures.csv           video,reason for clips the last extraction could not decode
 
 Every file is written atomically, so a clip file that exists is complete. Opening a store with
 a manifest that differs in anything that changes the features is refused; library versions are
-recorded for reference only.
+recorded for reference only. A clip whose video file no longer matches its recorded source
+(replaced or regenerated under the same name) is not current and is extracted again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -28,6 +31,13 @@ FAILURES_FILE = "failures.csv"
 CLIPS_DIR = "clips"
 # Manifest entries that must agree for features to be mixed; everything else is informational.
 IDENTITY_KEYS = ("format", "encoder", "sampling", "decode_size", "feature_dim")
+SOURCE_KEY = "source"
+
+
+def source_fingerprint(video_path: str | os.PathLike) -> np.ndarray:
+    """int64 [size, mtime_ns] of a video file: any rewrite under the same name changes it."""
+    stat = os.stat(video_path)
+    return np.array([stat.st_size, stat.st_mtime_ns], dtype=np.int64)
 
 
 class FeatureStore:
@@ -73,6 +83,29 @@ class FeatureStore:
     def has(self, video: str) -> bool:
         return self.path(video).is_file()
 
+    def is_current(self, video: str, video_path: str | os.PathLike) -> bool:
+        """Whether the stored features of ``video`` were made from the file now at ``video_path``.
+
+        Clips stored without a source (older caches) and sources that are gone count as current:
+        only a recorded fingerprint that differs proves the features stale. Reads the small
+        source entry only, never the features.
+        """
+        path = self.path(video)
+        if not path.is_file():
+            return False
+        with np.load(path, allow_pickle=False) as data:
+            if SOURCE_KEY not in data.files:
+                return True
+            recorded = data[SOURCE_KEY]
+        try:
+            return np.array_equal(recorded, source_fingerprint(video_path))
+        except FileNotFoundError:
+            return True
+
+    def discard(self, video: str) -> None:
+        """Forget ``video``'s features (a changed clip that could not be extracted again)."""
+        self.path(video).unlink(missing_ok=True)
+
     def load(self, video: str) -> tuple[np.ndarray, np.ndarray]:
         """(features float16 [T, D], timestamps float64 [T])."""
         path = self.path(video)
@@ -84,7 +117,14 @@ class FeatureStore:
         with np.load(path, allow_pickle=False) as data:
             return data["features"], data["timestamps"]
 
-    def write(self, video: str, features: np.ndarray, timestamps: np.ndarray) -> None:
+    def write(
+        self,
+        video: str,
+        features: np.ndarray,
+        timestamps: np.ndarray,
+        source: np.ndarray | None = None,
+    ) -> None:
+        """Store a clip; ``source`` is the :func:`source_fingerprint` of the file it was read from."""
         if features.ndim != 2 or features.shape[1] != self.feature_dim:
             raise ValueError(
                 f"features of {video} are {features.shape}, not [T, {self.feature_dim}]"
@@ -93,12 +133,14 @@ class FeatureStore:
             raise ValueError(
                 f"{video}: {len(features)} feature rows but {len(timestamps)} timestamps"
             )
+        arrays = {
+            "features": np.asarray(features, dtype=np.float16),
+            "timestamps": np.asarray(timestamps, dtype=np.float64),
+        }
+        if source is not None:
+            arrays[SOURCE_KEY] = np.asarray(source, dtype=np.int64)
         with atomic_write(self.path(video)) as f:
-            np.savez(
-                f,
-                features=np.asarray(features, dtype=np.float16),
-                timestamps=np.asarray(timestamps, dtype=np.float64),
-            )
+            np.savez(f, **arrays)
 
     def read_failures(self) -> list[tuple[str, str]]:
         path = self.root / FAILURES_FILE

@@ -4,7 +4,8 @@ DataLoader worker processes decode whole clips and resize them to the encoder's 
 the main process encodes fixed-size batches that span clip boundaries (no short batch at the end
 of every clip) and writes each clip as soon as its last frame is encoded; on CUDA one batch is in
 flight while the next is packed. Clips already in the store are skipped, so an interrupted run
-resumes where it stopped. Under torchrun every rank takes a disjoint share of the remaining clips
+resumes where it stopped; a clip whose video file changed since (same name, other size or
+modification time) is extracted again. Under torchrun every rank takes a disjoint share of the remaining clips
 and writes into the same store.
 """
 
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from crt_video import __version__
 from crt_video.config import config_hash, resolve_cache_dir
-from crt_video.data.features import FeatureStore
+from crt_video.data.features import FeatureStore, source_fingerprint
 from crt_video.data.video import RESIZE_METHOD, SamplingConfig, read_frames
 from crt_video.engine.distributed import (
     SINGLE_PROCESS,
@@ -52,6 +53,7 @@ RECORDED_PACKAGES = ("torch", "timm", "decord", "av", "numpy")
 class ExtractionSummary:
     done: int = 0
     skipped: int = 0
+    changed: int = 0  # clips extracted again because their video file changed
     failed: int = 0
     frames: int = 0
     seconds: float = 0.0
@@ -61,6 +63,7 @@ class ExtractionSummary:
         rate = self.frames / self.seconds if self.seconds > 0 else 0.0
         return (
             f"{self.done} clip(s) extracted ({self.frames} frames, {rate:.1f} frames/s), "
+            f"{self.changed} of them again because their video changed, "
             f"{self.skipped} already done, {self.failed} failed, in {self.seconds:.1f} s"
         )
 
@@ -146,16 +149,18 @@ def extract_features(
         encoder = build_encoder(encoder_cfg)
     encoder = encoder.to(device)
     store = FeatureStore.create_or_open(store_root, feature_manifest(encoder, sampling))
-    todo = [video for video in videos if not store.has(video)]
+    todo = [video for video in videos if not store.is_current(video, Path(video_dir) / video)]
+    changed = sum(store.has(video) for video in todo)
     # Every rank must list the remaining clips before any rank writes one.
     barrier()
     shard = todo[dist_info.rank :: dist_info.world_size]
     if dist_info.is_main and todo:
         logger.info(
-            "extracting %d clip(s) into %s (%d already done)",
+            "extracting %d clip(s) into %s (%d already done, %d again because their video changed)",
             len(todo),
             store.root,
             len(videos) - len(todo),
+            changed,
         )
     bar = progress_bar(
         total=len(shard),
@@ -181,6 +186,7 @@ def extract_features(
     summary = ExtractionSummary(
         done=sum(rank_done for rank_done, _, _ in per_rank),
         skipped=len(videos) - len(todo),
+        changed=changed,
         failed=len(all_failures),
         frames=sum(rank_frames for _, rank_frames, _ in per_rank),
         seconds=time.perf_counter() - start,
@@ -226,6 +232,8 @@ class ClipDecoder(Dataset):
     def __getitem__(self, index: int) -> DecodedClip:
         video = self.videos[index]
         try:
+            # Taken before reading: a file rewritten meanwhile then no longer matches next run.
+            source = source_fingerprint(self.video_dir / video)
             clip = read_frames(
                 self.video_dir / video,
                 self.fps,
@@ -239,7 +247,8 @@ class ClipDecoder(Dataset):
             return DecodedClip(index, video, error=f"{type(err).__name__}: {err}")
         if len(clip.frames) == 0:
             return DecodedClip(index, video, error="no frames sampled")
-        return DecodedClip(index, video, clip.frames, np.asarray(clip.timestamps, np.float64))
+        timestamps = np.asarray(clip.timestamps, np.float64)
+        return DecodedClip(index, video, clip.frames, timestamps, source)
 
 
 @dataclass
@@ -248,6 +257,7 @@ class DecodedClip:
     video: str
     frames: torch.Tensor | None = None
     timestamps: np.ndarray | None = None
+    source: np.ndarray | None = None
     error: str | None = None
 
 
@@ -283,9 +293,10 @@ def _extract_shard(
     started = time.perf_counter()
     counts = {"clips": 0, "frames": 0}
     failures: list[tuple[str, str]] = []
+    sources: dict[str, np.ndarray] = {}
 
     def finish(video: str, features: np.ndarray, timestamps: np.ndarray) -> None:
-        store.write(video, features, timestamps)
+        store.write(video, features, timestamps, sources.pop(video))
         counts["clips"] += 1
         counts["frames"] += len(features)
         elapsed = max(time.perf_counter() - started, 1e-9)
@@ -300,6 +311,7 @@ def _extract_shard(
 
     def fail(video: str, reason: str) -> None:
         logger.warning("skipping %s: %s", video_dir / video, reason)
+        store.discard(video)  # features of the clip's previous version must not stay in use
         failures.append((video, reason))
         bar.update()
 
@@ -330,6 +342,7 @@ def _extract_shard(
             if item.error is not None:
                 fail(item.video, item.error)
             else:
+                sources[item.video] = item.source
                 packer.add(item.video, item.frames, item.timestamps)
         del clips  # shuts the workers down (and kills a hung one) before the next loader starts
     packer.flush()
