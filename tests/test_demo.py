@@ -10,7 +10,8 @@ from crt_video.data.annotations import build_annotations
 from crt_video.data.demo import DEMO_CLASSES, make_event_order_dataset
 from crt_video.data.smarthome import CLASSES_19, CS_SUBJECTS, PROTOCOLS, parse_clip_name
 from crt_video.data.video import probe_video, read_frames
-from crt_video.errors import ConfigError
+from crt_video.engine.pipeline import resolve_data_root
+from crt_video.errors import ConfigError, DatasetError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DISK_AREA_LIMIT = 2500  # pixels at 160x120: disks stay below, squares above
@@ -98,3 +99,17 @@ def test_cli(tmp_path):
         [*command, "--num-clips", "0"], cwd=REPO_ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode == 2 and result.stderr.startswith("error: num_clips")
+
+
+def test_clip_demo_made_with_other_settings_is_a_one_line_error(tmp_path):
+    cfg = {"data_root": str(tmp_path / "demo"), "demo": {"seed": 0, "num_clips": 4}}
+    root = resolve_data_root(cfg)
+    assert len(list(root.glob("*.mp4"))) == 4
+    cfg["demo"] = {"seed": 0, "num_clips": 5}
+    with pytest.raises(DatasetError, match="generated with demo settings") as err:
+        resolve_data_root(cfg)
+    assert "'num_clips': 4" in str(err.value) and "'num_clips': 5" in str(err.value)
+    assert "\n" not in str(err.value)
+
+    (root / "demo.json").unlink()  # a set generated before settings were recorded
+    assert resolve_data_root(cfg) == root

@@ -11,6 +11,7 @@ so even a frozen, randomly initialised image encoder tells them apart.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -21,8 +22,8 @@ import av
 import numpy as np
 
 from crt_video.data.smarthome import CLASSES_19, CS_SUBJECTS, ClipName
-from crt_video.errors import ConfigError
-from crt_video.utils.io import atomic_write
+from crt_video.errors import ConfigError, DatasetError
+from crt_video.utils.io import atomic_write, atomic_write_json
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
 
@@ -38,6 +39,9 @@ DEMO_CLASSES: dict[str, tuple[str, ...]] = {
 # The classes whose two events are different objects: they differ only in order.
 ORDER_CLASSES = {name: shapes for name, shapes in DEMO_CLASSES.items() if len(set(shapes)) == 2}
 DEMO_NUM_CLIPS = 400
+# Bumped whenever the generator draws other clips for the same settings, so old sets are refused.
+DEMO_GENERATOR_VERSION = 1
+SETTINGS_FILE = "demo.json"
 
 # The first three clips of every class land in train, val and test of every protocol:
 # cameras 1, 5, 2 are the cross-view train, val and test cameras, and the subject groups
@@ -224,3 +228,35 @@ def make_demo_dataset(
     return make_event_order_dataset(
         out_dir, seed, DEMO_NUM_CLIPS if num_clips is None else num_clips
     )
+
+
+def demo_settings(demo_cfg: dict) -> dict:
+    """What a config's ``demo`` section generates with (defaults filled in), as recorded."""
+    num_clips = demo_cfg.get("num_clips")
+    return {
+        "generator": DEMO_GENERATOR_VERSION,
+        "seed": int(demo_cfg.get("seed", 0)),
+        "num_clips": DEMO_NUM_CLIPS if num_clips is None else int(num_clips),
+    }
+
+
+def check_demo_settings(record: Path, settings: dict, remedy: str) -> None:
+    """Refuse a generated set whose ``record`` holds other settings than ``settings``.
+
+    A set without a record (generated before records were kept) is accepted as it is.
+    """
+    if not record.is_file():
+        return
+    recorded = json.loads(record.read_text())
+    wanted = json.loads(json.dumps(settings))
+    if recorded != wanted:
+        raise DatasetError(
+            f"{record.parent} was generated with demo settings {recorded}, the config has "
+            f"{wanted}; {remedy}"
+        )
+
+
+def record_demo_settings(record: Path, settings: dict, remedy: str) -> None:
+    """Check ``settings`` against a record left by an interrupted run, then record them."""
+    check_demo_settings(record, settings, remedy)
+    atomic_write_json(record, settings)

@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from crt_video.data.demo import _BACKGROUND_LEVELS, _write_mp4, draw_crossing
+from crt_video.data.demo import (
+    _BACKGROUND_LEVELS,
+    _write_mp4,
+    check_demo_settings,
+    draw_crossing,
+    record_demo_settings,
+)
 from crt_video.data.tsu import SUBSETS, TSU_CS_SUBJECTS, TSU_VAL_SUBJECTS, VideoName
 from crt_video.errors import ConfigError
 from crt_video.utils.io import atomic_write_text
@@ -38,26 +44,50 @@ LAMP_LEVEL = 230
 # Share of videos with a disk. Above one half so that more disks precede squares (the memory's
 # training signal), yet the squares of disk-free videos keep Square about as frequent.
 DISK_PROBABILITY = 0.6
+# Bumped whenever the generator draws other videos for the same settings, so old sets are refused.
+TSU_DEMO_GENERATOR_VERSION = 1
 # Subject groups in turn: most videos train, then test, then validation.
 _GROUP_CYCLE = ("train", "test", "train", "val", "train", "test", "train")
+
+
+def tsu_demo_settings(
+    seed: int = 0, num_videos: int = 48, min_seconds: float = 120.0, max_seconds: float = 180.0
+) -> dict:
+    """A config's ``demo`` section, checked, with defaults and the generator version filled in."""
+    if num_videos < 3 or not 30 <= min_seconds <= max_seconds:
+        raise ConfigError(
+            f"TSU demo needs num_videos >= 3 and 30 <= min_seconds <= max_seconds, got "
+            f"{num_videos}, {min_seconds}, {max_seconds}"
+        )
+    return {
+        "generator": TSU_DEMO_GENERATOR_VERSION,
+        "seed": int(seed),
+        "num_videos": int(num_videos),
+        "min_seconds": float(min_seconds),
+        "max_seconds": float(max_seconds),
+    }
+
+
+def check_tsu_demo(video_dir: str | os.PathLike, ann_file: str | os.PathLike, **demo) -> None:
+    """Refuse a generated set whose recorded settings differ from ``demo`` (a config's section)."""
+    check_demo_settings(
+        _settings_file(ann_file), tsu_demo_settings(**demo), _remedy(video_dir, ann_file)
+    )
 
 
 def make_tsu_demo(
     video_dir: str | os.PathLike,
     ann_file: str | os.PathLike,
     class_file: str | os.PathLike | None = None,
-    seed: int = 0,
-    num_videos: int = 48,
-    min_seconds: float = 120.0,
-    max_seconds: float = 180.0,
+    **demo,
 ) -> list[Path]:
-    """Write the videos (existing ones are kept, so a rerun resumes), the class file, then the
-    annotation JSON last: its presence means the set is complete."""
-    if num_videos < 3 or not 30 <= min_seconds <= max_seconds:
-        raise ConfigError(
-            f"TSU demo needs num_videos >= 3 and 30 <= min_seconds <= max_seconds, got "
-            f"{num_videos}, {min_seconds}, {max_seconds}"
-        )
+    """Record the settings (``demo``: :func:`tsu_demo_settings`' arguments) beside ``ann_file``,
+    write the videos (existing ones are kept, so a rerun with the same settings resumes), the
+    class file, then the annotation JSON last: its presence means the set is complete."""
+    settings = tsu_demo_settings(**demo)
+    record_demo_settings(_settings_file(ann_file), settings, _remedy(video_dir, ann_file))
+    seed, num_videos = settings["seed"], settings["num_videos"]
+    min_seconds, max_seconds = settings["min_seconds"], settings["max_seconds"]
     video_dir = Path(video_dir)
     names = list(_video_names(num_videos, seed))
     annotations = {}
@@ -87,6 +117,17 @@ def make_tsu_demo(
     }
     atomic_write_text(ann_file, json.dumps(content, indent=1) + "\n")
     return [video_dir / f"{name.stem}.mp4" for name in names]
+
+
+def _settings_file(ann_file: str | os.PathLike) -> Path:
+    return Path(f"{ann_file}.demo.json")
+
+
+def _remedy(video_dir: str | os.PathLike, ann_file: str | os.PathLike) -> str:
+    return (
+        f"delete {video_dir} and {ann_file} to generate it again, "
+        "or point data_root and ann_file elsewhere"
+    )
 
 
 def _video_names(num_videos: int, seed: int) -> Iterator[VideoName]:

@@ -73,13 +73,14 @@ def resolve_tsu_paths(cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> tuple[
     if not cfg.get("data_root") or not cfg.get("ann_file"):
         raise DatasetError("a TSU config needs data_root (the .mp4 folder) and ann_file (the JSON)")
     video_dir, ann_file = Path(cfg["data_root"]).expanduser(), Path(cfg["ann_file"]).expanduser()
-    if cfg.get("demo") is not None and not ann_file.is_file():
-        if dist_info.is_main:
-            from crt_video.data.tsu_demo import make_tsu_demo
+    if cfg.get("demo") is not None:
+        from crt_video.data.tsu_demo import check_tsu_demo, make_tsu_demo
 
+        if not ann_file.is_file() and dist_info.is_main:
             logger.info("generating the TSU demo videos in %s (first use only)", video_dir)
             make_tsu_demo(video_dir, ann_file, cfg.get("class_file"), **cfg["demo"])
         barrier()
+        check_tsu_demo(video_dir, ann_file, **cfg["demo"])
     if not video_dir.is_dir():
         raise DatasetError(
             f"data_root {video_dir} does not exist; put the TSU .mp4 videos there "

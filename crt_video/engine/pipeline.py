@@ -34,10 +34,13 @@ def resolve_data_root(cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
             "data_root is not set; set it in the config or with --cfg-options data_root=DIR"
         )
     root = Path(cfg["data_root"]).expanduser()
-    if cfg.get("demo") is not None and not root.is_dir():
-        if dist_info.is_main:
+    if cfg.get("demo") is not None:
+        from crt_video.data.demo import SETTINGS_FILE, check_demo_settings, demo_settings
+
+        if not root.is_dir() and dist_info.is_main:
             make_demo_data(root, cfg["demo"])
         barrier()
+        check_demo_settings(root / SETTINGS_FILE, demo_settings(cfg["demo"]), _demo_remedy(root))
     if not root.is_dir():
         raise DatasetError(
             f"data_root {root} does not exist; put the Smarthome .mp4 clips there "
@@ -47,17 +50,27 @@ def resolve_data_root(cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
 
 
 def make_demo_data(root: Path, demo_cfg: dict) -> None:
-    """Generate into a scratch folder and rename, so an interrupted run leaves no half dataset."""
-    from crt_video.data.demo import make_demo_dataset
+    """Generate into a scratch folder and rename, so an interrupted run leaves no half dataset;
+    the settings are recorded in the folder, so other settings later are refused."""
+    from crt_video.data.demo import (
+        SETTINGS_FILE,
+        demo_settings,
+        make_demo_dataset,
+        record_demo_settings,
+    )
 
     scratch = root.with_name(root.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
     logger.info("generating the demo dataset in %s (first use only)", root)
-    make_demo_dataset(
-        scratch, seed=int(demo_cfg.get("seed", 0)), num_clips=demo_cfg.get("num_clips")
-    )
+    settings = demo_settings(demo_cfg)
+    make_demo_dataset(scratch, seed=settings["seed"], num_clips=settings["num_clips"])
+    record_demo_settings(scratch / SETTINGS_FILE, settings, _demo_remedy(root))
     root.parent.mkdir(parents=True, exist_ok=True)
     os.replace(scratch, root)
+
+
+def _demo_remedy(root: Path) -> str:
+    return f"delete {root} to generate it again, or set data_root to another folder"
 
 
 def prepare_annotations(cfg: dict, video_dir: Path, dist_info: DistInfo) -> Path:
