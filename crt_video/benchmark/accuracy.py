@@ -490,6 +490,10 @@ def _save(figure: Figure, path: Path) -> None:
         figure.savefig(f, format="png", dpi=120)
 
 
+def _recipe(recipe: dict) -> str:
+    return f"{recipe['lr']:g}, {recipe['epochs']}, {recipe['warmup_epochs']:g}"
+
+
 def _percent(result: dict) -> str:
     low, high = result["interval"]
     return f"{100 * result['mean_class_accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
@@ -548,12 +552,10 @@ def selection_markdown(figures: dict) -> str:
         "|---|---:|---:|---:|---:|---|",
     ]
     for name, result in results.items():
-        recipe = result["recipe"]
         lines.append(
             f"| {name} | {100 * result['val_mean_class_accuracy']:.1f} | "
             f"{result['val_loss']:.3f} | {result['best_epoch']} | "
-            f"{100 * result['train_top1']:.1f} | "
-            f"{recipe['lr']:g}, {recipe['epochs']}, {recipe['warmup_epochs']:g} |"
+            f"{100 * result['train_top1']:.1f} | {_recipe(result['recipe'])} |"
         )
     lines += [
         "",
@@ -582,13 +584,12 @@ def markdown(figures: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, result in results.items():
-        recipe = result["recipe"]
         learned = "" if result["learned"] else " (did not learn)"
         lines.append(
             f"| {name}{learned} | {_percent(result)} | {result['test_clips']} | "
             f"{100 * result['train_top1']:.1f} | {result['gflops_per_clip']:.3f} | "
             f"{result['flops_vs_full']:.2f} | {result['train_seconds']:.0f} | "
-            f"{recipe['lr']:g}, {recipe['epochs']}, {recipe['warmup_epochs']:g} |"
+            f"{_recipe(result['recipe'])} |"
         )
     lines += ["", *verdict(results), "", f"![accuracy vs FLOPs]({PLOT_NAME})", ""]
     gaps = list(next(iter(results.values()))["by_gap"])
