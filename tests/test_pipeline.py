@@ -197,15 +197,26 @@ def test_torchrun_two_cpu_processes_train_and_test(trained):
     assert metrics["num_clips"] == single["num_clips"]  # gathered from both ranks, no duplicates
 
 
-def test_torchrun_test_tool_scores_each_clip_once_and_reports_once(trained):
+def run_test_tool_on_two_ranks(
+    trained: Path, config: str, options: list[str]
+) -> tuple[subprocess.CompletedProcess, dict, dict]:
+    """tools/test.py on the trained run's best.pth under a 2-rank torchrun: (the run, the
+    1-process test metrics, the 2-rank test metrics); the 2-rank report is in ddp_test/test."""
     work = trained / "ddp_test"
     result = run_two_ranks(
-        "tools/test.py", "configs/demo.py", str(trained / "work" / "best.pth"),
-        "--work-dir", str(work), "--device", "cpu", "--cfg-options", *tiny_options(trained),
+        "tools/test.py", config, str(trained / "work" / "best.pth"),
+        "--work-dir", str(work), "--device", "cpu", "--cfg-options", *options,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     single = json.loads((trained / "work" / "test" / "metrics.json").read_text())
-    metrics = json.loads((work / "test" / "metrics.json").read_text())
+    return result, single, json.loads((work / "test" / "metrics.json").read_text())
+
+
+def test_torchrun_test_tool_scores_each_clip_once_and_reports_once(trained):
+    work = trained / "ddp_test"
+    result, single, metrics = run_test_tool_on_two_ranks(
+        trained, "configs/demo.py", tiny_options(trained)
+    )
     predictions = pd.read_csv(work / "test" / "predictions.csv")
     assert metrics["num_clips"] == single["num_clips"] == predictions["video"].nunique()
     assert len(predictions) == metrics["num_clips"]

@@ -12,7 +12,7 @@ import pytest
 from crt_video.data.tsu import read_tsu_annotations, split_videos
 from crt_video.engine.checkpoint import load_checkpoint, load_model
 from crt_video.evaluation.detection import read_events
-from tests.test_pipeline import error_line, run_tool, run_two_ranks
+from tests.test_pipeline import error_line, run_test_tool_on_two_ranks, run_tool, run_two_ranks
 
 
 def tsu_options(root: Path, epochs: int = 2) -> list[str]:
@@ -100,14 +100,9 @@ def test_torchrun_two_cpu_processes_train_dense_to_the_files_of_one(trained):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
 def test_torchrun_test_tool_scores_each_dense_video_once_and_reports_once(trained):
-    work = trained / "ddp_test"
-    result = run_two_ranks(
-        "tools/test.py", "configs/tsu_demo.py", str(trained / "work" / "best.pth"),
-        "--work-dir", str(work), "--device", "cpu", "--cfg-options", *tsu_options(trained),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-4000:]
-    single = json.loads((trained / "work" / "test" / "metrics.json").read_text())
-    metrics = json.loads((work / "test" / "metrics.json").read_text())
+    result, single, metrics = run_test_tool_on_two_ranks(
+        trained, "configs/tsu_demo.py", tsu_options(trained)
+    )
     assert metrics["num_videos"] == single["num_videos"]
     assert metrics["frame_map"] == pytest.approx(single["frame_map"])
     assert result.stdout.count("frame-mAP") == 1  # only rank 0 reports
