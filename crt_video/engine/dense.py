@@ -46,6 +46,7 @@ from crt_video.errors import CheckpointError, DatasetError
 from crt_video.evaluation.detection_report import score_detection, write_detection_report
 from crt_video.models import build_model
 from crt_video.models.crt import CRTConfig
+from crt_video.models.transformer import valid_mask
 from crt_video.utils.logging import get_logger
 from crt_video.utils.threads import cpu_threads
 
@@ -196,7 +197,7 @@ def collate_windows(items: list[dict]) -> dict[str, torch.Tensor]:
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy averaged over the valid frames and every class."""
-    mask = (torch.arange(logits.shape[1], device=logits.device)[None] < lengths[:, None]).float()
+    mask = valid_mask(lengths, logits.shape[1]).float()
     loss = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none").mean(-1)
     return (loss * mask).sum() / mask.sum().clamp(min=1)
 

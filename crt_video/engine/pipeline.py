@@ -185,7 +185,6 @@ def run_pipeline(
     build_model(cfg["model"], in_dim=1, num_classes=len(class_names(cfg["protocol"])))
     resume = prepare_work_dir(cfg, work_dir, resume, dist_info)
     data = prepare_data(cfg, dist_info, device=device)
-    torch.manual_seed(int(cfg["seed"]))
     best = train(cfg, data, work_dir, device, dist_info, resume)
     barrier()
     metrics = test_checkpoint(

@@ -259,11 +259,12 @@ def train(
     task = task or clip_task(data, tcfg, int(cfg["seed"]), device, dist_info)
     # Models on cached features are small: one thread per process beats several spinning ones.
     with cpu_threads(device, 1):
-        return _fit(cfg, data, task, work_dir, device, dist_info, resume)
+        return _fit(cfg, tcfg, data, task, work_dir, device, dist_info, resume)
 
 
-def _fit(cfg, data, task: TrainTask, work_dir: Path, device, dist_info: DistInfo, resume) -> Path:
-    tcfg = TrainConfig.from_dict(cfg["train"])
+def _fit(
+    cfg, tcfg: TrainConfig, data, task: TrainTask, work_dir: Path, device, dist_info, resume
+) -> Path:
     seed = int(cfg["seed"])
     model, loader, optimizer, scheduler = _setup(cfg, data, task, tcfg, device)
     start_epoch, best = 1, Best()
