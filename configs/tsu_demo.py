@@ -11,14 +11,17 @@ encoder = dict(name="vit_tiny_patch16_224", pretrained=False, kwargs=dict(img_si
 # A disk comes up to 40 segments (160 s) before its squares. An update-gate bias of 4 starts the
 # memory keeping 98% of itself per segment (a time scale of 1 + e^4 = 56 segments, a video's
 # length); torch's init keeps about 50%, and the disk is forgotten within a few segments.
-# frame_memory: the frames read the memory straight, not only through attention to its token.
+# frame_read 'output+memory': the frames read the memory straight, not only through attention
+# to its token.
 model = dict(
     d_model=128,
     depth=1,
     segment_len=16,
+    memory_read="token",
+    positions="learned",
     truncate_every=None,
     memory_gate_bias=4.0,
-    frame_memory=True,
+    frame_read="output+memory",
 )
 dense = dict(window=None, gt_stride=1)
 train = dict(epochs=40, batch_size=2, lr=1e-3, warmup_epochs=2)

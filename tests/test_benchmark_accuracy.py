@@ -1,20 +1,33 @@
 """The accuracy-vs-cost benchmark and the benchmark command's report, on tiny settings."""
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from crt_video.benchmark.accuracy import (
+    ABLATION_GAP_PLOT_NAME,
+    ABLATION_PLOT_NAME,
+    ABLATION_REFERENCE,
     FULL_RECIPE,
     GAP_PLOT_NAME,
     PLOT_NAME,
+    TRANSFORMER,
+    ablation_variants,
+    ablation_verdict,
+    add_arguments,
     bootstrap_interval,
     fold_splits,
     fold_table,
+    model_variants,
     run,
+    xl_verdict,
 )
+from crt_video.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +71,8 @@ def test_smoke_run_trains_real_models_on_real_clips(tmp_path):
     result = run(tmp_path, smoke=True)
     results = result["figures"]["results"]
     full = f"full ({FULL_RECIPE})"
-    assert set(results) == {"crt gru S=T/4", full, "meanpool"}
+    assert set(results) == {"crt gru S=T/4", "xl S=T/4", "gru", full, "meanpool"}
+    assert results["xl S=T/4"]["model"]["segment_len"] == 32 // 4  # smoke clips: 32 frames
     for figures in results.values():
         assert 0.0 <= figures["mean_class_accuracy"] <= 1.0
         low, high = figures["interval"]
@@ -67,8 +81,30 @@ def test_smoke_run_trains_real_models_on_real_clips(tmp_path):
         assert 0.0 <= figures["train_top1"] <= 1.0 and figures["train_seconds"] > 0
         assert set(figures["by_gap"]) == {"0.5", "2"}
     assert results[full]["gflops_per_clip"] > 0 and results[full]["flops_vs_full"] == 1.0
-    assert "| crt gru S=T/4" in result["markdown"] and "gap 0.5" in result["markdown"]
+    report = result["markdown"]
+    assert report.startswith("## Accuracy vs cost (`accuracy`)")
+    for name in ("crt gru S=T/4", "xl S=T/4", "gru"):
+        assert f"| {name}" in report
+    assert "gap 0.5" in report and "Transformer-XL at the same segment lengths" in report
+    assert "Against Transformer-XL at the same segment length:\n- crt gru S=T/4: " in report
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([PLOT_NAME, GAP_PLOT_NAME])
+
+
+def test_ablation_smoke_run_reports_its_own_section_and_plots(tmp_path):
+    result = run(tmp_path, smoke=True, ablations=True)
+    results = result["figures"]["results"]
+    ablation = "crt gru S=T/4, neither (earlier variant)"
+    assert set(results) == {ABLATION_REFERENCE, ablation}
+    assert results[ABLATION_REFERENCE]["flops_vs_reference"] == 1.0
+    assert all(figures["test_clips"] == 24 for figures in results.values())
+    report = result["markdown"]
+    assert report.startswith("## Ablations of CRT (`accuracy --ablations`)")
+    assert f"Against the paper's `{ABLATION_REFERENCE}`" in report
+    assert f"\n- {ablation}: " in report and " at gap 0.5 (" in report
+    assert "Against `full" not in report and "Transformer-XL" not in report
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [ABLATION_PLOT_NAME, ABLATION_GAP_PLOT_NAME]
+    )
 
 
 def test_recipe_search_scores_validation_clips_only(tmp_path):
@@ -93,3 +129,115 @@ def test_benchmark_command_writes_report_json_and_plots_only(tmp_path):
     figures = json.loads((out / "results.json").read_text())
     assert figures["smoke"] is True and "model" in figures
     assert "`python tools/benchmark.py model`" in (out / "report.md").read_text()
+
+
+def test_rows_of_the_comparison_and_of_the_ablations():
+    main = model_variants(1024, smoke=False)
+    assert list(main) == [
+        *(f"crt {cell} S=T/{k}" for cell in ("gru", "ncgru") for k in (4, 8, 16)),
+        *(f"xl S=T/{k}" for k in (4, 8, 16)),
+        "gru",
+        "segment S=T/8",
+        f"full ({FULL_RECIPE})",
+        "meanpool",
+    ]
+    assert not any(variant.get("ablation") for variant in main.values())
+    for name, variant in main.items():  # one width and depth, the model defaults otherwise
+        model = variant["model"]
+        if model["type"] != "meanpool":
+            assert (model["d_model"], model["depth"]) == (TRANSFORMER["d_model"], 1), name
+        if model["type"] == "crt":
+            assert not {"memory_read", "positions", "memory_gate_bias"} & set(model), name
+    assert main["xl S=T/8"]["model"]["segment_len"] == 128
+    ablations = ablation_variants(1024, smoke=False)
+    expected = {
+        ABLATION_REFERENCE: (256, {}),
+        "crt gru S=T/4, memory RNN only": (
+            256,
+            {"memory_read": "sequence", "positions": "learned"},
+        ),
+        "crt gru S=T/4, position RNN only": (
+            256,
+            {"memory_read": "token", "positions": "recurrent"},
+        ),
+        "crt gru S=T/4, neither (earlier variant)": (
+            256,
+            {"memory_read": "token", "positions": "learned"},
+        ),
+        "crt gru S=T/4, rotary positions": (256, {"memory_read": "token", "positions": "rotary"}),
+        "crt gru S=T/16, gate bias 2": (64, {"memory_gate_bias": 2.0}),
+    }
+    assert list(ablations) == list(expected)
+    for name, (segment_len, keys) in expected.items():
+        model = ablations[name]["model"]
+        assert model["type"] == "crt" and model["memory_cell"] == "gru", name
+        assert model["segment_len"] == segment_len and keys.items() <= model.items(), name
+        assert ablations[name]["ablation"] == (name != ABLATION_REFERENCE)
+        build_model(model, 16, 2)  # every row is a valid config
+    assert len(ablation_variants(1024, smoke=True)) == 2
+
+
+def test_ablations_and_recipe_search_are_separate_runs(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["--ablations"]).ablations
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--ablations", "--select-full"])
+    with pytest.raises(ValueError, match="separate runs"):
+        run(tmp_path, smoke=True, ablations=True, select_full=True)
+
+
+def _row(kind: str, segment_len: int | None, mca: float, gflops: float, **extra) -> dict:
+    """A hand-made result: interval mca +- 0.04, the same figures at every gap."""
+    figures = {"mean_class_accuracy": mca, "interval": (mca - 0.04, mca + 0.04)}
+    return {
+        "model": {"type": kind, "segment_len": segment_len},
+        "ablation": False,
+        "learned": True,
+        "gflops_per_clip": gflops,
+        "by_gap": {"0.5": dict(figures), "8": dict(figures)},
+        **figures,
+        **extra,
+    }
+
+
+def test_xl_verdict_compares_crt_with_xl_of_the_same_segment_length():
+    results = {
+        "crt gru S=T/4": _row("crt", 256, 0.90, 0.2),
+        "crt gru S=T/8": _row("crt", 128, 0.95, 0.16),
+        "crt gru S=T/16": _row("crt", 64, 0.97, 0.15),
+        "crt gru S=T/4, ablated": _row("crt", 256, 0.5, 0.2, ablation=True),
+        "xl S=T/4": _row("xl", 256, 0.80, 0.4),
+        "xl S=T/8": _row("xl", 128, 0.94, 0.32),
+        "gru": _row("gru", None, 0.6, 0.01),
+    }
+    lines = xl_verdict(results)
+    assert lines == [
+        "Against Transformer-XL at the same segment length:",
+        "- crt gru S=T/4: +10.0 points vs xl S=T/4 (80.0 [76.0, 84.0]) at 0.50x its FLOPs; "
+        "the intervals do not overlap.",
+        "- crt gru S=T/8: +1.0 points vs xl S=T/8 (94.0 [90.0, 98.0]) at 0.50x its FLOPs; "
+        "the intervals overlap.",
+    ]  # no xl at S=T/16, and ablation rows are not compared
+    results["xl S=T/8"]["learned"] = False
+    assert xl_verdict(results)[2] == "- crt gru S=T/8: xl S=T/8 did not learn: no comparison."
+    assert xl_verdict({"crt gru S=T/4": results["crt gru S=T/4"]}) == []
+
+
+def test_ablation_verdict_gives_each_row_against_the_papers_crt():
+    results = {
+        ABLATION_REFERENCE: _row("crt", 256, 0.90, 0.2),
+        "crt gru S=T/4, neither (earlier variant)": _row("crt", 256, 0.85, 0.19, ablation=True),
+        "crt gru S=T/16, gate bias 2": _row("crt", 64, 0.99, 0.15, ablation=True),
+    }
+    results["crt gru S=T/16, gate bias 2"]["by_gap"]["0.5"]["mean_class_accuracy"] = 0.7
+    lines = ablation_verdict(results)
+    assert lines[0].startswith(f"Against the paper's `{ABLATION_REFERENCE}` (90.0 [86.0, 94.0]")
+    assert lines[1:] == [
+        "- crt gru S=T/4, neither (earlier variant): -5.0 points overall, -5.0 at gap 0.5 "
+        "(the intervals overlap).",
+        "- crt gru S=T/16, gate bias 2: +9.0 points overall, -20.0 at gap 0.5 "
+        "(the intervals do not overlap; a different segment length too).",
+    ]
+    results[ABLATION_REFERENCE]["learned"] = False
+    assert ablation_verdict(results)[0].endswith("; it did not learn):")

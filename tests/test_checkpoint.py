@@ -140,3 +140,35 @@ def test_truncated_checkpoint_is_one_line_error(tmp_path):
     with pytest.raises(CheckpointError, match="truncated") as error:
         load_checkpoint(path)
     assert "\n" not in str(error.value)
+
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("task", ["clip", "dense"])
+def test_checkpoints_of_crt_video_0_1_0_predict_exactly_as_before(task):
+    """Saved by crt_video 0.1.0 (token read, learned positions, no such keys in the config; the
+    dense one with frame_memory=True): the defaults they were trained with are resolved."""
+    expected = torch.load(DATA / "crt_0.1.0_logits.pt", weights_only=True)
+    model, ckpt = load_model(DATA / f"crt_0.1.0_{task}.pth")
+    assert ckpt["crt_video_version"] == "0.1.0"
+    assert ckpt["config"]["model"]["memory_read"] == "token"
+    assert ckpt["config"]["model"]["positions"] == "learned"
+    with torch.no_grad():
+        logits = model(expected["features"], expected["lengths"])
+    torch.testing.assert_close(logits, expected[task], rtol=0, atol=0)
+
+
+def test_new_checkpoints_keep_the_new_defaults(tmp_path):
+    model = build_model({"type": "crt", "d_model": 16, "heads": 2, "depth": 1}, 8, 3)
+    save_checkpoint(
+        tmp_path / "new.pth",
+        config={"model": {"type": "crt", "d_model": 16, "heads": 2, "depth": 1}},
+        class_names=["a", "b", "c"],
+        encoder_identity={"name": "test"},
+        feature_dim=8,
+        model=model.state_dict(),
+    )
+    loaded, ckpt = load_model(tmp_path / "new.pth")
+    assert "memory_read" not in ckpt["config"]["model"]
+    assert loaded.memory_read == "sequence" and loaded.positions is not None

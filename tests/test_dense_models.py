@@ -22,10 +22,13 @@ def test_dense_models_give_one_row_of_class_logits_per_frame(kind):
     torch.testing.assert_close(alone, padded[:, :6], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("frame_memory", [False, True])
-def test_dense_crt_is_online_and_carries_the_past(frame_memory):
+FRAME_READS = ["output", "output+memory", "output+hidden", "hidden"]
+
+
+@pytest.mark.parametrize("frame_read", FRAME_READS)
+def test_dense_crt_is_online_and_carries_the_past(frame_read):
     torch.manual_seed(0)
-    cfg = dict(SMALL, type="crt", frame_memory=frame_memory)
+    cfg = dict(SMALL, type="crt", frame_read=frame_read)
     model = build_model(cfg, in_dim=8, num_classes=3).double().eval()
     x = torch.randn(1, 16, 8, dtype=torch.double)
     logits = model(x, torch.tensor([16]))
@@ -38,16 +41,34 @@ def test_dense_crt_is_online_and_carries_the_past(frame_memory):
     assert not torch.allclose(model(changed_past, torch.tensor([16]))[:, 12:], logits[:, 12:])
 
 
-@pytest.mark.parametrize("frame_memory", [False, True])
-def test_dense_crt_streaming_steps_match_the_batched_forward(frame_memory):
-    cfg = dict(SMALL, type="crt", frame_memory=frame_memory)
+@pytest.mark.parametrize("frame_read", FRAME_READS)
+@pytest.mark.parametrize("memory_cell", ["gru", "ncgru"])
+def test_dense_crt_streaming_steps_match_the_batched_forward(frame_read, memory_cell):
+    cfg = dict(SMALL, type="crt", frame_read=frame_read, memory_cell=memory_cell)
     model = build_model(cfg, in_dim=8, num_classes=3).double().eval()
     x = torch.randn(1, 10, 8, dtype=torch.double)
     state, rows = model.init_state(1), []
     for segment in x.split(4, dim=1):
         logits, state = model.step(segment, state)
         rows.append(logits)
-    torch.testing.assert_close(torch.cat(rows, 1), model(x, torch.tensor([10])))
+    torch.testing.assert_close(torch.cat(rows, 1), model(x, torch.tensor([10])), rtol=0, atol=1e-5)
+
+
+def test_hidden_frame_read_is_the_memory_rnns_state_after_each_frame():
+    """'hidden' classifies the memory RNN's state after each frame, the paper's memory read
+    frame by frame."""
+    torch.manual_seed(0)
+    model = build_model(dict(SMALL, type="crt", frame_read="hidden"), 8, 3).double().eval()
+    x = torch.randn(1, 4, 8, dtype=torch.double)
+    before, _ = model.step(x, model.init_state(1))
+    state = model.init_state(1)
+    _, outputs = model._step(x, state, None)
+    torch.testing.assert_close(before, model.head(model.norm(outputs.hidden)))
+
+
+def test_hidden_frame_reads_need_the_sequence_memory():
+    with pytest.raises(ConfigError, match="frame_read='output\\+hidden'.*memory_read='sequence'"):
+        build_model(dict(SMALL, type="crt", frame_read="output+hidden", memory_read="token"), 8, 3)
 
 
 def test_truncation_cuts_gradients_not_values():

@@ -250,6 +250,8 @@ def test_bf16_checkpoint_falls_back_to_fp32_without_native_bf16(
 ):
     ckpt = load_checkpoint(make_checkpoint(tmp_path / "bf16.pth"))
     ckpt["encoder_identity"]["precision"] = "bf16"
+    # Both kinds of CPU are simulated: this one may or may not multiply bf16 natively.
+    monkeypatch.setattr(inference, "native_bf16", lambda device: True)
     assert VideoLabeler(ckpt).encoder.precision == "bf16"
     monkeypatch.setattr(inference, "native_bf16", lambda device: False)
     warnings = []

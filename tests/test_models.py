@@ -19,13 +19,17 @@ def build(type_, **overrides):
 CRT_VARIANTS = [
     dict(memory_cell=cell, memory_read=read, head=head)
     for cell, read, head in itertools.product(
-        ("gru", "ncgru"), ("token", "mean"), ("memory", "memory+mean")
+        ("gru", "ncgru"), ("sequence", "token", "mean"), ("memory", "memory+mean")
     )
-] + [dict(positions="rotary", memory_cell="ncgru")]
+] + [
+    dict(positions="rotary", memory_cell="ncgru"),
+    dict(positions="learned", memory_read="token"),
+    dict(positions="recurrent", memory_cell="ncgru", position_cell="gru"),
+]
 
 
 def test_registry_lists_all_types():
-    assert list_models() == ["crt", "full", "meanpool", "segment"]
+    assert list_models() == ["crt", "full", "gru", "meanpool", "segment", "xl"]
 
 
 @pytest.mark.parametrize("type_", ["crt", "segment", "full", "meanpool"])
@@ -111,7 +115,7 @@ def test_truncation_cuts_gradients_to_earlier_segments():
 
 def test_unknown_type_is_rejected_with_a_suggestion():
     with pytest.raises(
-        ConfigError, match=r"'crtt'.*did you mean 'crt'.*crt, full, meanpool, segment"
+        ConfigError, match=r"'crtt'.*did you mean 'crt'.*crt, full, gru, meanpool, segment, xl"
     ):
         build_model({"type": "crtt"}, IN_DIM, NUM_CLASSES)
 
@@ -190,12 +194,22 @@ def order_accuracy(cfg: dict, seed: int = 0, steps: int = 150, batch_size: int =
         ({"type": "crt"}, True),
         ({"type": "crt", "memory_cell": "ncgru"}, True),
         ({"type": "crt", "positions": "rotary"}, True),
+        ({"type": "crt", "memory_read": "token", "positions": "learned"}, True),
         ({"type": "full"}, True),
         ({"type": "full", "positions": "rotary", "embed_norm": True, "pool": "max"}, True),
         ({"type": "segment"}, False),
         ({"type": "meanpool"}, False),
     ],
-    ids=["crt-gru", "crt-ncgru", "crt-rotary", "full", "full-rotary-max", "segment", "meanpool"],
+    ids=[
+        "crt-gru",
+        "crt-ncgru",
+        "crt-rotary",
+        "crt-token-learned",
+        "full",
+        "full-rotary-max",
+        "segment",
+        "meanpool",
+    ],
 )
 def test_only_models_that_see_across_segments_learn_the_order_of_distant_events(
     cfg, learns, one_thread
@@ -249,7 +263,7 @@ def test_update_gate_bias_starts_the_memory_near_keeping_its_state():
 @pytest.mark.parametrize("type_", ["crt", "segment", "full"])
 def test_embed_norm_keeps_huge_frames_from_swamping_their_positions(type_):
     """A frame whose standardised features are 1000x the rest still shows where it is."""
-    model = build(type_, embed_norm=True)
+    model = build(type_, embed_norm=True, **({"positions": "learned"} if type_ == "crt" else {}))
     features = torch.randn(1, 4, IN_DIM, dtype=torch.float64)
     features[0, 2] *= 1000.0
     if type_ == "full":
@@ -295,3 +309,68 @@ def test_full_pools_ignore_padding_with_rotary_positions(pool):
 def test_full_rejects_unknown_positions():
     with pytest.raises(ConfigError, match="model.positions='learned'"):
         build("full", positions="learned")
+
+
+# The paper's mechanism (arXiv 2505.00929, section 3), piece by piece.
+
+
+def test_sequence_read_runs_the_memory_rnn_over_the_segment_outputs_in_order():
+    model = build("crt", memory_read="sequence")
+    segment = torch.randn(2, 4, IN_DIM, dtype=torch.float64)
+    state = model.init_state(2)
+    after, outputs = model._step(segment, state, torch.tensor([4, 3]))
+    expected = []
+    for row, valid in enumerate((4, 3)):
+        memory = state.memory[row : row + 1]
+        for frame in outputs.frames[row : row + 1, :valid].unbind(1):
+            memory = model.cell.cell(frame, memory)
+        expected.append(memory)
+    torch.testing.assert_close(after.memory, torch.cat(expected))
+    torch.testing.assert_close(outputs.hidden[:, -1], after.memory)
+
+
+def test_last_layer_computes_no_output_at_the_memory_token():
+    model = build("crt", memory_read="sequence", depth=2)
+    x = torch.randn(2, 5, SMALL["d_model"], dtype=torch.float64)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    skipped = model.encoder(x, mask, skip_first_output=True)
+    assert skipped.shape == (2, 4, SMALL["d_model"])
+    torch.testing.assert_close(skipped, model.encoder(x, mask)[:, 1:])
+    seen = []
+    model.encoder.layers[-1].attn.register_forward_hook(lambda m, args, out: seen.append(out))
+    model(torch.randn(1, 4, IN_DIM, dtype=torch.float64), torch.tensor([4]))
+    assert seen[0].shape[1] == 4  # four frame queries, none for the memory token
+
+
+def test_recurrent_positions_order_frames_that_attention_alone_cannot():
+    """A mean read of attention without positions is blind to the order inside a segment; the
+    position RNN is not."""
+    segment = torch.randn(1, 4, IN_DIM, dtype=torch.float64)
+    swapped = segment[:, [1, 0, 2, 3]]
+    lengths = torch.tensor([4])
+    recurrent = build("crt", memory_read="mean", positions="recurrent")
+    assert not torch.allclose(recurrent(segment, lengths), recurrent(swapped, lengths))
+    recurrent.positions = None  # the same model with nothing but attention
+    torch.testing.assert_close(recurrent(segment, lengths), recurrent(swapped, lengths))
+
+
+def test_position_cell_follows_memory_cell_unless_set():
+    from crt_video.models.memory_cells import NCGRUCell
+
+    assert isinstance(build("crt", memory_cell="ncgru").positions.cell.cell, NCGRUCell)
+    mixed = build("crt", memory_cell="ncgru", position_cell="gru")
+    assert isinstance(mixed.positions.cell.cell, torch.nn.GRUCell)
+    assert build("crt", positions="learned").positions is None
+
+
+@pytest.mark.parametrize(
+    "key,value,choices",
+    [
+        ("positions", "recurent", "recurrent, learned, rotary"),
+        ("memory_read", "seq", "sequence, token, mean"),
+        ("position_cell", "lstm", "None, gru, ncgru"),
+    ],
+)
+def test_misspelt_mechanism_values_name_the_key_and_the_choices(key, value, choices):
+    with pytest.raises(ConfigError, match=rf"model.{key}='{value}' is not one of {choices}"):
+        build("crt", **{key: value})

@@ -4,8 +4,9 @@ python tools/export.py work_dirs/demo/best.pth --out work_dirs/demo/onnx
 python tools/infer.py kitchen.mp4 --checkpoint work_dirs/demo/onnx --runtime onnx
 
 encoder.onnx takes uint8 RGB frames [N, H, W, 3] already resized to the encoder's input size and
-gives features [N, D]; crt_step.onnx is one streaming step: (features [B, s, D], memory,
-output_sum, num_frames) -> (logits, memory_out, output_sum_out, num_frames_out). crt.json holds
+gives features [N, D]; crt_step.onnx is one streaming step: (features [B, segment_len, D],
+lengths [B] (valid frames of the segment: a shorter last segment is padded), memory, output_sum,
+num_frames) -> (logits, memory_out, output_sum_out, num_frames_out). crt.json holds
 the class names, sampling rate, segment length, the initial memory and the preprocessing.
 Needs the optional extra: pip install -e ".[onnx]".
 """

@@ -1,5 +1,10 @@
-"""Accuracy against cost: CRT (GRU and NC-GRU memory), the segment Transformer, the full-length
-Transformer and mean pooling, on the order of two distant events.
+"""Accuracy against cost on the order of two distant events: the paper's CRT (memory RNN over
+each segment's outputs, position RNN inside each segment; GRU and NC-GRU cells) against
+Transformer-XL at the same segment lengths, a GRU over the frames, the segment Transformer
+without memory, the full-length Transformer and mean pooling, all at one width and depth.
+``ablations=True`` (``accuracy --ablations``) instead trains the paper's ablation (its table 8)
+in video form: CRT without its position RNN, without its memory RNN, without both (the earlier
+variant), with rotary positions, and with an update-gate bias of 2, against the paper's CRT.
 
 Clips whose class is the ORDER of two events (object A then B, or B then A) are written as real
 H.264 files, decoded and encoded once by the real extraction path, and shared by every model,
@@ -47,6 +52,8 @@ from crt_video.utils.io import atomic_write
 CLASS_NAMES = tuple(sorted(ORDER_CLASSES))
 PLOT_NAME = "accuracy_vs_flops.png"
 GAP_PLOT_NAME = "accuracy_vs_gap.png"
+ABLATION_PLOT_NAME = "ablations_vs_flops.png"
+ABLATION_GAP_PLOT_NAME = "ablations_vs_gap.png"
 # Below this training top-1 (2 balanced classes) a model is reported as not having learned.
 LEARNED_TRAIN_TOP1 = 0.75
 BOOTSTRAP = 2000
@@ -79,10 +86,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[0.5, 2, 4, 8, 12],
         help="gaps between the events, in segments of T/16 frames",
     )
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "--select-full",
         action="store_true",
         help="compare the candidate recipes of `full` on fold 0's validation clips only",
+    )
+    which.add_argument(
+        "--ablations",
+        action="store_true",
+        help="train the ablations of CRT (the paper's table 8 in video form) instead of the "
+        "comparison with the other models",
     )
 
 
@@ -121,38 +135,34 @@ FULL_CANDIDATES: dict[str, dict] = {
 FULL_RECIPE = "rotary, embed norm, mean"
 
 
+def crt_model(num_frames: int, k: int, cell: str = "gru", **keys: object) -> dict:
+    """The paper's CRT (the model defaults) at segments of T/k frames, with ``keys`` changed."""
+    return {
+        **TRANSFORMER,
+        "type": "crt",
+        "memory_cell": cell,
+        "segment_len": num_frames // k,
+        **keys,
+    }
+
+
 def model_variants(num_frames: int, smoke: bool) -> dict[str, dict]:
-    """name -> {"model": model config, "train": recipe overrides} at one width and depth."""
+    """name -> {"model": model config, "train": recipe overrides} at one width and depth: the
+    paper's CRT, Transformer-XL at the same segment lengths, and the other baselines."""
     variants = {}
     for cell in ("gru", "ncgru"):
         for k in (4, 8, 16):
-            variants[f"crt {cell} S=T/{k}"] = {
-                "model": {
-                    **TRANSFORMER,
-                    "type": "crt",
-                    "memory_cell": cell,
-                    "segment_len": num_frames // k,
-                },
-                "train": {},
-            }
-    # Ablation of the memory's update-gate initialisation: a bias of 2 starts the memory out
-    # keeping sigmoid(2) = 88% of itself per segment, against torch's initialisation (the default).
-    variants["crt gru S=T/16, gate bias 2"] = {
-        "model": {**variants["crt gru S=T/16"]["model"], "memory_gate_bias": 2.0},
+            variants[f"crt {cell} S=T/{k}"] = {"model": crt_model(num_frames, k, cell), "train": {}}
+    for k in (4, 8, 16):
+        variants[f"xl S=T/{k}"] = {
+            "model": {**TRANSFORMER, "type": "xl", "segment_len": num_frames // k},
+            "train": {},
+        }
+    # one recurrent layer as wide as the Transformers (it has no heads)
+    variants["gru"] = {
+        "model": {key: TRANSFORMER[key] for key in ("d_model", "depth", "dropout")}
+        | {"type": "gru"},
         "train": {},
-        "ablation": True,
-    }
-    # Ablations of where a long segment loses the order of two close events: positions that
-    # attention sees as offsets, and a memory that reads the frame outputs instead of its token.
-    variants["crt gru S=T/4, rotary"] = {
-        "model": {**variants["crt gru S=T/4"]["model"], "positions": "rotary"},
-        "train": {},
-        "ablation": True,
-    }
-    variants["crt gru S=T/4, memory read mean"] = {
-        "model": {**variants["crt gru S=T/4"]["model"], "memory_read": "mean"},
-        "train": {},
-        "ablation": True,
     }
     variants["segment S=T/8"] = {
         "model": {**TRANSFORMER, "type": "segment", "segment_len": num_frames // 8},
@@ -161,9 +171,42 @@ def model_variants(num_frames: int, smoke: bool) -> dict[str, dict]:
     variants[f"full ({FULL_RECIPE})"] = FULL_CANDIDATES[FULL_RECIPE]
     variants["meanpool"] = {"model": {"type": "meanpool"}, "train": {}}
     if smoke:
-        keep = ("crt gru S=T/4", f"full ({FULL_RECIPE})", "meanpool")
+        keep = ("crt gru S=T/4", "xl S=T/4", "gru", f"full ({FULL_RECIPE})", "meanpool")
         variants = {name: variants[name] for name in keep}
     return variants
+
+
+# The paper's CRT, the reference of every ablation row.
+ABLATION_REFERENCE = "crt gru S=T/4"
+# name -> (k of S=T/k, CRT keys changed from the paper's): the paper's table 8 in video form
+# (each of its two RNNs removed, then both: the earlier variant), rotary positions (the earlier
+# variant's best position scheme), and a memory update gate that starts out keeping
+# sigmoid(2) = 88% of the memory per step, against torch's initialisation.
+ABLATIONS: dict[str, tuple[int, dict]] = {
+    ABLATION_REFERENCE: (4, {}),
+    "crt gru S=T/4, memory RNN only": (4, {"memory_read": "sequence", "positions": "learned"}),
+    "crt gru S=T/4, position RNN only": (4, {"memory_read": "token", "positions": "recurrent"}),
+    "crt gru S=T/4, neither (earlier variant)": (
+        4,
+        {"memory_read": "token", "positions": "learned"},
+    ),
+    "crt gru S=T/4, rotary positions": (4, {"memory_read": "token", "positions": "rotary"}),
+    "crt gru S=T/16, gate bias 2": (16, {"memory_gate_bias": 2.0}),
+}
+
+
+def ablation_variants(num_frames: int, smoke: bool) -> dict[str, dict]:
+    """The rows of ``accuracy --ablations``, as ``model_variants``; all but the reference are
+    marked ``ablation``."""
+    names = (ABLATION_REFERENCE, "crt gru S=T/4, neither (earlier variant)") if smoke else ABLATIONS
+    return {
+        name: {
+            "model": crt_model(num_frames, ABLATIONS[name][0], **ABLATIONS[name][1]),
+            "train": {},
+            "ablation": name != ABLATION_REFERENCE,
+        }
+        for name in names
+    }
 
 
 def fold_table(videos: list[str], folds: int) -> pd.DataFrame:
@@ -358,7 +401,7 @@ def train_jobs(
                 "train": {**BASE_RECIPE, "epochs": epochs, **variant["train"]},
             },
         }
-        # the slowest model first, so the workers finish together
+        # `full` first and the cheap baselines last (listed last), so the workers finish together
         for index, (name, variant) in enumerate(
             sorted(variants.items(), key=lambda item: item[1]["model"]["type"] != "full")
         )
@@ -381,22 +424,72 @@ def run(
     epochs: int = 15,
     gaps: list[float] | None = None,
     select_full: bool = False,
+    ablations: bool = False,
 ) -> dict:
+    """The comparison (default), the ablations of CRT (``ablations``) or the recipe search of
+    ``full`` (``select_full``); returns the report section and its figures."""
+    if select_full and ablations:
+        raise ValueError("select_full and ablations are separate runs: choose one")
     gaps = list(gaps or [0.5, 2, 4, 8, 12])
     if smoke:
         clips, folds, seconds, fps, epochs, gaps = 24, 3, 8.0, 4.0, 2, [0.5, 2]
     with tempfile.TemporaryDirectory(prefix="crt_accuracy_bench_") as scratch:
         scratch = Path(scratch)
         shared = prepare_features(scratch, clips, folds, seconds, fps, gaps)
-        num_frames, feature_dim = shared["num_frames"], shared["store"].feature_dim
-        if select_full:
-            variants = dict(list(FULL_CANDIDATES.items())[: 2 if smoke else None])
-        else:
-            variants = model_variants(num_frames, smoke)
+        variants = choose_variants(shared["num_frames"], smoke, select_full, ablations)
         test_folds = range(1) if select_full else range(folds)
         finished, train_seconds, workers = train_jobs(
             scratch, shared, variants, folds, test_folds, epochs
         )
+    figures = {
+        "clips": clips,
+        "folds": folds,
+        "classes": [" then ".join(shapes) for shapes in ORDER_CLASSES.values()],
+        "clip_seconds": seconds,
+        "sampling_fps": fps,
+        "frames_per_clip": shared["num_frames"],
+        "gap_segment_frames": shared["num_frames"] // 16,
+        "encoder": f"{ENCODER.name} (random init, img_size 32, 2 blocks)",
+        "data_seconds": shared["data_seconds"],
+        "training_seconds": train_seconds,
+        "workers": workers,
+        "extracted_frames": shared["extracted_frames"],
+        "ablations": ablations,
+        "results": collect_results(variants, finished, shared, epochs, select_full),
+    }
+    if select_full:
+        return {"markdown": selection_markdown(figures), "figures": figures}
+    return {"markdown": report(out_dir, figures), "figures": figures}
+
+
+def choose_variants(num_frames: int, smoke: bool, select_full: bool, ablations: bool) -> dict:
+    if select_full:
+        return dict(list(FULL_CANDIDATES.items())[: 2 if smoke else None])
+    if ablations:
+        return ablation_variants(num_frames, smoke)
+    return model_variants(num_frames, smoke)
+
+
+def report(out_dir: Path, figures: dict) -> str:
+    """Adds the FLOPs ratios to the results, draws the two plots and returns the section."""
+    results = figures["results"]
+    if figures["ablations"]:
+        add_flops_ratio(results, ABLATION_REFERENCE, "flops_vs_reference")
+        plot_accuracy_vs_flops(results, out_dir / ABLATION_PLOT_NAME, "CRT ablations")
+        plot_accuracy_vs_gap(results, out_dir / ABLATION_GAP_PLOT_NAME, skip_ablations=False)
+    else:
+        add_flops_ratio(results, best_full(results), "flops_vs_full")
+        plot_accuracy_vs_flops(results, out_dir / PLOT_NAME)
+        plot_accuracy_vs_gap(results, out_dir / GAP_PLOT_NAME)
+    return markdown(figures)
+
+
+def collect_results(
+    variants: dict, finished: list[dict], shared: dict, epochs: int, select_full: bool
+) -> dict:
+    """name -> the model, its recipe, its runs' figures (summarised over the folds, or fold 0's
+    validation figures for a recipe search) and its forward GFLOPs per clip."""
+    num_frames, feature_dim = shared["num_frames"], shared["store"].feature_dim
     results = {}
     for name, variant in variants.items():
         runs = [run for run in finished if run["name"] == name]
@@ -408,40 +501,28 @@ def run(
             **(runs[0] if select_full else summarise(runs, shared["table"])),
             "gflops_per_clip": count_flops(model, num_frames, feature_dim) / 1e9,
         }
-    figures = {
-        "clips": clips,
-        "folds": folds,
-        "classes": [" then ".join(shapes) for shapes in ORDER_CLASSES.values()],
-        "clip_seconds": seconds,
-        "sampling_fps": fps,
-        "frames_per_clip": num_frames,
-        "gap_segment_frames": num_frames // 16,
-        "encoder": f"{ENCODER.name} (random init, img_size 32, 2 blocks)",
-        "data_seconds": shared["data_seconds"],
-        "training_seconds": train_seconds,
-        "workers": workers,
-        "extracted_frames": shared["extracted_frames"],
-        "results": results,
-    }
-    if select_full:
-        return {"markdown": selection_markdown(figures), "figures": figures}
-    reference = max(
+    return results
+
+
+def best_full(results: dict) -> str | None:
+    """The ``full`` row with the highest test mCA, None without one."""
+    return max(
         (name for name in results if name.startswith("full")),
         key=lambda name: results[name]["mean_class_accuracy"],
         default=None,
     )
+
+
+def add_flops_ratio(results: dict, reference: str | None, key: str) -> None:
+    """Sets ``key`` of every row to its FLOPs over those of ``reference`` (NaN without one)."""
+    base = results[reference]["gflops_per_clip"] if reference in results else float("nan")
     for result in results.values():
-        result["flops_vs_full"] = (
-            result["gflops_per_clip"] / results[reference]["gflops_per_clip"]
-            if reference
-            else float("nan")
-        )
-    plot_accuracy_vs_flops(results, out_dir / PLOT_NAME)
-    plot_accuracy_vs_gap(results, out_dir / GAP_PLOT_NAME)
-    return {"markdown": markdown(figures), "figures": figures}
+        result[key] = result["gflops_per_clip"] / base
 
 
-def plot_accuracy_vs_flops(results: dict, path: Path) -> None:
+def plot_accuracy_vs_flops(
+    results: dict, path: Path, title: str = "Order of two distant events"
+) -> None:
     figure = Figure(figsize=(6.8, 4.4), layout="constrained")
     axes = figure.add_subplot()
     for name, result in results.items():
@@ -458,16 +539,20 @@ def plot_accuracy_vs_flops(results: dict, path: Path) -> None:
     axes.set_xscale("log")
     axes.set_xlabel("forward GFLOPs per clip")
     axes.set_ylabel("test mean per-class accuracy (%), 95% CI")
-    axes.set_title("Order of two distant events: accuracy vs cost")
+    axes.set_title(f"{title}: accuracy vs cost")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=7)
     _save(figure, path)
 
 
-def plot_accuracy_vs_gap(results: dict, path: Path) -> None:
+def plot_accuracy_vs_gap(results: dict, path: Path, skip_ablations: bool = True) -> None:
+    """Test mCA against the gap between the events, per row (ablation rows only if not
+    ``skip_ablations``)."""
     figure = Figure(figsize=(6.8, 4.4), layout="constrained")
     axes = figure.add_subplot()
-    shown = [name for name, result in results.items() if not result["ablation"]]
+    shown = [
+        name for name, result in results.items() if not (skip_ablations and result["ablation"])
+    ]
     for name in shown:
         by_gap = results[name]["by_gap"]
         gaps = [float(gap) for gap in by_gap]
@@ -532,6 +617,70 @@ def verdict(results: dict) -> list[str]:
     return lines
 
 
+def _overlap(a: dict, b: dict) -> bool:
+    return a["interval"][0] <= b["interval"][1] and b["interval"][0] <= a["interval"][1]
+
+
+def xl_verdict(results: dict) -> list[str]:
+    """Each CRT row (not an ablation) against the Transformer-XL row of its segment length:
+    the difference in test mCA, the FLOPs ratio, and whether the two intervals overlap."""
+    xls = {
+        result["model"]["segment_len"]: name
+        for name, result in results.items()
+        if result["model"]["type"] == "xl"
+    }
+    lines = []
+    for name, result in results.items():
+        model = result["model"]
+        if model["type"] != "crt" or result["ablation"] or model.get("segment_len") not in xls:
+            continue
+        xl_name = xls[model["segment_len"]]
+        xl = results[xl_name]
+        if not (result["learned"] and xl["learned"]):
+            failed = " and ".join(n for n, r in ((name, result), (xl_name, xl)) if not r["learned"])
+            lines.append(f"- {name}: {failed} did not learn: no comparison.")
+            continue
+        gap = 100 * (result["mean_class_accuracy"] - xl["mean_class_accuracy"])
+        ratio = result["gflops_per_clip"] / xl["gflops_per_clip"]
+        lines.append(
+            f"- {name}: {gap:+.1f} points vs {xl_name} ({_percent(xl)}) at {ratio:.2f}x its "
+            f"FLOPs; the intervals {'overlap' if _overlap(result, xl) else 'do not overlap'}."
+        )
+    return ["Against Transformer-XL at the same segment length:", *lines] if lines else []
+
+
+def ablation_verdict(results: dict) -> list[str]:
+    """Each ablation row against the paper's CRT (``ABLATION_REFERENCE``): the difference in
+    test mCA over all clips and at the smallest gap, where the order is hardest to keep."""
+    if ABLATION_REFERENCE not in results:
+        return [f"No `{ABLATION_REFERENCE}` row: no ablation is compared."]
+    reference = results[ABLATION_REFERENCE]
+    close = min(reference["by_gap"], key=float)
+    unlearned = "" if reference["learned"] else "; it did not learn"
+    lines = [
+        f"Against the paper's `{ABLATION_REFERENCE}` ({_percent(reference)}; at gap {close}: "
+        f"{_percent(reference['by_gap'][close])}{unlearned}):"
+    ]
+    for name, result in results.items():
+        if name == ABLATION_REFERENCE:
+            continue
+        overall = 100 * (result["mean_class_accuracy"] - reference["mean_class_accuracy"])
+        at_close = 100 * (
+            result["by_gap"][close]["mean_class_accuracy"]
+            - reference["by_gap"][close]["mean_class_accuracy"]
+        )
+        notes = [f"the intervals {'overlap' if _overlap(result, reference) else 'do not overlap'}"]
+        if result["model"].get("segment_len") != reference["model"]["segment_len"]:
+            notes.append("a different segment length too")
+        if not result["learned"]:
+            notes.append("did not learn")
+        lines.append(
+            f"- {name}: {overall:+.1f} points overall, {at_close:+.1f} at gap {close} "
+            f"({'; '.join(notes)})."
+        )
+    return lines
+
+
 def selection_markdown(figures: dict) -> str:
     results = figures["results"]
     best = max(
@@ -564,23 +713,45 @@ def selection_markdown(figures: dict) -> str:
     return "\n".join(lines)
 
 
-def markdown(figures: dict) -> str:
-    results = figures["results"]
-    lines = [
-        "## Accuracy vs cost (`accuracy`)",
-        "",
-        f"{figures['clips']} generated H.264 clips of {figures['clip_seconds']:.0f} s whose class is "
-        f"the order of two events ({' vs '.join(figures['classes'])}), sampled at "
+COMPARED = (
+    "Compared at one width and depth ({width}) and one recipe: the paper's CRT (a memory RNN over "
+    "each segment's outputs in order, a position RNN inside each segment) with a GRU or NC-GRU "
+    "cell at segments of S = T/4, T/8 and T/16 frames; Transformer-XL at the same segment "
+    "lengths; a GRU over the frames; segments without memory (`segment`); one Transformer over "
+    "all T frames (`full`); and mean pooling."
+)
+ABLATIONS_COMPARED = (
+    "The paper's ablation (its table 8) in video form, at one width and depth ({width}), with "
+    "the GRU cell at segments of S = T/4: the paper's CRT (`{reference}`) against CRT without its "
+    "position RNN (learned positions: `memory RNN only`), without its memory RNN (one cell step "
+    "on the memory token's output: `position RNN only`) and without both (the earlier variant); "
+    "plus the earlier variant with rotary positions, and the paper's CRT at S = T/16 with a "
+    "memory update-gate bias of 2."
+)
+
+
+def _setup_text(figures: dict) -> str:
+    """What was trained on, how it is split and scored, and how long it took."""
+    width = ", ".join(f"{key} {TRANSFORMER[key]}" for key in ("d_model", "depth", "heads"))
+    compared = ABLATIONS_COMPARED if figures.get("ablations") else COMPARED
+    return (
+        compared.format(width=width, reference=ABLATION_REFERENCE)
+        + f" {figures['clips']} generated H.264 clips of {figures['clip_seconds']:.0f} s whose "
+        f"class is the order of two events ({' vs '.join(figures['classes'])}), sampled at "
         f"{figures['sampling_fps']:g} fps = {figures['frames_per_clip']} frames per clip, encoded "
         f"once by {figures['encoder']}. {figures['folds']} folds stratified by class and gap: run k "
         "tests fold k, picks its epoch on fold k+1 and trains on the rest (seed k), so every clip "
         "is tested once per model. mCA pooled over all test clips, with a 95% bootstrap interval; "
         "train top-1 at the selected epoch, mean over folds. Data "
         f"{figures['data_seconds']:.0f} s, training {figures['training_seconds']:.0f} s on "
-        f"{figures['workers']} worker process(es).",
-        "",
+        f"{figures['workers']} worker process(es)."
+    )
+
+
+def _results_table(results: dict, ratio_key: str, ratio_header: str) -> list[str]:
+    lines = [
         "| model | test mCA % [95% CI] | test clips | train top-1 % | GFLOPs / clip "
-        "| FLOPs vs full | train s / run | recipe (lr, epochs, warm-up) |",
+        f"| {ratio_header} | train s / run | recipe (lr, epochs, warm-up) |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, result in results.items():
@@ -588,14 +759,17 @@ def markdown(figures: dict) -> str:
         lines.append(
             f"| {name}{learned} | {_percent(result)} | {result['test_clips']} | "
             f"{100 * result['train_top1']:.1f} | {result['gflops_per_clip']:.3f} | "
-            f"{result['flops_vs_full']:.2f} | {result['train_seconds']:.0f} | "
+            f"{result[ratio_key]:.2f} | {result['train_seconds']:.0f} | "
             f"{_recipe(result['recipe'])} |"
         )
-    lines += ["", *verdict(results), "", f"![accuracy vs FLOPs]({PLOT_NAME})", ""]
+    return lines
+
+
+def _gap_table(results: dict, segment_frames: int) -> list[str]:
     gaps = list(next(iter(results.values()))["by_gap"])
-    lines += [
-        f"Accuracy by gap between the events, in segments of {figures['gap_segment_frames']} "
-        "frames (T/16), test mCA % [95% CI]:",
+    lines = [
+        f"Accuracy by gap between the events, in segments of {segment_frames} frames (T/16), "
+        "test mCA % [95% CI]:",
         "",
         "| model | " + " | ".join(f"gap {gap}" for gap in gaps) + " |",
         "|---|" + "---:|" * len(gaps),
@@ -603,5 +777,37 @@ def markdown(figures: dict) -> str:
     for name, result in results.items():
         cells = [_percent(result["by_gap"][gap]) for gap in gaps]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", f"![accuracy vs gap]({GAP_PLOT_NAME})"]
-    return "\n".join(lines)
+    return lines
+
+
+def markdown(figures: dict) -> str:
+    """The report section of the comparison, or of the ablations (``figures['ablations']``)."""
+    results = figures["results"]
+    if figures.get("ablations"):
+        title = "## Ablations of CRT (`accuracy --ablations`)"
+        table = _results_table(results, "flops_vs_reference", f"FLOPs vs {ABLATION_REFERENCE}")
+        verdicts = ablation_verdict(results)
+        plots = (ABLATION_PLOT_NAME, ABLATION_GAP_PLOT_NAME)
+    else:
+        title = "## Accuracy vs cost (`accuracy`)"
+        table = _results_table(results, "flops_vs_full", "FLOPs vs full")
+        against_xl = xl_verdict(results)
+        verdicts = [*verdict(results), *([""] + against_xl if against_xl else [])]
+        plots = (PLOT_NAME, GAP_PLOT_NAME)
+    return "\n".join(
+        [
+            title,
+            "",
+            _setup_text(figures),
+            "",
+            *table,
+            "",
+            *verdicts,
+            "",
+            f"![accuracy vs FLOPs]({plots[0]})",
+            "",
+            *_gap_table(results, figures["gap_segment_frames"]),
+            "",
+            f"![accuracy vs gap]({plots[1]})",
+        ]
+    )

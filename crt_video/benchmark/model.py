@@ -6,6 +6,9 @@ memory is the growth of the peak resident set (VmHWM in /proc/self/status) of a 
 over one run, after a warm-up on a short clip: activations, gradients and allocator overhead,
 not the weights nor the input. Times are the best of a few runs on a fixed number of threads (default one:
 small per-segment kernels on a shared, busy pool measure thread contention, not the model).
+
+A second table, cost side by side (``crt_video.benchmark.cost_table``), sets every model beside
+the paper's table-1 formulas.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import torch
 
 import crt_video
+from crt_video.benchmark.cost_table import FULL, side_by_side
 from crt_video.models import build_model
 from crt_video.utils.flops import count_flops
 from crt_video.utils.io import atomic_write
@@ -35,9 +39,22 @@ DEFAULTS = dict(
     segment_lens=(16, 32),
     repeats=3,
     threads=1,
+    side_lengths=(1024, 4096),
+    side_segment_lens=(16, 32, 64),
+    step_repeats=50,
 )
-SMOKE = dict(d_model=16, depth=1, heads=2, in_dim=16, lengths=(32,), segment_lens=(8,), repeats=1)
-FULL = "full"
+SMOKE = dict(
+    d_model=16,
+    depth=1,
+    heads=2,
+    in_dim=16,
+    lengths=(32,),
+    segment_lens=(8,),
+    repeats=1,
+    side_lengths=(32, 64),
+    side_segment_lens=(8, 16),
+    step_repeats=3,
+)
 PLOT = "model_cost.png"
 MODES = ("train", "infer")
 
@@ -59,6 +76,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=DEFAULTS["repeats"], help="timed runs")
     parser.add_argument(
         "--threads", type=int, default=DEFAULTS["threads"], help="torch threads when timing"
+    )
+    parser.add_argument(
+        "--side-lengths",
+        type=int,
+        nargs="+",
+        default=DEFAULTS["side_lengths"],
+        help="clip lengths T of the side-by-side table",
+    )
+    parser.add_argument(
+        "--side-segment-lens",
+        type=int,
+        nargs="+",
+        default=DEFAULTS["side_segment_lens"],
+        help="segment lengths S of the side-by-side table",
+    )
+    parser.add_argument(
+        "--step-repeats",
+        type=int,
+        default=DEFAULTS["step_repeats"],
+        help="timed streaming steps (median)",
     )
 
 
@@ -235,13 +272,15 @@ def run(out_dir: Path, smoke: bool = False, **options) -> dict:
             "first_measured_T_trained_faster_than_full": faster[0] if faster else None,
         }
     _plot(out_dir / PLOT, lengths, results)
+    side = side_by_side(settings)
     return {
-        "markdown": _markdown(settings, lengths, results, summary),
+        "markdown": _markdown(settings, lengths, results, summary) + "\n\n" + side["markdown"],
         "figures": {
             "settings": settings,
             "lengths": lengths,
             "results": results,
             "summary": summary,
+            "side_by_side": side["figures"],
         },
     }
 

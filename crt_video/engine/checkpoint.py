@@ -23,6 +23,7 @@ from torch import nn
 
 import crt_video
 from crt_video.errors import CheckpointError
+from crt_video.models.crt import resolve_trained_defaults
 from crt_video.utils.io import atomic_write
 
 REQUIRED_KEYS = ("config", "class_names", "encoder_identity", "feature_dim", "model")
@@ -96,6 +97,9 @@ def _checked_keys(ckpt: Any, path: Path) -> dict:
             "use best.pth or last.pth from a training work dir"
         )
     ckpt["path"] = str(path)
+    config = ckpt["config"]
+    if isinstance(config, dict) and isinstance(config.get("model"), dict):
+        config["model"] = resolve_trained_defaults(config["model"], ckpt.get("crt_video_version"))
     return ckpt
 
 

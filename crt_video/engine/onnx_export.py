@@ -4,8 +4,10 @@
 
 - ``encoder.onnx``: uint8 frames [N, H, W, 3] already at the input size -> features [N, D]
   (normalisation inside the graph, fp32);
-- ``crt_step.onnx``: (features [B, s, D] with s <= segment_len, memory [B, d], output_sum [B, d],
-  num_frames [B] int64) -> (logits [B, C], memory, output_sum, num_frames): ``CRT.step``;
+- ``crt_step.onnx``: (features [B, segment_len, D], lengths [B] int64 (valid frames of the
+  segment), memory [B, d], output_sum [B, d], num_frames [B] int64) -> (logits [B, C], memory,
+  output_sum, num_frames): ``CRT.step``. The recurrences are unrolled over a whole segment, so a
+  shorter last segment is padded and its length given;
 - ``crt.json``: class names, sampling rate, segment length, state shapes and the preprocessing
   (input size, mean, std, interpolation) a runtime applies before the encoder.
 
@@ -30,7 +32,7 @@ from crt_video.data.video import resize_frames
 from crt_video.engine.checkpoint import load_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.errors import CheckpointError
-from crt_video.models.crt import CRTState
+from crt_video.models.crt import CRT, CRTState
 from crt_video.models.encoder import FrozenEncoder, ImageEncoderConfig
 from crt_video.utils.io import atomic_write_json
 
@@ -65,8 +67,9 @@ class _StepGraph(nn.Module):
                 for name in list(module.parametrizations):
                     parametrize.remove_parametrizations(module, name, leave_parametrized=True)
 
-    def forward(self, features, memory, output_sum, num_frames):
-        logits, state = self.model.step(features, CRTState(memory, output_sum, num_frames))
+    def forward(self, features, lengths, memory, output_sum, num_frames):
+        state = CRTState(memory, output_sum, num_frames)
+        logits, state = self.model.step(features, state, lengths)
         # Traced, the frame count of a segment of dynamic length comes out as a float.
         return logits, state.memory, state.output_sum, state.num_frames.to(torch.int64)
 
@@ -76,7 +79,7 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     labeler = VideoLabeler(load_checkpoint(checkpoint), device="cpu", precision="fp32")
-    if not labeler.streaming:
+    if not isinstance(labeler.model, CRT):
         raise CheckpointError(
             f"{checkpoint}: only CRT checkpoints (model.type='crt') export a streaming step"
         )
@@ -93,14 +96,15 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
         )
         state = labeler.model.init_state(1)
         segment = torch.zeros(1, labeler.segment_len, encoder.feature_dim)
+        lengths = torch.full((1,), labeler.segment_len, dtype=torch.int64)
         batch = {0: "batch"}
         _export(
             _StepGraph(labeler.model),
-            (segment, *state),
+            (segment, lengths, *state),
             out_dir / STEP_FILE,
-            ["features", *STATE_NAMES],
+            ["features", "lengths", *STATE_NAMES],
             ["logits", *(f"{name}_out" for name in STATE_NAMES)],
-            {"features": {0: "batch", 1: "frames"}, "logits": batch}
+            {"features": batch, "lengths": batch, "logits": batch}
             | {name: batch for name in STATE_NAMES}
             | {f"{name}_out": batch for name in STATE_NAMES},
         )
@@ -194,6 +198,11 @@ class OnnxStep:
     def __init__(self, path: Path, meta: dict, threads: int | None) -> None:
         self.session = _session(path, threads)
         self.initial_memory = torch.tensor(meta["initial_memory"], dtype=torch.float32)
+        self.segment_len = int(meta["segment_len"])
+        # Exports of crt_video 0.1.0 take segments of any length and no lengths input.
+        self.pads_segments = "lengths" in {
+            graph_input.name for graph_input in self.session.get_inputs()
+        }
 
     def init_state(self, batch_size: int) -> CRTState:
         memory = self.initial_memory.repeat(batch_size, 1)
@@ -201,7 +210,13 @@ class OnnxStep:
         return CRTState(memory, torch.zeros_like(memory), num_frames)
 
     def step(self, segment: torch.Tensor, state: CRTState) -> tuple[torch.Tensor, CRTState]:
-        feeds = {"features": segment.float().numpy()}
+        feeds = {}
+        if self.pads_segments:
+            feeds["lengths"] = np.full(len(segment), segment.shape[1], dtype=np.int64)
+            segment = torch.nn.functional.pad(
+                segment, (0, 0, 0, self.segment_len - segment.shape[1])
+            )
+        feeds["features"] = segment.float().numpy()
         feeds |= {name: value.numpy() for name, value in zip(STATE_NAMES, state, strict=True)}
         logits, *new_state = self.session.run(None, feeds)
         return torch.from_numpy(logits), CRTState(*map(torch.from_numpy, new_state))

@@ -1,16 +1,25 @@
 """Compact Recurrent Transformer (Mucllari et al., arXiv 2505.00929) for clip classification.
 
-Segments of S frames go through a shallow Transformer together with one memory token; a
-recurrent cell turns the segment's read-out into the next memory. The batched forward is the
-loop of streaming steps, so streaming a clip gives the same logits.
+The paper's mechanism (section 3), the defaults: a segment of S frames goes through a shallow
+Transformer together with one memory token; positions inside the segment come from a position
+RNN over the frames' embeddings (no position terms in attention); the last layer computes no
+output at the memory token; the memory RNN then runs over the segment's final outputs in order,
+from the previous memory, and its last state is the next memory. The batched forward is the loop
+of streaming steps, so streaming a clip gives the same logits.
+
+Earlier variants stay as ablations: ``memory_read='token'`` (one cell step on the memory token's
+output) or ``'mean'`` (on the mean of the frame outputs), ``positions='learned'`` or ``'rotary'``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -18,37 +27,51 @@ from crt_video.errors import ConfigError
 from crt_video.models.baselines import SegmentConfig
 from crt_video.models.memory_cells import MEMORY_CELLS, MaskedCell
 from crt_video.models.registry import register_model
-from crt_video.models.transformer import Encoder, SegmentEmbedding, rotary_tables, valid_mask
+from crt_video.models.transformer import (
+    Encoder,
+    RecurrentPositions,
+    SegmentEmbedding,
+    rotary_tables,
+    valid_mask,
+)
 
-MEMORY_READS = ("token", "mean")
-SEGMENT_POSITIONS = ("learned", "rotary")
+MEMORY_READS = ("sequence", "token", "mean")
+SEGMENT_POSITIONS = ("recurrent", "learned", "rotary")
 HEADS = ("memory", "memory+mean")
+# Dense only: what each frame's head reads. 'output': the frame's final output y_i;
+# 'output+memory': y_i plus the memory the segment started from; 'output+hidden': y_i plus the
+# memory RNN's state after frame i (memory_read='sequence' only); 'hidden': that state alone.
+FRAME_READS = ("output", "output+memory", "output+hidden", "hidden")
+# Defaults of crt_video 0.1.0, where a checkpoint's config may not name them.
+LEGACY_DEFAULTS = {"memory_read": "token", "positions": "learned"}
 
 
 @dataclass(frozen=True)
 class CRTConfig(SegmentConfig):
     memory_cell: str = "gru"
-    memory_read: str = "token"
+    memory_read: str = "sequence"
     head: str = "memory"
     truncate_every: int | None = None
     memory_gate_bias: float | None = None
-    # How frames know their place in the segment: a learned embedding added to each, or rotary
-    # queries and keys (the memory token at place 0), which make attention see offsets only.
-    positions: str = "learned"
-    frame_memory: bool = False  # dense only: add the carried memory to every frame's output
+    # How frames know their place in the segment: 'recurrent' (the paper's position RNN),
+    # 'learned' (an embedding added to each), or 'rotary' (queries and keys, memory at place 0).
+    positions: str = "recurrent"
+    position_cell: str | None = None  # the position RNN's cell; None: the same as memory_cell
+    frame_read: str = "output"  # dense only: see FRAME_READS
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for key, choices in (
             ("positions", SEGMENT_POSITIONS),
             ("memory_cell", tuple(MEMORY_CELLS)),
+            ("position_cell", (None, *MEMORY_CELLS)),
             ("memory_read", MEMORY_READS),
             ("head", HEADS),
+            ("frame_read", FRAME_READS),
         ):
             if getattr(self, key) not in choices:
-                raise ConfigError(
-                    f"model.{key}={getattr(self, key)!r} is not one of {', '.join(choices)}"
-                )
+                names = ", ".join(str(choice) for choice in choices)
+                raise ConfigError(f"model.{key}={getattr(self, key)!r} is not one of {names}")
         if self.truncate_every is not None and (
             not isinstance(self.truncate_every, int) or self.truncate_every < 1
         ):
@@ -56,6 +79,32 @@ class CRTConfig(SegmentConfig):
                 f"model.truncate_every={self.truncate_every!r} must be None (full backpropagation) "
                 "or a positive number of segments"
             )
+        if "hidden" in self.frame_read and self.memory_read != "sequence":
+            raise ConfigError(
+                f"model.frame_read={self.frame_read!r} reads the memory RNN's per-frame states, "
+                f"which only model.memory_read='sequence' has (it is {self.memory_read!r})"
+            )
+
+
+def resolve_trained_defaults(model_cfg: dict, version: str | None) -> dict:
+    """``model_cfg`` of a checkpoint saved by crt_video ``version``, with the defaults it was
+    trained with filled in where later versions changed them."""
+    if model_cfg.get("type") != "crt" or _version_tuple(version) >= (0, 2):
+        return model_cfg
+    resolved = {**LEGACY_DEFAULTS, **model_cfg}
+    # 0.1.0's frame_memory flag is frame_read 'output+memory'.
+    if resolved.pop("frame_memory", False):
+        resolved["frame_read"] = "output+memory"
+    return resolved
+
+
+def _version_tuple(version: str | None) -> tuple[int, ...]:
+    return tuple(int(part) for part in (version or "0.1.0").split(".")[:2])
+
+
+class SegmentOutputs(NamedTuple):
+    frames: torch.Tensor  # [B, s, d] final-layer frame outputs y_1..y_s
+    hidden: torch.Tensor | None  # [B, s, d] memory RNN state after each frame ('sequence' read)
 
 
 class CRTState(NamedTuple):
@@ -76,8 +125,15 @@ class CRT(nn.Module):
         self.rotary = cfg.positions == "rotary"
         self.head_dim = cfg.d_model // cfg.heads
         self.embed = SegmentEmbedding(
-            in_dim, cfg.d_model, cfg.segment_len, cfg.embed_norm, learned_positions=not self.rotary
+            in_dim,
+            cfg.d_model,
+            cfg.segment_len,
+            cfg.embed_norm,
+            learned_positions=cfg.positions == "learned",
         )
+        self.positions = None
+        if cfg.positions == "recurrent":
+            self.positions = RecurrentPositions(cfg.position_cell or cfg.memory_cell, cfg.d_model)
         self.memory_init = nn.Parameter(torch.empty(cfg.d_model))
         self.memory_type = nn.Parameter(torch.empty(cfg.d_model))
         nn.init.trunc_normal_(self.memory_init, std=0.02)
@@ -100,57 +156,97 @@ class CRT(nn.Module):
     ) -> tuple[torch.Tensor, CRTState]:
         """Consume segment [B, s, D] (s <= segment_len, ``lengths`` valid frames of it, default
         all) and return the logits from the new memory, with the new state."""
+        state, _ = self._step(segment, state, lengths)
+        return self._logits(state), state
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        state = self.init_state(features.shape[0])
+        for _, after, _ in self.scan_segments(features, lengths, state):
+            state = after
+        return self._logits(state)
+
+    def scan_segments(
+        self, features: torch.Tensor, lengths: torch.Tensor, state: CRTState
+    ) -> Iterator[tuple[CRTState, CRTState, SegmentOutputs]]:
+        """(state before, state after, outputs) of each segment of the clip, the memory cut from
+        its gradient every ``truncate_every`` segments (truncated backpropagation)."""
+        # One orthogonal matrix per forward, not one per segment (NC-GRU).
+        with parametrize.cached():
+            frames = self.embed_frames(features)
+            for n, segment in enumerate(frames.split(self.segment_len, dim=1)):
+                if self.truncate_every and n and n % self.truncate_every == 0:
+                    state = state._replace(memory=state.memory.detach())
+                segment_lengths = (lengths - n * self.segment_len).clamp(0, segment.shape[1])
+                after, outputs = self._advance(segment, state, segment_lengths)
+                yield state, after, outputs
+                state = after
+
+    def embed_frames(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, T, D] -> [B, T, d]: the projected frames of consecutive segments, each with its
+        place in its own segment. The position RNN restarts in every segment, so it runs on all
+        of a clip's segments at once: S steps, not T."""
+        if self.positions is None:
+            segments = features.split(self.segment_len, dim=1)
+            return torch.cat([self.embed(segment) for segment in segments], dim=1)
+        batch_size, num_frames, _ = features.shape
+        frames = F.pad(self.embed(features), (0, 0, 0, (-num_frames) % self.segment_len))
+        frames = rearrange(frames, "b (n s) d -> (b n) s d", s=self.segment_len)
+        frames = rearrange(self.positions(frames), "(b n) s d -> b (n s) d", b=batch_size)
+        return frames[:, :num_frames]
+
+    def _step(
+        self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None
+    ) -> tuple[CRTState, SegmentOutputs]:
         if segment.shape[1] > self.segment_len:
             raise ValueError(
                 f"segment of {segment.shape[1]} frames; this CRT takes at most "
                 f"segment_len={self.segment_len} per step"
             )
-        state = self._advance(segment, state, lengths)
-        return self._logits(state), state
-
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        state = self.init_state(features.shape[0])
-        # One orthogonal matrix per forward, not one per segment (NC-GRU).
-        with parametrize.cached():
-            for n, segment in enumerate(features.split(self.segment_len, dim=1)):
-                if self.truncate_every and n and n % self.truncate_every == 0:
-                    state = state._replace(memory=state.memory.detach())
-                segment_lengths = (lengths - n * self.segment_len).clamp(0, segment.shape[1])
-                state = self._advance(segment, state, segment_lengths)
-        return self._logits(state)
+        return self._advance(self.embed_frames(segment), state, lengths)
 
     def _advance(
         self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None
-    ) -> CRTState:
-        return self._update_memory(state, *self._encode_segment(segment, state, lengths))
-
-    def _encode_segment(
-        self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Encoder outputs [B, 1 + s, d] (memory token first), frame mask [B, s], lengths [B]."""
+    ) -> tuple[CRTState, SegmentOutputs]:
+        """The next state and what the segment gave: frame outputs y [B, s, d] and, with
+        memory_read='sequence', the memory RNN's state after each frame [B, s, d]. segment:
+        the segment's frames from :meth:`embed_frames`."""
         batch_size, num_frames, _ = segment.shape
         if lengths is None:
             lengths = torch.full((batch_size,), num_frames, device=segment.device)
         frame_mask = valid_mask(lengths, num_frames)
-        tokens = torch.cat([(state.memory + self.memory_type)[:, None], self.embed(segment)], dim=1)
+        out = self._encode(segment, state.memory, frame_mask)
+        frames = out if self.memory_read == "sequence" else out[:, 1:]
+        frame_sum = (frames * frame_mask[..., None]).sum(1)
+        hidden = None
+        if self.memory_read == "sequence":
+            # Padded frames leave a row's state as it was, so the last state is the memory after
+            # its last valid frame (the previous memory for a row with none).
+            hidden = self.cell(frames, state.memory, frame_mask)
+            memory = hidden[:, -1]
+        else:
+            read = (
+                out[:, 0]
+                if self.memory_read == "token"
+                else frame_sum / lengths.clamp(min=1)[:, None]
+            )
+            memory = self.cell(read, state.memory, lengths > 0)
+        state = CRTState(memory, state.output_sum + frame_sum, state.num_frames + lengths)
+        return state, SegmentOutputs(frames, hidden)
+
+    def _encode(
+        self, frames: torch.Tensor, memory: torch.Tensor, frame_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Encoder outputs [B, 1 + s, d] (memory token first), or [B, s, d] without the memory
+        token's, which memory_read='sequence' never reads."""
+        tokens = torch.cat([(memory + self.memory_type)[:, None], frames], dim=1)
         # The memory token is always a valid key, so fully padded segments stay finite.
-        key_mask = torch.cat([frame_mask.new_ones(batch_size, 1), frame_mask], dim=1)
+        key_mask = torch.cat([frame_mask.new_ones(len(frame_mask), 1), frame_mask], dim=1)
         rotary = None
         if self.rotary:
             rotary = rotary_tables(tokens.shape[1], self.head_dim, tokens.device, torch.float32)
-        return self.encoder(tokens, key_mask, rotary), frame_mask, lengths
-
-    def _update_memory(
-        self, state: CRTState, out: torch.Tensor, frame_mask: torch.Tensor, lengths: torch.Tensor
-    ) -> CRTState:
-        frame_sum = (out[:, 1:] * frame_mask[..., None]).sum(1)
-        if self.memory_read == "token":
-            read = out[:, 0]
-        else:
-            read = frame_sum / lengths.clamp(min=1)[:, None]
-        # A clip with no frames left keeps its memory: padded batches are exact.
-        memory = self.cell(read, state.memory, lengths > 0)
-        return CRTState(memory, state.output_sum + frame_sum, state.num_frames + lengths)
+        return self.encoder(
+            tokens, key_mask, rotary, skip_first_output=self.memory_read == "sequence"
+        )
 
     def _logits(self, state: CRTState) -> torch.Tensor:
         features = self.norm(state.memory)

@@ -12,7 +12,6 @@ import torch
 from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils import parametrize
 
 from crt_video.models.baselines import (
     FullConfig,
@@ -20,52 +19,50 @@ from crt_video.models.baselines import (
     SegmentConfig,
     SegmentTransformer,
 )
-from crt_video.models.crt import CRT, CRTConfig, CRTState
+from crt_video.models.crt import CRT, CRTConfig, CRTState, SegmentOutputs
 from crt_video.models.registry import register_model
 from crt_video.models.transformer import valid_mask
 
 
 @register_model("crt", CRTConfig, task="dense")
 class DenseCRT(CRT):
-    """CRT whose frame outputs, not its final memory, are classified."""
+    """CRT whose frames, not its final memory, are classified; ``frame_read`` says what each
+    frame's head reads: its output, plus the memory the segment started from, or plus the
+    memory RNN's state after that frame (the paper's memory, read per frame)."""
 
     def __init__(self, in_dim: int, num_classes: int, cfg: CRTConfig) -> None:
         super().__init__(in_dim, num_classes, cfg)
-        # One frame output per row: the clip head's memory+mean width does not apply.
+        # One frame read per row: the clip head's memory+mean width does not apply.
         self.head = nn.Linear(cfg.d_model, num_classes)
-        self.frame_memory = cfg.frame_memory
+        self.frame_read = cfg.frame_read
 
     def step(
         self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, CRTState]:
         """Consume segment [B, s, D]; return its per-frame logits [B, s, C] and the new state."""
-        if segment.shape[1] > self.segment_len:
-            raise ValueError(
-                f"segment of {segment.shape[1]} frames; this CRT takes at most "
-                f"segment_len={self.segment_len} per step"
-            )
-        out, frame_mask, lengths = self._encode_segment(segment, state, lengths)
-        frames = out[:, 1:]
-        if self.frame_memory:
-            # A direct path from the past to every frame's logits: on the TSU demo a linear
-            # read of the memory told the two square classes apart better than the frames'
-            # attention to the memory token did.
-            frames = frames + state.memory[:, None]
-        logits = self.head(self.norm(frames))
-        return logits, self._update_memory(state, out, frame_mask, lengths)
+        after, outputs = self._step(segment, state, lengths)
+        return self._frame_logits(state, outputs), after
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         state = self.init_state(features.shape[0])
-        logits = []
-        with parametrize.cached():
-            for n, segment in enumerate(features.split(self.segment_len, dim=1)):
-                # Truncated backpropagation: the memory carries values, not gradients, across.
-                if self.truncate_every and n and n % self.truncate_every == 0:
-                    state = state._replace(memory=state.memory.detach())
-                segment_lengths = (lengths - n * self.segment_len).clamp(0, segment.shape[1])
-                segment_logits, state = self.step(segment, state, segment_lengths)
-                logits.append(segment_logits)
+        logits = [
+            self._frame_logits(before, outputs)
+            for before, _, outputs in self.scan_segments(features, lengths, state)
+        ]
         return torch.cat(logits, dim=1)
+
+    def _frame_logits(self, before: CRTState, outputs: SegmentOutputs) -> torch.Tensor:
+        if self.frame_read == "hidden":
+            return self.head(self.norm(outputs.hidden))
+        frames = outputs.frames
+        if self.frame_read == "output+memory":
+            # A direct path from the past to every frame's logits: on the TSU demo a linear
+            # read of the memory told the two square classes apart better than the frames'
+            # attention to the memory token did.
+            frames = frames + before.memory[:, None]
+        elif self.frame_read == "output+hidden":
+            frames = frames + outputs.hidden
+        return self.head(self.norm(frames))
 
 
 @register_model("segment", SegmentConfig, task="dense")

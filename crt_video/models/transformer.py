@@ -11,6 +11,7 @@ from einops import rearrange
 from torch import nn
 
 from crt_video.errors import ConfigError
+from crt_video.models.memory_cells import MaskedCell
 
 
 @dataclass(frozen=True)
@@ -92,13 +93,19 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(d_model, d_model)
 
     def forward(
-        self, x: torch.Tensor, key_mask: torch.Tensor, rotary: tuple | None = None
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor,
+        rotary: tuple | None = None,
+        query_start: int = 0,
     ) -> torch.Tensor:
+        """Every position of x [B, N, d] is a key; outputs [B, N - query_start, d] for the
+        queries from ``query_start`` on."""
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         if rotary is not None:
             q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
         out = F.scaled_dot_product_attention(
-            q,
+            q[:, :, query_start:],
             k,
             v,
             attn_mask=key_mask[:, None, None, :],
@@ -121,9 +128,13 @@ class EncoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, key_mask: torch.Tensor, rotary: tuple | None = None
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor,
+        rotary: tuple | None = None,
+        query_start: int = 0,
     ) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), key_mask, rotary))
+        x = x[:, query_start:] + self.drop(self.attn(self.norm1(x), key_mask, rotary, query_start))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
@@ -138,15 +149,22 @@ class Encoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, rotary: tuple | None = None
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        rotary: tuple | None = None,
+        skip_first_output: bool = False,
     ) -> torch.Tensor:
         """x [B, N, d], mask [B, N] True = valid key -> [B, N, d]; ``rotary``: the
-        :func:`rotary_tables` of the N positions, applied to queries and keys in every layer."""
+        :func:`rotary_tables` of the N positions, applied to queries and keys in every layer.
+        ``skip_first_output``: the last layer computes no output at position 0 (CRT's memory
+        token, which is read by no one after it) and [B, N - 1, d] is returned."""
         # SDPA turns a row with no valid key into NaN, which would reach the gradients even
         # where callers mask the output away: such (all-padding) sequences attend to everything.
         mask = mask | ~mask.any(dim=1, keepdim=True)
-        for layer in self.layers:
-            x = layer(x, mask, rotary)
+        for index, layer in enumerate(self.layers):
+            last = index == len(self.layers) - 1
+            x = layer(x, mask, rotary, query_start=int(skip_first_output and last))
         return self.norm(x)
 
 
@@ -208,3 +226,19 @@ class SegmentEmbedding(nn.Module):
         if self.normalize:
             x = F.layer_norm(x, x.shape[-1:])
         return x if self.pos is None else x + self.pos[: x.shape[-2]]
+
+
+class RecurrentPositions(nn.Module):
+    """Recurrent position encoding (R-Transformer, arXiv 1907.05572; CRT's choice): a GRU or
+    NC-GRU runs over a segment's embeddings from a zero state, and its state after each frame is
+    added to that frame. Attention then needs no position terms: where a frame sits, and what came
+    before it in the segment, is in its input, so two close events are ordered by construction."""
+
+    def __init__(self, kind: str, d_model: int) -> None:
+        super().__init__()
+        self.cell = MaskedCell(kind, d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, s, d] -> [B, s, d]. Causal, so padding after a clip's end changes nothing."""
+        every_step = x.new_ones(x.shape[:2], dtype=torch.bool)
+        return x + self.cell(x, x.new_zeros(x.shape[0], x.shape[2]), every_step)

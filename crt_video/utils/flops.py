@@ -41,6 +41,12 @@ def register_cpu_sdpa_flops() -> None:
 
 def count_flops(model: nn.Module, T: int, in_dim: int, batch_size: int = 1) -> int:
     """Forward FLOPs (2 per multiply-add) of ``model`` on a batch of clips of T frames."""
+    return flop_counter(model, T, in_dim, batch_size).get_total_flops()
+
+
+def flop_counter(model: nn.Module, T: int, in_dim: int, batch_size: int = 1) -> FlopCounterMode:
+    """The counter after one forward of ``model`` (eval mode, no autograd) on a batch of clips of
+    T frames: its totals per module and operator, for a breakdown of :func:`count_flops`."""
     register_cpu_sdpa_flops()
     param = next(model.parameters())
     features = torch.zeros(batch_size, T, in_dim, dtype=param.dtype, device=param.device)
@@ -52,4 +58,4 @@ def count_flops(model: nn.Module, T: int, in_dim: int, batch_size: int = 1) -> i
             model(features, lengths)
     finally:
         model.train(was_training)
-    return counter.get_total_flops()
+    return counter

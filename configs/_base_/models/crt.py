@@ -10,18 +10,23 @@ encoder = dict(
     precision="auto",  # 'auto' (bf16 where the hardware has native bf16, else fp32), 'fp32', 'bf16'
 )
 model = dict(
-    type="crt",  # 'crt', 'segment' (no memory), 'full' (full-length Transformer), 'meanpool'
+    type="crt",  # 'crt', 'xl' (Transformer-XL), 'gru', 'segment' (no memory), 'full', 'meanpool'
     segment_len=16,  # frames per segment
     d_model=256,
     depth=2,  # Transformer layers per segment
     heads=4,
     dropout=0.1,
     memory_cell="gru",  # 'gru' or 'ncgru'
-    memory_read="token",  # the RNN reads the memory token's output ('token') or the segment mean
+    # 'sequence' (the paper's): the memory RNN runs over the segment's outputs in order, from the
+    # previous memory; ablations: one cell step on the memory token's output ('token') or the mean
+    memory_read="sequence",
+    # crt's positions inside a segment default to 'recurrent' (the paper's position RNN; or
+    # 'learned', 'rotary'); it is not set here because `full` reads the same key
+    position_cell=None,  # the position RNN's cell; None: memory_cell
     head="memory",  # classify from the final memory ('memory') or memory + mean of frame outputs
     truncate_every=None,  # cut gradients every k segments; None: backpropagate through the clip
-    memory_gate_bias=None,  # initial update-gate bias (e.g. 2: keep 88% per segment); None: torch's init
-    frame_memory=False,  # dense crt: also feed the carried memory straight to each frame's head
+    memory_gate_bias=None,  # initial update-gate bias (e.g. 2: keep 88% per step); None: torch's init
+    frame_read="output",  # dense crt: 'output', 'output+memory', 'output+hidden' or 'hidden'
     embed_norm=False,  # LayerNorm the projected frames before adding positions (see the README)
     pool="mean",  # full only: read out the mean of the frame outputs ('mean') or a class token
 )
