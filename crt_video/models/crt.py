@@ -52,7 +52,9 @@ class CRTConfig(SegmentConfig):
     memory_read: str = "sequence"
     head: str = "memory"
     truncate_every: int | None = None
-    memory_gate_bias: float | None = None
+    # The memory RNN steps once per frame: at torch's initialisation (None) its update gate keeps
+    # about half of the memory per step, and a disk seen 30 frames before is gone.
+    memory_gate_bias: float | None = 4.0
     # How frames know their place in the segment: 'recurrent' (the paper's position RNN),
     # 'learned' (an embedding added to each), or 'rotary' (queries and keys, memory at place 0).
     positions: str = "recurrent"
