@@ -225,9 +225,8 @@ def test_tied_validation_keeps_the_epoch_with_lower_validation_loss(tmp_path):
 def test_weight_decay_spares_norms_biases_positions_memory_and_the_cayley_parameter():
     from crt_video.models import build_model
 
-    model = build_model(
-        {"type": "crt", "d_model": 16, "depth": 1, "heads": 2, "memory_cell": "ncgru"}, 8, 3
-    )
+    cfg = {"type": "crt", "d_model": 16, "depth": 1, "heads": 2, "memory_cell": "ncgru"}
+    model = build_model({**cfg, "positions": "learned"}, 8, 3)
     decay, no_decay = trainer.parameter_groups(model, 0.05)
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
