@@ -10,22 +10,26 @@ from pathlib import Path
 import pytest
 
 from crt_video.benchmark.accuracy import (
-    ABLATION_GAP_PLOT_NAME,
-    ABLATION_PLOT_NAME,
-    ABLATION_REFERENCE,
-    FULL_RECIPE,
-    GAP_PLOT_NAME,
-    PLOT_NAME,
-    TRANSFORMER,
-    ablation_variants,
-    ablation_verdict,
     add_arguments,
     bootstrap_interval,
     fold_splits,
     fold_table,
-    model_variants,
     run,
+)
+from crt_video.benchmark.accuracy_report import (
+    ABLATION_GAP_PLOT_NAME,
+    ABLATION_PLOT_NAME,
+    GAP_PLOT_NAME,
+    PLOT_NAME,
+    ablation_verdict,
     xl_verdict,
+)
+from crt_video.benchmark.accuracy_variants import (
+    ABLATION_REFERENCE,
+    FULL_RECIPE,
+    TRANSFORMER,
+    ablation_variants,
+    model_variants,
 )
 from crt_video.models import build_model
 

@@ -250,8 +250,26 @@ def run(out_dir: Path, smoke: bool = False, **options) -> dict:
             results[label][f"{mode}_peak_bytes"] = [r["peak_bytes"] for r in runs]
             results[label][f"{mode}_seconds"] = [r["seconds"] for r in runs]
 
+    summary = _summary(models, results, lengths, in_dim)
+    _plot(out_dir / PLOT, lengths, results)
+    side = side_by_side(settings)
+    return {
+        "markdown": _markdown(settings, lengths, results, summary) + "\n\n" + side["markdown"],
+        "figures": {
+            "settings": settings,
+            "lengths": lengths,
+            "results": results,
+            "summary": summary,
+            "side_by_side": side["figures"],
+        },
+    }
+
+
+def _summary(models: dict, results: dict, lengths: list[int], in_dim: int) -> dict:
+    """Per CRT row: how constant its FLOPs per frame are, its FLOPs against full at the longest
+    T, the T from which it is cheaper, and the first measured T it trains faster at."""
     summary = {}
-    for label in configs:
+    for label in models:
         if label == FULL:
             continue
         per_frame = [f / T for f, T in zip(results[label]["flops"], lengths, strict=True)]
@@ -271,18 +289,7 @@ def run(out_dir: Path, smoke: bool = False, **options) -> dict:
             "flops_crossover_T": flops_crossover(models[label], models[FULL], in_dim, lengths[-1]),
             "first_measured_T_trained_faster_than_full": faster[0] if faster else None,
         }
-    _plot(out_dir / PLOT, lengths, results)
-    side = side_by_side(settings)
-    return {
-        "markdown": _markdown(settings, lengths, results, summary) + "\n\n" + side["markdown"],
-        "figures": {
-            "settings": settings,
-            "lengths": lengths,
-            "results": results,
-            "summary": summary,
-            "side_by_side": side["figures"],
-        },
-    }
+    return summary
 
 
 def _mib(value: int | None) -> str:
