@@ -151,7 +151,9 @@ def test_rows_of_the_comparison_and_of_the_ablations():
         if model["type"] != "meanpool":
             assert (model["d_model"], model["depth"]) == (TRANSFORMER["d_model"], 1), name
         if model["type"] == "crt":
-            assert not {"memory_read", "positions", "memory_gate_bias"} & set(model), name
+            assert not {"memory_read", "positions", "position_dim", "memory_gate_bias"} & set(
+                model
+            ), name
     assert main["xl S=T/8"]["model"]["segment_len"] == 128
     ablations = ablation_variants(1024, smoke=False)
     expected = {
@@ -169,6 +171,7 @@ def test_rows_of_the_comparison_and_of_the_ablations():
             {"memory_read": "token", "positions": "learned"},
         ),
         "crt gru S=T/4, rotary positions": (256, {"memory_read": "token", "positions": "rotary"}),
+        "crt gru S=T/4, full-width position RNN": (256, {"position_dim": None}),
         "crt gru S=T/4, torch's gate init": (256, {"memory_gate_bias": None}),
     }
     assert list(ablations) == list(expected)

@@ -363,6 +363,20 @@ def test_position_cell_follows_memory_cell_unless_set():
     assert build("crt", positions="learned").positions is None
 
 
+def test_a_narrow_position_rnn_costs_less_and_still_orders_frames():
+    from crt_video.utils.flops import count_flops
+
+    narrow = build("crt", d_model=64, heads=4, position_dim=8)
+    full_width = build("crt", d_model=64, heads=4, position_dim=None)
+    assert narrow.positions.cell.hidden_size == 8 and full_width.positions.cell.hidden_size == 64
+    assert count_flops(narrow, 16, IN_DIM) < count_flops(full_width, 16, IN_DIM)
+    segment = torch.randn(1, 4, IN_DIM, dtype=torch.float64)
+    lengths = torch.tensor([4])
+    assert not torch.allclose(narrow(segment, lengths), narrow(segment[:, [1, 0, 2, 3]], lengths))
+    with pytest.raises(ConfigError, match="model.position_dim=0 must be a positive number"):
+        build("crt", position_dim=0)
+
+
 @pytest.mark.parametrize(
     "key,value,choices",
     [

@@ -84,8 +84,9 @@ def model_variants(num_frames: int, smoke: bool) -> dict[str, dict]:
 ABLATION_REFERENCE = "crt gru S=T/4"
 # name -> (k of S=T/k, CRT keys changed from the paper's): the paper's table 8 in video form
 # (each of its two RNNs removed, then both: the earlier variant), rotary positions (the earlier
-# variant's best position scheme), and torch's initialisation of the memory's update gate
-# (keeping about half of the memory per frame) instead of the default bias of 4 (98%).
+# variant's best position scheme), a position RNN as wide as the model (position_dim None, not
+# 32), and torch's initialisation of the memory's update gate (keeping about half of the memory
+# per frame) instead of the default bias of 4 (98%).
 ABLATIONS: dict[str, tuple[int, dict]] = {
     ABLATION_REFERENCE: (4, {}),
     "crt gru S=T/4, memory RNN only": (4, {"memory_read": "sequence", "positions": "learned"}),
@@ -95,6 +96,7 @@ ABLATIONS: dict[str, tuple[int, dict]] = {
         {"memory_read": "token", "positions": "learned"},
     ),
     "crt gru S=T/4, rotary positions": (4, {"memory_read": "token", "positions": "rotary"}),
+    "crt gru S=T/4, full-width position RNN": (4, {"position_dim": None}),
     "crt gru S=T/4, torch's gate init": (4, {"memory_gate_bias": None}),
 }
 

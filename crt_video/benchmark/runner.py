@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib
-import platform
 import time
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
+from crt_video.utils.cpu import cpu_name
 from crt_video.utils.io import atomic_write_json, atomic_write_text
 
 BENCHMARKS = ("decode", "extract", "model", "accuracy", "stream")
@@ -22,7 +22,7 @@ def benchmark_module(name: str) -> ModuleType:
 def machine_description() -> str:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"{cpu_name()}, {torch.get_num_threads()} torch threads, "
         f"{device}, torch {torch.__version__}"
     )
 

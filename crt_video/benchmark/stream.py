@@ -34,6 +34,7 @@ from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.models import build_model
 from crt_video.models.encoder import ImageEncoderConfig, build_encoder, native_bf16
+from crt_video.utils.cpu import cpu_name
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "smarthome_cs.py"
 FULL = dict(seconds=60.0, live_seconds=30.0, width=640, height=480, video_fps=20)
@@ -128,6 +129,7 @@ def _figures(rows, long, live, encoder_cfg, clip, fps, threads) -> dict:
         "encoder": ", ".join(
             [encoder_cfg.name, *(f"{k}={v}" for k, v in encoder_cfg.kwargs.items())]
         ),
+        "cpu": cpu_name(),
         "cpu_bf16": cpu_bf16_support(),
         "native_bf16": native_bf16("cpu"),
         "sampling_fps": fps,
@@ -162,7 +164,7 @@ def _markdown(figures: dict) -> str:
 What tools/infer.py runs (decode + encode + CRT, default timeline) on a synthetic {figures["clip"]}
 clip, CPU only, {figures["threads"]} cores, encoder `{figures["encoder"]}` (random weights, same
 compute as pretrained) at {figures["sampling_fps"]:g} sampled frames/s, segments of
-{figures["segment_len"]} frames ({figures["segment_seconds"]:g} s). This CPU: {figures["cpu_bf16"]}.
+{figures["segment_len"]} frames ({figures["segment_seconds"]:g} s). This CPU: {figures["cpu"]}, {figures["cpu_bf16"]}.
 Each row runs in a fresh process; peak RSS is its high-water mark (VmHWM). "load avg" is the
 machine's 1-minute load average when the row finished: above {figures["threads"]}, other
 processes shared the cores and the times are slower than this machine can do.

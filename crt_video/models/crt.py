@@ -42,8 +42,11 @@ HEADS = ("memory", "memory+mean")
 # 'output+memory': y_i plus the memory the segment started from; 'output+hidden': y_i plus the
 # memory RNN's state after frame i (memory_read='sequence' only); 'hidden': that state alone.
 FRAME_READS = ("output", "output+memory", "output+hidden", "hidden")
-# Defaults of crt_video 0.1.0, where a checkpoint's config may not name them.
-LEGACY_DEFAULTS = {"memory_read": "token", "positions": "learned"}
+# Defaults of earlier crt_video versions, where a checkpoint's config may not name them.
+LEGACY_DEFAULTS = {
+    (0, 1): {"memory_read": "token", "positions": "learned", "position_dim": None},
+    (0, 2): {"position_dim": None},
+}
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class CRTConfig(SegmentConfig):
     # 'learned' (an embedding added to each), or 'rotary' (queries and keys, memory at place 0).
     positions: str = "recurrent"
     position_cell: str | None = None  # the position RNN's cell; None: the same as memory_cell
+    # The position RNN's state size, at most d_model (projected to it); None: d_model (0.2's).
+    position_dim: int | None = 32
     frame_read: str = "output"  # dense only: see FRAME_READS
 
     def __post_init__(self) -> None:
@@ -81,6 +86,13 @@ class CRTConfig(SegmentConfig):
                 f"model.truncate_every={self.truncate_every!r} must be None (full backpropagation) "
                 "or a positive number of segments"
             )
+        if self.position_dim is not None and (
+            not isinstance(self.position_dim, int) or self.position_dim < 1
+        ):
+            raise ConfigError(
+                f"model.position_dim={self.position_dim!r} must be a positive number of state "
+                "values, or None (as wide as d_model)"
+            )
         if "hidden" in self.frame_read and self.memory_read != "sequence":
             raise ConfigError(
                 f"model.frame_read={self.frame_read!r} reads the memory RNN's per-frame states, "
@@ -91,9 +103,10 @@ class CRTConfig(SegmentConfig):
 def resolve_trained_defaults(model_cfg: dict, version: str | None) -> dict:
     """``model_cfg`` of a checkpoint saved by crt_video ``version``, with the defaults it was
     trained with filled in where later versions changed them."""
-    if model_cfg.get("type") != "crt" or _version_tuple(version) >= (0, 2):
+    defaults = LEGACY_DEFAULTS.get(_version_tuple(version))
+    if model_cfg.get("type") != "crt" or defaults is None:
         return model_cfg
-    resolved = {**LEGACY_DEFAULTS, **model_cfg}
+    resolved = {**defaults, **model_cfg}
     # 0.1.0's frame_memory flag is frame_read 'output+memory'.
     if resolved.pop("frame_memory", False):
         resolved["frame_read"] = "output+memory"
@@ -135,7 +148,9 @@ class CRT(nn.Module):
         )
         self.positions = None
         if cfg.positions == "recurrent":
-            self.positions = RecurrentPositions(cfg.position_cell or cfg.memory_cell, cfg.d_model)
+            self.positions = RecurrentPositions(
+                cfg.position_cell or cfg.memory_cell, cfg.d_model, cfg.position_dim
+            )
         self.memory_init = nn.Parameter(torch.empty(cfg.d_model))
         self.memory_type = nn.Parameter(torch.empty(cfg.d_model))
         nn.init.trunc_normal_(self.memory_init, std=0.02)

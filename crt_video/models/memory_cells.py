@@ -59,11 +59,28 @@ class NCGRUCell(nn.Module):
         return self._inference_matrix[1]
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        x_r, x_z, x_c = self.input(x).chunk(3, dim=-1)
-        h_r, h_z = self.gates(h).chunk(2, dim=-1)
+        return self._step(self.input(x), h, self._recurrent_weights())
+
+    def scan(self, xs: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The state after each step of xs [B, n, d] from h: [B, n, d]. The input projection and
+        the orthogonal matrix (a Cayley solve while training) are computed once, not per step."""
+        recurrent = self._recurrent_weights()
+        states = []
+        for x in self.input(xs).unbind(1):
+            h = self._step(x, h, recurrent)
+            states.append(h)
+        return torch.stack(states, dim=1)
+
+    def _recurrent_weights(self) -> torch.Tensor:
+        # [U_r U_z W] side by side: one product with h per step
+        return torch.cat([self.gates.weight.T, self.recurrent_matrix], dim=1)
+
+    def _step(self, x: torch.Tensor, h: torch.Tensor, recurrent: torch.Tensor) -> torch.Tensor:
+        x_r, x_z, x_c = x.chunk(3, dim=-1)
+        h_r, h_z, h_c = (h @ recurrent).chunk(3, dim=-1)
         r = torch.sigmoid(x_r + h_r)
         z = torch.sigmoid(x_z + h_z)
-        c = modrelu(x_c + r * (h @ self.recurrent_matrix), self.modrelu_bias)
+        c = modrelu(x_c + r * h_c, self.modrelu_bias)
         return z * h + (1 - z) * c
 
 
@@ -94,6 +111,7 @@ class MaskedCell(nn.Module):
         self, kind: str, input_size: int, hidden_size: int, update_gate_bias: float | None = None
     ) -> None:
         super().__init__()
+        self.hidden_size = hidden_size
         self.cell = MEMORY_CELLS[kind](input_size, hidden_size)
         if update_gate_bias is not None:
             init_update_gate_bias(self.cell, update_gate_bias)
@@ -110,9 +128,11 @@ class MaskedCell(nn.Module):
         each row's valid steps, which come first: through the padding after them a row keeps
         the state of its last valid step (h for a row with none). Called through the module
         (``cell(xs, h, valid)``), so FLOP counters and hooks see it as this module's work."""
-        # Traced (ONNX export), the steps are unrolled into the graph.
+        # Traced (ONNX export), the GRU's steps are unrolled into the graph.
         if isinstance(self.cell, nn.GRUCell) and not torch.jit.is_tracing():
             states = _gru_sequence(self.cell, xs, h)
+        elif isinstance(self.cell, NCGRUCell):
+            states = self.cell.scan(xs, h)
         else:
             states, state = [], h
             for x in xs.unbind(1):

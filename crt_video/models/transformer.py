@@ -230,15 +230,21 @@ class SegmentEmbedding(nn.Module):
 
 class RecurrentPositions(nn.Module):
     """Recurrent position encoding (R-Transformer, arXiv 1907.05572; CRT's choice): a GRU or
-    NC-GRU runs over a segment's embeddings from a zero state, and its state after each frame is
-    added to that frame. Attention then needs no position terms: where a frame sits, and what came
-    before it in the segment, is in its input, so two close events are ordered by construction."""
+    NC-GRU runs over a segment's embeddings from a zero state, and its state after each frame,
+    projected to the width of the embeddings, is added to that frame. Attention then needs no
+    position terms: where a frame sits, and what came before it in the segment, is in its input,
+    so two close events are ordered by construction. The state can be narrower than the
+    embeddings (``dim``, at most d_model): a place in a segment of tens of frames needs few
+    numbers, and a full-width RNN costs as much per frame as the memory RNN."""
 
-    def __init__(self, kind: str, d_model: int) -> None:
+    def __init__(self, kind: str, d_model: int, dim: int | None = None) -> None:
         super().__init__()
-        self.cell = MaskedCell(kind, d_model, d_model)
+        dim = min(dim or d_model, d_model)
+        self.cell = MaskedCell(kind, d_model, dim)
+        self.project = nn.Linear(dim, d_model) if dim != d_model else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, s, d] -> [B, s, d]. Causal, so padding after a clip's end changes nothing."""
         every_step = x.new_ones(x.shape[:2], dtype=torch.bool)
-        return x + self.cell(x, x.new_zeros(x.shape[0], x.shape[2]), every_step)
+        states = self.cell(x, x.new_zeros(x.shape[0], self.cell.hidden_size), every_step)
+        return x + self.project(states)
