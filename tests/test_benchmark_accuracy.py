@@ -170,9 +170,7 @@ def test_rows_of_the_comparison_and_of_the_ablations():
             256,
             {"memory_read": "token", "positions": "learned"},
         ),
-        "crt gru S=T/4, rotary positions": (256, {"memory_read": "token", "positions": "rotary"}),
-        "crt gru S=T/4, full-width position RNN": (256, {"position_dim": None}),
-        "crt gru S=T/4, torch's gate init": (256, {"memory_gate_bias": None}),
+        "crt gru S=T/4, 32-number position RNN": (256, {"position_dim": 32}),
     }
     assert list(ablations) == list(expected)
     for name, (segment_len, keys) in expected.items():

@@ -164,13 +164,13 @@ def test_checkpoints_of_crt_video_0_1_0_predict_exactly_as_before(task):
 
 
 @pytest.mark.parametrize("task", ["clip", "dense"])
-def test_checkpoints_of_crt_video_0_2_0_keep_their_full_width_position_rnn(task):
-    """Saved by crt_video 0.2.0 (the paper's mechanism, a position RNN as wide as d_model and no
-    position_dim key): loaded with that width, they predict exactly as before."""
+def test_checkpoints_of_crt_video_0_2_0_predict_as_before(task):
+    """Saved by crt_video 0.2.0 (the paper's mechanism, a position RNN as wide as d_model, no
+    position_dim key): they predict as before."""
     expected = torch.load(DATA / "crt_0.2.0_logits.pt", weights_only=True)
     model, ckpt = load_model(DATA / f"crt_0.2.0_{task}.pth")
     assert ckpt["crt_video_version"] == "0.2.0"
-    assert ckpt["config"]["model"]["position_dim"] is None
+    assert "position_dim" not in ckpt["config"]["model"]
     assert model.positions.cell.hidden_size == ckpt["config"]["model"]["d_model"]
     with torch.no_grad():
         logits = model(expected["features"], expected["lengths"])
@@ -190,4 +190,4 @@ def test_new_checkpoints_keep_the_new_defaults(tmp_path):
     loaded, ckpt = load_model(tmp_path / "new.pth")
     assert "memory_read" not in ckpt["config"]["model"]
     assert loaded.memory_read == "sequence" and loaded.positions is not None
-    assert loaded.positions.cell.hidden_size == min(CRTConfig.position_dim, 16)
+    assert CRTConfig.position_dim is None and loaded.positions.cell.hidden_size == 16

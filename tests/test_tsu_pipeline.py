@@ -137,3 +137,17 @@ def test_infer_prints_and_writes_overlapping_activity_intervals(trained, tmp_pat
         assert set(item) == {"label", "start", "end", "score"}
         assert item["label"] in {"Disk", "Square", "Square_after_disk", "Lamp"}
         assert 0 <= item["start"] < item["end"] <= written["duration"] + 1e-3
+
+
+def test_extract_features_on_a_tsu_config_extracts_the_tsu_videos(tmp_path):
+    """tools/extract_features.py reads a TSU config's video folder (its demo generated there),
+    not a Smarthome one, and fills the cache tools/train.py then reads."""
+    from crt_video.data.features import FeatureStore
+
+    run_tool("tools/extract_features.py", "configs/tsu_demo.py", "--no-progress",
+             "--cfg-options", *tsu_options(tmp_path))  # fmt: skip
+    videos = read_tsu_annotations(tmp_path / "data" / "annotations.json", num_classes=4)
+    assert len(videos) == 7
+    (store_dir,) = (tmp_path / "cache" / "features").iterdir()
+    store = FeatureStore.open(store_dir)
+    assert all(store.has(video.file_name) for video in videos)

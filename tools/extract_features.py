@@ -21,7 +21,7 @@ from crt_video.data.smarthome import VIDEO_SUFFIXES, list_videos
 from crt_video.data.video import SamplingConfig
 from crt_video.engine.distributed import DistInfo, distributed_session
 from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
-from crt_video.engine.pipeline import resolve_data_root
+from crt_video.engine.pipeline import resolve_video_dir
 from crt_video.errors import DatasetError
 from crt_video.models.encoder import ImageEncoderConfig, build_encoder
 from crt_video.utils.cli import run_cli
@@ -66,7 +66,7 @@ def _extract(cfg: dict, args: argparse.Namespace, device: torch.device, dist_inf
         if not video_dir.is_dir():
             raise DatasetError(f"--video-dir {video_dir} is not a folder of video clips")
     else:
-        video_dir = resolve_data_root(cfg, dist_info)
+        video_dir = resolve_video_dir(cfg, dist_info)
     videos = list_videos(video_dir)
     if not videos:
         raise DatasetError(

@@ -4,8 +4,7 @@ Transformer-XL at the same segment lengths, a GRU over the frames, the segment T
 without memory, the full-length Transformer and mean pooling, all at one width and depth.
 ``ablations=True`` (``accuracy --ablations``) instead trains the paper's ablation (its table 8)
 in video form: CRT without its position RNN, without its memory RNN, without both (the earlier
-variant), with rotary positions, and with torch's update-gate initialisation, against the
-paper's CRT.
+variant), and with a 32-number position RNN, against the paper's CRT.
 
 Clips whose class is the ORDER of two events (object A then B, or B then A) are written as real
 H.264 files, decoded and encoded once by the real extraction path, and shared by every model,

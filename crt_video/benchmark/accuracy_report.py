@@ -258,8 +258,8 @@ ABLATIONS_COMPARED = (
     "the GRU cell at segments of S = T/4: the paper's CRT (`{reference}`) against CRT without its "
     "position RNN (learned positions: `memory RNN only`), without its memory RNN (one cell step "
     "on the memory token's output: `position RNN only`) and without both (the earlier variant); "
-    "plus the earlier variant with rotary positions, and the paper's CRT with torch's "
-    "initialisation of the memory's update gate instead of a bias of 4."
+    "plus the paper's CRT with a position RNN of 32 numbers (`position_dim=32`) instead of one as "
+    "wide as the model."
 )
 
 

@@ -13,7 +13,12 @@ from crt_video.data.annotations import annotation_path, read_annotations, write_
 from crt_video.data.feature_dataset import ClipData
 from crt_video.data.smarthome import SPLITS, class_names, list_videos
 from crt_video.engine.checkpoint import load_model
-from crt_video.engine.dense import evaluate_dense_checkpoint, is_dense, run_dense_pipeline
+from crt_video.engine.dense import (
+    evaluate_dense_checkpoint,
+    is_dense,
+    resolve_tsu_paths,
+    run_dense_pipeline,
+)
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.engine.evaluate import evaluate
 from crt_video.engine.extract import extract_to_cache
@@ -47,6 +52,14 @@ def resolve_data_root(cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
             "or pass --cfg-options data_root=DIR"
         )
     return root.resolve()
+
+
+def resolve_video_dir(cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
+    """The config's video folder, for either task: its demo (Smarthome clips or TSU videos) is
+    generated there on first use."""
+    if is_dense(cfg):
+        return resolve_tsu_paths(cfg, dist_info)[0]
+    return resolve_data_root(cfg, dist_info)
 
 
 def make_demo_data(root: Path, demo_cfg: dict) -> None:

@@ -23,7 +23,7 @@ model = dict(
     # crt's positions inside a segment default to 'recurrent' (the paper's position RNN; or
     # 'learned', 'rotary'); it is not set here because `full` reads the same key
     position_cell=None,  # the position RNN's cell; None: memory_cell
-    position_dim=32,  # the position RNN's state size (at most d_model); None: d_model
+    position_dim=None,  # the position RNN's state size (at most d_model); None: d_model
     head="memory",  # classify from the final memory ('memory') or memory + mean of frame outputs
     truncate_every=None,  # cut gradients every k segments; None: backpropagate through the clip
     # initial update-gate bias: 4 keeps 98% per step (a time scale of 1 + e^4 = 56 frames) at the
