@@ -42,10 +42,8 @@ HEADS = ("memory", "memory+mean")
 # 'output+memory': y_i plus the memory the segment started from; 'output+hidden': y_i plus the
 # memory RNN's state after frame i (memory_read='sequence' only); 'hidden': that state alone.
 FRAME_READS = ("output", "output+memory", "output+hidden", "hidden")
-# Defaults of earlier crt_video versions, where a checkpoint's config may not name them.
-LEGACY_DEFAULTS = {
-    (0, 1): {"memory_read": "token", "positions": "learned"},
-}
+# Defaults of crt_video 0.1.0, where a checkpoint's config may not name them.
+LEGACY_DEFAULTS = {"memory_read": "token", "positions": "learned"}
 
 
 @dataclass(frozen=True)
@@ -103,10 +101,9 @@ class CRTConfig(SegmentConfig):
 def resolve_trained_defaults(model_cfg: dict, version: str | None) -> dict:
     """``model_cfg`` of a checkpoint saved by crt_video ``version``, with the defaults it was
     trained with filled in where later versions changed them."""
-    defaults = LEGACY_DEFAULTS.get(_version_tuple(version))
-    if model_cfg.get("type") != "crt" or defaults is None:
+    if model_cfg.get("type") != "crt" or _version_tuple(version) >= (0, 2):
         return model_cfg
-    resolved = {**defaults, **model_cfg}
+    resolved = {**LEGACY_DEFAULTS, **model_cfg}
     # 0.1.0's frame_memory flag is frame_read 'output+memory'.
     if resolved.pop("frame_memory", False):
         resolved["frame_read"] = "output+memory"

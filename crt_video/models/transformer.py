@@ -234,8 +234,8 @@ class RecurrentPositions(nn.Module):
     projected to the width of the embeddings, is added to that frame. Attention then needs no
     position terms: where a frame sits, and what came before it in the segment, is in its input,
     so two close events are ordered by construction. The state can be narrower than the
-    embeddings (``dim``, at most d_model): a place in a segment of tens of frames needs few
-    numbers, and a full-width RNN costs as much per frame as the memory RNN."""
+    embeddings (``dim``, at most d_model): cheaper per frame, but it carries less of the segment's
+    content than a full-width one (README, ablations)."""
 
     def __init__(self, kind: str, d_model: int, dim: int | None = None) -> None:
         super().__init__()
