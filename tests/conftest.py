@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
@@ -12,6 +13,25 @@ import pytest
 from crt_video.data.demo import make_event_order_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def logs(caplog):
+    """Records of the package logger, which does not propagate to the root logger."""
+    logger = logging.getLogger("crt_video")
+    logger.addHandler(caplog.handler)
+    caplog.handler.setLevel(logging.INFO)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def precision_cache(tmp_path_factory) -> Iterator[Path]:
+    """A fresh encoder-precision cache for the session and the tools it runs, never the user's."""
+    home = tmp_path_factory.mktemp("crt_video_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CRT_VIDEO_HOME", str(home))
+        yield home
 
 
 def _write_test_video(

@@ -1,4 +1,3 @@
-import logging
 import os
 import subprocess
 import sys
@@ -21,15 +20,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = REPO_ROOT.parent / "shared" / "smarthome_reference_splits"
 REFERENCE = REFERENCE_DIR if REFERENCE_DIR.is_dir() else None
 REFERENCE_FILES = {"train": "train", "val": "validation", "test": "test"}
-
-
-@pytest.fixture
-def logs(caplog):
-    """Records of the package logger, which does not propagate to the root logger."""
-    logger = logging.getLogger("crt_video")
-    logger.addHandler(caplog.handler)
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 def touch(root: Path, *names: str) -> None:

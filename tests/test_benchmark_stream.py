@@ -6,6 +6,8 @@ import argparse
 
 from crt_video.benchmark import stream
 from crt_video.data.video import probe_video
+from crt_video.models.precision import cpu_precisions
+from crt_video.utils.cpu import cpu_flags
 
 
 def test_smoke_run_reports_runtimes_latency_and_memory(tmp_path):
@@ -19,7 +21,15 @@ def test_smoke_run_reports_runtimes_latency_and_memory(tmp_path):
     assert figures["step_latency_ms"] > 0 and figures["encode_ms_per_frame"] > 0
     assert figures["encoder"].startswith("vit_tiny_patch16_224")
     assert figures["sampling_fps"] == 4.0
-    assert set(figures["runtimes"]) == {"fp32", "bf16", "onnx"}
+    offered = cpu_precisions()
+    assert list(figures["runtimes"]) == ["auto", *offered, "onnx"]
+    assert list(figures["encoder_alone"]) == offered
+    assert figures["auto_precision"] in offered
+    for precision, alone in figures["encoder_alone"].items():
+        assert alone["bound"] == alone["frames_per_s"] / 4.0 and alone["cosine"] > 0.99
+        row = figures["runtimes"][precision]
+        assert row["precision"] == precision
+        assert row["of_bound"] == row["real_time_factor"] / alone["bound"]
     for clip in [*figures["runtimes"].values(), figures["long"]]:
         assert clip["real_time_factor"] > 0 and clip["peak_rss_mib"] > 0
         assert clip["frames"] == round(clip["duration"] * 4)
@@ -29,7 +39,8 @@ def test_smoke_run_reports_runtimes_latency_and_memory(tmp_path):
     assert live["frames_sampled"] == round(live["duration"] * 4)
     markdown = result["markdown"]
     assert "| onnx |" in markdown and "real-time factor" in markdown and "latency" in markdown
-    assert "bf16" in figures["cpu_bf16"]
+    assert f"| auto ({figures['auto_precision']}) |" in markdown and "real-time bound" in markdown
+    assert figures["cpu_flags"] == cpu_flags()
     assert list(tmp_path.iterdir()) == []
 
 

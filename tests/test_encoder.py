@@ -10,8 +10,7 @@ import timm
 import torch
 
 from crt_video.errors import CheckpointError, ConfigError
-from crt_video.models import encoder as encoder_module
-from crt_video.models.encoder import build_encoder, resolve_precision
+from crt_video.models.encoder import build_encoder
 
 TINY = {"name": "vit_tiny_patch16_224", "kwargs": {"img_size": 32}, "batch_size": 4, "seed": 0}
 
@@ -123,17 +122,6 @@ def test_bf16_features_are_close_to_fp32_and_named_in_the_identity():
     assert rounded.dtype == torch.float32 and not torch.equal(exact, rounded)
     cosine = torch.nn.functional.cosine_similarity(exact, rounded, dim=-1)
     assert cosine.min() > 0.999
-
-
-@pytest.mark.parametrize("native", [True, False])
-def test_auto_precision_follows_native_bf16_support(monkeypatch, native):
-    monkeypatch.setattr(encoder_module.torch.cpu, "_is_amx_tile_supported", lambda: False)
-    monkeypatch.setattr(encoder_module.torch.cpu, "_is_avx512_bf16_supported", lambda: native)
-    assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
-    assert resolve_precision("auto", "cuda") == "bf16"
-    assert resolve_precision("fp32", "cuda") == "fp32"
-    encoder = build_encoder({**TINY, "pretrained": False}, device="cpu")
-    assert encoder.identity["precision"] == ("bf16" if native else "fp32")
 
 
 def test_unknown_precision_is_a_config_error():

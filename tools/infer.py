@@ -46,7 +46,7 @@ from crt_video.engine.inference import (
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, STDIN, is_live_source
 from crt_video.errors import VideoDecodeError
 from crt_video.evaluation.plots import plot_timeline
-from crt_video.models.encoder import PRECISIONS
+from crt_video.models.precision import PRECISIONS
 from crt_video.utils.cli import run_cli
 from crt_video.utils.io import atomic_write_json
 
@@ -97,7 +97,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help="encoder precision; default: the checkpoint's where the hardware runs it natively",
+        help=(
+            "encoder precision (auto: the fastest safe one on this CPU, timed once and cached); "
+            "default: the checkpoint's where the hardware runs it"
+        ),
     )
     parser.add_argument(
         "--timeout",

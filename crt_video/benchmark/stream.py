@@ -1,9 +1,11 @@
-"""Streaming inference on this machine's CPU: fp32, bf16 and ONNX Runtime side by side.
+"""Streaming inference on this machine's CPU: every encoder precision and ONNX Runtime side by side.
 
-A synthetic 640x480 20 fps clip goes through what tools/infer.py runs (decode + encode + CRT,
-default timeline) with a randomly initialised encoder (the same compute as pretrained weights,
-which cannot be downloaded offline), once per runtime: PyTorch fp32, PyTorch bf16 autocast and
-ONNX Runtime (fp32 graphs from tools/export.py). Every measurement runs in a fresh process pinned
+First the encoder alone, in each precision this CPU offers (``cpu_precisions``): frames/s and
+cosine to fp32, the bound each puts on real time. Then a synthetic 640x480 20 fps clip goes
+through what tools/infer.py runs (decode + encode + CRT, default timeline) with a randomly
+initialised encoder (the same compute as pretrained weights, which cannot be downloaded
+offline), once per runtime: PyTorch with 'auto' (the precision measured fastest, as users get
+it), fp32, bf16 autocast and int8, and ONNX Runtime (fp32 graphs from tools/export.py). Every measurement runs in a fresh process pinned
 to ``threads`` cores, so its peak resident memory (VmHWM) is its own: a long clip with the same
 peak as the short one shows constant memory. The live row feeds the clip as MPEG-TS through the
 process's standard input at the clip's own pace (``tools/infer.py -``) and records, per segment,
@@ -33,8 +35,16 @@ from crt_video.data.video import iter_frames
 from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.models import build_model
-from crt_video.models.encoder import ImageEncoderConfig, build_encoder, native_bf16
-from crt_video.utils.cpu import cpu_name
+from crt_video.models.encoder import ImageEncoderConfig, build_encoder
+from crt_video.models.precision import (
+    PROBE_BATCH,
+    cpu_precisions,
+    measure_precisions,
+    native_bf16,
+    probe_frames,
+)
+from crt_video.utils.cpu import cpu_flags, cpu_name
+from crt_video.utils.threads import cpu_threads
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "smarthome_cs.py"
 FULL = dict(seconds=60.0, live_seconds=30.0, width=640, height=480, video_fps=20)
@@ -43,9 +53,16 @@ SMOKE = dict(seconds=4.0, live_seconds=3.0, width=160, height=120, video_fps=10)
 SMOKE_ENCODER = ImageEncoderConfig("vit_tiny_patch16_224", kwargs={"img_size": 32})
 SMOKE_MODEL = dict(d_model=64, depth=1, segment_len=4)
 STEP_REPEATS = 50
-# name -> (runtime, encoder precision)
-RUNTIMES = {"fp32": ("torch", "fp32"), "bf16": ("torch", "bf16"), "onnx": ("onnx", None)}
-DEFAULT_RUNTIME = "bf16"  # the fastest on a CPU with native bf16; see the README's table
+# name -> (runtime, encoder precision); 'auto' first, so later rows find its choice cached
+RUNTIMES = {
+    "auto": ("torch", "auto"),
+    "fp32": ("torch", "fp32"),
+    "bf16": ("torch", "bf16"),
+    "int8": ("torch", "int8"),
+    "onnx": ("onnx", None),
+}
+DEFAULT_RUNTIME = "auto"  # what tools/infer.py users get with --precision auto
+ENCODER_REPEATS = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,8 +95,9 @@ def run(
         short_video = write_clip(tmp / "short.mp4", clip["seconds"], *geometry)
         long_video = write_clip(tmp / "long.mp4", long_seconds, *geometry)
         live_video = write_clip(tmp / "live.ts", clip["live_seconds"], *geometry)
+        encoder_alone = measure_encoder_alone(encoder_cfg, threads)
         rows = {}
-        for name in RUNTIMES:
+        for name in runtimes():
             model = export_dir if name == "onnx" else checkpoint
             rows[name] = measure_in_fresh_process(
                 _spec(name, model, short_video, threads, breakdown=name == DEFAULT_RUNTIME)
@@ -87,7 +105,28 @@ def run(
         long = measure_in_fresh_process(_spec(DEFAULT_RUNTIME, checkpoint, long_video, threads))
         live = measure_live(_spec(DEFAULT_RUNTIME, checkpoint, "-", threads), live_video)
     figures = _figures(rows, long, live, encoder_cfg, clip, fps, threads)
+    figures["encoder_alone"] = {
+        precision: {**measured, "bound": measured["frames_per_s"] / fps}
+        for precision, measured in encoder_alone.items()
+    }
+    for figure in (*figures["runtimes"].values(), figures["short"], figures["long"]):
+        bound = figures["encoder_alone"].get(figure["precision"] or "fp32", {}).get("bound")
+        figure["of_bound"] = figure["real_time_factor"] / bound if bound else None
     return {"markdown": _markdown(figures), "figures": figures}
+
+
+def runtimes() -> list[str]:
+    """The runtimes worth timing on this CPU: emulated bf16 is left out, being slower than fp32."""
+    offered = cpu_precisions()
+    return [name for name, (_, p) in RUNTIMES.items() if p in (None, "auto", *offered)]
+
+
+def measure_encoder_alone(encoder_cfg: ImageEncoderConfig, threads: int) -> dict:
+    """precision -> {'frames_per_s', 'cosine'} of the encoder alone on ``threads`` cores."""
+    with cpu_threads(torch.device("cpu"), threads):
+        encoder = build_encoder(replace(encoder_cfg, pretrained=False, precision="fp32"))
+        x = encoder.preprocess(probe_frames(PROBE_BATCH, encoder.input_size))
+        return measure_precisions(encoder.model, x, cpu_precisions(), ENCODER_REPEATS)
 
 
 def _spec(name: str, model: Path, source: Path | str, threads: int, breakdown: bool = False):
@@ -108,21 +147,6 @@ def _export(checkpoint: Path, out_dir: Path) -> Path:
     return export_onnx(checkpoint, out_dir)
 
 
-def cpu_bf16_support() -> str:
-    """What this CPU offers for bf16, from torch's own CPU feature checks."""
-    flags = [
-        name
-        for name, check in (
-            ("AMX", torch.cpu._is_amx_tile_supported),
-            ("AVX512-BF16", torch.cpu._is_avx512_bf16_supported),
-        )
-        if check()
-    ]
-    if not flags:
-        return "no native bf16 (bf16 is emulated, 'auto' picks fp32)"
-    return f"native bf16 ({', '.join(flags)}; 'auto' picks bf16)"
-
-
 def _figures(rows, long, live, encoder_cfg, clip, fps, threads) -> dict:
     default = rows[DEFAULT_RUNTIME]
     return {
@@ -130,8 +154,9 @@ def _figures(rows, long, live, encoder_cfg, clip, fps, threads) -> dict:
             [encoder_cfg.name, *(f"{k}={v}" for k, v in encoder_cfg.kwargs.items())]
         ),
         "cpu": cpu_name(),
-        "cpu_bf16": cpu_bf16_support(),
+        "cpu_flags": cpu_flags(),
         "native_bf16": native_bf16("cpu"),
+        "auto_precision": default["precision"],
         "sampling_fps": fps,
         "threads": threads,
         "clip": f"{clip['width']}x{clip['height']} {clip['video_fps']} fps",
@@ -150,9 +175,16 @@ def _figures(rows, long, live, encoder_cfg, clip, fps, threads) -> dict:
 
 
 def _markdown(figures: dict) -> str:
+    fps = figures["sampling_fps"]
+    encoder_rows = "\n".join(
+        f"| {p} | {m['frames_per_s']:.1f} | {1000 / m['frames_per_s']:.1f} | "
+        f"{m['cosine']:.5f} | {m['bound']:.1f}x |"
+        for p, m in figures["encoder_alone"].items()
+    )
     rows = "\n".join(
-        f"| {name} | {v['duration']:.0f} s | {v['frames']} | {v['seconds']:.1f} | "
-        f"{v['real_time_factor']:.1f}x | {v['peak_rss_mib']:.0f} | {v['load_average']:.1f} |"
+        f"| {name}{_resolved(name, v)} | {v['duration']:.0f} s | {v['frames']} | "
+        f"{v['seconds']:.1f} | {v['real_time_factor']:.1f}x | {_of_bound(v)} | "
+        f"{v['peak_rss_mib']:.0f} | {v['load_average']:.1f} |"
         for name, v in [
             *figures["runtimes"].items(),
             (f"{figures['default_runtime']}, long clip", figures["long"]),
@@ -161,16 +193,28 @@ def _markdown(figures: dict) -> str:
     live = figures["live"]
     return f"""## Streaming inference (stream)
 
-What tools/infer.py runs (decode + encode + CRT, default timeline) on a synthetic {figures["clip"]}
-clip, CPU only, {figures["threads"]} cores, encoder `{figures["encoder"]}` (random weights, same
-compute as pretrained) at {figures["sampling_fps"]:g} sampled frames/s, segments of
-{figures["segment_len"]} frames ({figures["segment_seconds"]:g} s). This CPU: {figures["cpu"]}, {figures["cpu_bf16"]}.
-Each row runs in a fresh process; peak RSS is its high-water mark (VmHWM). "load avg" is the
-machine's 1-minute load average when the row finished: above {figures["threads"]}, other
-processes shared the cores and the times are slower than this machine can do.
+This CPU: {figures["cpu"]}; flags {", ".join(figures["cpu_flags"]) or "none of AMX, AVX512-BF16, VNNI, NEON"}
+({"native" if figures["native_bf16"] else "no native"} bf16). {figures["threads"]} cores, encoder
+`{figures["encoder"]}` (random weights, same compute as pretrained) at {fps:g} sampled frames/s.
 
-| runtime | length | frames sampled | wall (s) | real-time factor | peak RSS (MiB) | load avg |
-|---|---|---|---|---|---|---|
+The encoder alone ({PROBE_BATCH} frames a batch, best of {ENCODER_REPEATS}; cosine: the lowest
+per-frame cosine of its features to fp32's). The bound is its frames/s over {fps:g}: no pipeline
+built on it runs faster than that many times real time.
+
+| precision | frames/s | ms / frame | cosine to fp32 | real-time bound |
+|---|---:|---:|---:|---:|
+{encoder_rows}
+
+What tools/infer.py runs (decode + encode + CRT, default timeline) on a synthetic
+{figures["clip"]} clip, segments of {figures["segment_len"]} frames
+({figures["segment_seconds"]:g} s); `auto` chose {figures["auto_precision"]}. Each row runs in a
+fresh process; peak RSS is its high-water mark (VmHWM); "of bound" is its real-time factor over
+its precision's bound (ONNX Runtime's against fp32's). "load avg" is the machine's 1-minute load
+average when the row finished: above {figures["threads"]}, other processes shared the cores and
+the times are slower than this machine can do.
+
+| runtime | length | frames sampled | wall (s) | real-time factor | of bound | peak RSS (MiB) | load avg |
+|---|---|---|---|---|---|---|---|
 {rows}
 
 Live pipe (`{figures["default_runtime"]}`, {live["duration"]:.0f} s of MPEG-TS written into
@@ -186,6 +230,14 @@ One streaming step ({figures["segment_len"]}-frame segment through the CRT, medi
 {figures["decode_seconds"]:.1f} s. Peak memory of the long clip minus the short one:
 {figures["peak_rss_growth_mib"]:+.0f} MiB.
 """
+
+
+def _resolved(name: str, figure: dict) -> str:
+    return f" ({figure['precision']})" if name.startswith("auto") and figure["precision"] else ""
+
+
+def _of_bound(figure: dict) -> str:
+    return "-" if figure["of_bound"] is None else f"{figure['of_bound']:.2f}"
 
 
 def write_checkpoint(path: Path, encoder: ImageEncoderConfig, fps: float, model: dict) -> Path:
@@ -317,6 +369,7 @@ def measure(spec: dict) -> dict:
         peak_rss_mib=_peak_rss_mib(),
         segment_len=labeler.segment_len,
         load_average=os.getloadavg()[0],
+        precision=getattr(getattr(labeler, "encoder", None), "precision", None),
     )
     if spec["breakdown"]:
         result.update(_breakdown(labeler, Path(spec["source"])))
@@ -380,6 +433,7 @@ def _video_figures(result: dict) -> dict:
         "real_time_factor": result["duration"] / result["seconds"],
         "peak_rss_mib": result["peak_rss_mib"],
         "load_average": result["load_average"],
+        "precision": result.get("precision"),
     }
 
 

@@ -37,7 +37,8 @@ from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.distributed import resolve_device
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, Feed, open_live, sample_live
 from crt_video.errors import CheckpointError, VideoDecodeError
-from crt_video.models.encoder import ImageEncoderConfig, build_encoder, native_bf16
+from crt_video.models.encoder import ImageEncoderConfig, build_encoder
+from crt_video.models.precision import native_bf16
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
 
@@ -336,12 +337,20 @@ class VideoLabeler:
 
 
 def inference_precision(trained: str | None, device: torch.device) -> str:
-    """The checkpoint's encoder precision where ``device`` runs it natively, else fp32.
+    """The checkpoint's encoder precision where ``device`` runs it, else the nearest one that it
+    runs natively: bf16 without native bf16 -> fp32, int8 off the CPU -> bf16.
 
     Checkpoints from before precision was recorded get 'auto'.
     """
     if trained is None:
         return "auto"
+    if trained == "int8" and device.type != "cpu":
+        logger.warning(
+            "the checkpoint's encoder ran in int8, which runs on the CPU only; encoding in bf16 on "
+            "this %s (features agree to a cosine of about 0.995)",
+            device.type,
+        )
+        return "bf16"
     if trained == "bf16" and not native_bf16(device):
         logger.warning(
             "the checkpoint's encoder ran in bf16 but this %s has no native bf16; encoding in fp32 "

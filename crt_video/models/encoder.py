@@ -8,10 +8,9 @@ interpolation, whether the decoder applies it (``read_frames(size=encoder.input_
 extraction and inference do) or :meth:`FrozenEncoder.preprocess` does: the same frame gives the
 same input either way.
 
-Precision (``encoder.precision``): 'fp32', 'bf16' (bfloat16 autocast, cosine 0.99996 to fp32 on
-vit_small) or 'auto' = bf16 where the hardware multiplies bf16 natively (CUDA, CPUs with AMX or
-AVX512-BF16), fp32 elsewhere. The resolved precision is part of the identity, so a feature store
-never mixes precisions.
+Precision (``encoder.precision``): 'fp32', 'bf16', 'int8' (CPU only) or 'auto' (bf16 on CUDA,
+measured on a CPU): see ``crt_video.models.precision``. The resolved precision is part of the
+identity, so a feature store never mixes precisions.
 """
 
 from __future__ import annotations
@@ -32,10 +31,19 @@ from torch import nn
 
 from crt_video.data.video import resize_frames
 from crt_video.errors import CheckpointError, ConfigError
+from crt_video.models.precision import (
+    PRECISIONS,
+    PROBE_BATCH,
+    auto_cpu_precision,
+    describe,
+    probe_frames,
+    quantize_linear_layers,
+    run_in_precision,
+)
 from crt_video.utils.io import file_sha256
 from crt_video.utils.sections import section_from_dict
 
-PRECISIONS = ("auto", "fp32", "bf16")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,28 +92,6 @@ class ImageEncoderConfig:
             )
 
 
-def native_bf16(device: str | torch.device) -> bool:
-    """Whether ``device`` multiplies bfloat16 in hardware; emulated bf16 is slower than fp32."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
-
-
-def resolve_precision(precision: str, device: str | torch.device | None = None) -> str:
-    """'auto' -> 'bf16' on hardware with native bf16, else 'fp32'; 'fp32'/'bf16' stay as asked.
-
-    ``device`` None means the device the toolkit picks by default (CUDA when available).
-    """
-    if precision != "auto":
-        return precision
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return "bf16" if native_bf16(device) else "fp32"
-
-
 class FrozenEncoder(nn.Module):
     """A timm model without its classifier, kept in eval mode with no gradients.
 
@@ -120,12 +106,10 @@ class FrozenEncoder(nn.Module):
         kwargs: dict,
         weights: str,
         batch_size: int,
-        precision: str = "fp32",
     ):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.batch_size = batch_size
-        self.precision = precision
         self.data_config = _data_config(model)
         self.input_size: tuple[int, int] = tuple(self.data_config["input_size"][1:])
         # With num_classes=0 the output is the pre-logits vector (head_hidden_size where a model
@@ -147,8 +131,34 @@ class FrozenEncoder(nn.Module):
             "mean": list(self.data_config["mean"]),
             "std": list(self.data_config["std"]),
             "interpolation": self.interpolation,
-            "precision": precision,
         }
+        self.use_precision("fp32")
+
+    def use_precision(self, precision: str) -> None:
+        """Run in 'fp32', 'bf16' or 'int8' (a quantised copy of the model, CPU only)."""
+        if precision == "int8" and self.device.type != "cpu":
+            raise ConfigError(
+                f"encoder.precision='int8' runs on the CPU only; use 'bf16' on {self.device}"
+            )
+        self.precision = precision
+        self.identity["precision"] = precision
+        runner = quantize_linear_layers(self.model) if precision == "int8" else self.model
+        # A plain attribute, not a submodule: .to(device) and state_dict() see the fp32 model only.
+        object.__setattr__(self, "runner", runner)
+
+    def choose_cpu_precision(self) -> None:
+        """Switch to the fastest safe precision on this CPU (measured once, then cached)."""
+        key = {k: v for k, v in self.identity.items() if k != "precision"}
+        x = self.preprocess(probe_frames(PROBE_BATCH, self.input_size))
+        choice = auto_cpu_precision(self.model, x, {**key, "batch_size": self.batch_size})
+        logger.info(
+            "encoder precision auto -> %s on %s (%s%s)",
+            choice["precision"],
+            choice["cpu"],
+            describe(choice["measured"]),
+            ", cached" if choice["cached"] else "",
+        )
+        self.use_precision(choice["precision"])
 
     def train(self, mode: bool = True) -> FrozenEncoder:
         # Frozen means frozen: a parent's .train() must not switch on dropout or drop-path here.
@@ -167,12 +177,10 @@ class FrozenEncoder(nn.Module):
     @torch.inference_mode()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N, H, W, 3] -> float32 [N, D] on the encoder's device, in chunks of batch_size."""
-        bf16 = self.precision == "bf16"
         outputs = [torch.zeros(0, self.feature_dim, device=self.device)]
         for start in range(0, len(frames), self.batch_size):
             x = self.preprocess(frames[start : start + self.batch_size])
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                outputs.append(self.model(x).float())
+            outputs.append(run_in_precision(self.runner, x, self.precision))
         return torch.cat(outputs)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -186,7 +194,7 @@ def build_encoder(
     with ``.to(device)``).
 
     ``device`` is where it will run, for resolving ``precision='auto'`` (None: CUDA when
-    available, else the CPU).
+    available, else the CPU): bf16 on CUDA, on a CPU the fastest safe precision, measured.
 
     ``pretrained``: True loads timm's own weights (downloaded by timm), a path loads a local
     .safetensors/.pth/.bin file through timm's checkpoint filter, False keeps the random init,
@@ -195,7 +203,13 @@ def build_encoder(
     if not isinstance(cfg, ImageEncoderConfig):
         cfg = ImageEncoderConfig.from_dict(cfg)
     name, kwargs, seed = cfg.name, dict(cfg.kwargs), cfg.seed
-    precision = resolve_precision(cfg.precision, device)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if cfg.precision == "int8" and device.type != "cpu":
+        raise ConfigError(
+            f"encoder.precision='int8' runs on the CPU only; use 'bf16' or 'auto' on {device}"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if cfg.pretrained is True:
@@ -204,7 +218,14 @@ def build_encoder(
             model, weights = _create(name, kwargs, pretrained=False), f"random:seed={seed}"
         else:
             model, weights = _from_file(name, kwargs, Path(cfg.pretrained).expanduser())
-    return FrozenEncoder(model, name, kwargs, weights, cfg.batch_size, precision)
+    encoder = FrozenEncoder(model, name, kwargs, weights, cfg.batch_size)
+    if cfg.precision != "auto":
+        encoder.use_precision(cfg.precision)
+    elif device.type == "cuda":
+        encoder.use_precision("bf16")
+    else:
+        encoder.choose_cpu_precision()
+    return encoder
 
 
 def _is_int_at_least(value: object, low: int) -> bool:
