@@ -12,7 +12,8 @@ from crt_video.data.annotations import (
     scan_clips,
     write_annotations,
 )
-from crt_video.data.smarthome import CLASSES_19, CLASSES_31, PROTOCOLS, SPLITS
+from crt_video.data.smarthome import CLASSES_19, CLASSES_31, PROTOCOLS
+from crt_video.data.splits import SPLITS
 from crt_video.errors import DatasetError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

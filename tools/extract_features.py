@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from crt_video.config import load_config
-from crt_video.data.smarthome import VIDEO_SUFFIXES, list_videos
 from crt_video.data.video import SamplingConfig
+from crt_video.data.video_files import VIDEO_SUFFIXES, list_videos
 from crt_video.engine.distributed import DistInfo, distributed_session
 from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
 from crt_video.engine.pipeline import resolve_video_dir

@@ -10,7 +10,8 @@ from crt_video.data.annotations import (
     read_annotations,
     write_annotations,
 )
-from crt_video.data.smarthome import PROTOCOLS, SPLITS, VAL_MODES
+from crt_video.data.smarthome import PROTOCOLS, VAL_MODES
+from crt_video.data.splits import SPLITS
 from crt_video.utils.cli import run_cli
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from crt_video.config import load_config, resolve_work_dir
-from crt_video.data.smarthome import SPLITS
+from crt_video.data.splits import SPLITS
 from crt_video.engine.distributed import distributed_session
 from crt_video.engine.pipeline import test_checkpoint
 from crt_video.utils.cli import run_cli

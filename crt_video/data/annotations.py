@@ -18,13 +18,13 @@ from crt_video.data.smarthome import (
     CLASSES_31,
     EXCLUDED_ACTIVITIES,
     PROTOCOLS,
-    SPLITS,
     VAL_MODES,
-    VIDEO_SUFFIXES,
     class_names,
     parse_clip_name,
     split_clips,
 )
+from crt_video.data.splits import SPLITS
+from crt_video.data.video_files import is_video_file
 from crt_video.errors import ClipNameError, ConfigError, DatasetError
 from crt_video.utils.io import atomic_write_text
 from crt_video.utils.logging import get_logger
@@ -58,8 +58,8 @@ def scan_clips(video_dir: str | os.PathLike) -> list[str]:
             f"{root}: no such folder; point --video-dir at the folder of Smarthome .mp4 clips"
         )
     files = sorted(path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file())
-    videos = [name for name in files if name.lower().endswith(VIDEO_SUFFIXES)]
-    others = [name for name in files if not name.lower().endswith(VIDEO_SUFFIXES)]
+    videos = [name for name in files if is_video_file(name)]
+    others = [name for name in files if not is_video_file(name)]
     if others:
         logger.info("skipped %d non-video files: %s", len(others), _shorten(others))
     if not videos:

@@ -10,10 +10,12 @@ import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import PurePath
 
 import numpy as np
 
+from crt_video.data.splits import SPLITS
+from crt_video.data.video_files import is_video_file
 from crt_video.errors import ClipNameError, ConfigError
 
 CLASSES_31: tuple[str, ...] = (
@@ -76,10 +78,7 @@ CLASSES_19: tuple[str, ...] = (
 EXCLUDED_ACTIVITIES: tuple[str, ...] = ("Pour.Fromcup",)
 
 PROTOCOLS = ("cs", "cv1", "cv2")
-SPLITS = ("train", "val", "test")
 VAL_MODES = ("subjects", "random5", "none")
-# What counts as a clip file, everywhere: annotations, clip listings, extraction.
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
 CS_SUBJECTS: dict[str, frozenset[int]] = {
     "train": frozenset({3, 4, 6, 7, 9, 12, 13, 15, 17}),
@@ -117,19 +116,6 @@ class ClipName:
     def event(self) -> tuple[str, int, int, int]:
         """The recorded event: the same event seen by several cameras shares this key."""
         return (self.activity, self.subject, self.repetition, self.video)
-
-
-def is_video_file(name: str | PurePath) -> bool:
-    return str(name).lower().endswith(VIDEO_SUFFIXES)
-
-
-def list_videos(root: Path) -> list[str]:
-    """Every video file below ``root`` (any of ``VIDEO_SUFFIXES``), as sorted relative paths."""
-    return sorted(
-        path.relative_to(root).as_posix()
-        for path in root.rglob("*")
-        if is_video_file(path.name) and path.is_file()
-    )
 
 
 def parse_clip_name(name: str) -> ClipName:

@@ -19,7 +19,7 @@ from pathlib import Path, PurePath
 
 import numpy as np
 
-from crt_video.data.smarthome import SPLITS
+from crt_video.data.splits import SPLITS
 from crt_video.errors import ClipNameError, ConfigError, DatasetError
 from crt_video.utils.logging import get_logger
 

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from crt_video.data.feature_dataset import EpochSampler
 from crt_video.data.features import FeatureStore
-from crt_video.data.smarthome import SPLITS
+from crt_video.data.splits import SPLITS
 from crt_video.data.tsu import (
     TSUVideo,
     frame_targets,

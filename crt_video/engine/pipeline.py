@@ -11,7 +11,9 @@ import torch
 from crt_video.config import config_hash, resolve_cache_dir
 from crt_video.data.annotations import annotation_path, read_annotations, write_annotations
 from crt_video.data.feature_dataset import ClipData
-from crt_video.data.smarthome import SPLITS, class_names, list_videos
+from crt_video.data.smarthome import class_names
+from crt_video.data.splits import SPLITS
+from crt_video.data.video_files import list_videos
 from crt_video.engine.checkpoint import load_model
 from crt_video.engine.dense import (
     evaluate_dense_checkpoint,
