@@ -29,6 +29,7 @@ import av
 import numpy as np
 import torch
 
+from crt_video.benchmark.stream_report import stream_figures, stream_markdown
 from crt_video.config import load_config
 from crt_video.data.smarthome import CLASSES_31
 from crt_video.data.video import iter_frames
@@ -40,10 +41,8 @@ from crt_video.models.precision import (
     PROBE_BATCH,
     cpu_precisions,
     measure_precisions,
-    native_bf16,
     probe_frames,
 )
-from crt_video.utils.cpu import cpu_flags, cpu_name
 from crt_video.utils.threads import cpu_threads
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "smarthome_cs.py"
@@ -104,15 +103,18 @@ def run(
             )
         long = measure_in_fresh_process(_spec(DEFAULT_RUNTIME, checkpoint, long_video, threads))
         live = measure_live(_spec(DEFAULT_RUNTIME, checkpoint, "-", threads), live_video)
-    figures = _figures(rows, long, live, encoder_cfg, clip, fps, threads)
-    figures["encoder_alone"] = {
-        precision: {**measured, "bound": measured["frames_per_s"] / fps}
-        for precision, measured in encoder_alone.items()
-    }
-    for figure in (*figures["runtimes"].values(), figures["short"], figures["long"]):
-        bound = figures["encoder_alone"].get(figure["precision"] or "fp32", {}).get("bound")
-        figure["of_bound"] = figure["real_time_factor"] / bound if bound else None
-    return {"markdown": _markdown(figures), "figures": figures}
+    setup = dict(
+        encoder_cfg=encoder_cfg,
+        clip=clip,
+        fps=fps,
+        threads=threads,
+        default_runtime=DEFAULT_RUNTIME,
+        step_repeats=STEP_REPEATS,
+        encoder_batch=PROBE_BATCH,
+        encoder_repeats=ENCODER_REPEATS,
+    )
+    figures = stream_figures(rows, long, live, encoder_alone, **setup)
+    return {"markdown": stream_markdown(figures), "figures": figures}
 
 
 def runtimes() -> list[str]:
@@ -145,99 +147,6 @@ def _export(checkpoint: Path, out_dir: Path) -> Path:
     from crt_video.engine.onnx_export import export_onnx
 
     return export_onnx(checkpoint, out_dir)
-
-
-def _figures(rows, long, live, encoder_cfg, clip, fps, threads) -> dict:
-    default = rows[DEFAULT_RUNTIME]
-    return {
-        "encoder": ", ".join(
-            [encoder_cfg.name, *(f"{k}={v}" for k, v in encoder_cfg.kwargs.items())]
-        ),
-        "cpu": cpu_name(),
-        "cpu_flags": cpu_flags(),
-        "native_bf16": native_bf16("cpu"),
-        "auto_precision": default["precision"],
-        "sampling_fps": fps,
-        "threads": threads,
-        "clip": f"{clip['width']}x{clip['height']} {clip['video_fps']} fps",
-        "default_runtime": DEFAULT_RUNTIME,
-        "step_latency_ms": default["step_ms"],
-        "segment_len": default["segment_len"],
-        "segment_seconds": default["segment_len"] / fps,
-        "encode_ms_per_frame": default["encode_ms_per_frame"],
-        "decode_seconds": default["decode_seconds"],
-        "runtimes": {name: _video_figures(result) for name, result in rows.items()},
-        "short": _video_figures(default),
-        "long": _video_figures(long),
-        "live": live,
-        "peak_rss_growth_mib": long["peak_rss_mib"] - default["peak_rss_mib"],
-    }
-
-
-def _markdown(figures: dict) -> str:
-    fps = figures["sampling_fps"]
-    encoder_rows = "\n".join(
-        f"| {p} | {m['frames_per_s']:.1f} | {1000 / m['frames_per_s']:.1f} | "
-        f"{m['cosine']:.5f} | {m['bound']:.1f}x |"
-        for p, m in figures["encoder_alone"].items()
-    )
-    rows = "\n".join(
-        f"| {name}{_resolved(name, v)} | {v['duration']:.0f} s | {v['frames']} | "
-        f"{v['seconds']:.1f} | {v['real_time_factor']:.1f}x | {_of_bound(v)} | "
-        f"{v['peak_rss_mib']:.0f} | {v['load_average']:.1f} |"
-        for name, v in [
-            *figures["runtimes"].items(),
-            (f"{figures['default_runtime']}, long clip", figures["long"]),
-        ]
-    )
-    live = figures["live"]
-    return f"""## Streaming inference (stream)
-
-This CPU: {figures["cpu"]}; flags {", ".join(figures["cpu_flags"]) or "none of AMX, AVX512-BF16, VNNI, NEON"}
-({"native" if figures["native_bf16"] else "no native"} bf16). {figures["threads"]} cores, encoder
-`{figures["encoder"]}` (random weights, same compute as pretrained) at {fps:g} sampled frames/s.
-
-The encoder alone ({PROBE_BATCH} frames a batch, best of {ENCODER_REPEATS}; cosine: the lowest
-per-frame cosine of its features to fp32's). The bound is its frames/s over {fps:g}: no pipeline
-built on it runs faster than that many times real time.
-
-| precision | frames/s | ms / frame | cosine to fp32 | real-time bound |
-|---|---:|---:|---:|---:|
-{encoder_rows}
-
-What tools/infer.py runs (decode + encode + CRT, default timeline) on a synthetic
-{figures["clip"]} clip, segments of {figures["segment_len"]} frames
-({figures["segment_seconds"]:g} s); `auto` chose {figures["auto_precision"]}. Each row runs in a
-fresh process; peak RSS is its high-water mark (VmHWM); "of bound" is its real-time factor over
-its precision's bound (ONNX Runtime's against fp32's). "load avg" is the machine's 1-minute load
-average when the row finished: above {figures["threads"]}, other processes shared the cores and
-the times are slower than this machine can do.
-
-| runtime | length | frames sampled | wall (s) | real-time factor | of bound | peak RSS (MiB) | load avg |
-|---|---|---|---|---|---|---|---|
-{rows}
-
-Live pipe (`{figures["default_runtime"]}`, {live["duration"]:.0f} s of MPEG-TS written into
-`tools/infer.py -` at the clip's pace): arrival-to-label latency per segment median
-{live["latency_median_s"]:.2f} s, max {live["latency_max_s"]:.2f} s over {live["segments"]}
-segments (target: within the segment's {figures["segment_seconds"]:g} s + 1 s);
-{live["frames_dropped"]} of {live["frames_sampled"]} frames dropped; peak RSS
-{live["peak_rss_mib"]:.0f} MiB; load avg {live["load_average"]:.1f}.
-
-One streaming step ({figures["segment_len"]}-frame segment through the CRT, median of
-{STEP_REPEATS}): {figures["step_latency_ms"]:.2f} ms. Encoder ({figures["default_runtime"]}):
-{figures["encode_ms_per_frame"]:.1f} ms per frame; decoding the short clip alone:
-{figures["decode_seconds"]:.1f} s. Peak memory of the long clip minus the short one:
-{figures["peak_rss_growth_mib"]:+.0f} MiB.
-"""
-
-
-def _resolved(name: str, figure: dict) -> str:
-    return f" ({figure['precision']})" if name.startswith("auto") and figure["precision"] else ""
-
-
-def _of_bound(figure: dict) -> str:
-    return "-" if figure["of_bound"] is None else f"{figure['of_bound']:.2f}"
 
 
 def write_checkpoint(path: Path, encoder: ImageEncoderConfig, fps: float, model: dict) -> Path:
@@ -422,18 +331,6 @@ def _breakdown(labeler: VideoLabeler, video: Path) -> dict:
         "decode_seconds": decode_seconds,
         "encode_ms_per_frame": encode_ms,
         "step_ms": 1000 * statistics.median(times[5:]),
-    }
-
-
-def _video_figures(result: dict) -> dict:
-    return {
-        "duration": result["duration"],
-        "frames": result["frames"],
-        "seconds": result["seconds"],
-        "real_time_factor": result["duration"] / result["seconds"],
-        "peak_rss_mib": result["peak_rss_mib"],
-        "load_average": result["load_average"],
-        "precision": result.get("precision"),
     }
 
 

@@ -135,11 +135,8 @@ class FrozenEncoder(nn.Module):
         self.use_precision("fp32")
 
     def use_precision(self, precision: str) -> None:
-        """Run in 'fp32', 'bf16' or 'int8' (a quantised copy of the model, CPU only)."""
-        if precision == "int8" and self.device.type != "cpu":
-            raise ConfigError(
-                f"encoder.precision='int8' runs on the CPU only; use 'bf16' on {self.device}"
-            )
+        """Run in 'fp32', 'bf16' or 'int8' (a quantised copy of the model, CPU only: build_encoder
+        refuses it for another device)."""
         self.precision = precision
         self.identity["precision"] = precision
         runner = quantize_linear_layers(self.model) if precision == "int8" else self.model
