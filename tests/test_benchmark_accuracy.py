@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from crt_video.benchmark import accuracy
 from crt_video.benchmark.accuracy import (
     add_arguments,
     bootstrap_interval,
     fold_splits,
     fold_table,
+    resumable_scratch,
     run,
+    run_one,
 )
 from crt_video.benchmark.accuracy_report import (
     ABLATION_GAP_PLOT_NAME,
@@ -120,6 +123,28 @@ def test_recipe_search_scores_validation_clips_only(tmp_path):
         assert "predictions" not in figures and "videos" not in figures  # no test clip scored
     assert "Best on validation:" in result["markdown"]
     assert not list(tmp_path.iterdir())
+
+
+def test_a_restarted_benchmark_skips_the_runs_that_finished(tmp_path, monkeypatch):
+    trained = []
+
+    def train_and_score(job):
+        trained.append(job["name"])
+        return {"name": job["name"], "predictions": [1, 0]}
+
+    monkeypatch.setattr(accuracy, "_train_and_score", train_and_score)
+    job = {"name": "crt", "fold": 0, "work_dir": str(tmp_path / "0-0"), "cfg": {"lr": 1e-3}}
+    first = run_one(job)
+    assert run_one(job) == first and trained == ["crt"]
+    run_one({**job, "cfg": {"lr": 1e-4}})  # another recipe in the same folder trains again
+    assert trained == ["crt", "crt"]
+
+
+def test_scratch_of_other_settings_is_started_afresh(tmp_path):
+    folder = resumable_scratch(tmp_path / "work", {"clips": 24})
+    (folder / "clip.mp4").write_bytes(b"kept")
+    assert (resumable_scratch(tmp_path / "work", {"clips": 24}) / "clip.mp4").exists()
+    assert not (resumable_scratch(tmp_path / "work", {"clips": 48}) / "clip.mp4").exists()
 
 
 def test_benchmark_command_writes_report_json_and_plots_only(tmp_path):

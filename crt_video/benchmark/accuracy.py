@@ -19,8 +19,9 @@ top-1 stays near chance did not learn and is never counted as a comparison.
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import tempfile
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -49,6 +50,7 @@ from crt_video.evaluation.metrics import mean_class_accuracy
 from crt_video.models import build_model
 from crt_video.models.encoder import ImageEncoderConfig, build_encoder
 from crt_video.utils.flops import count_flops
+from crt_video.utils.io import atomic_write_json
 
 CLASS_NAMES = tuple(sorted(ORDER_CLASSES))
 # Below this training top-1 (2 balanced classes) a model is reported as not having learned.
@@ -126,7 +128,21 @@ def fold_splits(table: pd.DataFrame, fold: int, folds: int) -> dict[str, pd.Data
 
 def run_one(job: dict) -> dict:
     """Train one model on one fold (in a worker process) and score its test clips, or, for a
-    recipe search (``score_test`` false), report only its selected validation epoch."""
+    recipe search (``score_test`` false), report only its selected validation epoch.
+
+    The result is kept beside the run with the job that made it: an interrupted benchmark,
+    started again, skips every run that finished."""
+    done = Path(job["work_dir"]) / "result.json"
+    if done.exists():
+        cached = json.loads(done.read_text())
+        if cached["job"] == json.loads(json.dumps(job)):
+            return cached["result"]
+    result = _train_and_score(job)
+    atomic_write_json(done, {"job": job, "result": result})
+    return result
+
+
+def _train_and_score(job: dict) -> dict:
     torch.set_num_threads(1)
     store = FeatureStore.open(job["store"])
     table = pd.read_json(job["table"])
@@ -319,14 +335,15 @@ def run(
     gaps = list(gaps or [0.5, 2, 4, 8, 12])
     if smoke:
         clips, folds, seconds, fps, epochs, gaps = 24, 3, 8.0, 4.0, 2, [0.5, 2]
-    with tempfile.TemporaryDirectory(prefix="crt_accuracy_bench_") as scratch:
-        scratch = Path(scratch)
-        shared = prepare_features(scratch, clips, folds, seconds, fps, gaps)
-        variants = choose_variants(shared["num_frames"], smoke, select_full, ablations)
-        test_folds = range(1) if select_full else range(folds)
-        finished, train_seconds, workers = train_jobs(
-            scratch, shared, variants, folds, test_folds, epochs
-        )
+    settings = {"clips": clips, "folds": folds, "seconds": seconds, "fps": fps, "gaps": gaps}
+    mode = "select_full" if select_full else "ablations" if ablations else "comparison"
+    scratch = resumable_scratch(out_dir / f"accuracy_{mode}_work", settings)
+    shared = prepare_features(scratch, clips, folds, seconds, fps, gaps)
+    variants = choose_variants(shared["num_frames"], smoke, select_full, ablations)
+    test_folds = range(1) if select_full else range(folds)
+    finished, train_seconds, workers = train_jobs(
+        scratch, shared, variants, folds, test_folds, epochs
+    )
     figures = {
         "clips": clips,
         "folds": folds,
@@ -343,9 +360,24 @@ def run(
         "ablations": ablations,
         "results": collect_results(variants, finished, shared, epochs, select_full),
     }
+    shutil.rmtree(scratch)
     if select_full:
         return {"markdown": selection_markdown(figures), "figures": figures}
     return {"markdown": report(out_dir, figures), "figures": figures}
+
+
+def resumable_scratch(folder: Path, settings: dict) -> Path:
+    """The clips, features and finished runs of this benchmark, kept until it completes so that
+    the same command resumes it; a folder left by other settings is started afresh."""
+    marker = folder / "settings.json"
+    if folder.exists() and (
+        not marker.exists() or json.loads(marker.read_text()) != json.loads(json.dumps(settings))
+    ):
+        print(f"{folder}: left by a run with other settings; starting afresh")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, settings)
+    return folder
 
 
 def choose_variants(num_frames: int, smoke: bool, select_full: bool, ablations: bool) -> dict:
