@@ -48,6 +48,8 @@ def test_train_writes_frame_and_event_map_events_and_bars(trained):
     assert 0 < metrics["frame_map"] <= 1
     assert set(metrics["per_class_ap"]) == {"Disk", "Square", "Square_after_disk", "Lamp"}
     assert set(metrics["event_map"]) == {"0.1", "0.2", "0.3", "0.4", "0.5"}
+    for iou, value in metrics["event_map"].items():  # over 4 classes, at most over the GT ones
+        assert 0 <= value <= metrics["event_map_gt_classes"][iou] <= 1
     videos = read_tsu_annotations(trained / "data" / "annotations.json", num_classes=4)
     test_videos = split_videos(videos, "cs")["test"]
     assert metrics["num_videos"] == len(test_videos) == 2

@@ -7,7 +7,11 @@ the number of classes whose AP is non-zero. ``frame_map_gt_classes`` divides by 
 classes with ground truth in the evaluated videos; with this AP a class scores non-zero exactly
 when it has ground truth, so the two agree, and both are reported to name the definition.
 
-Events are ``(class, start, end, confidence)`` rows in the annotation's time unit.
+Event mAP follows the reference code (``dairui01/TSU_evaluation``, PKU-MMD matching): the sum
+of the per-class event APs divided by the size of the label set, so classes without ground truth
+in the evaluated videos count as 0. ``event_map_gt_classes`` averages over the classes with
+ground truth instead. Events are ``(class, start, end, confidence)`` rows in the annotation's
+time unit.
 """
 
 from __future__ import annotations
@@ -99,8 +103,9 @@ def event_ap(
 ) -> float:
     """PKU-MMD AP of one class: ``predictions`` (video, start, end, confidence), ``ground_truth``
     (video, start, end). A prediction matches the ground truth instance of its video with the
-    highest IoU >= ``iou`` (several may match one); proposals are dropped from the least
-    confident on, and precision at each recall step is the best seen at higher recall."""
+    highest IoU >= ``iou``, the later one in ``ground_truth`` on a tie, as the reference code
+    does (several predictions may match one); proposals are dropped from the least confident on,
+    and precision at each recall step is the best seen at higher recall."""
     if not predictions or not ground_truth:
         return 0.0
     gt_by_video: dict[str, list[int]] = {}
@@ -117,7 +122,7 @@ def event_ap(
             continue
         overlaps = _interval_iou(start, end, gt_starts[candidates], gt_ends[candidates])
         if overlaps.max() >= iou:
-            matches[index] = candidates[int(overlaps.argmax())]
+            matches[index] = candidates[np.flatnonzero(overlaps == overlaps.max())[-1]]
             hits[matches[index]] += 1
     positive, proposals, total = int((hits > 0).sum()), len(ranked), len(ground_truth)
     best_precision, old_recall, score = positive / proposals, positive / total, 0.0
@@ -135,28 +140,52 @@ def event_ap(
     return score
 
 
+def event_aps(
+    predictions: Mapping[str, Sequence[Event]],
+    ground_truth: Mapping[str, Sequence[Event]],
+    classes: Sequence[int],
+    iou: float,
+) -> np.ndarray:
+    """The event AP of each of ``classes`` at ``iou`` (0 for a class without ground truth)."""
+    aps = []
+    for label in classes:
+        preds = [(v, s, e, c) for v, evs in predictions.items() for k, s, e, c in evs if k == label]
+        gts = [(v, s, e) for v, evs in ground_truth.items() for k, s, e, *_ in evs if k == label]
+        aps.append(event_ap(preds, gts, iou))
+    return np.array(aps, dtype=np.float64)
+
+
 def event_map(
+    predictions: Mapping[str, Sequence[Event]],
+    ground_truth: Mapping[str, Sequence[Event]],
+    num_classes: int,
+    ious: Sequence[float] = EVENT_IOUS,
+) -> dict[str, float]:
+    """{"0.1": mAP, ...} as the dataset's reference code computes it: the sum of the event APs
+    of all ``num_classes`` classes (its ``number_label``), divided by ``num_classes``; a class
+    without ground truth in the evaluated videos counts as AP 0."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes={num_classes} must be at least 1")
+    classes = range(num_classes)
+    return {
+        f"{iou:g}": float(event_aps(predictions, ground_truth, classes, iou).sum() / num_classes)
+        for iou in ious
+    }
+
+
+def event_map_gt_classes(
     predictions: Mapping[str, Sequence[Event]],
     ground_truth: Mapping[str, Sequence[Event]],
     ious: Sequence[float] = EVENT_IOUS,
 ) -> dict[str, float]:
-    """{"0.1": mAP, ...}: event AP per class averaged over the classes with ground truth."""
+    """{"0.1": mAP, ...}: the event APs averaged over the classes with ground truth only."""
     classes = sorted({int(e[0]) for events in ground_truth.values() for e in events})
-    if not classes:
-        return {f"{iou:g}": 0.0 for iou in ious}
-    result = {}
-    for iou in ious:
-        aps = []
-        for label in classes:
-            preds = [
-                (v, s, e, c) for v, evs in predictions.items() for k, s, e, c in evs if k == label
-            ]
-            gts = [
-                (v, s, e) for v, evs in ground_truth.items() for k, s, e, *_ in evs if k == label
-            ]
-            aps.append(event_ap(preds, gts, iou))
-        result[f"{iou:g}"] = float(np.mean(aps))
-    return result
+    return {
+        f"{iou:g}": float(event_aps(predictions, ground_truth, classes, iou).mean())
+        if classes
+        else 0.0
+        for iou in ious
+    }
 
 
 def write_events(path: str | os.PathLike, events: Sequence[Event]) -> None:

@@ -16,6 +16,7 @@ from crt_video.data.tsu import TSUVideo, frame_targets
 from crt_video.evaluation.detection import (
     Event,
     event_map,
+    event_map_gt_classes,
     events_from_scores,
     frame_map,
     write_events,
@@ -57,7 +58,8 @@ def score_detection(
                 class_names, frames["per_class_ap"], frames["has_ground_truth"], strict=True
             )
         },
-        "event_map": event_map(predicted, truth),
+        "event_map": event_map(predicted, truth, num_classes),
+        "event_map_gt_classes": event_map_gt_classes(predicted, truth),
         "num_videos": len(videos),
         "num_frames": int(sum(len(t) for t in targets)),
     }
