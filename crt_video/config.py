@@ -34,7 +34,7 @@ from typing import Any
 from crt_video.data.smarthome import PROTOCOLS, VAL_MODES
 from crt_video.data.tsu import TSU_PROTOCOLS, TSU_VAL_MODES
 from crt_video.errors import ConfigError
-from crt_video.models.encoder import ImageEncoderConfig
+from crt_video.features.frame_encoder import FrameEncoderConfig
 from crt_video.utils.io import atomic_write_text
 
 BASE_KEY = "_base_"
@@ -270,7 +270,7 @@ def _check_values(cfg: dict, source: str) -> None:
     if not (isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", device)):
         raise ConfigError(f"{source}: device {device!r} is not one of {', '.join(DEVICE_CHOICES)}")
     try:
-        ImageEncoderConfig.from_dict(cfg["encoder"])
+        FrameEncoderConfig.from_dict(cfg["encoder"])
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from crt_video.benchmark import stream
-from crt_video.data.video import probe_video
-from crt_video.models.precision import cpu_precisions
+from crt_video.features.precision import cpu_precisions
+from crt_video.features.video import probe_video
 from crt_video.utils.cpu import cpu_flags
 
 

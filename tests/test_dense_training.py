@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 import torch
 
-from crt_video.data.features import FeatureStore
 from crt_video.data.tsu import TSUVideo
 from crt_video.engine.checkpoint import load_checkpoint, load_model
 from crt_video.engine.dense import VideoData, collate_windows, dense_task
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo
 from crt_video.engine.trainer import train
 from crt_video.errors import CheckpointError
+from crt_video.features.store import FeatureStore
 from tests.test_trainer import interrupt_at_epoch_3
 
 REPO = Path(__file__).resolve().parents[1]

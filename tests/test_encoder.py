@@ -1,4 +1,4 @@
-"""FrozenEncoder: local weights, reproducible random init, frozen state, preprocessing."""
+"""FrameEncoder: local weights, reproducible random init, frozen state, preprocessing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import timm
 import torch
 
 from crt_video.errors import CheckpointError, ConfigError
-from crt_video.models.encoder import build_encoder
+from crt_video.features.frame_encoder import build_frame_encoder
 
 TINY = {"name": "vit_tiny_patch16_224", "kwargs": {"img_size": 32}, "batch_size": 4, "seed": 0}
 
@@ -30,32 +30,32 @@ def test_local_weights_file_gives_the_saved_models_features(tmp_path, suffix):
     else:
         torch.save(saved.state_dict(), path)
 
-    encoder = build_encoder({**TINY, "pretrained": str(path), "precision": "fp32"})
+    encoder = build_frame_encoder({**TINY, "pretrained": str(path), "precision": "fp32"})
 
     saved.reset_classifier(0)
     with torch.no_grad():
         expected = saved(encoder.preprocess(frames()))
     torch.testing.assert_close(encoder.encode(frames()), expected, rtol=1e-4, atol=1e-5)
     assert encoder.identity["weights"].startswith("file:")
-    assert encoder.identity != build_encoder({**TINY, "pretrained": False}).identity
+    assert encoder.identity != build_frame_encoder({**TINY, "pretrained": False}).identity
 
 
 def test_missing_or_foreign_weights_file_is_refused(tmp_path):
     missing = tmp_path / "nowhere.safetensors"
     with pytest.raises(CheckpointError, match="nowhere.safetensors"):
-        build_encoder({**TINY, "pretrained": str(missing)})
+        build_frame_encoder({**TINY, "pretrained": str(missing)})
     foreign = tmp_path / "foreign.pth"
     torch.save({"linear.weight": torch.zeros(2, 2)}, foreign)
     with pytest.raises(CheckpointError, match="foreign.pth"):
-        build_encoder({**TINY, "pretrained": str(foreign)})
+        build_frame_encoder({**TINY, "pretrained": str(foreign)})
 
 
 def test_random_init_is_reproducible_from_the_seed():
     first, again = (
-        build_encoder({**TINY, "pretrained": False}),
-        build_encoder({**TINY, "pretrained": False}),
+        build_frame_encoder({**TINY, "pretrained": False}),
+        build_frame_encoder({**TINY, "pretrained": False}),
     )
-    other = build_encoder({**TINY, "pretrained": False, "seed": 1})
+    other = build_frame_encoder({**TINY, "pretrained": False, "seed": 1})
     assert first.identity == again.identity
     assert torch.equal(first.encode(frames()), again.encode(frames()))
     assert first.identity["params_sha256"] != other.identity["params_sha256"]
@@ -63,7 +63,7 @@ def test_random_init_is_reproducible_from_the_seed():
 
 
 def test_frozen_and_pooled():
-    encoder = build_encoder({**TINY, "pretrained": False})
+    encoder = build_frame_encoder({**TINY, "pretrained": False})
     encoder.train()
     assert not encoder.training and not encoder.model.training
     assert not any(p.requires_grad for p in encoder.parameters())
@@ -74,7 +74,7 @@ def test_frozen_and_pooled():
 
 
 def test_preprocess_uses_the_weights_statistics_at_any_frame_size():
-    encoder = build_encoder({**TINY, "pretrained": False})
+    encoder = build_frame_encoder({**TINY, "pretrained": False})
     white = torch.full((2, 48, 64, 3), 255, dtype=torch.uint8)
     x = encoder.preprocess(white)
     assert x.shape == (2, 3, 32, 32)
@@ -87,9 +87,9 @@ def test_preprocess_uses_the_weights_statistics_at_any_frame_size():
 
 def test_bad_config_names_the_key():
     with pytest.raises(ConfigError, match="pretraind"):
-        build_encoder({**TINY, "pretraind": False})
+        build_frame_encoder({**TINY, "pretraind": False})
     with pytest.raises(ConfigError, match="vit_tiny_patch16_224"):
-        build_encoder({**TINY, "name": "vit_tiny_patch16_244", "pretrained": False})
+        build_frame_encoder({**TINY, "name": "vit_tiny_patch16_244", "pretrained": False})
 
 
 class _CreatesMarker:
@@ -106,7 +106,7 @@ def test_weights_file_that_would_run_code_is_refused_unopened(tmp_path):
     hostile = tmp_path / "hostile.pth"
     torch.save({"state_dict": weights, "extra": _CreatesMarker(marker)}, hostile)
     with pytest.raises(CheckpointError, match="hostile.pth holds more than tensors") as error:
-        build_encoder({**TINY, "pretrained": str(hostile)})
+        build_frame_encoder({**TINY, "pretrained": str(hostile)})
     assert "\n" not in str(error.value)
     assert not marker.exists()
     torch.load(hostile, weights_only=False)  # the file is armed: the old way runs its code
@@ -114,8 +114,8 @@ def test_weights_file_that_would_run_code_is_refused_unopened(tmp_path):
 
 
 def test_bf16_features_are_close_to_fp32_and_named_in_the_identity():
-    fp32 = build_encoder({**TINY, "pretrained": False, "precision": "fp32"})
-    bf16 = build_encoder({**TINY, "pretrained": False, "precision": "bf16"})
+    fp32 = build_frame_encoder({**TINY, "pretrained": False, "precision": "fp32"})
+    bf16 = build_frame_encoder({**TINY, "pretrained": False, "precision": "bf16"})
     assert fp32.identity["precision"] == "fp32" and bf16.identity["precision"] == "bf16"
     assert fp32.identity != bf16.identity  # a feature store never mixes the two
     exact, rounded = fp32.encode(frames()), bf16.encode(frames())
@@ -126,4 +126,4 @@ def test_bf16_features_are_close_to_fp32_and_named_in_the_identity():
 
 def test_unknown_precision_is_a_config_error():
     with pytest.raises(ConfigError, match="encoder.precision='fp16'"):
-        build_encoder({**TINY, "pretrained": False, "precision": "fp16"})
+        build_frame_encoder({**TINY, "pretrained": False, "precision": "fp16"})

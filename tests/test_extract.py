@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from crt_video.data.features import FeatureStore
-from crt_video.data.video import SamplingConfig, read_frames
-from crt_video.engine import extract
-from crt_video.engine.extract import ExtractionSummary, decode_workers, extract_features
 from crt_video.errors import ConfigError, FeatureMismatchError
-from crt_video.models.encoder import ImageEncoderConfig, build_encoder
+from crt_video.features import extract
+from crt_video.features.extract import ExtractionSummary, decode_workers, extract_features
+from crt_video.features.frame_encoder import FrameEncoderConfig, build_frame_encoder
+from crt_video.features.store import FeatureStore
+from crt_video.features.video import SamplingConfig, read_frames
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(REPO / "tools" / "extract_features.py")
-ENCODER = ImageEncoderConfig(
+ENCODER = FrameEncoderConfig(
     "vit_tiny_patch16_224", pretrained=False, kwargs={"img_size": 32}, batch_size=8, num_workers=1
 )
 SAMPLING = SamplingConfig(fps=4.0)
@@ -62,7 +62,7 @@ def extract_on_cpu(
     video_dir: Path,
     videos: list[str],
     root: Path,
-    encoder: ImageEncoderConfig = ENCODER,
+    encoder: FrameEncoderConfig = ENCODER,
     sampling: SamplingConfig = SAMPLING,
     **kwargs,
 ) -> ExtractionSummary:
@@ -87,7 +87,7 @@ def clean_run(video_dir, tmp_path_factory) -> dict:
 
 
 def test_features_equal_encoding_each_clip_alone(video_dir, clean_run):
-    encoder = build_encoder(ENCODER)
+    encoder = build_frame_encoder(ENCODER)
     for video, (features, timestamps) in clean_run.items():
         clip = read_frames(video_dir / video, 4.0, size=encoder.input_size)
         np.testing.assert_array_equal(timestamps, clip.timestamps)
@@ -292,4 +292,4 @@ def test_bad_sampling_section_is_one_config_error(sampling, message):
 )
 def test_bad_encoder_section_is_one_config_error(encoder, message):
     with pytest.raises(ConfigError, match=message):
-        ImageEncoderConfig.from_dict({"name": "vit_tiny_patch16_224", **encoder})
+        FrameEncoderConfig.from_dict({"name": "vit_tiny_patch16_224", **encoder})

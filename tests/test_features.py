@@ -7,8 +7,8 @@ import copy
 import numpy as np
 import pytest
 
-from crt_video.data.features import FeatureStore, source_fingerprint
 from crt_video.errors import DatasetError, FeatureMismatchError
+from crt_video.features.store import FeatureStore, source_fingerprint
 
 MANIFEST = {
     "format": 1,

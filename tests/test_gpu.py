@@ -13,7 +13,7 @@ import torch
 from test_extract import ENCODER, SAMPLING, extract_on_cpu, stored, videos_in
 from test_pipeline import ENV, REPO, run_tool, tiny_options
 
-from crt_video.engine.extract import extract_features
+from crt_video.features.extract import extract_features
 
 pytestmark = [
     pytest.mark.gpu,

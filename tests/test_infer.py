@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from crt_video.data.video import read_frames
 from crt_video.engine import inference
 from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.errors import CheckpointError, VideoDecodeError
+from crt_video.features.frame_encoder import build_frame_encoder
+from crt_video.features.video import read_frames
 from crt_video.models import build_model
-from crt_video.models.encoder import build_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Cook", "Drink", "Eat", "Walk")
@@ -41,10 +41,10 @@ def make_checkpoint(
     class_names: tuple[str, ...] = CLASSES,
 ) -> Path:
     """A trained-looking checkpoint: random weights, the encoder's identity, our class names."""
-    encoder = build_encoder(ENCODER)
+    encoder = build_frame_encoder(ENCODER)
     identity = encoder.identity
     if identity_seed is not None:
-        identity = build_encoder({**ENCODER, "seed": identity_seed}).identity
+        identity = build_frame_encoder({**ENCODER, "seed": identity_seed}).identity
     torch.manual_seed(0)
     net = build_model(model, encoder.feature_dim, len(CLASSES))
     config = {

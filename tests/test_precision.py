@@ -9,9 +9,9 @@ import torch
 
 from crt_video.engine.inference import inference_precision
 from crt_video.errors import ConfigError
-from crt_video.models import precision as precision_module
-from crt_video.models.encoder import build_encoder
-from crt_video.models.precision import (
+from crt_video.features import precision as precision_module
+from crt_video.features.frame_encoder import build_frame_encoder
+from crt_video.features.precision import (
     cache_path,
     choose_precision,
     measure_precisions,
@@ -48,8 +48,8 @@ def timed(monkeypatch) -> list[dict]:
 
 
 def test_int8_quantises_the_linear_layers_and_is_part_of_the_identity():
-    fp32 = build_encoder({**TINY, "pretrained": False, "precision": "fp32"})
-    int8 = build_encoder({**TINY, "pretrained": False, "precision": "int8"})
+    fp32 = build_frame_encoder({**TINY, "pretrained": False, "precision": "fp32"})
+    int8 = build_frame_encoder({**TINY, "pretrained": False, "precision": "int8"})
     assert int8.identity["precision"] == "int8" and int8.identity != fp32.identity
     # The parameters are the fp32 model's: the same weights hash, a state dict of float tensors.
     assert int8.identity["params_sha256"] == fp32.identity["params_sha256"]
@@ -64,25 +64,25 @@ def test_int8_quantises_the_linear_layers_and_is_part_of_the_identity():
 
 
 def test_int8_features_depend_on_the_batch_so_auto_leaves_them_out():
-    int8 = build_encoder({**TINY, "pretrained": False, "precision": "int8"})
+    int8 = build_frame_encoder({**TINY, "pretrained": False, "precision": "int8"})
     frames = probe_frames(8, (32, 32))
     frames[1:] = 255  # bright batch mates: a larger activation scale for the whole batch
     alone, batched = int8.encode(frames[:1]), int8.encode(frames)[:1]
     assert not torch.equal(alone, batched)
     assert torch.nn.functional.cosine_similarity(alone, batched).item() > 0.98
-    fp32 = build_encoder({**TINY, "pretrained": False, "precision": "fp32"})
+    fp32 = build_frame_encoder({**TINY, "pretrained": False, "precision": "fp32"})
     torch.testing.assert_close(fp32.encode(frames[:1]), fp32.encode(frames)[:1])
 
 
 def test_int8_off_the_cpu_is_refused_and_a_gpu_runs_int8_checkpoints_in_bf16():
     with pytest.raises(ConfigError, match="encoder.precision='int8' runs on the CPU only"):
-        build_encoder({**TINY, "pretrained": False, "precision": "int8"}, device="cuda")
+        build_frame_encoder({**TINY, "pretrained": False, "precision": "int8"}, device="cuda")
     assert inference_precision("int8", torch.device("cuda")) == "bf16"
     assert inference_precision("int8", torch.device("cpu")) == "int8"
 
 
 def test_measurement_times_every_precision_against_fp32():
-    model = build_encoder({**TINY, "pretrained": False, "precision": "fp32"}).model
+    model = build_frame_encoder({**TINY, "pretrained": False, "precision": "fp32"}).model
     x = torch.randn(4, 3, 32, 32)
     measured = measure_precisions(model, x, ["fp32", "bf16", "int8"], repeats=1)
     assert list(measured) == ["fp32", "bf16", "int8"]
@@ -99,8 +99,8 @@ def test_the_fastest_precision_wins_unless_it_loses_accuracy():
 
 
 def test_auto_measures_once_picks_the_fastest_and_says_why(timed, logs):
-    first = build_encoder({**TINY, "pretrained": False}, device="cpu")
-    second = build_encoder({**TINY, "pretrained": False}, device="cpu")
+    first = build_frame_encoder({**TINY, "pretrained": False}, device="cpu")
+    second = build_frame_encoder({**TINY, "pretrained": False}, device="cpu")
     assert first.precision == second.precision == "bf16"
     assert first.identity["precision"] == "bf16"
     # One measurement (the second build read the cache), never of int8: its features depend on
@@ -114,12 +114,12 @@ def test_auto_measures_once_picks_the_fastest_and_says_why(timed, logs):
 
 
 def test_auto_measures_again_for_another_encoder_not_another_thread_count(timed):
-    build_encoder({**TINY, "pretrained": False}, device="cpu")
-    build_encoder({**TINY, "pretrained": False, "seed": 1}, device="cpu")
+    build_frame_encoder({**TINY, "pretrained": False}, device="cpu")
+    build_frame_encoder({**TINY, "pretrained": False, "seed": 1}, device="cpu")
     threads = torch.get_num_threads()
     torch.set_num_threads(1 if threads > 1 else 2)
     try:  # one choice per machine, so processes with other thread counts extract alike
-        build_encoder({**TINY, "pretrained": False}, device="cpu")
+        build_frame_encoder({**TINY, "pretrained": False}, device="cpu")
     finally:
         torch.set_num_threads(threads)
     assert len(timed) == 3
@@ -127,14 +127,19 @@ def test_auto_measures_again_for_another_encoder_not_another_thread_count(timed)
 
 def test_auto_never_picks_a_precision_that_damages_features_or_is_slower(timed):
     timed[0]["bf16"]["cosine"] = 0.9
-    assert build_encoder({**TINY, "pretrained": False}, device="cpu").precision == "fp32"
+    assert build_frame_encoder({**TINY, "pretrained": False}, device="cpu").precision == "fp32"
     timed[0]["bf16"].update(cosine=0.9999, frames_per_s=9.0)
-    assert build_encoder({**TINY, "pretrained": False, "seed": 1}, device="cpu").precision == "fp32"
+    assert (
+        build_frame_encoder({**TINY, "pretrained": False, "seed": 1}, device="cpu").precision
+        == "fp32"
+    )
 
 
 def test_an_explicit_precision_or_a_gpu_skips_the_measurement(timed):
-    assert build_encoder({**TINY, "pretrained": False, "precision": "fp32"}).precision == "fp32"
-    assert build_encoder({**TINY, "pretrained": False}, device="cuda").precision == "bf16"
+    assert (
+        build_frame_encoder({**TINY, "pretrained": False, "precision": "fp32"}).precision == "fp32"
+    )
+    assert build_frame_encoder({**TINY, "pretrained": False}, device="cuda").precision == "bf16"
     assert len(timed) == 1
 
 
@@ -143,12 +148,12 @@ def test_a_damaged_or_unwritable_cache_costs_a_measurement_not_the_run(
 ):
     cache_path().parent.mkdir(parents=True, exist_ok=True)
     cache_path().write_text("{not json")
-    assert build_encoder({**TINY, "pretrained": False}, device="cpu").precision == "bf16"
+    assert build_frame_encoder({**TINY, "pretrained": False}, device="cpu").precision == "bf16"
     assert "unreadable precision cache" in logs.text and json.loads(cache_path().read_text())
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     monkeypatch.setenv("CRT_VIDEO_HOME", str(blocker / "home"))
-    assert build_encoder({**TINY, "pretrained": False}, device="cpu").precision == "bf16"
+    assert build_frame_encoder({**TINY, "pretrained": False}, device="cpu").precision == "bf16"
     assert len(timed) == 3
 
 
@@ -186,8 +191,8 @@ def test_int8_runs_on_qnnpack_on_arm(monkeypatch):
     previous = torch.backends.quantized.engine
     try:
         assert precision_module.int8_engine() == "qnnpack"
-        fp32 = build_encoder({**TINY, "pretrained": False, "precision": "fp32"})
-        int8 = build_encoder({**TINY, "pretrained": False, "precision": "int8"})
+        fp32 = build_frame_encoder({**TINY, "pretrained": False, "precision": "fp32"})
+        int8 = build_frame_encoder({**TINY, "pretrained": False, "precision": "int8"})
         assert torch.backends.quantized.engine == "qnnpack"
         frames = probe_frames(4, (32, 32))
         assert (

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from crt_video.data.feature_dataset import ClipData, EpochSampler, FeatureClipDataset, collate_clips
-from crt_video.data.features import FeatureStore
 from crt_video.engine import trainer
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.evaluate import predict
 from crt_video.engine.trainer import train
+from crt_video.features.store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Getup", "Sitdown", "Walk")
@@ -172,7 +172,7 @@ def test_torchrun_two_cpu_ranks_gather_exactly_all_clips(tmp_path):
     script = tmp_path / "predict_ranks.py"
     script.write_text(
         "import sys, numpy as np, pandas as pd, torch\n"
-        "from crt_video.data.features import FeatureStore\n"
+        "from crt_video.features.store import FeatureStore\n"
         "from crt_video.engine.distributed import init_distributed\n"
         "from crt_video.engine.evaluate import predict\n"
         "from crt_video.models import build_model\n"

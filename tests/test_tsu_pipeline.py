@@ -144,7 +144,7 @@ def test_infer_prints_and_writes_overlapping_activity_intervals(trained, tmp_pat
 def test_extract_features_on_a_tsu_config_extracts_the_tsu_videos(tmp_path):
     """tools/extract_features.py reads a TSU config's video folder (its demo generated there),
     not a Smarthome one, and fills the cache tools/train.py then reads."""
-    from crt_video.data.features import FeatureStore
+    from crt_video.features.store import FeatureStore
 
     run_tool("tools/extract_features.py", "configs/tsu_demo.py", "--no-progress",
              "--cfg-options", *tsu_options(tmp_path))  # fmt: skip

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from crt_video.data import video
-from crt_video.data.video import (
+from crt_video.errors import ConfigError, VideoDecodeError
+from crt_video.features.frame_encoder import build_frame_encoder
+from crt_video.features.video import (
     BACKENDS,
     iter_frames,
     probe_video,
@@ -17,8 +19,6 @@ from crt_video.data.video import (
     resolve_backend,
     sample_frame_times,
 )
-from crt_video.errors import ConfigError, VideoDecodeError
-from crt_video.models.encoder import build_encoder
 
 # No decord wheel exists for ARM: there PyAV alone decodes, and decord's tests skip.
 needs_decord = pytest.mark.skipif(
@@ -105,7 +105,7 @@ def test_both_backends_give_the_same_resized_frames(fine_texture, interpolation)
 
 
 def test_the_encoder_resizes_like_the_decoder(fine_texture):
-    encoder = build_encoder(
+    encoder = build_frame_encoder(
         {"name": "vit_tiny_patch16_224", "pretrained": False, "kwargs": {"img_size": 32}}
     )
     native = read_frames(fine_texture, 10.0).frames

@@ -17,13 +17,11 @@ from pathlib import Path
 import torch
 
 from crt_video.config import load_config
-from crt_video.data.video import SamplingConfig
 from crt_video.data.video_files import VIDEO_SUFFIXES, list_videos
 from crt_video.engine.distributed import DistInfo, distributed_session
-from crt_video.engine.extract import extract_features, feature_manifest, feature_store_root
 from crt_video.engine.pipeline import resolve_video_dir
 from crt_video.errors import DatasetError
-from crt_video.models.encoder import ImageEncoderConfig, build_encoder
+from crt_video.features.extract import extract_to_cache
 from crt_video.utils.cli import run_cli
 
 
@@ -73,31 +71,21 @@ def _extract(cfg: dict, args: argparse.Namespace, device: torch.device, dist_inf
             f"no video clips ({', '.join(VIDEO_SUFFIXES)}) under {video_dir}; "
             "check data_root or --video-dir"
         )
-    encoder_cfg = ImageEncoderConfig.from_dict(cfg["encoder"])
-    sampling = SamplingConfig.from_dict(cfg["sampling"])
-    encoder = build_encoder(encoder_cfg)
-    store_root = (
-        Path(args.out)
-        if args.out
-        else feature_store_root(cfg, feature_manifest(encoder, sampling), video_dir)
-    )
-    summary = extract_features(
-        encoder_cfg,
-        sampling,
+    summary = extract_to_cache(
+        cfg,
         video_dir,
         videos,
-        store_root,
-        encoder=encoder,
-        progress=not args.no_progress,
         device=device,
         dist_info=dist_info,
+        store_root=Path(args.out) if args.out else None,
+        progress=not args.no_progress,
     )
     if dist_info.is_main:
         for video, reason in summary.failures:
             print(f"failed: {video}: {reason}", file=sys.stderr)
         if summary.failures:
             print(
-                f"{summary.failed} clip(s) failed (listed in {store_root / 'failures.csv'}); "
+                f"{summary.failed} clip(s) failed (listed in {summary.store.root / 'failures.csv'}); "
                 "fix or remove them and rerun to finish",
                 file=sys.stderr,
             )

@@ -46,7 +46,7 @@ from crt_video.engine.inference import (
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, STDIN, is_live_source
 from crt_video.errors import VideoDecodeError
 from crt_video.evaluation.plots import plot_timeline
-from crt_video.models.precision import PRECISIONS
+from crt_video.features.precision import PRECISIONS
 from crt_video.utils.cli import run_cli
 from crt_video.utils.io import atomic_write_json
 

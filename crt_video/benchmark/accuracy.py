@@ -39,16 +39,16 @@ from crt_video.benchmark.accuracy_variants import (
 )
 from crt_video.data.demo import ORDER_CLASSES, make_event_order_dataset
 from crt_video.data.feature_dataset import ClipData
-from crt_video.data.features import FeatureStore
 from crt_video.data.smarthome import parse_clip_name
-from crt_video.data.video import SamplingConfig
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.evaluate import predict
-from crt_video.engine.extract import extract_features, feature_manifest
 from crt_video.engine.trainer import train
 from crt_video.evaluation.metrics import mean_class_accuracy
+from crt_video.features.extract import extract_features
+from crt_video.features.frame_encoder import FrameEncoderConfig, build_frame_encoder
+from crt_video.features.store import FeatureStore
+from crt_video.features.video import SamplingConfig
 from crt_video.models import build_model
-from crt_video.models.encoder import ImageEncoderConfig, build_encoder
 from crt_video.utils.flops import count_flops
 from crt_video.utils.io import atomic_write_json
 
@@ -240,7 +240,7 @@ def summarise(runs: list[dict], table: pd.DataFrame) -> dict:
     }
 
 
-ENCODER = ImageEncoderConfig(
+ENCODER = FrameEncoderConfig(
     name="vit_tiny_patch16_224",
     pretrained=False,
     # two of vit_tiny's twelve blocks: the compared models, not the encoder, are measured
@@ -259,7 +259,7 @@ def prepare_features(
     num_frames = round(seconds * fps)
     segment_seconds = num_frames // 16 / fps
     videos = make_clips(scratch / "videos", clips, seconds, fps, gaps, segment_seconds)
-    encoder = build_encoder(ENCODER)
+    encoder = build_frame_encoder(ENCODER)
     sampling = SamplingConfig(fps)
     summary = extract_features(
         ENCODER,
@@ -271,7 +271,7 @@ def prepare_features(
         progress=False,
         device=torch.device("cpu"),
     )
-    store = FeatureStore.create_or_open(scratch / "store", feature_manifest(encoder, sampling))
+    store = summary.store
     table = fold_table(videos, folds)
     table.to_json(scratch / "folds.json")
     return {

@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 
 from crt_video.data.demo import make_demo_dataset, make_event_order_dataset
-from crt_video.data.video import SamplingConfig
 from crt_video.engine.distributed import resolve_device
-from crt_video.engine.extract import ClipDecoder, decode_loader, extract_features
-from crt_video.models.encoder import ImageEncoderConfig, build_encoder
+from crt_video.features.extract import ClipDecoder, decode_loader, extract_features
+from crt_video.features.frame_encoder import FrameEncoderConfig, build_frame_encoder
+from crt_video.features.video import SamplingConfig
 from crt_video.utils.threads import cpu_threads, spare_cores
 
 # Smoke settings only check that the benchmark runs: a tiny encoder on a few short clips.
-SMOKE_ENCODER = ImageEncoderConfig("vit_tiny_patch16_224", kwargs={"img_size": 32})
+SMOKE_ENCODER = FrameEncoderConfig("vit_tiny_patch16_224", kwargs={"img_size": 32})
 SMOKE_CLIPS = 3
 ENCODE_WARMUP_BATCHES = 1
 
@@ -50,7 +50,7 @@ def run(
     device: str = "auto",
 ) -> dict:
     encoder_cfg = replace(
-        SMOKE_ENCODER if smoke else ImageEncoderConfig(encoder),
+        SMOKE_ENCODER if smoke else FrameEncoderConfig(encoder),
         pretrained=False,
         batch_size=batch_size,
         seed=0,
@@ -58,7 +58,7 @@ def run(
     )
     sampling = SamplingConfig(fps)
     torch_device = resolve_device(device)
-    frozen = build_encoder(encoder_cfg).to(torch_device)
+    frozen = build_frame_encoder(encoder_cfg).to(torch_device)
     with tempfile.TemporaryDirectory(prefix="crt_extract_bench_") as scratch:
         video_dir = Path(scratch) / "videos"
         if smoke:

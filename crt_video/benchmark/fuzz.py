@@ -24,14 +24,14 @@ import numpy as np
 import torch
 
 from crt_video.data.demo import make_event_order_dataset
-from crt_video.data.features import FeatureStore
-from crt_video.data.video import SamplingConfig
-from crt_video.engine.extract import extract_features
-from crt_video.models.encoder import ImageEncoderConfig
+from crt_video.features.extract import extract_features
+from crt_video.features.frame_encoder import FrameEncoderConfig
+from crt_video.features.store import FeatureStore
+from crt_video.features.video import SamplingConfig
 from crt_video.utils.io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[2]
-ENCODER = ImageEncoderConfig(
+ENCODER = FrameEncoderConfig(
     "vit_tiny_patch16_224", pretrained=False, kwargs={"img_size": 32}, batch_size=32, num_workers=1
 )
 MODEL = {"type": "crt", "segment_len": 4, "d_model": 32, "depth": 1, "heads": 2}

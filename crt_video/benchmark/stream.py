@@ -32,24 +32,24 @@ import torch
 from crt_video.benchmark.stream_report import stream_figures, stream_markdown
 from crt_video.config import load_config
 from crt_video.data.smarthome import CLASSES_31
-from crt_video.data.video import iter_frames
 from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
 from crt_video.engine.inference import VideoLabeler
-from crt_video.models import build_model
-from crt_video.models.encoder import ImageEncoderConfig, build_encoder
-from crt_video.models.precision import (
+from crt_video.features.frame_encoder import FrameEncoderConfig, build_frame_encoder
+from crt_video.features.precision import (
     PROBE_BATCH,
     cpu_precisions,
     measure_precisions,
     probe_frames,
 )
+from crt_video.features.video import iter_frames
+from crt_video.models import build_model
 from crt_video.utils.threads import cpu_threads
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "smarthome_cs.py"
 FULL = dict(seconds=60.0, live_seconds=30.0, width=640, height=480, video_fps=20)
 SMOKE = dict(seconds=4.0, live_seconds=3.0, width=160, height=120, video_fps=10)
 # Smoke settings only check that the benchmark runs: a tiny encoder and CRT.
-SMOKE_ENCODER = ImageEncoderConfig("vit_tiny_patch16_224", kwargs={"img_size": 32})
+SMOKE_ENCODER = FrameEncoderConfig("vit_tiny_patch16_224", kwargs={"img_size": 32})
 SMOKE_MODEL = dict(d_model=64, depth=1, segment_len=4)
 STEP_REPEATS = 50
 # name -> (runtime, encoder precision); 'auto' first, so later rows find its choice cached
@@ -82,7 +82,7 @@ def run(
     long_minutes: float = 10.0,
 ) -> dict:
     clip = SMOKE if smoke else FULL
-    encoder_cfg = SMOKE_ENCODER if smoke else ImageEncoderConfig(encoder)
+    encoder_cfg = SMOKE_ENCODER if smoke else FrameEncoderConfig(encoder)
     long_seconds = 2 * clip["seconds"] if smoke else 60.0 * long_minutes
     geometry = (clip["width"], clip["height"], clip["video_fps"])
     with tempfile.TemporaryDirectory(prefix="crt_stream_") as tmp:
@@ -123,10 +123,10 @@ def runtimes() -> list[str]:
     return [name for name, (_, p) in RUNTIMES.items() if p in (None, "auto", *offered)]
 
 
-def measure_encoder_alone(encoder_cfg: ImageEncoderConfig, threads: int) -> dict:
+def measure_encoder_alone(encoder_cfg: FrameEncoderConfig, threads: int) -> dict:
     """precision -> {'frames_per_s', 'cosine'} of the encoder alone on ``threads`` cores."""
     with cpu_threads(torch.device("cpu"), threads):
-        encoder = build_encoder(replace(encoder_cfg, pretrained=False, precision="fp32"))
+        encoder = build_frame_encoder(replace(encoder_cfg, pretrained=False, precision="fp32"))
         x = encoder.preprocess(probe_frames(PROBE_BATCH, encoder.input_size))
         return measure_precisions(encoder.model, x, cpu_precisions(), ENCODER_REPEATS)
 
@@ -149,7 +149,7 @@ def _export(checkpoint: Path, out_dir: Path) -> Path:
     return export_onnx(checkpoint, out_dir)
 
 
-def write_checkpoint(path: Path, encoder: ImageEncoderConfig, fps: float, model: dict) -> Path:
+def write_checkpoint(path: Path, encoder: FrameEncoderConfig, fps: float, model: dict) -> Path:
     """A checkpoint of the default Smarthome config with this encoder (random weights), sampling
     rate and model overrides."""
     cfg = load_config(CONFIG)
@@ -157,7 +157,7 @@ def write_checkpoint(path: Path, encoder: ImageEncoderConfig, fps: float, model:
     cfg["encoder"] = asdict(encoder)
     cfg["sampling"].update(fps=fps)
     cfg["model"].update(model)
-    frozen = build_encoder(encoder)
+    frozen = build_frame_encoder(encoder)
     torch.manual_seed(cfg["seed"])
     head = build_model(cfg["model"], frozen.feature_dim, len(CLASSES_31))
     save_checkpoint(

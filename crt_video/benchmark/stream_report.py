@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from crt_video.models.encoder import ImageEncoderConfig
-from crt_video.models.precision import native_bf16
+from crt_video.features.frame_encoder import FrameEncoderConfig
+from crt_video.features.precision import native_bf16
 from crt_video.utils.cpu import cpu_flags, cpu_name
 
 
@@ -13,7 +13,7 @@ def stream_figures(
     live: dict,
     encoder_alone: dict,
     *,
-    encoder_cfg: ImageEncoderConfig,
+    encoder_cfg: FrameEncoderConfig,
     clip: dict,
     fps: float,
     threads: int,

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from crt_video.data.features import FeatureStore
+from crt_video.features.store import FeatureStore
 
 
 @dataclass

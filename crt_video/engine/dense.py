@@ -23,7 +23,6 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from crt_video.data.feature_dataset import EpochSampler
-from crt_video.data.features import FeatureStore
 from crt_video.data.splits import SPLITS
 from crt_video.data.tsu import (
     TSUVideo,
@@ -40,10 +39,11 @@ from crt_video.engine.distributed import (
     barrier,
     broadcast_object,
 )
-from crt_video.engine.extract import extract_to_cache
 from crt_video.engine.trainer import TrainTask, prepare_work_dir, train
 from crt_video.errors import CheckpointError, DatasetError
 from crt_video.evaluation.detection_report import score_detection, write_detection_report
+from crt_video.features.extract import extract_to_cache
+from crt_video.features.store import FeatureStore
 from crt_video.models import build_model
 from crt_video.models.crt import CRTConfig
 from crt_video.models.transformer import valid_mask
@@ -107,9 +107,10 @@ def prepare_video_data(
     )
     wanted = [v for split in splits for v in videos[split]]
     present = [v for v in wanted if (video_dir / v.file_name).is_file()]
-    store, encoder = extract_to_cache(
+    extraction = extract_to_cache(
         cfg, video_dir, [v.file_name for v in present], device=device, dist_info=dist_info
     )
+    store, encoder = extraction.store, extraction.encoder
     kept = {split: [v for v in videos[split] if store.has(v.file_name)] for split in splits}
     left_out = len(wanted) - sum(len(v) for v in kept.values())
     if left_out:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from crt_video.data.video import probe_video, sample_frame_times
 from crt_video.engine.inference import VideoLabeler, _segments
 from crt_video.errors import VideoDecodeError
 from crt_video.evaluation.detection import events_from_scores
+from crt_video.features.video import probe_video, sample_frame_times
 from crt_video.utils.io import atomic_write_json
 
 

@@ -11,10 +11,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from crt_video.data.feature_dataset import ClipData, FeatureClipDataset, collate_clips
-from crt_video.data.features import FeatureStore
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, all_gather_objects
 from crt_video.evaluation.metrics import mean_class_accuracy
 from crt_video.evaluation.report import write_evaluation
+from crt_video.features.store import FeatureStore
 
 
 def autocast(device: torch.device, enabled: bool):

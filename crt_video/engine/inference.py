@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crt_video.data.video import SamplingConfig, iter_frames, probe_video, sample_frame_times
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.distributed import resolve_device
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, Feed, open_live, sample_live
 from crt_video.errors import CheckpointError, VideoDecodeError
-from crt_video.models.encoder import ImageEncoderConfig, build_encoder
-from crt_video.models.precision import native_bf16
+from crt_video.features.frame_encoder import FrameEncoderConfig, build_frame_encoder
+from crt_video.features.precision import native_bf16
+from crt_video.features.video import SamplingConfig, iter_frames, probe_video, sample_frame_times
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
 
@@ -90,8 +90,8 @@ class VideoLabeler:
         self.class_names = tuple(ckpt["class_names"])
         trained = ckpt["encoder_identity"].get("precision")
         precision = precision or inference_precision(trained, self.device)
-        encoder_cfg = replace(ImageEncoderConfig.from_dict(cfg["encoder"]), precision=precision)
-        self.encoder = build_encoder(encoder_cfg, self.device).to(self.device)
+        encoder_cfg = replace(FrameEncoderConfig.from_dict(cfg["encoder"]), precision=precision)
+        self.encoder = build_frame_encoder(encoder_cfg, self.device).to(self.device)
         self.model = model_from_checkpoint(
             ckpt,
             encoder_identity=_with_precision(self.encoder.identity, trained),

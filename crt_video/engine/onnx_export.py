@@ -28,12 +28,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from crt_video.data.video import resize_frames
 from crt_video.engine.checkpoint import load_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.errors import CheckpointError
+from crt_video.features.frame_encoder import FrameEncoder, FrameEncoderConfig
+from crt_video.features.video import resize_frames
 from crt_video.models.crt import CRT, CRTState
-from crt_video.models.encoder import FrozenEncoder, ImageEncoderConfig
 from crt_video.utils.io import atomic_write_json
 
 METADATA = "crt.json"
@@ -44,9 +44,9 @@ OPSET = 17
 
 
 class _EncoderGraph(nn.Module):
-    """uint8 NHWC frames at the input size -> features, as FrozenEncoder.encode computes them."""
+    """uint8 NHWC frames at the input size -> features, as FrameEncoder.encode computes them."""
 
-    def __init__(self, encoder: FrozenEncoder) -> None:
+    def __init__(self, encoder: FrameEncoder) -> None:
         super().__init__()
         self.encoder = encoder
 
@@ -171,7 +171,7 @@ def _session(path: Path, threads: int | None):
 
 
 class OnnxEncoder:
-    """encoder.onnx behind FrozenEncoder's interface (encode, input_size, feature_dim)."""
+    """encoder.onnx behind FrameEncoder's interface (encode, input_size, feature_dim)."""
 
     precision = "fp32"
 
@@ -180,7 +180,7 @@ class OnnxEncoder:
         self.input_size = tuple(meta["preprocessing"]["input_size"])
         self.interpolation = meta["preprocessing"]["interpolation"]
         self.feature_dim = int(meta["feature_dim"])
-        self.batch_size = ImageEncoderConfig.from_dict(meta["encoder"]["config"]).batch_size
+        self.batch_size = FrameEncoderConfig.from_dict(meta["encoder"]["config"]).batch_size
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N, H, W, 3] of any size (resized like extraction does) -> [N, D]."""

@@ -23,12 +23,12 @@ from crt_video.engine.dense import (
 )
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.engine.evaluate import evaluate
-from crt_video.engine.extract import extract_to_cache
 from crt_video.engine.trainer import prepare_work_dir, train
 from crt_video.errors import DatasetError
 from crt_video.evaluation.plots import plot_training_curves
+from crt_video.features.extract import extract_to_cache
+from crt_video.features.frame_encoder import FrameEncoder, build_frame_encoder
 from crt_video.models import build_model
-from crt_video.models.encoder import FrozenEncoder, build_encoder
 from crt_video.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -111,7 +111,7 @@ def prepare_data(
     dist_info: DistInfo = SINGLE_PROCESS,
     splits: tuple[str, ...] = SPLITS,
     device: torch.device | None = None,
-    encoder: FrozenEncoder | None = None,
+    encoder: FrameEncoder | None = None,
 ) -> ClipData:
     """Annotations and features for ``splits`` (extracting what is missing on ``device``, by
     default the config's), ready to train on."""
@@ -124,7 +124,8 @@ def prepare_data(
             tables[split] = read_annotations(path, class_names(cfg["protocol"]))
 
     videos = sorted({video for table in tables.values() for video in table["video"]})
-    store, encoder = extract_to_cache(cfg, video_dir, videos, encoder, device, dist_info)
+    extraction = extract_to_cache(cfg, video_dir, videos, encoder, device, dist_info)
+    store, encoder = extraction.store, extraction.encoder
     missing = [video for video in videos if not store.has(video)]
     if missing:
         logger.warning(
@@ -165,7 +166,7 @@ def test_checkpoint(
             cfg, checkpoint, out_dir, split, device=device, dist_info=dist_info
         )
     # The checkpoint is checked before any clip is decoded: a wrong one fails in seconds.
-    encoder = build_encoder(cfg["encoder"]) if data is None else None
+    encoder = build_frame_encoder(cfg["encoder"]) if data is None else None
     model, _ = load_model(
         checkpoint,
         class_names=class_names(cfg["protocol"]),

@@ -1,6 +1,6 @@
 """Clip classifiers on per-frame features: ``build_model(cfg, in_dim, num_classes)``.
 
-The frozen image encoder lives in ``crt_video.models.encoder`` and is imported on demand.
+The frozen image encoder lives in ``crt_video.features.frame_encoder`` and is imported on demand.
 """
 
 from crt_video.models import baselines, crt, dense, gru, xl  # noqa: F401  (registers the model types)

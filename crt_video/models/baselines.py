@@ -13,10 +13,10 @@ from torch import nn
 from crt_video.errors import ConfigError
 from crt_video.models.registry import register_model
 from crt_video.models.transformer import (
-    Encoder,
-    EncoderConfig,
     FeatureNorm,
     SegmentEmbedding,
+    TransformerConfig,
+    TransformerStack,
     masked_mean,
     rotary_tables,
     sinusoidal_positions,
@@ -25,7 +25,7 @@ from crt_video.models.transformer import (
 
 
 @dataclass(frozen=True)
-class SegmentConfig(EncoderConfig):
+class SegmentConfig(TransformerConfig):
     segment_len: int = 16
 
     def __post_init__(self) -> None:
@@ -47,7 +47,7 @@ class SegmentTransformer(nn.Module):
         super().__init__()
         self.segment_len = cfg.segment_len
         self.embed = SegmentEmbedding(in_dim, cfg.d_model, cfg.segment_len, cfg.embed_norm)
-        self.encoder = Encoder(cfg)
+        self.encoder = TransformerStack(cfg)
         self.head = nn.Linear(cfg.d_model, num_classes)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -67,7 +67,7 @@ POSITIONS = ("sinusoidal", "rotary")
 
 
 @dataclass(frozen=True)
-class FullConfig(EncoderConfig):
+class FullConfig(TransformerConfig):
     pool: str = "mean"
     positions: str = "sinusoidal"
 
@@ -104,7 +104,7 @@ class FullTransformer(nn.Module):
         if cfg.pool == "token":
             self.class_token = nn.Parameter(torch.empty(cfg.d_model))
             nn.init.trunc_normal_(self.class_token, std=0.02)
-        self.encoder = Encoder(cfg)
+        self.encoder = TransformerStack(cfg)
         self.head = nn.Linear(cfg.d_model, num_classes)
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:

@@ -28,9 +28,9 @@ from crt_video.models.baselines import SegmentConfig
 from crt_video.models.memory_cells import MEMORY_CELLS, MaskedCell
 from crt_video.models.registry import register_model
 from crt_video.models.transformer import (
-    Encoder,
     RecurrentPositions,
     SegmentEmbedding,
+    TransformerStack,
     rotary_tables,
     valid_mask,
 )
@@ -152,7 +152,7 @@ class CRT(nn.Module):
         self.memory_type = nn.Parameter(torch.empty(cfg.d_model))
         nn.init.trunc_normal_(self.memory_init, std=0.02)
         nn.init.trunc_normal_(self.memory_type, std=0.02)
-        self.encoder = Encoder(cfg)
+        self.encoder = TransformerStack(cfg)
         self.cell = MaskedCell(cfg.memory_cell, cfg.d_model, cfg.d_model, cfg.memory_gate_bias)
         self.norm = nn.LayerNorm(cfg.d_model)
         self.read_mean = cfg.head == "memory+mean"
@@ -250,7 +250,7 @@ class CRT(nn.Module):
     def _encode(
         self, frames: torch.Tensor, memory: torch.Tensor, frame_mask: torch.Tensor
     ) -> torch.Tensor:
-        """Encoder outputs [B, 1 + s, d] (memory token first), or [B, s, d] without the memory
+        """Transformer outputs [B, 1 + s, d] (memory token first), or [B, s, d] without the memory
         token's, which memory_read='sequence' never reads."""
         tokens = torch.cat([(memory + self.memory_type)[:, None], frames], dim=1)
         # The memory token is always a valid key, so fully padded segments stay finite.

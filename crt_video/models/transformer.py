@@ -15,7 +15,7 @@ from crt_video.models.memory_cells import MaskedCell
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class TransformerConfig:
     d_model: int = 256
     depth: int = 2
     heads: int = 4
@@ -114,7 +114,7 @@ class SelfAttention(nn.Module):
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
 
-class EncoderLayer(nn.Module):
+class TransformerLayer(nn.Module):
     def __init__(self, d_model: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
@@ -138,13 +138,13 @@ class EncoderLayer(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
-class Encoder(nn.Module):
+class TransformerStack(nn.Module):
     """``depth`` bidirectional pre-norm layers and a final LayerNorm."""
 
-    def __init__(self, cfg: EncoderConfig) -> None:
+    def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            EncoderLayer(cfg.d_model, cfg.heads, cfg.dropout) for _ in range(cfg.depth)
+            TransformerLayer(cfg.d_model, cfg.heads, cfg.dropout) for _ in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(cfg.d_model)
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from crt_video.models.baselines import SegmentConfig
 from crt_video.models.registry import register_model
-from crt_video.models.transformer import EncoderLayer, SegmentEmbedding, valid_mask
+from crt_video.models.transformer import SegmentEmbedding, TransformerLayer, valid_mask
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class RelativeAttention(nn.Module):
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
 
-class XLLayer(EncoderLayer):
+class XLLayer(TransformerLayer):
     """Pre-norm layer whose attention also reads this layer's cached inputs."""
 
     def __init__(self, d_model: int, heads: int, dropout: float) -> None:

@@ -3,13 +3,13 @@
 Preprocessing follows the weights' own data config (input size, mean, std, interpolation from
 ``timm.data.resolve_model_data_config``). Frames are resized to the input size as a whole (no
 center crop): Smarthome's cameras are wide 640x480 views of a room where the person may be at
-either edge. The resize is ``crt_video.data.video.resize_frames`` with the weights'
+either edge. The resize is ``crt_video.features.video.resize_frames`` with the weights'
 interpolation, whether the decoder applies it (``read_frames(size=encoder.input_size)``, as
-extraction and inference do) or :meth:`FrozenEncoder.preprocess` does: the same frame gives the
+extraction and inference do) or :meth:`FrameEncoder.preprocess` does: the same frame gives the
 same input either way.
 
 Precision (``encoder.precision``): 'fp32', 'bf16', 'int8' (CPU only) or 'auto' (bf16 on CUDA,
-measured on a CPU): see ``crt_video.models.precision``. The resolved precision is part of the
+measured on a CPU): see ``crt_video.features.precision``. The resolved precision is part of the
 identity, so a feature store never mixes precisions.
 """
 
@@ -29,9 +29,8 @@ import timm
 import torch
 from torch import nn
 
-from crt_video.data.video import resize_frames
 from crt_video.errors import CheckpointError, ConfigError
-from crt_video.models.precision import (
+from crt_video.features.precision import (
     PRECISIONS,
     PROBE_BATCH,
     auto_cpu_precision,
@@ -40,6 +39,7 @@ from crt_video.models.precision import (
     quantize_linear_layers,
     run_in_precision,
 )
+from crt_video.features.video import resize_frames
 from crt_video.utils.io import file_sha256
 from crt_video.utils.sections import section_from_dict
 
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ImageEncoderConfig:
+class FrameEncoderConfig:
     """The config's ``encoder`` section: the frozen timm image encoder and how extraction runs it.
 
     ``pretrained``: True (timm's weights), False (random init seeded by ``seed``) or a weights file
@@ -64,7 +64,7 @@ class ImageEncoderConfig:
     precision: str = "auto"
 
     @classmethod
-    def from_dict(cls, section: dict) -> ImageEncoderConfig:
+    def from_dict(cls, section: dict) -> FrameEncoderConfig:
         return section_from_dict(cls, section, "encoder")
 
     def __post_init__(self) -> None:
@@ -92,7 +92,7 @@ class ImageEncoderConfig:
             )
 
 
-class FrozenEncoder(nn.Module):
+class FrameEncoder(nn.Module):
     """A timm model without its classifier, kept in eval mode with no gradients.
 
     ``identity`` says exactly what produces the features (architecture, kwargs, weights source, a
@@ -135,7 +135,7 @@ class FrozenEncoder(nn.Module):
         self.use_precision("fp32")
 
     def use_precision(self, precision: str) -> None:
-        """Run in 'fp32', 'bf16' or 'int8' (a quantised copy of the model, CPU only: build_encoder
+        """Run in 'fp32', 'bf16' or 'int8' (a quantised copy of the model, CPU only: build_frame_encoder
         refuses it for another device)."""
         self.precision = precision
         self.identity["precision"] = precision
@@ -157,7 +157,7 @@ class FrozenEncoder(nn.Module):
         )
         self.use_precision(choice["precision"])
 
-    def train(self, mode: bool = True) -> FrozenEncoder:
+    def train(self, mode: bool = True) -> FrameEncoder:
         # Frozen means frozen: a parent's .train() must not switch on dropout or drop-path here.
         return super().train(False)
 
@@ -184,10 +184,10 @@ class FrozenEncoder(nn.Module):
         return self.encode(frames)
 
 
-def build_encoder(
-    cfg: ImageEncoderConfig | dict, device: str | torch.device | None = None
-) -> FrozenEncoder:
-    """The config's ``encoder`` section (typed, or its dict) -> FrozenEncoder on the CPU (move it
+def build_frame_encoder(
+    cfg: FrameEncoderConfig | dict, device: str | torch.device | None = None
+) -> FrameEncoder:
+    """The config's ``encoder`` section (typed, or its dict) -> FrameEncoder on the CPU (move it
     with ``.to(device)``).
 
     ``device`` is where it will run, for resolving ``precision='auto'`` (None: CUDA when
@@ -197,8 +197,8 @@ def build_encoder(
     .safetensors/.pth/.bin file through timm's checkpoint filter, False keeps the random init,
     seeded by ``seed`` so the same name, kwargs and seed always give the same weights.
     """
-    if not isinstance(cfg, ImageEncoderConfig):
-        cfg = ImageEncoderConfig.from_dict(cfg)
+    if not isinstance(cfg, FrameEncoderConfig):
+        cfg = FrameEncoderConfig.from_dict(cfg)
     name, kwargs, seed = cfg.name, dict(cfg.kwargs), cfg.seed
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -215,7 +215,7 @@ def build_encoder(
             model, weights = _create(name, kwargs, pretrained=False), f"random:seed={seed}"
         else:
             model, weights = _from_file(name, kwargs, Path(cfg.pretrained).expanduser())
-    encoder = FrozenEncoder(model, name, kwargs, weights, cfg.batch_size)
+    encoder = FrameEncoder(model, name, kwargs, weights, cfg.batch_size)
     if cfg.precision != "auto":
         encoder.use_precision(cfg.precision)
     elif device.type == "cuda":

@@ -28,8 +28,6 @@ from tqdm import tqdm
 
 from crt_video import __version__
 from crt_video.config import config_hash, resolve_cache_dir
-from crt_video.data.features import FeatureStore, source_fingerprint
-from crt_video.data.video import RESIZE_METHOD, SamplingConfig, read_frames
 from crt_video.engine.distributed import (
     SINGLE_PROCESS,
     DistInfo,
@@ -38,7 +36,9 @@ from crt_video.engine.distributed import (
     gather_through_files,
     resolve_device,
 )
-from crt_video.models.encoder import FrozenEncoder, ImageEncoderConfig, build_encoder
+from crt_video.features.frame_encoder import FrameEncoder, FrameEncoderConfig, build_frame_encoder
+from crt_video.features.store import FeatureStore, source_fingerprint
+from crt_video.features.video import RESIZE_METHOD, SamplingConfig, read_frames
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
 from crt_video.utils.threads import cpu_threads, spare_cores
@@ -51,6 +51,8 @@ RECORDED_PACKAGES = ("torch", "timm", "decord", "av", "numpy")
 
 @dataclass
 class ExtractionSummary:
+    """What one extraction did, and the store and encoder it used (for the caller to go on with)."""
+
     done: int = 0
     skipped: int = 0
     changed: int = 0  # clips extracted again because their video file changed
@@ -58,6 +60,8 @@ class ExtractionSummary:
     frames: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    store: FeatureStore | None = field(default=None, repr=False)
+    encoder: FrameEncoder | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         rate = self.frames / self.seconds if self.seconds > 0 else 0.0
@@ -68,7 +72,7 @@ class ExtractionSummary:
         )
 
 
-def feature_manifest(encoder: FrozenEncoder, sampling: SamplingConfig) -> dict:
+def feature_manifest(encoder: FrameEncoder, sampling: SamplingConfig) -> dict:
     """Everything that decides the features, plus library versions (recorded, not compared)."""
     return {
         "format": MANIFEST_FORMAT,
@@ -83,72 +87,76 @@ def feature_manifest(encoder: FrozenEncoder, sampling: SamplingConfig) -> dict:
     }
 
 
-def feature_store_root(cfg: dict, manifest: dict, video_dir: Path) -> Path:
+def feature_store_root(cache_dir: Path, manifest: dict, video_dir: Path) -> Path:
     """``<cache_dir>/features/<encoder name>-<hash>``, the hash over the manifest (without library
     versions) and the video folder: another encoder or sampling setup gets its own folder."""
     key = config_hash([{k: v for k, v in manifest.items() if k != "versions"}, str(video_dir)])
-    return resolve_cache_dir(cfg) / "features" / f"{manifest['encoder']['name']}-{key}"
+    return Path(cache_dir) / "features" / f"{manifest['encoder']['name']}-{key}"
 
 
 def extract_to_cache(
     cfg: dict,
     video_dir: Path,
     videos: list[str],
-    encoder: FrozenEncoder | None = None,
+    encoder: FrameEncoder | None = None,
     device: torch.device | None = None,
     dist_info: DistInfo = SINGLE_PROCESS,
-) -> tuple[FeatureStore, FrozenEncoder]:
-    """:func:`extract_features` with the config's encoder and sampling into its feature cache
-    (:func:`feature_store_root`); returns the store and the encoder. ``device`` defaults to the
-    config's."""
-    encoder_cfg = ImageEncoderConfig.from_dict(cfg["encoder"])
-    sampling = SamplingConfig.from_dict(cfg["sampling"])
-    encoder = encoder or build_encoder(encoder_cfg)
-    manifest = feature_manifest(encoder, sampling)
-    store_root = feature_store_root(cfg, manifest, video_dir)
-    device = device or resolve_device(cfg["device"])
-    extract_features(
-        encoder_cfg,
-        sampling,
+    store_root: Path | None = None,
+    progress: bool = True,
+) -> ExtractionSummary:
+    """:func:`extract_features` with the config's encoder, sampling and device (unless given),
+    into its feature cache (:func:`feature_store_root`) unless ``store_root`` says otherwise."""
+    return extract_features(
+        FrameEncoderConfig.from_dict(cfg["encoder"]),
+        SamplingConfig.from_dict(cfg["sampling"]),
         video_dir,
         videos,
         store_root,
         encoder,
-        device=device,
+        progress=progress,
+        device=device or resolve_device(cfg["device"]),
         dist_info=dist_info,
+        cache_dir=resolve_cache_dir(cfg),
     )
-    return FeatureStore.create_or_open(store_root, manifest), encoder
 
 
 def extract_features(
-    encoder_cfg: ImageEncoderConfig,
+    encoder_cfg: FrameEncoderConfig,
     sampling: SamplingConfig,
     video_dir: Path,
     videos: list[str],
-    store_root: Path,
-    encoder: FrozenEncoder | None = None,
+    store_root: Path | None,
+    encoder: FrameEncoder | None = None,
     decode_timeout: float = 300.0,
     progress: bool = True,
     device: torch.device | None = None,
     dist_info: DistInfo = SINGLE_PROCESS,
+    cache_dir: Path | None = None,
 ) -> ExtractionSummary:
-    """Extract features of ``videos`` (paths relative to ``video_dir``) into the store at ``store_root``.
+    """Extract features of ``videos`` (paths relative to ``video_dir``) into the store at
+    ``store_root``, or (``store_root`` None) into the one :func:`feature_store_root` names in
+    ``cache_dir``.
 
     Clips already in the store are skipped; a clip that cannot be decoded (or whose decode takes
     longer than ``decode_timeout`` seconds) is recorded in the store's failures.csv and skipped.
     ``encoder`` (built from ``encoder_cfg`` when None) runs on ``device`` (None: CUDA when
     available, else the CPU) beside ``encoder_cfg.num_workers`` decoding processes. Under
     torchrun every rank must call this with the same arguments and its ``dist_info``; the
-    returned summary counts all ranks.
+    returned summary counts all ranks and carries the store and the encoder.
     """
     start = time.perf_counter()
     device = device or resolve_device("auto")
     # Named now, while every rank is here: the end-of-shard wait needs a folder new to this run.
     run_id = broadcast_object(uuid.uuid4().hex)
     if encoder is None:
-        encoder = build_encoder(encoder_cfg)
+        encoder = build_frame_encoder(encoder_cfg)
     encoder = encoder.to(device)
-    store = FeatureStore.create_or_open(store_root, feature_manifest(encoder, sampling))
+    manifest = feature_manifest(encoder, sampling)
+    if store_root is None:
+        if cache_dir is None:
+            raise ValueError("extract_features needs a store_root or a cache_dir")
+        store_root = feature_store_root(cache_dir, manifest, Path(video_dir))
+    store = FeatureStore.create_or_open(store_root, manifest)
     todo = [video for video in videos if not store.is_current(video, Path(video_dir) / video)]
     changed = sum(store.has(video) for video in todo)
     # Every rank must list the remaining clips before any rank writes one.
@@ -191,6 +199,8 @@ def extract_features(
         frames=sum(rank_frames for _, rank_frames, _ in per_rank),
         seconds=time.perf_counter() - start,
         failures=all_failures,
+        store=store,
+        encoder=encoder,
     )
     if dist_info.is_main:
         logger.info("%s; features in %s", summary, store.root)
@@ -198,7 +208,7 @@ def extract_features(
 
 
 def decode_workers(setting: int | str, device: torch.device) -> int:
-    """``encoder.num_workers`` (checked by ImageEncoderConfig): a count, or 'auto': up to 8 on
+    """``encoder.num_workers`` (checked by FrameEncoderConfig): a count, or 'auto': up to 8 on
     CUDA, where decoding is the wall, and at most 2 on the CPU, where the encoder is (one core
     stays with the encoder)."""
     if setting == "auto":
@@ -281,7 +291,7 @@ def _keep(item: DecodedClip) -> DecodedClip:
 
 
 def _extract_shard(
-    encoder: FrozenEncoder,
+    encoder: FrameEncoder,
     store: FeatureStore,
     video_dir: Path,
     videos: list[str],
@@ -360,7 +370,7 @@ class BatchPacker:
     """
 
     def __init__(
-        self, encoder: FrozenEncoder, on_clip: Callable[[str, np.ndarray, np.ndarray], None]
+        self, encoder: FrameEncoder, on_clip: Callable[[str, np.ndarray, np.ndarray], None]
     ):
         self.encoder = encoder
         self.on_clip = on_clip
@@ -443,7 +453,7 @@ class _Slot:
     owners: list[tuple[_OpenClip, int]] = field(default_factory=list)
 
     @classmethod
-    def empty(cls, encoder: FrozenEncoder, on_cuda: bool) -> _Slot:
+    def empty(cls, encoder: FrameEncoder, on_cuda: bool) -> _Slot:
         frames = torch.empty(
             (encoder.batch_size, *encoder.input_size, 3), dtype=torch.uint8, pin_memory=on_cuda
         )

@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from crt_video.data.video import resize_frames
 from crt_video.errors import ConfigError
+from crt_video.features.video import resize_frames
 from crt_video.utils.cpu import cpu_flags, cpu_name
 from crt_video.utils.io import atomic_write_json
 
