@@ -25,7 +25,6 @@ import hashlib
 import json
 import keyword
 import math
-import re
 import traceback
 import types
 from pathlib import Path
@@ -33,8 +32,10 @@ from typing import Any
 
 from crt_video.data.smarthome import PROTOCOLS, VAL_MODES
 from crt_video.data.tsu import TSU_PROTOCOLS, TSU_VAL_MODES
+from crt_video.engine.distributed import check_device_name
 from crt_video.errors import ConfigError
 from crt_video.features.frame_encoder import FrameEncoderConfig
+from crt_video.models.registry import task_name
 from crt_video.utils.io import atomic_write_text
 
 BASE_KEY = "_base_"
@@ -54,7 +55,6 @@ REQUIRED_KEYS = (
     "model",
     "train",
 )
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 
@@ -256,7 +256,7 @@ def _require_keys(cfg: dict, path: Path) -> None:
 
 def _check_values(cfg: dict, source: str) -> None:
     # Dense detection (model.task='dense') runs on TSU, with its own protocols.
-    dense = isinstance(cfg["model"], dict) and cfg["model"].get("task") == "dense"
+    dense = isinstance(cfg["model"], dict) and task_name(cfg["model"]) == "dense"
     protocols, val_modes = (TSU_PROTOCOLS, TSU_VAL_MODES) if dense else (PROTOCOLS, VAL_MODES)
     if cfg["protocol"] not in protocols:
         raise ConfigError(
@@ -266,9 +266,10 @@ def _check_values(cfg: dict, source: str) -> None:
         raise ConfigError(
             f"{source}: val_mode {cfg['val_mode']!r} is not one of {', '.join(val_modes)}"
         )
-    device = cfg["device"]
-    if not (isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", device)):
-        raise ConfigError(f"{source}: device {device!r} is not one of {', '.join(DEVICE_CHOICES)}")
+    try:
+        check_device_name(cfg["device"])
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
     try:
         FrameEncoderConfig.from_dict(cfg["encoder"])
     except ConfigError as err:

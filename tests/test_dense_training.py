@@ -12,13 +12,15 @@ import pandas as pd
 import pytest
 import torch
 
+from crt_video.data.feature_dataset import FeatureData
 from crt_video.data.tsu import TSUVideo
+from crt_video.data.window_dataset import collate_windows
 from crt_video.engine.checkpoint import load_checkpoint, load_model
-from crt_video.engine.dense import VideoData, collate_windows, dense_task
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo
 from crt_video.engine.trainer import train
 from crt_video.errors import CheckpointError
 from crt_video.features.store import FeatureStore
+from crt_video.tasks.dense import dense_task
 from tests.test_trainer import interrupt_at_epoch_3
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +28,7 @@ CLASSES = ("Disk", "Square")
 DIM = 8
 
 
-def make_video_data(root: Path, videos_per_split: int = 4, seed: int = 0) -> VideoData:
+def make_video_data(root: Path, videos_per_split: int = 4, seed: int = 0) -> FeatureData:
     """Videos whose frames carry their classes in the features, 20-40 frames long."""
     rng = np.random.default_rng(seed)
     store = FeatureStore.create_or_open(
@@ -45,7 +47,7 @@ def make_video_data(root: Path, videos_per_split: int = 4, seed: int = 0) -> Vid
             store.write(video.file_name, features, np.arange(length) / 4.0)
             videos.append(video)
         splits[split] = videos
-    return VideoData(store, splits, CLASSES, {"name": "synthetic"})
+    return FeatureData(store, splits, CLASSES, {"name": "synthetic"})
 
 
 def dense_cfg(epochs: int = 3) -> dict:
@@ -67,13 +69,14 @@ def dense_cfg(epochs: int = 3) -> dict:
 
 def train_dense(
     cfg: dict,
-    data: VideoData,
+    data: FeatureData,
     work_dir: Path,
     resume: str | None = None,
     dist_info: DistInfo = SINGLE_PROCESS,
 ) -> Path:
     cpu = torch.device("cpu")
-    return train(cfg, data, work_dir, cpu, dist_info, resume, dense_task(cfg, data, cpu, dist_info))
+    task = dense_task(cfg, data, cpu, dist_info)
+    return train(cfg, data, work_dir, cpu, dist_info, resume, task=task)
 
 
 def test_windows_are_padded_with_their_lengths():

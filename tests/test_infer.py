@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from crt_video.engine import inference
+from crt_video.engine import feature_stream
 from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.errors import CheckpointError, VideoDecodeError
@@ -70,7 +70,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def labeler(checkpoint) -> VideoLabeler:
-    return VideoLabeler(load_checkpoint(checkpoint))
+    return VideoLabeler.from_checkpoint(load_checkpoint(checkpoint))
 
 
 @pytest.fixture
@@ -82,8 +82,10 @@ def bad_video(tmp_path) -> Path:
 
 def clip_features(labeler: VideoLabeler, video: Path, max_frames: int | None = None):
     """Features the way extraction caches them: all sampled frames at once, stored as float16."""
-    frames = read_frames(video, labeler.fps, max_frames, size=labeler.encoder.input_size)
-    return labeler.encoder.encode(frames.frames).half().float()
+    frames = read_frames(
+        video, labeler.stream.fps, max_frames, size=labeler.stream.encoder.input_size
+    )
+    return labeler.stream.encoder.encode(frames.frames).half().float()
 
 
 def run_infer(*args: str) -> subprocess.CompletedProcess:
@@ -109,7 +111,7 @@ def test_streaming_equals_batched_forward_with_windows(labeler, write_test_video
 
     features = clip_features(labeler, video)
     assert prediction.num_frames == len(features)
-    whole = labeler.model(features[None], torch.tensor([len(features)]))[0]
+    whole = labeler.runner.model(features[None], torch.tensor([len(features)]))[0]
     torch.testing.assert_close(prediction.logits, whole, rtol=1e-4, atol=1e-5)
 
     # 2 s at 4 frames/s = 8 frames = 2 segments of 4; each window starts from a fresh memory.
@@ -117,7 +119,7 @@ def test_streaming_equals_batched_forward_with_windows(labeler, write_test_video
     bounds = [bound for w in prediction.windows for bound in (w.start, w.end)]
     assert bounds == pytest.approx([0.0, 2.0, 2.0, 4.0, 4.0, 5.0])
     for window, piece in zip(prediction.windows, pieces, strict=True):
-        alone = labeler.model(piece[None], torch.tensor([len(piece)]))[0]
+        alone = labeler.runner.model(piece[None], torch.tensor([len(piece)]))[0]
         torch.testing.assert_close(window.logits, alone, rtol=1e-4, atol=1e-5)
 
 
@@ -157,23 +159,23 @@ def test_long_video_gets_default_timeline(labeler, write_test_video, tmp_path):
 @torch.inference_mode()
 def test_max_frames_sampling_matches_training(write_test_video, tmp_path):
     ckpt = make_checkpoint(tmp_path / "capped.pth", max_frames=6)
-    labeler = VideoLabeler(load_checkpoint(ckpt))
+    labeler = VideoLabeler.from_checkpoint(load_checkpoint(ckpt))
     video = write_test_video(tmp_path / "clip.mp4", seconds=4.0, fps=10, size=(64, 64))
     prediction = labeler.predict(video)
     features = clip_features(labeler, video, max_frames=6)
     assert prediction.num_frames == len(features) == 6
-    whole = labeler.model(features[None], torch.tensor([6]))[0]
+    whole = labeler.runner.model(features[None], torch.tensor([6]))[0]
     torch.testing.assert_close(prediction.logits, whole, rtol=1e-4, atol=1e-5)
 
 
 @torch.inference_mode()
 def test_model_without_memory_uses_forward(write_test_video, tmp_path):
     ckpt = make_checkpoint(tmp_path / "meanpool.pth", model={"type": "meanpool", "segment_len": 4})
-    labeler = VideoLabeler(load_checkpoint(ckpt))
+    labeler = VideoLabeler.from_checkpoint(load_checkpoint(ckpt))
     video = write_test_video(tmp_path / "clip.mp4", seconds=3.0, fps=10, size=(64, 64))
     prediction = labeler.predict(video, window=1.0)
     features = clip_features(labeler, video)
-    whole = labeler.model(features[None], torch.tensor([len(features)]))[0]
+    whole = labeler.runner.model(features[None], torch.tensor([len(features)]))[0]
     torch.testing.assert_close(prediction.logits, whole, rtol=1e-4, atol=1e-5)
     assert len(prediction.windows) == 3
 
@@ -237,7 +239,7 @@ def test_checkpoint_from_another_encoder_is_one_line_exit_2(
 def test_checkpoint_with_edited_class_list(tmp_path):
     ckpt = make_checkpoint(tmp_path / "classes.pth", class_names=(*CLASSES, "Sleep"))
     with pytest.raises(CheckpointError, match="class"):
-        VideoLabeler(load_checkpoint(ckpt))
+        VideoLabeler.from_checkpoint(load_checkpoint(ckpt))
 
 
 def test_undecodable_video_raises(labeler, bad_video):
@@ -251,13 +253,25 @@ def test_bf16_checkpoint_falls_back_to_fp32_without_native_bf16(
     ckpt = load_checkpoint(make_checkpoint(tmp_path / "bf16.pth"))
     ckpt["encoder_identity"]["precision"] = "bf16"
     # Both kinds of CPU are simulated: this one may or may not multiply bf16 natively.
-    monkeypatch.setattr(inference, "native_bf16", lambda device: True)
-    assert VideoLabeler(ckpt).encoder.precision == "bf16"
-    monkeypatch.setattr(inference, "native_bf16", lambda device: False)
+    monkeypatch.setattr(feature_stream, "native_bf16", lambda device: True)
+    assert VideoLabeler.from_checkpoint(ckpt).stream.encoder.precision == "bf16"
+    monkeypatch.setattr(feature_stream, "native_bf16", lambda device: False)
     warnings = []
-    monkeypatch.setattr(inference.logger, "warning", lambda msg, *args: warnings.append(msg % args))
-    labeler = VideoLabeler(ckpt)
-    assert labeler.encoder.precision == "fp32"
+    monkeypatch.setattr(
+        feature_stream.logger, "warning", lambda msg, *args: warnings.append(msg % args)
+    )
+    labeler = VideoLabeler.from_checkpoint(ckpt)
+    assert labeler.stream.encoder.precision == "fp32"
     assert len(warnings) == 1 and "no native bf16" in warnings[0]
     video = write_test_video(tmp_path / "clip.mp4", seconds=2.0, fps=10, size=(32, 32))
     assert labeler.label_video(video)["top_k"][0]["label"] in CLASSES
+
+
+def test_device_takes_a_gpu_number_and_refuses_other_names(capsys):
+    parse_args = runpy.run_path(str(REPO / "tools" / "infer.py"))["parse_args"]
+    assert parse_args(["clip.mp4", "--checkpoint", "best.pth", "--device", "cuda:1"]).device == (
+        "cuda:1"
+    )
+    with pytest.raises(SystemExit):
+        parse_args(["clip.mp4", "--checkpoint", "best.pth", "--device", "gpu"])
+    assert "device 'gpu' is not one of auto, cpu, cuda, cuda:N" in capsys.readouterr().err

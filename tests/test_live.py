@@ -183,9 +183,9 @@ def test_source_that_cannot_be_opened_is_named(checkpoint, source):
 
 @torch.inference_mode()
 def test_backlog_is_thinned_evenly_and_dropped_frames_reuse_features(checkpoint):
-    labeler = VideoLabeler(load_checkpoint(checkpoint))
+    labeler = VideoLabeler.from_checkpoint(load_checkpoint(checkpoint))
     generator = torch.Generator().manual_seed(0)
-    rgb = torch.randint(0, 256, (10, *labeler.encoder.input_size, 3), generator=generator)
+    rgb = torch.randint(0, 256, (10, *labeler.stream.encoder.input_size, 3), generator=generator)
     frames = [SampledFrame(i, image.to(torch.uint8).numpy(), 0.0) for i, image in enumerate(rgb)]
 
     class Backlog:  # ten frames waiting at once: more than one segment (4)
@@ -194,10 +194,10 @@ def test_backlog_is_thinned_evenly_and_dropped_frames_reuse_features(checkpoint)
             return batch
 
     counts = {"frames_sampled": 0, "frames_dropped": 0}
-    chunks = list(labeler._live_features(Backlog(), None, counts, []))
+    chunks = list(labeler.stream.live_chunks(Backlog(), 4, None, counts, []))
     assert counts == {"frames_sampled": 10, "frames_dropped": 6}
     features = torch.cat([chunk.features for chunk in chunks])
-    kept = labeler.encoder.encode(rgb[[0, 3, 6, 9]].to(torch.uint8)).half().float()
+    kept = labeler.stream.encoder.encode(rgb[[0, 3, 6, 9]].to(torch.uint8)).half().float()
     expected = kept[[0, 0, 0, 1, 1, 1, 2, 2, 2, 3]]  # each frame: the last kept one before it
     torch.testing.assert_close(features, expected)
 

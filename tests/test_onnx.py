@@ -51,19 +51,22 @@ def test_export_writes_graphs_and_metadata(exported):
 @torch.inference_mode()
 def test_onnx_logits_match_pytorch_fp32_on_the_same_features(exported, demo_videos):
     checkpoint, export_dir = exported
-    torch_labeler = VideoLabeler(load_checkpoint(checkpoint), precision="fp32")
-    onnx_labeler = onnx_export.OnnxLabeler(export_dir)
-    features = torch.randn(1, 11, torch_labeler.encoder.feature_dim)  # 2 whole segments + 3
-    torch_state, onnx_state = torch_labeler.model.init_state(1), onnx_labeler.model.init_state(1)
-    for segment in features.split(torch_labeler.segment_len, dim=1):
-        expected, torch_state = torch_labeler.model.step(segment, torch_state)
-        logits, onnx_state = onnx_labeler.model.step(segment, onnx_state)
+    torch_labeler = VideoLabeler.from_checkpoint(load_checkpoint(checkpoint), precision="fp32")
+    onnx_labeler = onnx_export.onnx_labeler(export_dir)
+    features = torch.randn(1, 11, torch_labeler.stream.encoder.feature_dim)  # 2 whole segments + 3
+    torch_state, onnx_state = (
+        torch_labeler.runner.model.init_state(1),
+        onnx_labeler.runner.model.init_state(1),
+    )
+    for segment in features.split(torch_labeler.runner.segment_len, dim=1):
+        expected, torch_state = torch_labeler.runner.model.step(segment, torch_state)
+        logits, onnx_state = onnx_labeler.runner.model.step(segment, onnx_state)
         assert (logits - expected).abs().max() < 1e-3
     assert int(onnx_state.num_frames) == 11
 
     frames = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
-    encoded = onnx_labeler.encoder.encode(frames)
-    assert (encoded - torch_labeler.encoder.encode(frames)).abs().max() < 1e-3
+    encoded = onnx_labeler.stream.encoder.encode(frames)
+    assert (encoded - torch_labeler.stream.encoder.encode(frames)).abs().max() < 1e-3
 
     on_torch = torch_labeler.label_video(demo_videos[0], top_k=4)
     on_onnx = onnx_labeler.label_video(demo_videos[0], top_k=4)

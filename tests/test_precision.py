@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from crt_video.engine.inference import inference_precision
+from crt_video.engine.feature_stream import inference_precision
 from crt_video.errors import ConfigError
 from crt_video.features import precision as precision_module
 from crt_video.features.frame_encoder import build_frame_encoder

@@ -14,7 +14,12 @@ import pandas as pd
 import pytest
 import torch
 
-from crt_video.data.feature_dataset import ClipData, EpochSampler, FeatureClipDataset, collate_clips
+from crt_video.data.feature_dataset import (
+    EpochSampler,
+    FeatureClipDataset,
+    FeatureData,
+    collate_clips,
+)
 from crt_video.engine import trainer
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.evaluate import predict
@@ -26,7 +31,7 @@ CLASSES = ("Getup", "Sitdown", "Walk")
 DIM = 8
 
 
-def make_clip_data(root: Path, clips_per_class=(12, 4, 2), seed: int = 0) -> ClipData:
+def make_clip_data(root: Path, clips_per_class=(12, 4, 2), seed: int = 0) -> FeatureData:
     """A feature store whose class is written into the features, with unequal class sizes."""
     rng = np.random.default_rng(seed)
     store = FeatureStore.create_or_open(
@@ -42,7 +47,7 @@ def make_clip_data(root: Path, clips_per_class=(12, 4, 2), seed: int = 0) -> Cli
             store.write(video, features, np.arange(length) / 4.0)
             rows.append({"video": video, "label": CLASSES[label], "label_id": label})
     table = pd.DataFrame(rows)
-    return ClipData(
+    return FeatureData(
         store, {"train": table, "val": table, "test": table}, CLASSES, {"name": "synthetic"}
     )
 

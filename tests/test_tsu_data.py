@@ -101,7 +101,7 @@ def test_demo_square_after_disk_needs_the_past_and_lamp_overlaps_crossings():
 
 
 def test_tsu_demo_made_with_other_settings_is_a_one_line_error(tmp_path):
-    from crt_video.engine.dense import resolve_tsu_paths
+    from crt_video.tasks.dense import resolve_tsu_paths
 
     demo = dict(seed=0, num_videos=3, min_seconds=30.0, max_seconds=30.0)
     cfg = {

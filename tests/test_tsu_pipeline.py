@@ -44,6 +44,7 @@ def trained(tmp_path_factory) -> Path:
 def test_train_writes_frame_and_event_map_events_and_bars(trained):
     work = trained / "work"
     assert (work / "best.pth").is_file() and (work / "log.csv").is_file()
+    assert (work / "training_curves.png").stat().st_size > 1000  # with its frame-mAP curve
     metrics = json.loads((work / "test" / "metrics.json").read_text())
     assert 0 < metrics["frame_map"] <= 1
     assert set(metrics["per_class_ap"]) == {"Disk", "Square", "Square_after_disk", "Lamp"}

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from crt_video.data import video
 from crt_video.errors import ConfigError, VideoDecodeError
+from crt_video.features import video
 from crt_video.features.frame_encoder import build_frame_encoder
 from crt_video.features.video import (
     BACKENDS,

@@ -19,9 +19,9 @@ import torch
 from crt_video.config import load_config
 from crt_video.data.video_files import VIDEO_SUFFIXES, list_videos
 from crt_video.engine.distributed import DistInfo, distributed_session
-from crt_video.engine.pipeline import resolve_video_dir
 from crt_video.errors import DatasetError
 from crt_video.features.extract import extract_to_cache
+from crt_video.tasks import task_of
 from crt_video.utils.cli import run_cli
 
 
@@ -64,7 +64,7 @@ def _extract(cfg: dict, args: argparse.Namespace, device: torch.device, dist_inf
         if not video_dir.is_dir():
             raise DatasetError(f"--video-dir {video_dir} is not a folder of video clips")
     else:
-        video_dir = resolve_video_dir(cfg, dist_info)
+        video_dir = task_of(cfg).video_dir(cfg, dist_info)
     videos = list_videos(video_dir)
     if not videos:
         raise DatasetError(

@@ -36,7 +36,7 @@ from typing import IO
 
 from crt_video.engine.checkpoint import load_checkpoint
 from crt_video.engine.dense_inference import detect_videos
-from crt_video.engine.distributed import resolve_device
+from crt_video.engine.distributed import DEVICE_NAMES, check_device_name, resolve_device
 from crt_video.engine.inference import (
     DEFAULT_WINDOW_SECONDS,
     LONG_VIDEO_SECONDS,
@@ -44,9 +44,10 @@ from crt_video.engine.inference import (
     VideoLabeler,
 )
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, STDIN, is_live_source
-from crt_video.errors import VideoDecodeError
+from crt_video.errors import ConfigError, VideoDecodeError
 from crt_video.evaluation.plots import plot_timeline
 from crt_video.features.precision import PRECISIONS
+from crt_video.models.registry import task_name
 from crt_video.utils.cli import run_cli
 from crt_video.utils.io import atomic_write_json
 
@@ -93,7 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="timeline picture (PNG); with several videos, one file per video named "
         "<stem>_<video stem><suffix>",
     )
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="auto", type=_device_name, help=", ".join(DEVICE_NAMES))
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -108,7 +109,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_READ_TIMEOUT,
         help="seconds without data after which a live source counts as stalled",
     )
-    args = parser.parse_args(argv)
+    return _checked(parser, parser.parse_args(argv))
+
+
+def _device_name(name: str) -> str:
+    try:
+        return check_device_name(name)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     if args.top_k < 1:
         parser.error(f"--top-k must be at least 1, got {args.top_k}")
     if args.window is not None and args.window < 0:
@@ -225,15 +236,15 @@ def label_files(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.runtime == "onnx":
-        from crt_video.engine.onnx_export import OnnxLabeler
+        from crt_video.engine.onnx_export import onnx_labeler
 
-        labeler = OnnxLabeler(args.checkpoint)
+        labeler = onnx_labeler(args.checkpoint)
     else:
         ckpt = load_checkpoint(args.checkpoint)
         device = resolve_device(args.device)
-        if ckpt.get("task") == "dense":  # a TSU detector: activity intervals instead of clip labels
+        if task_name(ckpt) == "dense":  # a TSU detector: activity intervals instead of clip labels
             return detect_videos(args.videos, ckpt, device, args.json)
-        labeler = VideoLabeler(ckpt, device, args.precision)
+        labeler = VideoLabeler.from_checkpoint(ckpt, device, args.precision)
     # With --jsonl - the segment lines own stdout; the summary goes to stderr.
     report = sys.stderr if args.jsonl == "-" else sys.stdout
     if args.jsonl in (None, "-"):

@@ -38,7 +38,7 @@ from crt_video.benchmark.accuracy_variants import (
     model_variants,
 )
 from crt_video.data.demo import ORDER_CLASSES, make_event_order_dataset
-from crt_video.data.feature_dataset import ClipData
+from crt_video.data.feature_dataset import FeatureData
 from crt_video.data.smarthome import parse_clip_name
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.evaluate import predict
@@ -147,7 +147,7 @@ def _train_and_score(job: dict) -> dict:
     store = FeatureStore.open(job["store"])
     table = pd.read_json(job["table"])
     splits = fold_splits(table, job["fold"], job["folds"])
-    data = ClipData(store, splits, CLASS_NAMES, job["identity"])
+    data = FeatureData(store, splits, CLASS_NAMES, job["identity"])
     cfg = {**job["cfg"], "seed": job["fold"]}
     started = time.perf_counter()
     best = train(cfg, data, Path(job["work_dir"]), torch.device("cpu"))

@@ -253,10 +253,12 @@ class _Writer:
 
 def _labeler(spec: dict) -> VideoLabeler:
     if spec["runtime"] == "onnx":
-        from crt_video.engine.onnx_export import OnnxLabeler
+        from crt_video.engine.onnx_export import onnx_labeler
 
-        return OnnxLabeler(spec["model"], threads=spec["threads"])
-    return VideoLabeler(load_checkpoint(spec["model"]), "cpu", precision=spec["precision"])
+        return onnx_labeler(spec["model"], threads=spec["threads"])
+    return VideoLabeler.from_checkpoint(
+        load_checkpoint(spec["model"]), "cpu", precision=spec["precision"]
+    )
 
 
 def _pin(threads: int) -> None:
@@ -276,7 +278,7 @@ def measure(spec: dict) -> dict:
         duration=prediction.duration,
         frames=prediction.num_frames,
         peak_rss_mib=_peak_rss_mib(),
-        segment_len=labeler.segment_len,
+        segment_len=labeler.runner.segment_len,
         load_average=os.getloadavg()[0],
         precision=getattr(getattr(labeler, "encoder", None), "precision", None),
     )
@@ -309,18 +311,18 @@ def measure_stdin(spec: dict) -> dict:
 @torch.inference_mode()
 def _breakdown(labeler: VideoLabeler, video: Path) -> dict:
     started = time.perf_counter()
-    for _ in iter_frames(video, labeler.fps, size=labeler.encoder.input_size):
+    for _ in iter_frames(video, labeler.stream.fps, size=labeler.stream.encoder.input_size):
         pass
     decode_seconds = time.perf_counter() - started
 
-    frames = torch.randint(0, 256, (32, *labeler.encoder.input_size, 3), dtype=torch.uint8)
-    labeler.encoder.encode(frames)
+    frames = torch.randint(0, 256, (32, *labeler.stream.encoder.input_size, 3), dtype=torch.uint8)
+    labeler.stream.encoder.encode(frames)
     started = time.perf_counter()
-    labeler.encoder.encode(frames)
+    labeler.stream.encoder.encode(frames)
     encode_ms = 1000 * (time.perf_counter() - started) / len(frames)
 
-    model = labeler.model
-    segment = torch.randn(1, labeler.segment_len, labeler.encoder.feature_dim)
+    model = labeler.runner.model
+    segment = torch.randn(1, labeler.runner.segment_len, labeler.stream.encoder.feature_dim)
     state = model.init_state(1)
     times = []
     for _ in range(STEP_REPEATS + 5):

@@ -15,11 +15,13 @@ from crt_video.features.store import FeatureStore
 
 
 @dataclass
-class ClipData:
-    """What training and testing need from the dataset side: features, splits, the label set."""
+class FeatureData:
+    """What training and testing need from the dataset side: features, splits, the label set.
+
+    A split is an annotation table of clips (clip task) or a list of annotated videos (dense)."""
 
     store: FeatureStore
-    splits: dict[str, pd.DataFrame]
+    splits: dict[str, pd.DataFrame | list]
     class_names: tuple[str, ...]
     encoder_identity: dict
 

@@ -123,6 +123,7 @@ def convert_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> 
 def load_model(
     path: str | os.PathLike,
     *,
+    task: str | None = None,
     class_names: list[str] | tuple[str, ...] | None = None,
     encoder_identity: dict | None = None,
     feature_dim: int | None = None,
@@ -134,7 +135,11 @@ def load_model(
     """
     ckpt = load_checkpoint(path, map_location=map_location)
     model = model_from_checkpoint(
-        ckpt, class_names=class_names, encoder_identity=encoder_identity, feature_dim=feature_dim
+        ckpt,
+        task=task,
+        class_names=class_names,
+        encoder_identity=encoder_identity,
+        feature_dim=feature_dim,
     )
     return model, ckpt
 
@@ -142,13 +147,20 @@ def load_model(
 def model_from_checkpoint(
     ckpt: dict,
     *,
+    task: str | None = None,
     class_names: list[str] | tuple[str, ...] | None = None,
     encoder_identity: dict | None = None,
     feature_dim: int | None = None,
 ) -> nn.Module:
     """:func:`load_model` for a checkpoint dict already loaded by :func:`load_checkpoint`."""
     from crt_video.models import build_model
+    from crt_video.models.registry import task_name
 
+    if task is not None and task_name(ckpt) != task:
+        raise CheckpointError(
+            f"{_name(ckpt)}: a {task_name(ckpt)} checkpoint, but this config's model.task is "
+            f"{task!r}; use the best.pth that tools/train.py wrote with this config"
+        )
     if class_names is not None:
         check_class_names(list(class_names), ckpt)
     if encoder_identity is not None:

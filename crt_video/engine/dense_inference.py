@@ -1,6 +1,6 @@
 """Activity intervals in a long video from a TSU (dense) checkpoint, for tools/infer.py.
 
-Frames are decoded and encoded chunk by chunk as for clip labelling; a dense CRT is streamed
+The same feature stream and segment runner as clip labelling; a dense CRT is streamed
 segment by segment through its memory (constant memory in the video's length), the dense
 baselines see all features at once. Each class's per-frame sigmoid scores are cut into
 intervals where they exceed the checkpoint's ``dense.event_threshold``; intervals of different
@@ -15,41 +15,51 @@ from pathlib import Path
 
 import torch
 
-from crt_video.engine.inference import VideoLabeler, _segments
+from crt_video.engine.feature_stream import FeatureStream
+from crt_video.engine.inference import SegmentRunner
 from crt_video.errors import VideoDecodeError
 from crt_video.evaluation.detection import events_from_scores
-from crt_video.features.video import probe_video, sample_frame_times
 from crt_video.utils.io import atomic_write_json
 
 
-class ActivityDetector(VideoLabeler):
-    """A dense checkpoint's encoder and model: per-frame class scores and activity intervals."""
+class ActivityDetector:
+    """Per-frame class scores and activity intervals: a feature stream and a dense model."""
+
+    def __init__(
+        self,
+        stream: FeatureStream,
+        runner: SegmentRunner,
+        class_names: tuple[str, ...],
+        dense_cfg: dict,
+    ) -> None:
+        self.stream, self.runner, self.class_names = stream, runner, tuple(class_names)
+        self.dense_cfg = dense_cfg
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, device: torch.device) -> ActivityDetector:
+        stream = FeatureStream.from_checkpoint(ckpt, device)
+        runner = SegmentRunner.from_checkpoint(ckpt, stream)
+        return cls(stream, runner, ckpt["class_names"], ckpt["config"]["dense"])
 
     @torch.inference_mode()
     def frame_scores(self, path: str | os.PathLike) -> tuple[torch.Tensor, float]:
         """Sigmoid scores [n, C] of the sampled frames, and the video's duration in seconds."""
-        info = probe_video(path)
-        num_frames = len(sample_frame_times(info, self.fps, self.max_frames))
-        features = self._features(path, num_frames)
-        if self.streaming:
-            state, rows = self.model.init_state(1), []
-            for segment, _ in _segments(features, self.segment_len):
-                logits, state = self.model.step(segment, state)
-                rows.append(logits[0])
-        else:
-            chunks = list(features)
-            rows = [self._classify(torch.cat([c.features for c in chunks]))] if chunks else []
-        if not rows:
+        video = self.stream.sample(path)
+        logits = self.runner.frames(self.stream.file_chunks(video))
+        if logits is None:
             raise VideoDecodeError(
                 f"{path}: no frame could be decoded; check the file with ffprobe"
             )
-        return torch.cat(rows).float().sigmoid().cpu(), info.duration
+        return logits.float().sigmoid().cpu(), video.info.duration
 
-    def detect(self, path: str | os.PathLike, dense_cfg: dict) -> dict:
+    def detect(self, path: str | os.PathLike) -> dict:
         """{"video", "duration", "intervals": [{"label", "start", "end", "score"}]} (seconds)."""
         scores, duration = self.frame_scores(path)
         events = events_from_scores(
-            scores.numpy(), duration, dense_cfg["event_threshold"], dense_cfg["min_event_frames"]
+            scores.numpy(),
+            duration,
+            self.dense_cfg["event_threshold"],
+            self.dense_cfg["min_event_frames"],
         )
         intervals = [
             {
@@ -67,11 +77,11 @@ def detect_videos(
     videos: list[Path], ckpt: dict, device: torch.device, json_path: Path | None = None
 ) -> int:
     """Print each video's intervals; write them to ``json_path`` (a list for several videos)."""
-    detector = ActivityDetector(ckpt, device=device)
+    detector = ActivityDetector.from_checkpoint(ckpt, device)
     results, failed = [], []
     for video in videos:
         try:
-            result = detector.detect(video, ckpt["config"]["dense"])
+            result = detector.detect(video)
         except VideoDecodeError as err:
             print(f"error: {err}", file=sys.stderr)
             failed.append(video)

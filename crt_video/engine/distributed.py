@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -122,16 +123,25 @@ def gather_through_files(
     return gathered
 
 
+DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N")
+
+
+def check_device_name(name: object) -> str:
+    """``name`` if it is one of DEVICE_NAMES (N a GPU number), else a ConfigError saying so."""
+    if not (isinstance(name, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", name)):
+        raise ConfigError(f"device {name!r} is not one of {', '.join(DEVICE_NAMES)}")
+    return name
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' picks this process's GPU (LOCAL_RANK under torchrun) when CUDA is there, else the CPU;
     'cuda' is that GPU too, 'cuda:N' GPU N."""
+    check_device_name(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
         return torch.device("cpu")
-    kind, _, index = name.partition(":")
-    if kind != "cuda" or (index and not index.isdigit()):
-        raise ConfigError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N")
+    index = name.partition(":")[2]
     if not torch.cuda.is_available():
         raise ConfigError(
             f"device {name!r} requested but CUDA is not available on this machine; use device=cpu"

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from crt_video.data.feature_dataset import ClipData, FeatureClipDataset, collate_clips
+from crt_video.data.feature_dataset import FeatureClipDataset, FeatureData, collate_clips
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, all_gather_objects
 from crt_video.evaluation.metrics import mean_class_accuracy
 from crt_video.evaluation.report import write_evaluation
@@ -73,7 +73,7 @@ def score_summary(labels: np.ndarray, scores: np.ndarray, num_classes: int) -> d
 
 def evaluate(
     model: nn.Module,
-    data: ClipData,
+    data: FeatureData,
     split: str,
     out_dir: Path | None,
     device: torch.device,

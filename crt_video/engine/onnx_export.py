@@ -11,7 +11,7 @@
 - ``crt.json``: class names, sampling rate, segment length, state shapes and the preprocessing
   (input size, mean, std, interpolation) a runtime applies before the encoder.
 
-``OnnxLabeler`` is ``VideoLabeler`` on those files: the same decoding, sampling, segmenting and
+``onnx_labeler`` is a ``VideoLabeler`` on those files: the same decoding, sampling, segmenting and
 timeline, with ONNX Runtime in place of PyTorch.
 """
 
@@ -29,7 +29,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from crt_video.engine.checkpoint import load_checkpoint
-from crt_video.engine.inference import VideoLabeler
+from crt_video.engine.feature_stream import FeatureStream
+from crt_video.engine.inference import SegmentRunner, VideoLabeler
 from crt_video.errors import CheckpointError
 from crt_video.features.frame_encoder import FrameEncoder, FrameEncoderConfig
 from crt_video.features.video import resize_frames
@@ -78,12 +79,14 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     """Write encoder.onnx, crt_step.onnx and crt.json for ``checkpoint`` into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    labeler = VideoLabeler(load_checkpoint(checkpoint), device="cpu", precision="fp32")
-    if not isinstance(labeler.model, CRT):
+    labeler = VideoLabeler.from_checkpoint(
+        load_checkpoint(checkpoint), device="cpu", precision="fp32"
+    )
+    if not isinstance(labeler.runner.model, CRT):
         raise CheckpointError(
             f"{checkpoint}: only CRT checkpoints (model.type='crt') export a streaming step"
         )
-    encoder = labeler.encoder
+    encoder = labeler.stream.encoder
     height, width = encoder.input_size
     with torch.no_grad():
         _export(
@@ -94,12 +97,12 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
             ["features"],
             {"frames": {0: "frames"}, "features": {0: "frames"}},
         )
-        state = labeler.model.init_state(1)
-        segment = torch.zeros(1, labeler.segment_len, encoder.feature_dim)
-        lengths = torch.full((1,), labeler.segment_len, dtype=torch.int64)
+        state = labeler.runner.model.init_state(1)
+        segment = torch.zeros(1, labeler.runner.segment_len, encoder.feature_dim)
+        lengths = torch.full((1,), labeler.runner.segment_len, dtype=torch.int64)
         batch = {0: "batch"}
         _export(
-            _StepGraph(labeler.model),
+            _StepGraph(labeler.runner.model),
             (segment, lengths, *state),
             out_dir / STEP_FILE,
             ["features", "lengths", *STATE_NAMES],
@@ -113,8 +116,8 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
         out_dir / METADATA,
         {
             "class_names": list(labeler.class_names),
-            "sampling": {"fps": labeler.fps, "max_frames": labeler.max_frames},
-            "segment_len": labeler.segment_len,
+            "sampling": {"fps": labeler.stream.fps, "max_frames": labeler.stream.max_frames},
+            "segment_len": labeler.runner.segment_len,
             "feature_dim": encoder.feature_dim,
             "memory_dim": int(state.memory.shape[-1]),
             "initial_memory": state.memory[0].tolist(),
@@ -222,22 +225,18 @@ class OnnxStep:
         return torch.from_numpy(logits), CRTState(*map(torch.from_numpy, new_state))
 
 
-class OnnxLabeler(VideoLabeler):
-    """VideoLabeler on an export folder, run with ONNX Runtime on the CPU."""
-
-    def __init__(self, export_dir: str | os.PathLike, threads: int | None = None) -> None:
-        export_dir = Path(export_dir)
-        if not (export_dir / METADATA).is_file():
-            raise CheckpointError(
-                f"{export_dir}: not an ONNX export (no {METADATA}); "
-                "write one with python tools/export.py CKPT --out DIR"
-            )
-        meta = json.loads((export_dir / METADATA).read_text())
-        self.device = torch.device("cpu")
-        self.class_names = tuple(meta["class_names"])
-        self.encoder = OnnxEncoder(export_dir / ENCODER_FILE, meta, threads)
-        self.model = OnnxStep(export_dir / STEP_FILE, meta, threads)
-        self.fps = float(meta["sampling"]["fps"])
-        self.max_frames = meta["sampling"]["max_frames"]
-        self.segment_len = int(meta["segment_len"])
-        self.streaming = True
+def onnx_labeler(export_dir: str | os.PathLike, threads: int | None = None) -> VideoLabeler:
+    """A :class:`VideoLabeler` on an export folder, run with ONNX Runtime on the CPU."""
+    export_dir = Path(export_dir)
+    if not (export_dir / METADATA).is_file():
+        raise CheckpointError(
+            f"{export_dir}: not an ONNX export (no {METADATA}); "
+            "write one with python tools/export.py CKPT --out DIR"
+        )
+    meta = json.loads((export_dir / METADATA).read_text())
+    encoder = OnnxEncoder(export_dir / ENCODER_FILE, meta, threads)
+    stream = FeatureStream(encoder, float(meta["sampling"]["fps"]), meta["sampling"]["max_frames"])
+    runner = SegmentRunner(
+        OnnxStep(export_dir / STEP_FILE, meta, threads), int(meta["segment_len"])
+    )
+    return VideoLabeler(stream, runner, tuple(meta["class_names"]))

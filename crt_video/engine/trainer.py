@@ -3,8 +3,8 @@
 The loop follows timm's split: :func:`train_one_epoch` runs the optimizer over one epoch,
 :func:`finish_epoch` keeps the checkpoints and the log, and :func:`train` runs both with
 validation every epoch. What differs between tasks (the batches, the loss, the validation
-metric, the log columns) comes in a :class:`TrainTask`: :func:`clip_task` here, ``dense_task``
-in :mod:`crt_video.engine.dense`. The best epoch is the highest validation metric (mean class
+metric, the log columns) comes in a :class:`TrainTask` from the task adapter
+(:mod:`crt_video.tasks`). The best epoch is the highest validation metric (mean class
 accuracy, frame-mAP), ties broken by the lower validation loss, so an epoch that merely ties the
 first one never wins by default.
 """
@@ -14,90 +14,41 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from crt_video.config import dump_config
 from crt_video.data.feature_dataset import (
-    ClipData,
-    EpochSampler,
-    FeatureClipDataset,
-    collate_clips,
+    FeatureData,
     feature_statistics,
 )
 from crt_video.engine.checkpoint import load_model, save_checkpoint
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, all_reduce_sum
-from crt_video.engine.evaluate import autocast, evaluate
-from crt_video.errors import CheckpointError, ConfigError
+from crt_video.engine.evaluate import autocast
+from crt_video.engine.train_task import TrainConfig, TrainTask
+from crt_video.errors import CheckpointError
 from crt_video.models import build_model
+from crt_video.models.registry import task_name
 from crt_video.models.transformer import set_feature_statistics
+from crt_video.tasks import task_of
 from crt_video.utils.io import atomic_write
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
-from crt_video.utils.sections import section_from_dict
 from crt_video.utils.threads import cpu_threads
 
 logger = get_logger(__name__)
 
-LOG_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_top1",
-    "val_loss",
-    "val_mean_class_accuracy",
-    "val_top1",
-    "lr",
-    "seconds",
-)
 # Columns the epoch line leaves out: the log has them.
 UNSHOWN_COLUMNS = ("epoch", "lr", "seconds")
 # Parameters that set a scale, an offset or a position rather than a mapping: weight decay would
 # only pull them towards zero (timm leaves biases and norms out in the same way).
 NO_DECAY_NAMES = ("pos", "memory_init", "memory_type", "modrelu_bias", "class_token")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The ``train`` section of a config."""
-
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 0.05
-    warmup_epochs: float = 2
-    grad_clip: float | None = 1.0
-    balanced_sampling: bool = True
-    crop_ratio: tuple[float, float] | None = (0.8, 1.0)
-    num_workers: int = 0
-    amp: bool = True
-
-    @classmethod
-    def from_dict(cls, section: dict) -> TrainConfig:
-        return section_from_dict(cls, section, "train")
-
-    def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise ConfigError(f"train.{key}={getattr(self, key)!r} must be a positive integer")
-        if not self.lr > 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
-            raise ConfigError(
-                f"train.lr={self.lr!r} must be > 0, train.weight_decay and train.warmup_epochs >= 0"
-            )
-        if self.crop_ratio is not None:
-            low, high = self.crop_ratio
-            if not 0 < low <= high <= 1:
-                raise ConfigError(
-                    f"train.crop_ratio={self.crop_ratio!r} needs 0 < low <= high <= 1"
-                )
-            object.__setattr__(self, "crop_ratio", (float(low), float(high)))
 
 
 @dataclass
@@ -147,66 +98,6 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
-@dataclass
-class TrainTask:
-    """What one kind of model trains on and is judged by; :func:`train` runs one loop for all.
-
-    ``step(model, batch, device)`` returns the loss to minimise, its weight (clips or frames) and
-    counts summed over the epoch (``{"top1": correct}`` is logged as ``train_top1``, divided by the
-    weight). ``validate(model)`` returns validation numbers, among them ``loss`` and ``metric``, on
-    every rank; it is None without a validation split, and then the last epoch is kept as best.
-    """
-
-    name: str  # the checkpoint's "task": a checkpoint resumes only a run of its own task
-    train_videos: list[str]  # their frames set the feature statistics
-    dataset: Dataset
-    sampler: EpochSampler
-    collate: Callable[[list], dict]
-    step: Callable[[nn.Module, dict, torch.device], tuple[torch.Tensor, int, dict[str, float]]]
-    validate: Callable[[nn.Module], dict] | None
-    metric: str
-    log_columns: tuple[str, ...]
-    # DDP must look for parameters a step leaves without gradient (slower; only where it happens)
-    find_unused_parameters: bool = False
-
-
-def clip_task(
-    data: ClipData, tcfg: TrainConfig, seed: int, device: torch.device, dist_info: DistInfo
-) -> TrainTask:
-    """Clip classification: cross-entropy on (cropped) clips, best by validation mCA."""
-    dataset = FeatureClipDataset(data.store, data.splits["train"], tcfg.crop_ratio, seed)
-    has_val = "val" in data.splits and len(data.splits["val"]) > 0
-
-    def validate(model: nn.Module) -> dict:
-        return evaluate(model, data, "val", None, device, tcfg.batch_size, dist_info)
-
-    return TrainTask(
-        name="clip",
-        train_videos=data.splits["train"]["video"].tolist(),
-        dataset=dataset,
-        sampler=EpochSampler(
-            dataset.labels, tcfg.balanced_sampling, seed, dist_info.rank, dist_info.world_size
-        ),
-        collate=collate_clips,
-        step=clip_step,
-        validate=validate if has_val else None,
-        metric="mean_class_accuracy",
-        log_columns=LOG_COLUMNS,
-    )
-
-
-def clip_step(
-    model: nn.Module, batch: dict, device: torch.device
-) -> tuple[torch.Tensor, int, dict[str, float]]:
-    labels = batch["labels"].to(device, non_blocking=True)
-    logits = model(
-        batch["features"].to(device, non_blocking=True),
-        batch["lengths"].to(device, non_blocking=True),
-    )
-    correct = int((logits.argmax(1) == labels).sum())
-    return F.cross_entropy(logits.float(), labels), len(labels), {"top1": correct}
-
-
 def train_one_epoch(
     model: nn.Module,
     task: TrainTask,
@@ -243,7 +134,7 @@ def train_one_epoch(
 
 def train(
     cfg: dict,
-    data: ClipData,
+    data: FeatureData,
     work_dir: Path,
     device: torch.device,
     dist_info: DistInfo = SINGLE_PROCESS,
@@ -252,11 +143,11 @@ def train(
 ) -> Path:
     """Train with validation every epoch; returns the path of the best checkpoint.
 
-    ``task`` defaults to the clip task of ``data``; another task brings its own ``data``
-    (anything with ``store``, ``class_names`` and ``encoder_identity``).
+    ``task`` says what one step and one validation are; by default the config's task adapter
+    (:mod:`crt_video.tasks`) makes it from ``data``.
     """
     tcfg = TrainConfig.from_dict(cfg["train"])
-    task = task or clip_task(data, tcfg, int(cfg["seed"]), device, dist_info)
+    task = task or task_of(cfg).training(cfg, data, device, dist_info)
     # Models on cached features are small: one thread per process beats several spinning ones.
     with cpu_threads(device, 1):
         return _fit(cfg, tcfg, data, task, work_dir, device, dist_info, resume)
@@ -348,9 +239,9 @@ def _resume(resume, data, task: TrainTask, model, optimizer, scheduler, device) 
         feature_dim=data.store.feature_dim,
         map_location=device,
     )
-    if ckpt.get("task", "clip") != task.name:
+    if task_name(ckpt) != task.name:
         raise CheckpointError(
-            f"{resume}: a {ckpt.get('task', 'clip')} checkpoint cannot resume {task.name} "
+            f"{resume}: a {task_name(ckpt)} checkpoint cannot resume {task.name} "
             "training; resume from the last.pth of a run with this config"
         )
     model.load_state_dict(ckpt["model"])
@@ -367,13 +258,13 @@ def finish_epoch(
     mark_best: bool,
     save_best: bool,
     writer,
-    columns: tuple[str, ...] = LOG_COLUMNS,
+    columns: tuple[str, ...],
 ) -> None:
     """Write last.pth (and best.pth when this epoch is the best), the log row and the epoch line."""
     save_checkpoint(work_dir / "last.pth", **state)
     if save_best:
         save_checkpoint(work_dir / "best.pth", **state)
-    append_log(work_dir / "log.csv", row, writer, columns)
+    append_log(work_dir / "log.csv", row, columns, writer)
     numbers = "  ".join(f"{key} {row[key]:.4f}" for key in columns if key not in UNSHOWN_COLUMNS)
     logger.info(
         "epoch %d/%d  %s%s",
@@ -384,7 +275,7 @@ def finish_epoch(
     )
 
 
-def append_log(path: Path, row: dict, writer=None, columns: tuple[str, ...] = LOG_COLUMNS) -> None:
+def append_log(path: Path, row: dict, columns: tuple[str, ...], writer=None) -> None:
     """Append one epoch to the CSV log (rows after a resumed epoch are replaced, not duplicated)."""
     rows = []
     if path.exists():

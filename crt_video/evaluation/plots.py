@@ -23,7 +23,13 @@ from crt_video.utils.io import atomic_write
 
 # Up to this many classes the row-normalised value is printed in every cell.
 CELL_VALUES_MAX_CLASSES = 20
-TRAINING_LOG_COLUMNS = ("epoch", "train_loss", "val_mean_class_accuracy", "val_top1", "lr")
+TRAINING_LOG_COLUMNS = ("epoch", "train_loss", "lr")
+SCORE_CURVES = {  # log column: (legend, line style), drawn where the task logs it
+    "val_mean_class_accuracy": ("val mean class accuracy", "-"),
+    "val_top1": ("val top-1", "-"),
+    "val_frame_map": ("val frame-mAP", "-"),
+    "train_top1": ("train top-1", ":"),
+}
 
 
 def plot_confusion_matrix(
@@ -75,67 +81,66 @@ def plot_confusion_matrix(
 def plot_training_curves(
     log_csv: str | os.PathLike, path: str | os.PathLike, title: str = ""
 ) -> Path:
-    """Loss (with the learning rate) and accuracy per epoch from a training log CSV.
+    """Loss (with the learning rate) and the task's scores per epoch from a training log CSV.
 
-    The CSV has the columns ``TRAINING_LOG_COLUMNS`` (``train_top1`` and ``val_loss`` are drawn
-    when present);
-    empty validation cells (no validation split) are skipped.
+    The CSV has the columns ``TRAINING_LOG_COLUMNS``; ``val_loss`` and the score columns of
+    ``SCORE_CURVES`` are drawn where present; empty validation cells (no validation split) are
+    skipped.
     """
     log = pd.read_csv(log_csv)
     missing = [c for c in TRAINING_LOG_COLUMNS if c not in log.columns]
     if missing:
         raise ValueError(f"{log_csv} lacks the columns {', '.join(missing)}")
     fig = Figure(figsize=(11, 4), layout="constrained")
-    loss_ax, acc_ax = fig.subplots(1, 2)
-
-    loss_ax.plot(log["epoch"], log["train_loss"], marker="o", color="tab:blue", label="train loss")
-    if "val_loss" in log.columns:
-        val_loss = pd.to_numeric(log["val_loss"], errors="coerce")
-        if val_loss.notna().any():
-            loss_ax.plot(
-                log["epoch"][val_loss.notna()],
-                val_loss.dropna(),
-                marker="o",
-                color="tab:orange",
-                label="val loss",
-            )
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("loss")
-    lr_ax = loss_ax.twinx()
-    lr_ax.plot(log["epoch"], log["lr"], color="tab:gray", linestyle="--", label="learning rate")
-    lr_ax.set_ylabel("learning rate")
-    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    lines = loss_ax.get_lines() + lr_ax.get_lines()
-    loss_ax.legend(lines, [line.get_label() for line in lines], loc="upper right")
-    loss_ax.set_title("training")
-
-    curves = {  # column: (legend, line style); train_top1 is optional
-        "val_mean_class_accuracy": ("val mean class accuracy", "-"),
-        "val_top1": ("val top-1", "-"),
-        "train_top1": ("train top-1", ":"),
-    }
-    for column, (label, style) in curves.items():
-        if column in log.columns:
-            values = pd.to_numeric(log[column], errors="coerce")
-            if values.notna().any():
-                epochs = log["epoch"][values.notna()]
-                acc_ax.plot(epochs, values.dropna(), style, marker="o", label=label)
-    if acc_ax.get_lines():
-        acc_ax.legend(loc="lower right")
-    if not pd.to_numeric(log["val_top1"], errors="coerce").notna().any():
-        acc_ax.text(
-            0.5, 0.5, "no validation split", ha="center", va="center", transform=acc_ax.transAxes
-        )
-    acc_ax.set_ylim(0.0, 1.0)
-    acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("accuracy")
-    acc_ax.set_title("accuracy")
-    for ax in (loss_ax, acc_ax):
+    loss_ax, score_ax = fig.subplots(1, 2)
+    _loss_panel(loss_ax, log)
+    _score_panel(score_ax, log)
+    for ax in (loss_ax, score_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def _numeric(log: pd.DataFrame, column: str) -> pd.Series:
+    """The column's numbers, without the empty cells."""
+    values = (
+        pd.to_numeric(log[column], errors="coerce") if column in log.columns else log["epoch"][:0]
+    )
+    return values.dropna()
+
+
+def _loss_panel(ax, log: pd.DataFrame) -> None:
+    ax.plot(log["epoch"], log["train_loss"], marker="o", color="tab:blue", label="train loss")
+    val_loss = _numeric(log, "val_loss")
+    if len(val_loss):
+        ax.plot(log["epoch"][val_loss.index], val_loss, marker="o", color="tab:orange",
+                label="val loss")  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    lr_ax = ax.twinx()
+    lr_ax.plot(log["epoch"], log["lr"], color="tab:gray", linestyle="--", label="learning rate")
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    lines = ax.get_lines() + lr_ax.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], loc="upper right")
+    ax.set_title("training")
+
+
+def _score_panel(ax, log: pd.DataFrame) -> None:
+    for column, (label, style) in SCORE_CURVES.items():
+        values = _numeric(log, column)
+        if len(values):
+            ax.plot(log["epoch"][values.index], values, style, marker="o", label=label)
+    if ax.get_lines():
+        ax.legend(loc="lower right")
+    if not any(len(_numeric(log, c)) for c in SCORE_CURVES if c.startswith("val_")):
+        ax.text(0.5, 0.5, "no validation split", ha="center", va="center", transform=ax.transAxes)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("score")
+    ax.set_title("validation and training scores")
 
 
 def plot_timeline(

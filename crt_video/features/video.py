@@ -18,7 +18,8 @@ import math
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -76,6 +77,8 @@ class VideoInfo:
     width: int
     height: int
     start_time: float = 0.0
+    # The start time of every frame, sorted, in seconds: what the decoders sample by.
+    frame_times: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
 
 
 @dataclass
@@ -136,8 +139,9 @@ def _open_container(path: Path) -> av.container.InputContainer:
         raise _decode_error(path, f"cannot open as a video ({_one_line(err)})") from err
 
 
-def _probe(path: Path) -> tuple[VideoInfo, np.ndarray]:
+def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Stream info and the sorted start time of every frame, from packets (nothing decoded)."""
+    path = Path(path)
     with _open_container(path) as container:
         if not container.streams.video:
             raise _decode_error(path, "no video stream")
@@ -165,12 +169,9 @@ def _probe(path: Path) -> tuple[VideoInfo, np.ndarray]:
             width=stream.codec_context.width,
             height=stream.codec_context.height,
             start_time=float(times[0]),
+            frame_times=times,
         )
-    return info, times
-
-
-def probe_video(path: str | os.PathLike) -> VideoInfo:
-    return _probe(Path(path))[0]
+    return info
 
 
 def sample_frame_times(info: VideoInfo, fps: float, max_frames: int | None = None) -> np.ndarray:
@@ -245,8 +246,7 @@ def _pyav_chunks(
     frames: list[np.ndarray] = []
     stamps: list[float] = []
     next_target = 0
-    failed_packets = 0
-    decoded_count = 0
+    failed = {"packets": 0}
     # The last decoded frame: converted to RGB only when a target falls on it.
     held: av.VideoFrame | None = None
     held_time = 0.0
@@ -266,13 +266,44 @@ def _pyav_chunks(
         stamps.clear()
         return chunk
 
+    with closing(_pyav_decoded(path, frame_times, failed)) as decoded:
+        for frame, time in decoded:
+            # Every target before this frame's start belongs to the frame held so far.
+            while held is not None and next_target < len(targets):
+                if time <= targets[next_target] + _TIME_SLACK:
+                    break
+                emit_held()
+                if len(frames) == chunk_frames:
+                    yield flush()
+            if next_target == len(targets):
+                break
+            held, held_time, held_rgb = frame, time, None
+    if held is None:
+        raise _decode_error(path, f"no decodable frames ({failed['packets']} packets failed)")
+    if failed["packets"]:
+        logger.warning(
+            "%s: %d packets failed to decode; sampled around them", path, failed["packets"]
+        )
+    while next_target < len(targets):
+        emit_held()
+        if len(frames) == chunk_frames:
+            yield flush()
+    if frames:
+        yield flush()
+
+
+def _pyav_decoded(
+    path: Path, frame_times: np.ndarray, failed: dict[str, int]
+) -> Iterator[tuple[av.VideoFrame, float]]:
+    """Every decodable frame of the video stream with its time in seconds (from the probe's frame
+    times where a frame has no pts); packets that fail to decode are counted in ``failed``."""
+    decoded_count = 0
     with _open_container(path) as container:
-        stream = container.streams.video[0]
-        for packet in container.demux(stream):
+        for packet in container.demux(container.streams.video[0]):
             try:
                 decoded = packet.decode()
             except av.FFmpegError:
-                failed_packets += 1
+                failed["packets"] += 1
                 continue
             for frame in decoded:
                 if frame.pts is not None:
@@ -280,30 +311,7 @@ def _pyav_chunks(
                 else:
                     time = float(frame_times[min(decoded_count, len(frame_times) - 1)])
                 decoded_count += 1
-                # Every target before this frame's start belongs to the frame held so far.
-                while (
-                    held is not None
-                    and next_target < len(targets)
-                    and time > targets[next_target] + _TIME_SLACK
-                ):
-                    emit_held()
-                    if len(frames) == chunk_frames:
-                        yield flush()
-                if next_target == len(targets):
-                    break
-                held, held_time, held_rgb = frame, time, None
-            if next_target == len(targets):
-                break
-    if held is None:
-        raise _decode_error(path, f"no decodable frames ({failed_packets} packets failed)")
-    if failed_packets:
-        logger.warning("%s: %d packets failed to decode; sampled around them", path, failed_packets)
-    while next_target < len(targets):
-        emit_held()
-        if len(frames) == chunk_frames:
-            yield flush()
-    if frames:
-        yield flush()
+                yield frame, time
 
 
 def iter_frames(
@@ -314,11 +322,14 @@ def iter_frames(
     backend: str | None = None,
     max_frames: int | None = None,
     interpolation: str = "bicubic",
+    info: VideoInfo | None = None,
 ) -> Iterator[Frames]:
-    """The frames of :func:`read_frames`, in chunks of ``chunk_frames``; memory stays flat."""
+    """The frames of :func:`read_frames`, in chunks of ``chunk_frames``; memory stays flat.
+    ``info`` is the file's :func:`probe_video`, when the caller has it already."""
     path = Path(path)
     backend = resolve_backend(backend)
-    info, frame_times = _probe(path)
+    info = info or probe_video(path)
+    frame_times = info.frame_times
     targets = sample_frame_times(info, fps, max_frames)
     if backend == "decord":
         chunks = _decord_chunks(path, _frame_indices(frame_times, targets), chunk_frames)

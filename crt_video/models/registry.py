@@ -16,6 +16,7 @@ from torch import nn
 from crt_video.errors import ConfigError
 
 TASKS = ("clip", "dense")
+DEFAULT_TASK = "clip"
 _MODELS: dict[tuple[str, str], tuple[type[nn.Module], type]] = {}
 
 
@@ -31,6 +32,11 @@ def register_model(
         return cls
 
     return decorator
+
+
+def task_name(section: dict) -> str:
+    """The task of a model config or of a checkpoint (both keep it under "task")."""
+    return section.get("task", DEFAULT_TASK)
 
 
 def list_models(task: str = "clip") -> list[str]:
@@ -52,7 +58,7 @@ def build_model(cfg: dict, in_dim: int, num_classes: int) -> nn.Module:
     """Build ``cfg['type']`` for features of width ``in_dim`` and ``num_classes`` outputs."""
     if "type" not in cfg:
         raise ConfigError(f"model config has no 'type'; set one of {', '.join(list_models())}")
-    name, task = cfg["type"], cfg.get("task", "clip")
+    name, task = cfg["type"], task_name(cfg)
     if task not in TASKS:
         raise _unknown("task", str(task), list(TASKS))
     if (task, name) not in _MODELS:

@@ -1,0 +1,82 @@
+"""What a kind of work supplies to the one pipeline (crt_video.engine.pipeline), and its registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from crt_video.data.feature_dataset import FeatureData
+from crt_video.data.splits import SPLITS
+from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo
+from crt_video.engine.train_task import TrainTask
+from crt_video.errors import ConfigError
+from crt_video.features.frame_encoder import FrameEncoder
+from crt_video.models.registry import task_name
+
+
+class Task(ABC):
+    """One kind of work on cached features: its data, its training, its test report."""
+
+    name: str  # the config's model.task, and the checkpoint's "task"
+
+    @abstractmethod
+    def class_names(self, cfg: dict) -> tuple[str, ...]:
+        """The label set of the config's dataset."""
+
+    @abstractmethod
+    def video_dir(self, cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
+        """The config's video folder; a demo config generates its data there on first use."""
+
+    @abstractmethod
+    def prepare_data(
+        self,
+        cfg: dict,
+        splits: tuple[str, ...] = SPLITS,
+        dist_info: DistInfo = SINGLE_PROCESS,
+        device: torch.device | None = None,
+        encoder: FrameEncoder | None = None,
+    ) -> FeatureData:
+        """Annotations of ``splits`` and their features (extracting what is missing)."""
+
+    @abstractmethod
+    def training(
+        self, cfg: dict, data: FeatureData, device: torch.device, dist_info: DistInfo
+    ) -> TrainTask:
+        """Batches, loss, validation and log columns for the trainer's loop."""
+
+    @abstractmethod
+    def evaluate(
+        self,
+        cfg: dict,
+        model: nn.Module,
+        data: FeatureData,
+        split: str,
+        out_dir: Path,
+        device: torch.device,
+        dist_info: DistInfo = SINGLE_PROCESS,
+    ) -> dict:
+        """Score ``split``; rank 0 writes the report into ``out_dir``; every rank gets metrics."""
+
+    @abstractmethod
+    def summary(self, metrics: dict) -> str:
+        """The test metrics in one line."""
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: ``model.task=cls.name`` selects an instance of ``cls``."""
+    TASKS[cls.name] = cls()
+    return cls
+
+
+def task_of(cfg: dict) -> Task:
+    """The task adapter the config's ``model.task`` names."""
+    name = task_name(cfg["model"])
+    if name not in TASKS:
+        raise ConfigError(f"model.task={name!r} is not one of {', '.join(TASKS)}")
+    return TASKS[name]

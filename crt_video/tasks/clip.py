@@ -1,0 +1,230 @@
+"""The clip task, Smarthome action classification: features -> one label per clip -> mCA.
+
+The default ``model.task``. Clips are named ``<Activity>_pPP_rRR_vVV_cCC.mp4``; the protocol's
+annotation CSVs are made from the folder's listing once and cached; training is cross-entropy on
+(cropped) clips with class-balanced sampling, the best epoch by validation mean class accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crt_video.config import config_hash, resolve_cache_dir
+from crt_video.data.annotations import annotation_path, read_annotations, write_annotations
+from crt_video.data.feature_dataset import (
+    EpochSampler,
+    FeatureClipDataset,
+    FeatureData,
+    collate_clips,
+)
+from crt_video.data.smarthome import class_names
+from crt_video.data.splits import SPLITS
+from crt_video.data.video_files import list_videos
+from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
+from crt_video.engine.evaluate import evaluate
+from crt_video.engine.train_task import TrainConfig, TrainTask
+from crt_video.errors import DatasetError
+from crt_video.features.extract import extract_to_cache
+from crt_video.features.frame_encoder import FrameEncoder
+from crt_video.tasks.base import Task, register_task
+from crt_video.utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+
+def resolve_data_root(cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
+    """The folder of clips; a demo config generates its dataset there on first use."""
+    if not cfg.get("data_root"):
+        raise DatasetError(
+            "data_root is not set; set it in the config or with --cfg-options data_root=DIR"
+        )
+    root = Path(cfg["data_root"]).expanduser()
+    if cfg.get("demo") is not None:
+        from crt_video.data.demo import SETTINGS_FILE, check_demo_settings, demo_settings
+
+        if not root.is_dir() and dist_info.is_main:
+            make_demo_data(root, cfg["demo"])
+        barrier()
+        check_demo_settings(root / SETTINGS_FILE, demo_settings(cfg["demo"]), _demo_remedy(root))
+    if not root.is_dir():
+        raise DatasetError(
+            f"data_root {root} does not exist; put the Smarthome .mp4 clips there "
+            "or pass --cfg-options data_root=DIR"
+        )
+    return root.resolve()
+
+
+def make_demo_data(root: Path, demo_cfg: dict) -> None:
+    """Generate into a scratch folder and rename, so an interrupted run leaves no half dataset;
+    the settings are recorded in the folder, so other settings later are refused."""
+    from crt_video.data.demo import (
+        SETTINGS_FILE,
+        demo_settings,
+        make_demo_dataset,
+        record_demo_settings,
+    )
+
+    scratch = root.with_name(root.name + ".partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    logger.info("generating the demo dataset in %s (first use only)", root)
+    settings = demo_settings(demo_cfg)
+    make_demo_dataset(scratch, seed=settings["seed"], num_clips=settings["num_clips"])
+    record_demo_settings(scratch / SETTINGS_FILE, settings, _demo_remedy(root))
+    root.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(scratch, root)
+
+
+def _demo_remedy(root: Path) -> str:
+    return f"delete {root} to generate it again, or set data_root to another folder"
+
+
+def prepare_annotations(cfg: dict, video_dir: Path, dist_info: DistInfo) -> Path:
+    """Annotation CSVs keyed by the clip listing and split rule, made once and reused."""
+    key = config_hash(
+        [str(video_dir), list_videos(video_dir), cfg["protocol"], cfg["val_mode"], cfg["seed"]]
+    )
+    out_dir = resolve_cache_dir(cfg) / "annotations" / key
+    if dist_info.is_main and not annotation_path(out_dir, cfg["protocol"], "train").exists():
+        write_annotations(
+            video_dir,
+            out_dir,
+            protocols=[cfg["protocol"]],
+            val_mode=cfg["val_mode"],
+            seed=cfg["seed"],
+        )
+    barrier()
+    return out_dir
+
+
+LOG_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_top1",
+    "val_loss",
+    "val_mean_class_accuracy",
+    "val_top1",
+    "lr",
+    "seconds",
+)
+
+
+def clip_task(
+    data: FeatureData, tcfg: TrainConfig, seed: int, device: torch.device, dist_info: DistInfo
+) -> TrainTask:
+    """Clip classification: cross-entropy on (cropped) clips, best by validation mCA."""
+    dataset = FeatureClipDataset(data.store, data.splits["train"], tcfg.crop_ratio, seed)
+    has_val = "val" in data.splits and len(data.splits["val"]) > 0
+
+    def validate(model: nn.Module) -> dict:
+        return evaluate(model, data, "val", None, device, tcfg.batch_size, dist_info)
+
+    return TrainTask(
+        name="clip",
+        train_videos=data.splits["train"]["video"].tolist(),
+        dataset=dataset,
+        sampler=EpochSampler(
+            dataset.labels, tcfg.balanced_sampling, seed, dist_info.rank, dist_info.world_size
+        ),
+        collate=collate_clips,
+        step=clip_step,
+        validate=validate if has_val else None,
+        metric="mean_class_accuracy",
+        log_columns=LOG_COLUMNS,
+    )
+
+
+def clip_step(
+    model: nn.Module, batch: dict, device: torch.device
+) -> tuple[torch.Tensor, int, dict[str, float]]:
+    labels = batch["labels"].to(device, non_blocking=True)
+    logits = model(
+        batch["features"].to(device, non_blocking=True),
+        batch["lengths"].to(device, non_blocking=True),
+    )
+    correct = int((logits.argmax(1) == labels).sum())
+    return F.cross_entropy(logits.float(), labels), len(labels), {"top1": correct}
+
+
+@register_task
+class ClipTask(Task):
+    name = "clip"
+
+    def class_names(self, cfg: dict) -> tuple[str, ...]:
+        return tuple(class_names(cfg["protocol"]))
+
+    def video_dir(self, cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
+        return resolve_data_root(cfg, dist_info)
+
+    def prepare_data(
+        self,
+        cfg: dict,
+        splits: tuple[str, ...] = SPLITS,
+        dist_info: DistInfo = SINGLE_PROCESS,
+        device: torch.device | None = None,
+        encoder: FrameEncoder | None = None,
+    ) -> FeatureData:
+        """Annotations and features for ``splits`` (extracting what is missing on ``device``, by
+        default the config's), ready to train on."""
+        video_dir = resolve_data_root(cfg, dist_info)
+        ann_dir = prepare_annotations(cfg, video_dir, dist_info)
+        tables = {}
+        for split in splits:
+            path = annotation_path(ann_dir, cfg["protocol"], split)
+            if path.exists():
+                tables[split] = read_annotations(path, class_names(cfg["protocol"]))
+
+        videos = sorted({video for table in tables.values() for video in table["video"]})
+        extraction = extract_to_cache(cfg, video_dir, videos, encoder, device, dist_info)
+        store, encoder = extraction.store, extraction.encoder
+        missing = [video for video in videos if not store.has(video)]
+        if missing:
+            logger.warning(
+                "%d clip(s) have no features and are left out (reasons in %s), e.g. %s",
+                len(missing),
+                store.root / "failures.csv",
+                missing[0],
+            )
+            tables = {
+                split: t[t["video"].map(store.has)].reset_index(drop=True)
+                for split, t in tables.items()
+            }
+        for split in ("train", "test"):
+            if split in splits and (split not in tables or len(tables[split]) == 0):
+                raise DatasetError(
+                    f"the {split} split of protocol {cfg['protocol']} has no clips in {video_dir}; "
+                    "check data_root and the clip names (<Activity>_pPP_rRR_vVV_cCC.mp4)"
+                )
+        return FeatureData(store, tables, class_names(cfg["protocol"]), encoder.identity)
+
+    def training(
+        self, cfg: dict, data: FeatureData, device: torch.device, dist_info: DistInfo
+    ) -> TrainTask:
+        tcfg = TrainConfig.from_dict(cfg["train"])
+        return clip_task(data, tcfg, int(cfg["seed"]), device, dist_info)
+
+    def evaluate(
+        self,
+        cfg: dict,
+        model: nn.Module,
+        data: FeatureData,
+        split: str,
+        out_dir: Path,
+        device: torch.device,
+        dist_info: DistInfo = SINGLE_PROCESS,
+    ) -> dict:
+        """metrics.json, the confusion matrix (CSV and picture) and predictions.csv."""
+        batch_size = TrainConfig.from_dict(cfg["train"]).batch_size
+        metrics = evaluate(model, data, split, out_dir, device, batch_size, dist_info)
+        return broadcast_object(metrics)
+
+    def summary(self, metrics: dict) -> str:
+        return (
+            f"mean per-class accuracy {metrics['mean_class_accuracy']:.4f}, top-1 "
+            f"{metrics['top1']:.4f} over {metrics['num_clips']} clips"
+        )

@@ -1,0 +1,232 @@
+"""The dense task, TSU activity detection: features -> labels per frame -> frame/event mAP.
+
+Selected by ``model.task='dense'``. Training draws one window of ``dense.window`` frames per training video per epoch (the whole video when
+it is shorter or the window is None), runs the model over it with the memory carried from
+segment to segment (``model.truncate_every`` cuts the gradient) and minimises the per-frame,
+per-class binary cross-entropy, in the clip trainer's loop (:func:`crt_video.engine.trainer.train`)
+with :func:`dense_task`. Validation and testing run each video whole. Under torchrun each rank
+trains on a share of the videos, validates and tests a share, and rank 0 writes the files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crt_video.data.feature_dataset import EpochSampler, FeatureData
+from crt_video.data.splits import SPLITS
+from crt_video.data.tsu import TSUVideo, read_tsu_annotations, split_videos, tsu_class_names
+from crt_video.data.window_dataset import WindowDataset, collate_windows, load_video
+from crt_video.engine.distributed import (
+    SINGLE_PROCESS,
+    DistInfo,
+    all_gather_objects,
+    barrier,
+    broadcast_object,
+)
+from crt_video.engine.train_task import TrainTask
+from crt_video.errors import DatasetError
+from crt_video.evaluation.detection_report import score_detection, write_detection_report
+from crt_video.features.extract import extract_to_cache
+from crt_video.features.frame_encoder import FrameEncoder
+from crt_video.models.crt import CRTConfig
+from crt_video.models.transformer import valid_mask
+from crt_video.tasks.base import Task, register_task
+from crt_video.utils.logging import get_logger
+from crt_video.utils.threads import cpu_threads
+
+logger = get_logger(__name__)
+
+LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_frame_map", "lr", "seconds")
+
+
+def resolve_tsu_paths(cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> tuple[Path, Path]:
+    """(video folder, annotation file); a demo config generates both on first use (rank 0)."""
+    if not cfg.get("data_root") or not cfg.get("ann_file"):
+        raise DatasetError("a TSU config needs data_root (the .mp4 folder) and ann_file (the JSON)")
+    video_dir, ann_file = Path(cfg["data_root"]).expanduser(), Path(cfg["ann_file"]).expanduser()
+    if cfg.get("demo") is not None:
+        from crt_video.data.tsu_demo import check_tsu_demo, make_tsu_demo
+
+        if not ann_file.is_file() and dist_info.is_main:
+            logger.info("generating the TSU demo videos in %s (first use only)", video_dir)
+            make_tsu_demo(video_dir, ann_file, cfg.get("class_file"), **cfg["demo"])
+        barrier()
+        check_tsu_demo(video_dir, ann_file, **cfg["demo"])
+    if not video_dir.is_dir():
+        raise DatasetError(
+            f"data_root {video_dir} does not exist; put the TSU .mp4 videos there "
+            "or pass --cfg-options data_root=DIR"
+        )
+    if not ann_file.is_file():
+        raise DatasetError(f"ann_file {ann_file} does not exist; use smarthome_CS_51.json or _CV_")
+    return video_dir.resolve(), ann_file
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    data: FeatureData,
+    videos: list[TSUVideo],
+    device: torch.device,
+    dist_info: DistInfo = SINGLE_PROCESS,
+) -> list[np.ndarray]:
+    """Per-frame logits [n, C] of each whole video, in order. Under torchrun each rank runs a
+    stride of the videos and every rank gets them all."""
+    model.eval()
+    mine = {}
+    for index in range(dist_info.rank, len(videos), dist_info.world_size):
+        features = load_video(data, videos[index])[0].float()[None].to(device)
+        logits = model(features, torch.tensor([features.shape[1]], device=device))
+        mine[index] = logits[0].float().cpu().numpy()
+    gathered = {index: row for part in all_gather_objects(mine) for index, row in part.items()}
+    return [gathered[index] for index in range(len(videos))]
+
+
+def sigmoid(logits: list[np.ndarray]) -> list[np.ndarray]:
+    """Per-frame scores of each video's logits."""
+    return [torch.from_numpy(rows).sigmoid().numpy() for rows in logits]
+
+
+def masked_bce(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy averaged over the valid frames and every class."""
+    mask = valid_mask(lengths, logits.shape[1]).float()
+    loss = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none").mean(-1)
+    return (loss * mask).sum() / mask.sum().clamp(min=1)
+
+
+def dense_step(
+    model: nn.Module, batch: dict, device: torch.device
+) -> tuple[torch.Tensor, int, dict[str, float]]:
+    """The masked BCE of a batch of windows, weighted by its valid frames."""
+    lengths = batch["lengths"].to(device)
+    logits = model(batch["features"].to(device), lengths)
+    return masked_bce(logits, batch["targets"].to(device), lengths), int(lengths.sum()), {}
+
+
+def dense_task(
+    cfg: dict, data: FeatureData, device: torch.device, dist_info: DistInfo = SINGLE_PROCESS
+) -> TrainTask:
+    """Dense detection: BCE on training windows, best by validation frame-mAP (then BCE)."""
+    seed = int(cfg["seed"])
+    train_videos, val_videos = data.splits["train"], data.splits.get("val", [])
+    dataset = WindowDataset(data, train_videos, cfg["dense"]["window"], seed)
+    val_targets = [load_video(data, video)[1] for video in val_videos]
+
+    def validate(model: nn.Module) -> dict:
+        logits = predict_logits(model, data, val_videos, device, dist_info)
+        scores = sigmoid(logits)
+        loss = F.binary_cross_entropy_with_logits(
+            torch.from_numpy(np.concatenate(logits)), torch.cat(val_targets)
+        )
+        metrics = score_detection(val_videos, scores, data.class_names, cfg["dense"])[0]
+        return {"loss": float(loss), "frame_map": metrics["frame_map"]}
+
+    return TrainTask(
+        name="dense",
+        train_videos=[video.file_name for video in train_videos],
+        dataset=dataset,
+        sampler=EpochSampler(
+            np.zeros(len(dataset), dtype=int), False, seed, dist_info.rank, dist_info.world_size
+        ),
+        collate=collate_windows,
+        step=dense_step,
+        validate=validate if val_videos else None,
+        metric="frame_map",
+        log_columns=LOG_COLUMNS,
+        find_unused_parameters=memory_may_get_no_gradient(cfg),
+    )
+
+
+def memory_may_get_no_gradient(cfg: dict) -> bool:
+    """Whether a CRT step can leave its memory cell without gradient: the memory is cut after
+    every segment, or a window fits in one segment (the last memory update feeds no logit)."""
+    model, window = cfg["model"], cfg["dense"]["window"]
+    if model.get("type", "crt") != "crt":
+        return False
+    one_segment = window is not None and window <= model.get("segment_len", CRTConfig.segment_len)
+    return model.get("truncate_every") == 1 or one_segment
+
+
+@register_task
+class DenseTask(Task):
+    name = "dense"
+
+    def class_names(self, cfg: dict) -> tuple[str, ...]:
+        return tuple(tsu_class_names(cfg.get("class_file")))
+
+    def video_dir(self, cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
+        return resolve_tsu_paths(cfg, dist_info)[0]
+
+    def prepare_data(
+        self,
+        cfg: dict,
+        splits: tuple[str, ...] = SPLITS,
+        dist_info: DistInfo = SINGLE_PROCESS,
+        device: torch.device | None = None,
+        encoder: FrameEncoder | None = None,
+    ) -> FeatureData:
+        """Annotations of ``splits`` for the videos present, with their features extracted (on
+        ``device``, by default the config's; under torchrun each rank extracts a share)."""
+        video_dir, ann_file = resolve_tsu_paths(cfg, dist_info)
+        class_names = tsu_class_names(cfg.get("class_file"))
+        videos = split_videos(
+            read_tsu_annotations(ann_file, len(class_names)), cfg["protocol"], cfg["val_mode"]
+        )
+        wanted = [v for split in splits for v in videos[split]]
+        present = [v for v in wanted if (video_dir / v.file_name).is_file()]
+        extraction = extract_to_cache(
+            cfg, video_dir, [v.file_name for v in present], encoder, device, dist_info
+        )
+        store, encoder = extraction.store, extraction.encoder
+        kept = {split: [v for v in videos[split] if store.has(v.file_name)] for split in splits}
+        left_out = len(wanted) - sum(len(v) for v in kept.values())
+        if left_out:
+            logger.warning(
+                "%d annotated video(s) have no .mp4 in %s or failed to decode; left out",
+                left_out,
+                video_dir,
+            )
+        for split in ("train", "test"):
+            if split in splits and not kept[split]:
+                raise DatasetError(
+                    f"the {split} split of TSU protocol {cfg['protocol']} has no videos in "
+                    f"{video_dir}; check data_root and ann_file (names P<s>T<t>C<c>.mp4)"
+                )
+        return FeatureData(store, kept, class_names, encoder.identity)
+
+    def training(
+        self, cfg: dict, data: FeatureData, device: torch.device, dist_info: DistInfo
+    ) -> TrainTask:
+        return dense_task(cfg, data, device, dist_info)
+
+    def evaluate(
+        self,
+        cfg: dict,
+        model: nn.Module,
+        data: FeatureData,
+        split: str,
+        out_dir: Path,
+        device: torch.device,
+        dist_info: DistInfo = SINGLE_PROCESS,
+    ) -> dict:
+        """metrics.json, events/ and activity_bars.png; each rank runs a share of the videos."""
+        videos = data.splits[split]
+        with cpu_threads(device, 1):
+            scores = sigmoid(predict_logits(model, data, videos, device, dist_info))
+        metrics = None
+        if dist_info.is_main:
+            metrics = write_detection_report(
+                out_dir, videos, scores, data.class_names, cfg["dense"]
+            )
+        return broadcast_object(metrics)
+
+    def summary(self, metrics: dict) -> str:
+        return (
+            f"frame-mAP {metrics['frame_map']:.4f}, event-mAP@0.5 {metrics['event_map']['0.5']:.4f}"
+            f" over {metrics['num_videos']} videos"
+        )
