@@ -22,6 +22,26 @@ def test_dense_models_give_one_row_of_class_logits_per_frame(kind):
     torch.testing.assert_close(alone, padded[:, :6], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["crt", "segment", "full", "xl", "gru"])
+def test_each_family_is_one_model_with_a_per_frame_head(kind):
+    clip = build_model(dict(SMALL, type=kind, task="clip"), in_dim=8, num_classes=5)
+    dense = build_model(dict(SMALL, type=kind), in_dim=8, num_classes=5)
+    assert type(clip) is type(dense) and not clip.per_frame and dense.per_frame
+    # the same parameters, so one loop trains either
+    shapes = {name: p.shape for name, p in clip.state_dict().items()}
+    assert shapes == {name: p.shape for name, p in dense.state_dict().items()}
+
+
+@torch.no_grad()
+def test_dense_full_with_rotary_positions_knows_the_order_of_its_frames():
+    model = build_model(dict(SMALL, type="full", positions="rotary"), 8, 3).eval()
+    x = torch.randn(1, 6, 8)
+    swapped = x[:, [1, 0, 2, 3, 4, 5]]
+    lengths = torch.tensor([6])
+    # Without positions attention is order-blind: swapping two frames would only swap their rows.
+    assert not torch.allclose(model(x, lengths)[:, 2:], model(swapped, lengths)[:, 2:], atol=1e-4)
+
+
 FRAME_READS = ["output", "output+memory", "output+hidden", "hidden"]
 
 

@@ -3,7 +3,7 @@
 The frozen image encoder lives in ``crt_video.features.frame_encoder`` and is imported on demand.
 """
 
-from crt_video.models import baselines, crt, dense, gru, xl  # noqa: F401  (registers the model types)
+from crt_video.models import baselines, crt, gru, xl  # noqa: F401  (registers the model types)
 from crt_video.models.registry import build_model, list_models, register_model
 
 __all__ = ["build_model", "list_models", "register_model"]

@@ -41,10 +41,14 @@ class MeanPoolConfig:
 
 @register_model("segment", SegmentConfig)
 class SegmentTransformer(nn.Module):
-    """CRT without memory: each segment encoded alone, frame outputs averaged over the clip."""
+    """CRT without memory: each segment encoded alone, frame outputs averaged over the clip (or,
+    with ``per_frame``, each frame's output classified: no memory of the past)."""
 
-    def __init__(self, in_dim: int, num_classes: int, cfg: SegmentConfig) -> None:
+    def __init__(
+        self, in_dim: int, num_classes: int, cfg: SegmentConfig, per_frame: bool = False
+    ) -> None:
         super().__init__()
+        self.per_frame = per_frame
         self.segment_len = cfg.segment_len
         self.embed = SegmentEmbedding(in_dim, cfg.d_model, cfg.segment_len, cfg.embed_norm)
         self.encoder = TransformerStack(cfg)
@@ -59,6 +63,8 @@ class SegmentTransformer(nn.Module):
             rearrange(mask, "b (n s) -> (b n) s", s=self.segment_len),
         )
         out = rearrange(out, "(b n) s d -> b (n s) d", b=features.shape[0])
+        if self.per_frame:
+            return self.head(out[:, : features.shape[1]])
         return self.head(masked_mean(out, mask))
 
 
@@ -89,11 +95,15 @@ class FullTransformer(nn.Module):
     queries and keys instead, so attention sees the offset between two frames, not where they
     are. ``pool='mean'`` averages the frame outputs, ``'max'`` takes their maximum, ``'token'``
     reads a learned class token that attends to every frame, as CRT's memory token does within
-    a segment.
+    a segment. With ``per_frame`` (dense, offline: every frame sees the future too) each frame
+    has its own output, so ``pool`` does not apply.
     """
 
-    def __init__(self, in_dim: int, num_classes: int, cfg: FullConfig) -> None:
+    def __init__(
+        self, in_dim: int, num_classes: int, cfg: FullConfig, per_frame: bool = False
+    ) -> None:
         super().__init__()
+        self.per_frame = per_frame
         self.norm = FeatureNorm(in_dim)
         self.proj = nn.Linear(in_dim, cfg.d_model)
         self.embed_norm = cfg.embed_norm
@@ -101,7 +111,7 @@ class FullTransformer(nn.Module):
         self.positions = cfg.positions
         self.head_dim = cfg.d_model // cfg.heads
         self.class_token = None
-        if cfg.pool == "token":
+        if cfg.pool == "token":  # unused per frame, but kept: checkpoints hold it
             self.class_token = nn.Parameter(torch.empty(cfg.d_model))
             nn.init.trunc_normal_(self.class_token, std=0.02)
         self.encoder = TransformerStack(cfg)
@@ -130,6 +140,8 @@ class FullTransformer(nn.Module):
         if self.positions == "rotary":
             rotary = rotary_tables(x.shape[1], self.head_dim, x.device, torch.float32)
         out = self.encoder(x, mask, rotary)
+        if self.per_frame:
+            return self.head(out)
         if self.pool == "token":
             return self.head(out[:, 0])
         if self.pool == "max":
@@ -137,7 +149,7 @@ class FullTransformer(nn.Module):
         return self.head(masked_mean(out, mask))
 
 
-@register_model("meanpool", MeanPoolConfig)
+@register_model("meanpool", MeanPoolConfig, tasks=("clip",))
 class MeanPool(nn.Module):
     """The floor: a linear layer on the mean of the valid frame features."""
 

@@ -127,10 +127,20 @@ class CRTState(NamedTuple):
 
 @register_model("crt", CRTConfig)
 class CRT(nn.Module):
-    """Segment Transformer with one recurrent memory token; classifies from the final memory."""
+    """Segment Transformer with one recurrent memory token; classifies from the final memory.
 
-    def __init__(self, in_dim: int, num_classes: int, cfg: CRTConfig) -> None:
+    With ``per_frame`` (dense) the frames are classified instead, online: a frame's logits come
+    from its own segment's outputs, which attended to the memory token that carries the past;
+    ``frame_read`` says what each frame's head reads: its output, plus the memory the segment
+    started from, or plus the memory RNN's state after that frame (the paper's memory, read per
+    frame)."""
+
+    def __init__(
+        self, in_dim: int, num_classes: int, cfg: CRTConfig, per_frame: bool = False
+    ) -> None:
         super().__init__()
+        self.per_frame = per_frame
+        self.frame_read = cfg.frame_read
         self.segment_len = cfg.segment_len
         self.memory_read = cfg.memory_read
         self.truncate_every = cfg.truncate_every
@@ -155,7 +165,8 @@ class CRT(nn.Module):
         self.encoder = TransformerStack(cfg)
         self.cell = MaskedCell(cfg.memory_cell, cfg.d_model, cfg.d_model, cfg.memory_gate_bias)
         self.norm = nn.LayerNorm(cfg.d_model)
-        self.read_mean = cfg.head == "memory+mean"
+        # One frame read per row: the clip head's memory+mean width does not apply per frame.
+        self.read_mean = cfg.head == "memory+mean" and not per_frame
         self.head = nn.Linear(cfg.d_model * (2 if self.read_mean else 1), num_classes)
 
     def init_state(self, batch_size: int) -> CRTState:
@@ -169,15 +180,19 @@ class CRT(nn.Module):
         self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, CRTState]:
         """Consume segment [B, s, D] (s <= segment_len, ``lengths`` valid frames of it, default
-        all) and return the logits from the new memory, with the new state."""
-        state, _ = self._step(segment, state, lengths)
-        return self._logits(state), state
+        all) and return the logits from the new memory (per frame: the segment's [B, s, C]),
+        with the new state."""
+        after, outputs = self._step(segment, state, lengths)
+        logits = self._frame_logits(state, outputs) if self.per_frame else self._logits(after)
+        return logits, after
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        state = self.init_state(features.shape[0])
-        for _, after, _ in self.scan_segments(features, lengths, state):
+        state, frame_logits = self.init_state(features.shape[0]), []
+        for before, after, outputs in self.scan_segments(features, lengths, state):
+            if self.per_frame:
+                frame_logits.append(self._frame_logits(before, outputs))
             state = after
-        return self._logits(state)
+        return torch.cat(frame_logits, dim=1) if self.per_frame else self._logits(state)
 
     def scan_segments(
         self, features: torch.Tensor, lengths: torch.Tensor, state: CRTState
@@ -268,3 +283,16 @@ class CRT(nn.Module):
             mean = state.output_sum / state.num_frames.clamp(min=1)[:, None]
             features = torch.cat([features, mean], dim=-1)
         return self.head(features)
+
+    def _frame_logits(self, before: CRTState, outputs: SegmentOutputs) -> torch.Tensor:
+        if self.frame_read == "hidden":
+            return self.head(self.norm(outputs.hidden))
+        frames = outputs.frames
+        if self.frame_read == "output+memory":
+            # A direct path from the past to every frame's logits: on the TSU demo a linear
+            # read of the memory told the two square classes apart better than the frames'
+            # attention to the memory token did.
+            frames = frames + before.memory[:, None]
+        elif self.frame_read == "output+hidden":
+            frames = frames + outputs.hidden
+        return self.head(self.norm(frames))

@@ -45,10 +45,14 @@ class GRUState(NamedTuple):
 
 @register_model("gru", GRUConfig)
 class GRUClassifier(nn.Module):
-    """GRU over the frames; classifies the last valid frame's hidden state."""
+    """GRU over the frames; classifies the last valid frame's hidden state, or with
+    ``per_frame`` (dense) every frame's hidden state: strictly online."""
 
-    def __init__(self, in_dim: int, num_classes: int, cfg: GRUConfig) -> None:
+    def __init__(
+        self, in_dim: int, num_classes: int, cfg: GRUConfig, per_frame: bool = False
+    ) -> None:
         super().__init__()
+        self.per_frame = per_frame
         self.depth = cfg.depth
         self.d_model = cfg.d_model
         self.feature_norm = FeatureNorm(in_dim)
@@ -73,9 +77,10 @@ class GRUClassifier(nn.Module):
         self, segment: torch.Tensor, state: GRUState, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, GRUState]:
         """Consume segment [B, s, D] (any s; ``lengths`` valid frames of it, default all) and
-        return the clip logits [B, C] after the last valid frame, with the new state."""
-        _, state = self._advance(segment, state, lengths)
-        return self.head(self.norm(state.hidden[-1])), state
+        return the clip logits [B, C] after the last valid frame (per frame: [B, s, C]), with
+        the new state."""
+        out, state = self._advance(segment, state, lengths)
+        return self.head(self.norm(out if self.per_frame else state.hidden[-1])), state
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # One step over the whole clip: the GRU consumes any number of frames per step.
@@ -107,18 +112,3 @@ class GRUClassifier(nn.Module):
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=num_frames)
         hidden = torch.where((lengths > 0)[None, :, None], hidden, state.hidden)
         return out, GRUState(hidden)
-
-
-@register_model("gru", GRUConfig, task="dense")
-class DenseGRUClassifier(GRUClassifier):
-    """Per-frame logits from each frame's hidden state: strictly online."""
-
-    def step(
-        self, segment: torch.Tensor, state: GRUState, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, GRUState]:
-        """Consume segment [B, s, D]; return its per-frame logits [B, s, C] and the new state."""
-        out, state = self._advance(segment, state, lengths)
-        return self.head(self.norm(out)), state
-
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.step(features, self.init_state(features.shape[0]), lengths)[0]

@@ -21,14 +21,16 @@ _MODELS: dict[tuple[str, str], tuple[type[nn.Module], type]] = {}
 
 
 def register_model(
-    name: str, config_class: type, task: str = "clip"
+    name: str, config_class: type, tasks: tuple[str, ...] = TASKS
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator: ``name`` builds ``cls(in_dim, num_classes, config_class(**keys))``."""
+    """Class decorator: ``name`` builds ``cls(in_dim, num_classes, config_class(**keys))`` for
+    each of ``tasks``, with ``per_frame=True`` for 'dense' (one head per frame, not per clip)."""
 
     def decorator(cls: type[nn.Module]) -> type[nn.Module]:
-        if (task, name) in _MODELS:
-            raise ValueError(f"model type {name!r} is already registered for task {task!r}")
-        _MODELS[task, name] = (cls, config_class)
+        for task in tasks:
+            if (task, name) in _MODELS:
+                raise ValueError(f"model type {name!r} is already registered for task {task!r}")
+            _MODELS[task, name] = (cls, config_class)
         return cls
 
     return decorator
@@ -70,4 +72,6 @@ def build_model(cfg: dict, in_dim: int, num_classes: int) -> nn.Module:
     model_class, config_class = _MODELS[task, name]
     used = {f.name for f in dataclasses.fields(config_class)}
     config = config_class(**{key: value for key, value in cfg.items() if key in used})
+    if task == "dense":
+        return model_class(in_dim, num_classes, config, per_frame=True)
     return model_class(in_dim, num_classes, config)

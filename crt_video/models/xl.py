@@ -127,10 +127,15 @@ class XLLayer(TransformerLayer):
 @register_model("xl", XLConfig)
 class TransformerXL(nn.Module):
     """Segment Transformer with XL's per-layer cache of the previous segment; classifies
-    LayerNorm(mean of all valid frame outputs so far)."""
+    LayerNorm(mean of all valid frame outputs so far), or with ``per_frame`` (dense) each
+    frame's output: online up to its own segment, which it sees in both directions, plus the
+    cached previous segment (and, layer by layer, further back)."""
 
-    def __init__(self, in_dim: int, num_classes: int, cfg: XLConfig) -> None:
+    def __init__(
+        self, in_dim: int, num_classes: int, cfg: XLConfig, per_frame: bool = False
+    ) -> None:
         super().__init__()
+        self.per_frame = per_frame
         self.segment_len = cfg.segment_len
         self.d_model = cfg.d_model
         # No learned positions: relative encodings in every layer say where frames are.
@@ -157,16 +162,20 @@ class TransformerXL(nn.Module):
         self, segment: torch.Tensor, state: XLState, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, XLState]:
         """Consume segment [B, s, D] (s <= segment_len, ``lengths`` valid frames of it, default
-        all) and return the clip logits [B, C] so far, with the new state."""
-        _, state = self._advance(segment, state, lengths)
-        return self._logits(state), state
+        all) and return the clip logits [B, C] so far (per frame: [B, s, C]), with the new
+        state."""
+        out, state = self._advance(segment, state, lengths)
+        logits = self.head(self.norm(out)) if self.per_frame else self._logits(state)
+        return logits, state
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        state = self.init_state(features.shape[0])
+        state, frame_logits = self.init_state(features.shape[0]), []
         for n, segment in enumerate(features.split(self.segment_len, dim=1)):
             segment_lengths = (lengths - n * self.segment_len).clamp(0, segment.shape[1])
-            _, state = self._advance(segment, state, segment_lengths)
-        return self._logits(state)
+            out, state = self._advance(segment, state, segment_lengths)
+            if self.per_frame:
+                frame_logits.append(self.head(self.norm(out)))
+        return torch.cat(frame_logits, dim=1) if self.per_frame else self._logits(state)
 
     def _advance(
         self, segment: torch.Tensor, state: XLState, lengths: torch.Tensor | None
@@ -219,24 +228,3 @@ class TransformerXL(nn.Module):
     def _logits(self, state: XLState) -> torch.Tensor:
         mean = state.output_sum / state.num_frames.clamp(min=1)[:, None]
         return self.head(self.norm(mean))
-
-
-@register_model("xl", XLConfig, task="dense")
-class DenseTransformerXL(TransformerXL):
-    """Per-frame logits from each frame's output: online up to its own segment, which it sees
-    in both directions, plus the cached previous segment (and, layer by layer, further back)."""
-
-    def step(
-        self, segment: torch.Tensor, state: XLState, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, XLState]:
-        """Consume segment [B, s, D]; return its per-frame logits [B, s, C] and the new state."""
-        out, state = self._advance(segment, state, lengths)
-        return self.head(self.norm(out)), state
-
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        state, logits = self.init_state(features.shape[0]), []
-        for n, segment in enumerate(features.split(self.segment_len, dim=1)):
-            segment_lengths = (lengths - n * self.segment_len).clamp(0, segment.shape[1])
-            segment_logits, state = self.step(segment, state, segment_lengths)
-            logits.append(segment_logits)
-        return torch.cat(logits, dim=1)
