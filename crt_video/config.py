@@ -35,6 +35,7 @@ from crt_video.data.tsu import TSU_PROTOCOLS, TSU_VAL_MODES
 from crt_video.engine.distributed import check_device_name
 from crt_video.errors import ConfigError
 from crt_video.features.frame_encoder import FrameEncoderConfig
+from crt_video.features.npy_features import FeaturesConfig
 from crt_video.models.registry import task_name
 from crt_video.utils.io import atomic_write_text
 
@@ -272,6 +273,7 @@ def _check_values(cfg: dict, source: str) -> None:
         raise ConfigError(f"{source}: {err}") from None
     try:
         FrameEncoderConfig.from_dict(cfg["encoder"])
+        FeaturesConfig.from_dict(cfg.get("features"))
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
 

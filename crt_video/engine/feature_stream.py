@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from crt_video.engine.live import Feed
-from crt_video.errors import VideoDecodeError
+from crt_video.errors import CheckpointError, VideoDecodeError
 from crt_video.features.frame_encoder import FrameEncoderConfig, build_frame_encoder
 from crt_video.features.precision import native_bf16
 from crt_video.features.video import (
@@ -69,6 +69,11 @@ class FeatureStream:
         cls, ckpt: dict, device: torch.device, precision: str | None = None
     ) -> FeatureStream:
         """The checkpoint's encoder, in ``precision`` or the nearest one ``device`` runs."""
+        if ckpt["encoder_identity"].get("name") == "npy":
+            raise CheckpointError(
+                f"{ckpt.get('path', 'the checkpoint')}: trained on pre-extracted .npy features, "
+                "not on frames its encoder can compute; score those features with tools/test.py"
+            )
         cfg = ckpt["config"]
         trained = ckpt["encoder_identity"].get("precision")
         precision = precision or inference_precision(trained, device)

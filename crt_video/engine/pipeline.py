@@ -15,7 +15,7 @@ from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier
 from crt_video.engine.trainer import prepare_work_dir, train
 from crt_video.errors import DatasetError
 from crt_video.evaluation.plots import plot_training_curves
-from crt_video.features.frame_encoder import build_frame_encoder
+from crt_video.features.source import expected_identity
 from crt_video.models import build_model
 from crt_video.tasks import task_of
 from crt_video.utils.logging import get_logger
@@ -69,12 +69,9 @@ def test_checkpoint(
     """
     task = task_of(cfg)
     # The checkpoint is checked before any video is decoded: a wrong one fails in seconds.
-    encoder = build_frame_encoder(cfg["encoder"]) if data is None else None
+    identity, encoder = expected_identity(cfg) if data is None else (data.encoder_identity, None)
     model, _ = load_model(
-        checkpoint,
-        task=task.name,
-        class_names=task.class_names(cfg),
-        encoder_identity=encoder.identity if encoder is not None else data.encoder_identity,
+        checkpoint, task=task.name, class_names=task.class_names(cfg), encoder_identity=identity
     )
     data = data or task.prepare_data(cfg, (split,), dist_info, device, encoder)
     if len(data.splits.get(split, [])) == 0:

@@ -30,8 +30,8 @@ from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier, broa
 from crt_video.engine.evaluate import evaluate
 from crt_video.engine.train_task import TrainConfig, TrainTask
 from crt_video.errors import DatasetError
-from crt_video.features.extract import extract_to_cache
 from crt_video.features.frame_encoder import FrameEncoder
+from crt_video.features.source import prepare_features
 from crt_video.tasks.base import Task, register_task
 from crt_video.utils.logging import get_logger
 
@@ -180,8 +180,7 @@ class ClipTask(Task):
                 tables[split] = read_annotations(path, class_names(cfg["protocol"]))
 
         videos = sorted({video for table in tables.values() for video in table["video"]})
-        extraction = extract_to_cache(cfg, video_dir, videos, encoder, device, dist_info)
-        store, encoder = extraction.store, extraction.encoder
+        store, identity = prepare_features(cfg, video_dir, videos, encoder, device, dist_info)
         missing = [video for video in videos if not store.has(video)]
         if missing:
             logger.warning(
@@ -200,7 +199,7 @@ class ClipTask(Task):
                     f"the {split} split of protocol {cfg['protocol']} has no clips in {video_dir}; "
                     "check data_root and the clip names (<Activity>_pPP_rRR_vVV_cCC.mp4)"
                 )
-        return FeatureData(store, tables, class_names(cfg["protocol"]), encoder.identity)
+        return FeatureData(store, tables, class_names(cfg["protocol"]), identity)
 
     def training(
         self, cfg: dict, data: FeatureData, device: torch.device, dist_info: DistInfo

@@ -31,8 +31,8 @@ from crt_video.engine.distributed import (
 from crt_video.engine.train_task import TrainTask
 from crt_video.errors import DatasetError
 from crt_video.evaluation.detection_report import score_detection, write_detection_report
-from crt_video.features.extract import extract_to_cache
 from crt_video.features.frame_encoder import FrameEncoder
+from crt_video.features.source import prepare_features, reads_npy
 from crt_video.models.crt import CRTConfig
 from crt_video.models.transformer import valid_mask
 from crt_video.tasks.base import Task, register_task
@@ -44,8 +44,11 @@ logger = get_logger(__name__)
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_frame_map", "lr", "seconds")
 
 
-def resolve_tsu_paths(cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> tuple[Path, Path]:
-    """(video folder, annotation file); a demo config generates both on first use (rank 0)."""
+def resolve_tsu_paths(
+    cfg: dict, dist_info: DistInfo = SINGLE_PROCESS, need_videos: bool = True
+) -> tuple[Path, Path]:
+    """(video folder, annotation file); a demo config generates both on first use (rank 0).
+    Without ``need_videos`` (features from .npy files) the video folder may be absent."""
     if not cfg.get("data_root") or not cfg.get("ann_file"):
         raise DatasetError("a TSU config needs data_root (the .mp4 folder) and ann_file (the JSON)")
     video_dir, ann_file = Path(cfg["data_root"]).expanduser(), Path(cfg["ann_file"]).expanduser()
@@ -57,7 +60,7 @@ def resolve_tsu_paths(cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> tuple[
             make_tsu_demo(video_dir, ann_file, cfg.get("class_file"), **cfg["demo"])
         barrier()
         check_tsu_demo(video_dir, ann_file, **cfg["demo"])
-    if not video_dir.is_dir():
+    if need_videos and not video_dir.is_dir():
         raise DatasetError(
             f"data_root {video_dir} does not exist; put the TSU .mp4 videos there "
             "or pass --cfg-options data_root=DIR"
@@ -171,18 +174,19 @@ class DenseTask(Task):
         encoder: FrameEncoder | None = None,
     ) -> FeatureData:
         """Annotations of ``splits`` for the videos present, with their features extracted (on
-        ``device``, by default the config's; under torchrun each rank extracts a share)."""
-        video_dir, ann_file = resolve_tsu_paths(cfg, dist_info)
+        ``device``, by default the config's; under torchrun each rank extracts a share), or
+        for every annotated video, with its .npy features."""
+        npy = reads_npy(cfg)
+        video_dir, ann_file = resolve_tsu_paths(cfg, dist_info, need_videos=not npy)
         class_names = tsu_class_names(cfg.get("class_file"))
         videos = split_videos(
             read_tsu_annotations(ann_file, len(class_names)), cfg["protocol"], cfg["val_mode"]
         )
         wanted = [v for split in splits for v in videos[split]]
-        present = [v for v in wanted if (video_dir / v.file_name).is_file()]
-        extraction = extract_to_cache(
+        present = wanted if npy else [v for v in wanted if (video_dir / v.file_name).is_file()]
+        store, identity = prepare_features(
             cfg, video_dir, [v.file_name for v in present], encoder, device, dist_info
         )
-        store, encoder = extraction.store, extraction.encoder
         kept = {split: [v for v in videos[split] if store.has(v.file_name)] for split in splits}
         left_out = len(wanted) - sum(len(v) for v in kept.values())
         if left_out:
@@ -197,7 +201,7 @@ class DenseTask(Task):
                     f"the {split} split of TSU protocol {cfg['protocol']} has no videos in "
                     f"{video_dir}; check data_root and ann_file (names P<s>T<t>C<c>.mp4)"
                 )
-        return FeatureData(store, kept, class_names, encoder.identity)
+        return FeatureData(store, kept, class_names, identity)
 
     def training(
         self, cfg: dict, data: FeatureData, device: torch.device, dist_info: DistInfo
