@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from crt_video.data.smarthome import PROTOCOLS, VAL_MODES
+from crt_video.data.thumos import ONLINE_PROTOCOLS, ONLINE_VAL_MODES
 from crt_video.data.tsu import TSU_PROTOCOLS, TSU_VAL_MODES
 from crt_video.engine.distributed import check_device_name
 from crt_video.errors import ConfigError
@@ -256,9 +257,12 @@ def _require_keys(cfg: dict, path: Path) -> None:
 
 
 def _check_values(cfg: dict, source: str) -> None:
-    # Dense detection (model.task='dense') runs on TSU, with its own protocols.
-    dense = isinstance(cfg["model"], dict) and task_name(cfg["model"]) == "dense"
-    protocols, val_modes = (TSU_PROTOCOLS, TSU_VAL_MODES) if dense else (PROTOCOLS, VAL_MODES)
+    # Each task has its dataset's protocols: clip (Smarthome), dense (TSU), online (THUMOS'14).
+    task = task_name(cfg["model"]) if isinstance(cfg["model"], dict) else "clip"
+    protocols, val_modes = {
+        "dense": (TSU_PROTOCOLS, TSU_VAL_MODES),
+        "online": (ONLINE_PROTOCOLS, ONLINE_VAL_MODES),
+    }.get(task, (PROTOCOLS, VAL_MODES))
     if cfg["protocol"] not in protocols:
         raise ConfigError(
             f"{source}: protocol {cfg['protocol']!r} is not one of {', '.join(protocols)}"

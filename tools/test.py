@@ -12,6 +12,7 @@ from crt_video.config import load_config, resolve_work_dir
 from crt_video.data.splits import SPLITS
 from crt_video.engine.distributed import distributed_session
 from crt_video.engine.pipeline import test_checkpoint
+from crt_video.tasks import task_of
 from crt_video.utils.cli import run_cli
 
 
@@ -41,17 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not dist_info.is_main:
         return 0
-    if "frame_map" in metrics:  # dense detection (TSU)
-        print(
-            f"{args.split}: frame-mAP {metrics['frame_map']:.4f}  event-mAP@0.5 "
-            f"{metrics['event_map']['0.5']:.4f}  ({metrics['num_videos']} videos)"
-        )
-    else:
-        print(
-            f"{args.split}: mean per-class accuracy {metrics['mean_class_accuracy']:.4f}  "
-            f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
-            f"({metrics['num_clips']} clips)"
-        )
+    print(f"{args.split}: {task_of(cfg).summary(metrics)}")
     print(f"report: {out_dir}")
     return 0
 

@@ -20,12 +20,13 @@ def load_video(data: FeatureData, video: TSUVideo) -> tuple[torch.Tensor, torch.
 
 class WindowDataset(Dataset):
     """One window of ``window`` frames per training video (the whole video when it is shorter or
-    ``window`` is None), placed at random from (seed, epoch, index) as the clip crops are."""
+    ``window`` is None), placed at random from (seed, epoch, index) as the clip crops are.
+    ``items``: each video's features [n, D] and per-frame targets [n, C]."""
 
     def __init__(
-        self, data: FeatureData, videos: list[TSUVideo], window: int | None, seed: int
+        self, items: list[tuple[torch.Tensor, torch.Tensor]], window: int | None, seed: int
     ) -> None:
-        self.items = [load_video(data, video) for video in videos]
+        self.items = items
         self.window = window
         self.seed = seed
         self.epoch = 0

@@ -1,8 +1,11 @@
-"""Scoring a split with a trained clip classifier: gathered class probabilities and metrics."""
+"""Scoring a split: a clip classifier's gathered class probabilities and metrics, and any
+per-frame model's logits over whole videos."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -90,3 +93,23 @@ def evaluate(
             out_dir, annotations["video"].tolist(), labels, scores, list(data.class_names)
         )
     return score_summary(labels, scores, num_classes)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    features_of: Callable[[Any], torch.Tensor],
+    videos: list,
+    device: torch.device,
+    dist_info: DistInfo = SINGLE_PROCESS,
+) -> list[np.ndarray]:
+    """Per-frame logits [n, C] of each whole video (``features_of(video)``: [n, D]), in order.
+    Under torchrun each rank runs a stride of the videos and every rank gets them all."""
+    model.eval()
+    mine = {}
+    for index in range(dist_info.rank, len(videos), dist_info.world_size):
+        features = features_of(videos[index]).float()[None].to(device)
+        logits = model(features, torch.tensor([features.shape[1]], device=device))
+        mine[index] = logits[0].float().cpu().numpy()
+    gathered = {index: row for part in all_gather_objects(mine) for index, row in part.items()}
+    return [gathered[index] for index in range(len(videos))]

@@ -28,6 +28,7 @@ SCORE_CURVES = {  # log column: (legend, line style), drawn where the task logs 
     "val_mean_class_accuracy": ("val mean class accuracy", "-"),
     "val_top1": ("val top-1", "-"),
     "val_frame_map": ("val frame-mAP", "-"),
+    "val_perframe_map": ("val per-frame mAP", "-"),
     "train_top1": ("train top-1", ":"),
 }
 

@@ -1,7 +1,7 @@
 """Pre-extracted features as published with the datasets, in place of the extracted store.
 
 ``features = dict(type='npy', dir=DIR, streams=None)``: one ``<video stem>.npy`` per video in
-``DIR``, or with ``streams=['rgb_kinetics_resnet50', 'flow_kinetics_bninception']`` one per video
+``DIR`` (None: the config's ``data_root``), or with ``streams=['rgb_kinetics_resnet50', 'flow_kinetics_bninception']`` one per video
 in each stream's subfolder, concatenated row by row. A file is ``[N, D]`` or ``[N, 1, 1, D]``
 (I3D's TSU and Charades files). Row i of N covers time ``i / N * duration`` of its video, as
 the reference loaders map them (:func:`crt_video.data.tsu.frame_targets`).
@@ -37,8 +37,6 @@ class FeaturesConfig:
             raise ConfigError(
                 f"features.type={self.type!r} is not one of {', '.join(FEATURE_TYPES)}"
             )
-        if self.type == "npy" and not self.dir:
-            raise ConfigError("features.type='npy' needs features.dir, the folder of .npy files")
         if self.streams is not None:
             if isinstance(self.streams, str) or not self.streams:
                 raise ConfigError(
@@ -50,8 +48,10 @@ class FeaturesConfig:
 class NpyFeatures:
     """Read-only, with the store's interface: ``has``, ``load``, ``feature_dim``, ``root``."""
 
-    def __init__(self, cfg: FeaturesConfig) -> None:
-        self.root = Path(cfg.dir).expanduser()
+    def __init__(self, cfg: FeaturesConfig, default_dir: str | None = None) -> None:
+        if not (cfg.dir or default_dir):
+            raise ConfigError("features.type='npy' needs features.dir, the folder of .npy files")
+        self.root = Path(cfg.dir or default_dir).expanduser()
         self.streams = cfg.streams
         self.folders = [self.root / s for s in cfg.streams] if cfg.streams else [self.root]
         missing = [str(folder) for folder in self.folders if not folder.is_dir()]

@@ -30,7 +30,7 @@ def prepare_features(
     clips it cannot decode; with .npy files every video must have its file."""
     features = FeaturesConfig.from_dict(cfg.get("features"))
     if features.type == "npy":
-        store = NpyFeatures(features)
+        store = NpyFeatures(features, cfg.get("data_root"))
         store.check(videos)
         return store, store.identity
     extraction = extract_to_cache(cfg, video_dir, videos, encoder, device, dist_info)
@@ -42,6 +42,6 @@ def expected_identity(cfg: dict) -> tuple[dict, FrameEncoder | None]:
     data work; and the encoder built to learn it (None for .npy files), to be reused."""
     features = FeaturesConfig.from_dict(cfg.get("features"))
     if features.type == "npy":
-        return NpyFeatures(features).identity, None
+        return NpyFeatures(features, cfg.get("data_root")).identity, None
     encoder = build_frame_encoder(cfg["encoder"])
     return encoder.identity, encoder

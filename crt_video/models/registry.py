@@ -15,7 +15,7 @@ from torch import nn
 
 from crt_video.errors import ConfigError
 
-TASKS = ("clip", "dense")
+TASKS = ("clip", "dense", "online")
 DEFAULT_TASK = "clip"
 _MODELS: dict[tuple[str, str], tuple[type[nn.Module], type]] = {}
 
@@ -24,7 +24,7 @@ def register_model(
     name: str, config_class: type, tasks: tuple[str, ...] = TASKS
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: ``name`` builds ``cls(in_dim, num_classes, config_class(**keys))`` for
-    each of ``tasks``, with ``per_frame=True`` for 'dense' (one head per frame, not per clip)."""
+    each of ``tasks``, with ``per_frame=True`` for the per-frame tasks (one head per frame)."""
 
     def decorator(cls: type[nn.Module]) -> type[nn.Module]:
         for task in tasks:
@@ -72,6 +72,6 @@ def build_model(cfg: dict, in_dim: int, num_classes: int) -> nn.Module:
     model_class, config_class = _MODELS[task, name]
     used = {f.name for f in dataclasses.fields(config_class)}
     config = config_class(**{key: value for key, value in cfg.items() if key in used})
-    if task == "dense":
+    if task != "clip":
         return model_class(in_dim, num_classes, config, per_frame=True)
     return model_class(in_dim, num_classes, config)

@@ -225,5 +225,5 @@ class ClipTask(Task):
     def summary(self, metrics: dict) -> str:
         return (
             f"mean per-class accuracy {metrics['mean_class_accuracy']:.4f}, top-1 "
-            f"{metrics['top1']:.4f} over {metrics['num_clips']} clips"
+            f"{metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} over {metrics['num_clips']} clips"
         )

@@ -19,15 +19,15 @@ from torch import nn
 
 from crt_video.data.feature_dataset import EpochSampler, FeatureData
 from crt_video.data.splits import SPLITS
-from crt_video.data.tsu import TSUVideo, read_tsu_annotations, split_videos, tsu_class_names
+from crt_video.data.tsu import read_tsu_annotations, split_videos, tsu_class_names
 from crt_video.data.window_dataset import WindowDataset, collate_windows, load_video
 from crt_video.engine.distributed import (
     SINGLE_PROCESS,
     DistInfo,
-    all_gather_objects,
     barrier,
     broadcast_object,
 )
+from crt_video.engine.evaluate import predict_logits
 from crt_video.engine.train_task import TrainTask
 from crt_video.errors import DatasetError
 from crt_video.evaluation.detection_report import score_detection, write_detection_report
@@ -70,24 +70,9 @@ def resolve_tsu_paths(
     return video_dir.resolve(), ann_file
 
 
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    data: FeatureData,
-    videos: list[TSUVideo],
-    device: torch.device,
-    dist_info: DistInfo = SINGLE_PROCESS,
-) -> list[np.ndarray]:
-    """Per-frame logits [n, C] of each whole video, in order. Under torchrun each rank runs a
-    stride of the videos and every rank gets them all."""
-    model.eval()
-    mine = {}
-    for index in range(dist_info.rank, len(videos), dist_info.world_size):
-        features = load_video(data, videos[index])[0].float()[None].to(device)
-        logits = model(features, torch.tensor([features.shape[1]], device=device))
-        mine[index] = logits[0].float().cpu().numpy()
-    gathered = {index: row for part in all_gather_objects(mine) for index, row in part.items()}
-    return [gathered[index] for index in range(len(videos))]
+def video_features(data: FeatureData):
+    """A TSU video -> its features [n, D]."""
+    return lambda video: load_video(data, video)[0]
 
 
 def sigmoid(logits: list[np.ndarray]) -> list[np.ndarray]:
@@ -117,11 +102,12 @@ def dense_task(
     """Dense detection: BCE on training windows, best by validation frame-mAP (then BCE)."""
     seed = int(cfg["seed"])
     train_videos, val_videos = data.splits["train"], data.splits.get("val", [])
-    dataset = WindowDataset(data, train_videos, cfg["dense"]["window"], seed)
+    items = [load_video(data, video) for video in train_videos]
+    dataset = WindowDataset(items, cfg["dense"]["window"], seed)
     val_targets = [load_video(data, video)[1] for video in val_videos]
 
     def validate(model: nn.Module) -> dict:
-        logits = predict_logits(model, data, val_videos, device, dist_info)
+        logits = predict_logits(model, video_features(data), val_videos, device, dist_info)
         scores = sigmoid(logits)
         loss = F.binary_cross_entropy_with_logits(
             torch.from_numpy(np.concatenate(logits)), torch.cat(val_targets)
@@ -221,7 +207,8 @@ class DenseTask(Task):
         """metrics.json, events/ and activity_bars.png; each rank runs a share of the videos."""
         videos = data.splits[split]
         with cpu_threads(device, 1):
-            scores = sigmoid(predict_logits(model, data, videos, device, dist_info))
+            logits = predict_logits(model, video_features(data), videos, device, dist_info)
+            scores = sigmoid(logits)
         metrics = None
         if dist_info.is_main:
             metrics = write_detection_report(
