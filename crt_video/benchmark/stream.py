@@ -280,7 +280,7 @@ def measure(spec: dict) -> dict:
         peak_rss_mib=_peak_rss_mib(),
         segment_len=labeler.runner.segment_len,
         load_average=os.getloadavg()[0],
-        precision=getattr(getattr(labeler, "encoder", None), "precision", None),
+        precision=getattr(labeler.stream.encoder, "precision", None),
     )
     if spec["breakdown"]:
         result.update(_breakdown(labeler, Path(spec["source"])))
