@@ -47,7 +47,7 @@ def child(folder: Path, body: str, name: str = "child.py") -> Path:
 def test_every_shipped_config_loads_and_is_plain_data(path):
     cfg = load_config(path)
     assert cfg["_config_name"] == path.stem
-    assert cfg["protocol"] in ("cs", "cv1", "cv2", "cv")  # 'cv': TSU cross-view
+    assert cfg["protocol"] in ("cs", "cv1", "cv2", "cv", "thumos14")  # cv: TSU cross-view
     assert cfg["sampling"]["fps"] > 0
     assert cfg["model"]["type"] in ("crt", "segment", "full", "meanpool")
     assert pickle.loads(pickle.dumps(cfg)) == cfg
