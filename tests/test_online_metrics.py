@@ -53,3 +53,14 @@ def test_calibrated_precision_equals_plain_precision_at_balanced_classes():
     assert calibrated_average_precision(targets, scores) == pytest.approx(
         average_precision(scores, targets)
     )
+
+
+def test_perframe_map_equals_lstrs_on_random_scores_with_ambiguous_rows():
+    # 3000 rows over THUMOS's 22 classes, some labelled Ambiguous (21): the value LSTR's
+    # perframe_average_precision (with its THUMOS postprocessing) gives on this draw.
+    rng = np.random.default_rng(7)
+    names = [f"c{i}" for i in range(22)]
+    targets = np.eye(22, dtype=int)[rng.integers(0, 22, size=3000)]
+    scores = rng.random((3000, 22))
+    result = perframe_map(targets, scores, names, background=0, ambiguous=21)
+    assert result["perframe_map"] == pytest.approx(0.0513383124576817, abs=1e-9)
