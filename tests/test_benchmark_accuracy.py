@@ -13,12 +13,11 @@ from crt_video.benchmark import accuracy
 from crt_video.benchmark.accuracy import (
     add_arguments,
     bootstrap_interval,
-    fold_splits,
-    fold_table,
     resumable_scratch,
     run,
     run_one,
 )
+from crt_video.benchmark.accuracy_clips import fold_splits, fold_table
 from crt_video.benchmark.accuracy_report import (
     ABLATION_GAP_PLOT_NAME,
     ABLATION_PLOT_NAME,

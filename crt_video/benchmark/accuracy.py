@@ -31,15 +31,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from crt_video.benchmark.accuracy_clips import CLASS_NAMES, fold_splits, fold_table, make_clips
 from crt_video.benchmark.accuracy_report import report, selection_markdown
 from crt_video.benchmark.accuracy_variants import (
     FULL_CANDIDATES,
     ablation_variants,
     model_variants,
 )
-from crt_video.data.demo import ORDER_CLASSES, make_event_order_dataset
+from crt_video.data.demo import ORDER_CLASSES
 from crt_video.data.feature_dataset import FeatureData
-from crt_video.data.smarthome import parse_clip_name
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.evaluate import predict
 from crt_video.engine.trainer import train
@@ -52,7 +52,6 @@ from crt_video.models import build_model
 from crt_video.utils.flops import count_flops
 from crt_video.utils.io import atomic_write_json
 
-CLASS_NAMES = tuple(sorted(ORDER_CLASSES))
 # Below this training top-1 (2 balanced classes) a model is reported as not having learned.
 LEARNED_TRAIN_TOP1 = 0.75
 BOOTSTRAP = 2000
@@ -95,35 +94,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train the ablations of CRT (the paper's table 8 in video form) instead of the "
         "comparison with the other models",
     )
-
-
-def fold_table(videos: list[str], folds: int) -> pd.DataFrame:
-    """One row per clip with its label, gap group and fold (stratified by class and gap)."""
-    rows = []
-    for video in sorted(videos):
-        label = parse_clip_name(video).activity
-        rows.append(
-            {
-                "video": video,
-                "label": label,
-                "label_id": CLASS_NAMES.index(label),
-                "gap": float(Path(video).parent.name.removeprefix("gap")),
-            }
-        )
-    table = pd.DataFrame(rows)
-    table["fold"] = table.groupby(["label_id", "gap"]).cumcount() % folds
-    return table
-
-
-def fold_splits(table: pd.DataFrame, fold: int, folds: int) -> dict[str, pd.DataFrame]:
-    val_fold = (fold + 1) % folds
-    columns = ["video", "label", "label_id"]
-    pick = {
-        "test": table["fold"] == fold,
-        "val": table["fold"] == val_fold,
-        "train": ~table["fold"].isin([fold, val_fold]),
-    }
-    return {name: table.loc[mask, columns].reset_index(drop=True) for name, mask in pick.items()}
 
 
 def run_one(job: dict) -> dict:
@@ -174,31 +144,6 @@ def _train_and_score(job: dict) -> dict:
         "videos": splits["test"]["video"].tolist(),
         "predictions": scores.argmax(1).tolist(),
     }
-
-
-def make_clips(
-    root: Path, clips: int, seconds: float, fps: float, gaps: list[float], segment_seconds: float
-) -> list[str]:
-    """Clips split evenly over the gap groups, each group in its own folder ``gap<segments>``.
-
-    Small frames at the sampling rate: decoding then wastes no frame and no resize."""
-    videos = []
-    for index, gap in enumerate(gaps):
-        group = root / f"gap{gap:g}"
-        count = clips // len(gaps) + (index < clips % len(gaps))
-        paths = make_event_order_dataset(
-            group,
-            seed=index,
-            num_clips=count,
-            min_seconds=seconds,
-            max_seconds=seconds,
-            classes=ORDER_CLASSES,
-            size=(32, 32),
-            fps=round(fps),
-            gap_seconds=gap * segment_seconds,
-        )
-        videos += [str(path.relative_to(root)) for path in paths]
-    return videos
 
 
 def bootstrap_interval(labels: np.ndarray, preds: np.ndarray, seed: int = 0) -> tuple[float, float]:
