@@ -22,12 +22,14 @@ from crt_video.errors import DatasetError
 
 DEMO_CLASSES = ("Background", "Cued_A", "Cued_B", "Ambiguous")
 STREAM_WIDTHS = (8, 4)
+DEMO_SETTINGS = {"seed": 0, "num_train": 60, "num_test": 20, "rows": 240}  # the defaults
 
 
-def make_thumos_demo(
-    root: Path, seed: int = 0, num_train: int = 60, num_test: int = 20, rows: int = 240
-) -> None:
-    """Write the set into ``root`` (through a scratch folder, so a half set never stays)."""
+def make_thumos_demo(root: Path, **settings: int) -> None:
+    """Write the set into ``root`` (through a scratch folder, so a half set never stays);
+    ``settings`` change DEMO_SETTINGS."""
+    settings = DEMO_SETTINGS | settings
+    seed, num_train, num_test, rows = (settings[k] for k in DEMO_SETTINGS)
     root = Path(root)
     scratch = root.with_name(root.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
@@ -47,7 +49,7 @@ def make_thumos_demo(
             "ignore_index": DEMO_CLASSES.index("Ambiguous"),
             "train_session_set": train,
             "test_session_set": test,
-            "demo": {"seed": seed, "num_train": num_train, "num_test": num_test, "rows": rows},
+            "demo": settings,
         }
     }
     (scratch / INFO_FILE).write_text(json.dumps(info, indent=1))
@@ -58,7 +60,7 @@ def make_thumos_demo(
 def check_thumos_demo(root: Path, **settings) -> None:
     """A demo folder made with other settings is refused: its sessions would not be these."""
     made = json.loads((Path(root) / INFO_FILE).read_text())["THUMOS"].get("demo")
-    wanted = {"seed": 0, "num_train": 60, "num_test": 20, "rows": 240} | settings
+    wanted = DEMO_SETTINGS | settings
     if made != wanted:
         raise DatasetError(
             f"{root} holds a THUMOS demo made with {made}, not {wanted}; delete it to generate "

@@ -119,7 +119,7 @@ class OnlineTask(Task):
     ) -> FeatureData:
         """Each split's sessions with their features and aligned targets."""
         root = self.video_dir(cfg, dist_info)
-        dataset = self.dataset(cfg, dist_info)
+        dataset = read_data_info(root, cfg["val_mode"])
         sessions = {split: dataset.sessions[split] for split in splits}
         wanted = [session for split in splits for session in sessions[split]]
         store, identity = prepare_features(cfg, root, wanted, encoder, device, dist_info)
