@@ -13,7 +13,8 @@ the key, the file and the closest valid key. ``model`` (checked by ``build_model
 ``encoder.kwargs`` (passed to timm) are free-form.
 
 The loaded config is a plain nested dict (JSON- and pickle-safe) with ``_config_path`` and
-``_config_name`` (the file stem) added.
+``_config_name`` (the file stem) added; :mod:`crt_video.run_config` parses it into typed,
+checked sections.
 """
 
 from __future__ import annotations
@@ -30,14 +31,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from crt_video.data.smarthome import PROTOCOLS, VAL_MODES
-from crt_video.data.thumos import ONLINE_PROTOCOLS, ONLINE_VAL_MODES
-from crt_video.data.tsu import TSU_PROTOCOLS, TSU_VAL_MODES
-from crt_video.engine.distributed import check_device_name
 from crt_video.errors import ConfigError
-from crt_video.features.frame_encoder import FrameEncoderConfig
-from crt_video.features.npy_features import FeaturesConfig
-from crt_video.models.registry import task_name
 from crt_video.utils.io import atomic_write_text
 
 BASE_KEY = "_base_"
@@ -52,8 +46,6 @@ REQUIRED_KEYS = (
     "cache_dir",
     "seed",
     "device",
-    "sampling",
-    "encoder",
     "model",
     "train",
 )
@@ -61,12 +53,12 @@ _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 
 def load_config(path: str | Path, cfg_options: list[str] | None = None) -> dict:
-    """Load ``path`` with its bases, apply ``--cfg-options`` items (``a.b=value``), validate."""
+    """Load ``path`` with its bases and apply ``--cfg-options`` items (``a.b=value``); the values
+    are checked when :func:`crt_video.run_config.parse_run_config` types the sections."""
     path = Path(path)
     cfg = _load_file(path, chain=())
     cfg.pop(BASE_KEY, None)
     _require_keys(cfg, path)
-    _check_values(cfg, str(path))
     if cfg_options:
         apply_cfg_options(cfg, cfg_options)
     cfg["_config_path"] = str(path)
@@ -101,7 +93,6 @@ def apply_cfg_options(cfg: dict, items: list[str]) -> dict:
                 node[part] = value
             else:
                 node = node.setdefault(part, {})
-    _check_values(cfg, "--cfg-options")
     return cfg
 
 
@@ -119,20 +110,6 @@ def dump_config(cfg: dict, path: str | Path) -> Path:
             lines.append(f"{key} = {_format_value(value, indent=0)}")
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
-
-
-def resolve_work_dir(cfg: dict, override: str | None = None) -> Path:
-    """``override`` (e.g. ``--work-dir``), else ``cfg['work_dir']``, else ``work_dirs/<config>``."""
-    if override:
-        return Path(override)
-    if cfg.get("work_dir"):
-        return Path(cfg["work_dir"])
-    return Path("work_dirs") / cfg["_config_name"]
-
-
-def resolve_cache_dir(cfg: dict) -> Path:
-    """Where annotations and features are cached, shared by every config (default work_dirs/cache)."""
-    return Path(cfg.get("cache_dir") or "work_dirs/cache").expanduser()
 
 
 def config_hash(obj: Any, length: int = 12) -> str:
@@ -254,32 +231,6 @@ def _require_keys(cfg: dict, path: Path) -> None:
             f"{path}: missing keys {', '.join(missing)}; inherit them with "
             "_base_ = ['_base_/default_runtime.py', ...] as configs/smarthome_cs.py does"
         )
-
-
-def _check_values(cfg: dict, source: str) -> None:
-    # Each task has its dataset's protocols: clip (Smarthome), dense (TSU), online (THUMOS'14).
-    task = task_name(cfg["model"]) if isinstance(cfg["model"], dict) else "clip"
-    protocols, val_modes = {
-        "dense": (TSU_PROTOCOLS, TSU_VAL_MODES),
-        "online": (ONLINE_PROTOCOLS, ONLINE_VAL_MODES),
-    }.get(task, (PROTOCOLS, VAL_MODES))
-    if cfg["protocol"] not in protocols:
-        raise ConfigError(
-            f"{source}: protocol {cfg['protocol']!r} is not one of {', '.join(protocols)}"
-        )
-    if cfg["val_mode"] not in val_modes:
-        raise ConfigError(
-            f"{source}: val_mode {cfg['val_mode']!r} is not one of {', '.join(val_modes)}"
-        )
-    try:
-        check_device_name(cfg["device"])
-    except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
-    try:
-        FrameEncoderConfig.from_dict(cfg["encoder"])
-        FeaturesConfig.from_dict(cfg.get("features"))
-    except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
 
 
 def _parse_value(text: str) -> Any:

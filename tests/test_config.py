@@ -4,8 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from crt_video.config import config_hash, dump_config, load_config, resolve_work_dir
+from crt_video.config import config_hash, dump_config, load_config
 from crt_video.errors import ConfigError
+from crt_video.run_config import load_run_config
+
+
+def load(path: Path, options: list[str] | None = None) -> dict:
+    """The merged config dict, after every section has been typed and checked."""
+    return load_run_config(path, options).source
+
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED = sorted(p for p in CONFIGS.rglob("*.py") if "_base_" not in p.parts)
@@ -45,7 +52,7 @@ def child(folder: Path, body: str, name: str = "child.py") -> Path:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_shipped_config_loads_and_is_plain_data(path):
-    cfg = load_config(path)
+    cfg = load(path)
     assert cfg["_config_name"] == path.stem
     assert cfg["protocol"] in ("cs", "cv1", "cv2", "cv", "thumos14")  # cv: TSU cross-view
     assert cfg["sampling"]["fps"] > 0
@@ -55,16 +62,16 @@ def test_every_shipped_config_loads_and_is_plain_data(path):
 
 
 def test_shipped_protocols_and_demo_marker():
-    assert load_config(CONFIGS / "smarthome_cv2.py")["protocol"] == "cv2"
-    assert load_config(CONFIGS / "smarthome_cs.py")["demo"] is None
-    demo = load_config(CONFIGS / "demo.py")
+    assert load(CONFIGS / "smarthome_cv2.py")["protocol"] == "cv2"
+    assert load(CONFIGS / "smarthome_cs.py")["demo"] is None
+    demo = load(CONFIGS / "demo.py")
     assert demo["demo"]["seed"] == 0
     assert demo["encoder"]["pretrained"] is False
-    assert demo["train"]["lr"] == load_config(CONFIGS / "smarthome_cs.py")["train"]["lr"]
+    assert demo["train"]["lr"] == load(CONFIGS / "smarthome_cs.py")["train"]["lr"]
 
 
 def test_child_merges_into_bases_key_by_key(base_dir):
-    cfg = load_config(child(base_dir, "model = dict(depth=1)\ntrain = dict(epochs=3)\n"))
+    cfg = load(child(base_dir, "model = dict(depth=1)\ntrain = dict(epochs=3)\n"))
     assert cfg["model"] == {"type": "crt", "depth": 1, "segment_len": 16}
     assert cfg["train"]["epochs"] == 3
     assert cfg["train"]["batch_size"] == 32
@@ -72,14 +79,14 @@ def test_child_merges_into_bases_key_by_key(base_dir):
 
 
 def test_delete_replaces_the_base_dict(base_dir):
-    cfg = load_config(child(base_dir, "model = dict(_delete_=True, type='meanpool')\n"))
+    cfg = load(child(base_dir, "model = dict(_delete_=True, type='meanpool')\n"))
     assert cfg["model"] == {"type": "meanpool"}
 
 
 def test_chained_inheritance_resolves_paths_relative_to_each_file(base_dir):
     child(base_dir, "protocol = 'cv1'\n", name="a.py")
     write(base_dir, "sub/b.py", "_base_ = '../a.py'\ntrain = dict(epochs=1)\n")
-    cfg = load_config(base_dir / "sub/b.py")
+    cfg = load(base_dir / "sub/b.py")
     assert (cfg["protocol"], cfg["train"]["epochs"], cfg["_config_name"]) == ("cv1", 1, "b")
 
 
@@ -93,7 +100,7 @@ def test_cfg_options_parse_python_literals(base_dir):
         "encoder.kwargs.drop_path_rate=0.1",
         "model.memory_cell=ncgru",
     ]
-    cfg = load_config(child(base_dir, ""), options)
+    cfg = load(child(base_dir, ""), options)
     assert cfg["train"]["epochs"] == 5
     assert cfg["train"]["crop_ratio"] == (0.5, 1.0)
     assert cfg["encoder"]["pretrained"] is False
@@ -118,11 +125,11 @@ def test_cfg_options_parse_python_literals(base_dir):
 )
 def test_typos_name_the_key_file_and_closest_match(base_dir, body, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(child(base_dir, body))
+        load(child(base_dir, body))
 
 
 def test_free_form_sections_are_not_checked_here(base_dir):
-    cfg = load_config(child(base_dir, "model = dict(heads=8)\nencoder = dict(kwargs=dict(a=1))\n"))
+    cfg = load(child(base_dir, "model = dict(heads=8)\nencoder = dict(kwargs=dict(a=1))\n"))
     assert cfg["model"]["heads"] == 8
     assert cfg["encoder"]["kwargs"] == {"img_size": 32, "a": 1}
 
@@ -140,7 +147,7 @@ def test_free_form_sections_are_not_checked_here(base_dir):
 )
 def test_bad_values_list_the_valid_ones(base_dir, body, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(child(base_dir, body))
+        load(child(base_dir, body))
 
 
 @pytest.mark.parametrize(
@@ -155,33 +162,34 @@ def test_bad_values_list_the_valid_ones(base_dir, body, message):
 )
 def test_bad_cfg_options(base_dir, option, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(child(base_dir, ""), [option])
+        load(child(base_dir, ""), [option])
 
 
 def test_file_errors(base_dir):
     with pytest.raises(ConfigError, match="missing.py not found"):
-        load_config(base_dir / "missing.py")
+        load(base_dir / "missing.py")
     with pytest.raises(ConfigError, match=r"child\.py:3: syntax error"):
-        load_config(child(base_dir, "train = dict(\n  epochs=3,,\n)\n"))
+        load(child(base_dir, "train = dict(\n  epochs=3,,\n)\n"))
     with pytest.raises(ConfigError, match=r"child\.py:2: NameError"):
-        load_config(child(base_dir, "seed = undefined + 1\n"))
+        load(child(base_dir, "seed = undefined + 1\n"))
     with pytest.raises(ConfigError, match="base config 'nope.py' not found"):
-        load_config(write(base_dir, "orphan.py", "_base_ = ['nope.py']\n"))
+        load(write(base_dir, "orphan.py", "_base_ = ['nope.py']\n"))
     with pytest.raises(ConfigError, match="is a PosixPath"):
-        load_config(child(base_dir, "import pathlib\ndata_root = pathlib.Path('x')\n"))
+        load(child(base_dir, "import pathlib\ndata_root = pathlib.Path('x')\n"))
     with pytest.raises(ConfigError, match="missing keys .*train"):
-        load_config(write(base_dir, "bare.py", "_base_ = ['_base_/runtime.py']\n"))
+        load(write(base_dir, "bare.py", "_base_ = ['_base_/runtime.py']\n"))
 
 
 def test_inheritance_loops_are_reported(base_dir):
     write(base_dir, "x.py", "_base_ = ['y.py']\n")
     write(base_dir, "y.py", "_base_ = ['x.py']\n")
     with pytest.raises(ConfigError, match="loops"):
-        load_config(base_dir / "x.py")
+        load(base_dir / "x.py")
 
 
 @pytest.mark.parametrize("name", ["demo.py", "smarthome_cs.py"])
 def test_dumped_config_loads_back_equal(tmp_path, name):
+    # Loaded untyped: the 1-tuple only tests the file format (it is no valid crop_ratio).
     cfg = load_config(CONFIGS / name, ["encoder.kwargs.img_size=48", "train.crop_ratio=(0.5,)"])
     cfg["sampling"]["note"] = "x" * 120  # forces the multi-line layout
     path = dump_config(cfg, tmp_path / name)
@@ -194,11 +202,11 @@ def test_dumped_config_loads_back_equal(tmp_path, name):
 
 
 def test_work_dir_defaults_to_the_config_name(base_dir):
-    cfg = load_config(child(base_dir, ""))
-    assert resolve_work_dir(cfg, None) == Path("work_dirs/child")
-    assert resolve_work_dir(cfg, "out/run1") == Path("out/run1")
-    cfg["work_dir"] = "elsewhere"
-    assert resolve_work_dir(cfg, None) == Path("elsewhere")
+    runtime = load_run_config(child(base_dir, "")).runtime
+    assert runtime.resolve_work_dir(None) == Path("work_dirs/child")
+    assert runtime.resolve_work_dir("out/run1") == Path("out/run1")
+    runtime = load_run_config(child(base_dir, ""), ["work_dir=elsewhere"]).runtime
+    assert runtime.resolve_work_dir(None) == Path("elsewhere")
 
 
 def test_config_hash_is_short_stable_and_order_independent():

@@ -102,14 +102,14 @@ def test_cli(tmp_path):
 
 
 def test_clip_demo_made_with_other_settings_is_a_one_line_error(tmp_path):
-    cfg = {"data_root": str(tmp_path / "demo"), "demo": {"seed": 0, "num_clips": 4}}
-    root = resolve_data_root(cfg)
+    data_root = str(tmp_path / "demo")
+    root = resolve_data_root(data_root, {"seed": 0, "num_clips": 4})
     assert len(list(root.glob("*.mp4"))) == 4
-    cfg["demo"] = {"seed": 0, "num_clips": 5}
+    other = {"seed": 0, "num_clips": 5}
     with pytest.raises(DatasetError, match="generated with demo settings") as err:
-        resolve_data_root(cfg)
+        resolve_data_root(data_root, other)
     assert "'num_clips': 4" in str(err.value) and "'num_clips': 5" in str(err.value)
     assert "\n" not in str(err.value)
 
     (root / "demo.json").unlink()  # a set generated before settings were recorded
-    assert resolve_data_root(cfg) == root
+    assert resolve_data_root(data_root, other) == root

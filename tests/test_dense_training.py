@@ -20,6 +20,7 @@ from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo
 from crt_video.engine.trainer import train
 from crt_video.errors import CheckpointError
 from crt_video.features.store import FeatureStore
+from crt_video.run_config import CONFIGS_DIR, run_config_from
 from crt_video.tasks.dense import dense_task
 from tests.test_trainer import interrupt_at_epoch_3
 
@@ -75,8 +76,9 @@ def train_dense(
     dist_info: DistInfo = SINGLE_PROCESS,
 ) -> Path:
     cpu = torch.device("cpu")
-    task = dense_task(cfg, data, cpu, dist_info)
-    return train(cfg, data, work_dir, cpu, dist_info, resume, task=task)
+    run = run_config_from(CONFIGS_DIR / "tsu_demo.py", **cfg)
+    task = dense_task(run, data, cpu, dist_info)
+    return train(run, data, work_dir, cpu, dist_info, resume, task=task)
 
 
 def test_windows_are_padded_with_their_lengths():

@@ -46,9 +46,8 @@ RANKS_SCRIPT = """
 import json, sys, time
 from pathlib import Path
 from crt_video.engine.distributed import barrier, distributed_session, gather_through_files
-cfg = {"device": "cpu", "dist_timeout_minutes": float(sys.argv[1])}
 out, mode = Path(sys.argv[2]), sys.argv[3]
-with distributed_session(cfg) as (device, info):
+with distributed_session("cpu", float(sys.argv[1])) as (device, info):
     if info.rank == 1:
         time.sleep(6)  # one rank's clips take longer than the collective timeout
     if mode == "files":

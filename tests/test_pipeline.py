@@ -16,6 +16,7 @@ from sklearn.metrics import balanced_accuracy_score
 from crt_video.data.annotations import annotation_path, read_annotations
 from crt_video.data.smarthome import class_names
 from crt_video.engine.distributed import SINGLE_PROCESS
+from crt_video.run_config import DataConfig
 from crt_video.tasks.clip import prepare_annotations
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,10 +230,10 @@ def test_a_new_avi_clip_refreshes_the_annotation_cache(tmp_path):
     clips.mkdir()
     for name in ("Walk_p03_r00_v01_c01.mp4", "Walk_p02_r00_v01_c01.mp4"):
         (clips / name).write_bytes(b"")  # annotations read names only
-    cfg = {"protocol": "cs", "val_mode": "subjects", "seed": 0, "cache_dir": str(tmp_path)}
-    first = prepare_annotations(cfg, clips, SINGLE_PROCESS)
+    data = DataConfig(protocol="cs", val_mode="subjects", cache_dir=str(tmp_path))
+    first = prepare_annotations(data, 0, clips, SINGLE_PROCESS)
     (clips / "Walk_p04_r00_v01_c01.avi").write_bytes(b"")
-    second = prepare_annotations(cfg, clips, SINGLE_PROCESS)
+    second = prepare_annotations(data, 0, clips, SINGLE_PROCESS)
     train = read_annotations(annotation_path(second, "cs", "train"))
     assert sorted(train["video"]) == ["Walk_p03_r00_v01_c01.mp4", "Walk_p04_r00_v01_c01.avi"]
     assert second != first

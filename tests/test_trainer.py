@@ -25,6 +25,7 @@ from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.evaluate import predict
 from crt_video.engine.trainer import train
 from crt_video.features.store import FeatureStore
+from crt_video.run_config import CONFIGS_DIR, RunConfig, run_config_from
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Getup", "Sitdown", "Walk")
@@ -52,7 +53,11 @@ def make_clip_data(root: Path, clips_per_class=(12, 4, 2), seed: int = 0) -> Fea
     )
 
 
-def train_cfg(epochs: int = 2, **train) -> dict:
+def train_cfg(epochs: int = 2, **train) -> RunConfig:
+    return run_config_from(CONFIGS_DIR / "demo.py", **train_sections(epochs, **train))
+
+
+def train_sections(epochs: int = 2, **train) -> dict:
     return {
         "seed": 0,
         "model": {
@@ -183,7 +188,7 @@ def test_torchrun_two_cpu_ranks_gather_exactly_all_clips(tmp_path):
         "from crt_video.models import build_model\n"
         "info = init_distributed(torch.device('cpu'))\n"
         "torch.manual_seed(0)\n"
-        f"model = build_model({train_cfg()['model']!r}, {DIM}, {len(CLASSES)})\n"
+        f"model = build_model({train_sections()['model']!r}, {DIM}, {len(CLASSES)})\n"
         "store = FeatureStore.create_or_open(sys.argv[1], "
         f"{{'encoder': {{'name': 'synthetic'}}, 'feature_dim': {DIM}}})\n"
         "table = pd.read_csv(sys.argv[2])\n"

@@ -101,21 +101,22 @@ def test_demo_square_after_disk_needs_the_past_and_lamp_overlaps_crossings():
 
 
 def test_tsu_demo_made_with_other_settings_is_a_one_line_error(tmp_path):
+    from crt_video.run_config import DataConfig
     from crt_video.tasks.dense import resolve_tsu_paths
 
     demo = dict(seed=0, num_videos=3, min_seconds=30.0, max_seconds=30.0)
-    cfg = {
-        "data_root": str(tmp_path / "tsu" / "mp4"),
-        "ann_file": str(tmp_path / "tsu" / "annotations.json"),
-        "demo": demo,
-    }
-    video_dir, ann_file = resolve_tsu_paths(cfg)
+    data = DataConfig(
+        protocol="cs",
+        val_mode="subjects",
+        data_root=str(tmp_path / "tsu" / "mp4"),
+        ann_file=str(tmp_path / "tsu" / "annotations.json"),
+    )
+    video_dir, ann_file = resolve_tsu_paths(data, demo)
     assert len(list(video_dir.glob("*.mp4"))) == 3
-    assert resolve_tsu_paths(cfg) == (video_dir, ann_file)  # same settings: reused
+    assert resolve_tsu_paths(data, demo) == (video_dir, ann_file)  # same settings: reused
 
-    cfg["demo"] = demo | {"seed": 1}
     with pytest.raises(DatasetError, match="generated with demo settings") as err:
-        resolve_tsu_paths(cfg)
+        resolve_tsu_paths(data, demo | {"seed": 1})
     message = str(err.value)
-    assert "'seed': 0" in message and "'seed': 1" in message and cfg["data_root"] in message
+    assert "'seed': 0" in message and "'seed': 1" in message and data.data_root in message
     assert "\n" not in message

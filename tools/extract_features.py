@@ -16,12 +16,11 @@ from pathlib import Path
 
 import torch
 
-from crt_video.config import load_config
 from crt_video.data.video_files import VIDEO_SUFFIXES, list_videos
 from crt_video.engine.distributed import DistInfo, distributed_session
 from crt_video.errors import DatasetError
-from crt_video.features.extract import extract_to_cache
-from crt_video.tasks import task_of
+from crt_video.features.source import extract_to_cache
+from crt_video.run_config import RunConfig, load_run_config
 from crt_video.utils.cli import run_cli
 
 
@@ -53,18 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     options = list(args.cfg_options)
     if args.device is not None:
         options.append(f"device={args.device}")
-    cfg = load_config(args.config, options)
-    with distributed_session(cfg) as (device, dist_info):
-        return _extract(cfg, args, device, dist_info)
+    run = load_run_config(args.config, options)
+    runtime = run.runtime
+    with distributed_session(runtime.device, runtime.dist_timeout_minutes) as (device, dist_info):
+        return _extract(run, args, device, dist_info)
 
 
-def _extract(cfg: dict, args: argparse.Namespace, device: torch.device, dist_info: DistInfo) -> int:
+def _extract(
+    run: RunConfig, args: argparse.Namespace, device: torch.device, dist_info: DistInfo
+) -> int:
     if args.video_dir:
         video_dir = Path(args.video_dir).expanduser().resolve()
         if not video_dir.is_dir():
             raise DatasetError(f"--video-dir {video_dir} is not a folder of video clips")
     else:
-        video_dir = task_of(cfg).video_dir(cfg, dist_info)
+        video_dir = run.task.video_dir(run, dist_info)
     videos = list_videos(video_dir)
     if not videos:
         raise DatasetError(
@@ -72,10 +74,11 @@ def _extract(cfg: dict, args: argparse.Namespace, device: torch.device, dist_inf
             "check data_root or --video-dir"
         )
     summary = extract_to_cache(
-        cfg,
+        run.feature_source,
         video_dir,
         videos,
-        device=device,
+        None,
+        device,
         dist_info=dist_info,
         store_root=Path(args.out) if args.out else None,
         progress=not args.no_progress,

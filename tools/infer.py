@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO
 
 from crt_video.engine.checkpoint import load_checkpoint
+from crt_video.engine.clip_inference import FrameWindowLabeler
 from crt_video.engine.dense_inference import detect_videos
 from crt_video.engine.distributed import DEVICE_NAMES, check_device_name, resolve_device
 from crt_video.engine.inference import (
@@ -44,7 +45,7 @@ from crt_video.engine.inference import (
     VideoLabeler,
 )
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, STDIN, is_live_source
-from crt_video.errors import ConfigError, VideoDecodeError
+from crt_video.errors import CheckpointError, ConfigError, VideoDecodeError
 from crt_video.evaluation.plots import plot_timeline
 from crt_video.features.precision import PRECISIONS
 from crt_video.models.registry import task_name
@@ -102,6 +103,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "encoder precision (auto: the fastest safe one on this CPU, timed once and cached); "
             "default: the checkpoint's where the hardware runs it"
         ),
+    )
+    parser.add_argument(
+        "--carry-memory",
+        action="store_true",
+        help="CR-ViT: carry the memory from window to window (default: two iterations per window)",
     )
     parser.add_argument(
         "--timeout",
@@ -244,7 +250,14 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         if task_name(ckpt) == "dense":  # a TSU detector: activity intervals instead of clip labels
             return detect_videos(args.videos, ckpt, device, args.json)
-        labeler = VideoLabeler.from_checkpoint(ckpt, device, args.precision)
+        if task_name(ckpt) == "video":  # an end-to-end model: it reads frames, not features
+            if args.live:
+                raise CheckpointError(
+                    f"{args.checkpoint}: live sources need a model on features (model.task=clip)"
+                )
+            labeler = FrameWindowLabeler.from_checkpoint(ckpt, device, args.carry_memory)
+        else:
+            labeler = VideoLabeler.from_checkpoint(ckpt, device, args.precision)
     # With --jsonl - the segment lines own stdout; the summary goes to stderr.
     report = sys.stderr if args.jsonl == "-" else sys.stdout
     if args.jsonl in (None, "-"):

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from crt_video.config import load_config, resolve_work_dir
 from crt_video.data.splits import SPLITS
 from crt_video.engine.distributed import distributed_session
 from crt_video.engine.pipeline import test_checkpoint
-from crt_video.tasks import task_of
+from crt_video.run_config import load_run_config
 from crt_video.utils.cli import run_cli
 
 
@@ -34,15 +33,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     options = list(args.cfg_options) + ([f"device={args.device}"] if args.device else [])
-    cfg = load_config(args.config, options)
-    out_dir = resolve_work_dir(cfg, args.work_dir) / args.split
-    with distributed_session(cfg) as (device, dist_info):
+    run = load_run_config(args.config, options)
+    runtime = run.runtime
+    out_dir = runtime.resolve_work_dir(args.work_dir) / args.split
+    with distributed_session(runtime.device, runtime.dist_timeout_minutes) as (device, dist_info):
         metrics = test_checkpoint(
-            cfg, args.checkpoint, out_dir, split=args.split, device=device, dist_info=dist_info
+            run, args.checkpoint, out_dir, split=args.split, device=device, dist_info=dist_info
         )
     if not dist_info.is_main:
         return 0
-    print(f"{args.split}: {task_of(cfg).summary(metrics)}")
+    print(f"{args.split}: {run.task.summary(metrics)}")
     print(f"report: {out_dir}")
     return 0
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from crt_video.config import load_config, resolve_work_dir
 from crt_video.engine.distributed import distributed_session
 from crt_video.engine.pipeline import run_pipeline
+from crt_video.run_config import load_run_config
 from crt_video.utils.cli import run_cli
 
 
@@ -51,11 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         options.append(f"seed={args.seed}")
     if args.device is not None:
         options.append(f"device={args.device}")
-    cfg = load_config(args.config, options)
-    with distributed_session(cfg) as (device, dist_info):
+    run = load_run_config(args.config, options)
+    runtime = run.runtime
+    with distributed_session(runtime.device, runtime.dist_timeout_minutes) as (device, dist_info):
         run_pipeline(
-            cfg,
-            resolve_work_dir(cfg, args.work_dir),
+            run,
+            runtime.resolve_work_dir(args.work_dir),
             args.resume,
             device=device,
             dist_info=dist_info,

@@ -49,6 +49,7 @@ from crt_video.features.frame_encoder import FrameEncoderConfig, build_frame_enc
 from crt_video.features.store import FeatureStore
 from crt_video.features.video import SamplingConfig
 from crt_video.models import build_model
+from crt_video.run_config import CONFIGS_DIR, run_config_from
 from crt_video.utils.flops import count_flops
 from crt_video.utils.io import atomic_write_json
 
@@ -118,9 +119,9 @@ def _train_and_score(job: dict) -> dict:
     table = pd.read_json(job["table"])
     splits = fold_splits(table, job["fold"], job["folds"])
     data = FeatureData(store, splits, CLASS_NAMES, job["identity"])
-    cfg = {**job["cfg"], "seed": job["fold"]}
+    run = run_config_from(CONFIGS_DIR / "smarthome_cs.py", **job["cfg"], seed=job["fold"])
     started = time.perf_counter()
-    best = train(cfg, data, Path(job["work_dir"]), torch.device("cpu"))
+    best = train(run, data, Path(job["work_dir"]), torch.device("cpu"))
     seconds = time.perf_counter() - started
     ckpt = load_checkpoint(best)
     epoch = int(ckpt["epoch"])

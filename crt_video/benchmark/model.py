@@ -99,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _process_memory_kib(field: str) -> int | None:
+def process_memory_kib(field: str) -> int | None:
     try:
         with open("/proc/self/status") as status:
             for line in status:
@@ -110,7 +110,7 @@ def _process_memory_kib(field: str) -> int | None:
     return None
 
 
-def _reset_peak_memory() -> bool:
+def reset_peak_memory() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")  # VmHWM := current resident set
@@ -148,24 +148,26 @@ def measure(
     _timed_run(model, torch.randn(1, 16, in_dim), train)  # lazy kernel and thread setup
     features = torch.randn(1, num_frames, in_dim)  # the input is not counted as model memory
     peak_bytes = None
-    if _reset_peak_memory():
-        before = _process_memory_kib("VmHWM")
+    if reset_peak_memory():
+        before = process_memory_kib("VmHWM")
         _timed_run(model, features, train)
-        peak_bytes = 1024 * (_process_memory_kib("VmHWM") - before)
+        peak_bytes = 1024 * (process_memory_kib("VmHWM") - before)
     seconds = min(_timed_run(model, features, train) for _ in range(repeats))
     return {"peak_bytes": peak_bytes, "seconds": seconds}
 
 
-def measure_in_fresh_process(**kwargs) -> dict:
-    """``measure`` in a new interpreter, so its peak memory inherits no other run's heap."""
+def measure_in_fresh_process(target: str = "crt_video.benchmark.model:measure", **kwargs) -> dict:
+    """``target`` (module:function, by default :func:`measure`) called with ``kwargs`` in a new
+    interpreter, so its peak memory inherits no other run's heap; it returns a JSON-able dict."""
     package_root = str(Path(crt_video.__file__).resolve().parents[1])
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]),
     }
+    module, function = target.split(":")
     code = (
-        "import json, sys; from crt_video.benchmark.model import measure; "
-        "print(json.dumps(measure(**json.loads(sys.argv[1]))))"
+        f"import json, sys; from {module} import {function}; "
+        f"print(json.dumps({function}(**json.loads(sys.argv[1]))))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True, env=env

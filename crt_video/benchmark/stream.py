@@ -43,9 +43,10 @@ from crt_video.features.precision import (
 )
 from crt_video.features.video import iter_frames
 from crt_video.models import build_model
+from crt_video.run_config import CONFIGS_DIR, parse_run_config
 from crt_video.utils.threads import cpu_threads
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "smarthome_cs.py"
+CONFIG = CONFIGS_DIR / "smarthome_cs.py"
 FULL = dict(seconds=60.0, live_seconds=30.0, width=640, height=480, video_fps=20)
 SMOKE = dict(seconds=4.0, live_seconds=3.0, width=160, height=120, video_fps=10)
 # Smoke settings only check that the benchmark runs: a tiny encoder and CRT.
@@ -157,12 +158,13 @@ def write_checkpoint(path: Path, encoder: FrameEncoderConfig, fps: float, model:
     cfg["encoder"] = asdict(encoder)
     cfg["sampling"].update(fps=fps)
     cfg["model"].update(model)
+    run = parse_run_config(cfg)
     frozen = build_frame_encoder(encoder)
-    torch.manual_seed(cfg["seed"])
-    head = build_model(cfg["model"], frozen.feature_dim, len(CLASSES_31))
+    torch.manual_seed(run.runtime.seed)
+    head = build_model(run.model, frozen.feature_dim, len(CLASSES_31))
     save_checkpoint(
         path,
-        config=cfg,
+        config=run.source,
         class_names=list(CLASSES_31),
         encoder_identity=frozen.identity,
         feature_dim=frozen.feature_dim,

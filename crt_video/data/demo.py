@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -42,6 +43,8 @@ DEMO_NUM_CLIPS = 400
 # Bumped whenever the generator draws other clips for the same settings, so old sets are refused.
 DEMO_GENERATOR_VERSION = 1
 SETTINGS_FILE = "demo.json"
+# make_demo_dataset's optional settings, beside seed and num_clips.
+DEMO_OPTIONS = ("min_seconds", "max_seconds", "separate_parts")
 
 # The first three clips of every class land in train, val and test of every protocol:
 # cameras 1, 5, 2 are the cross-view train, val and test cameras, and the subject groups
@@ -75,14 +78,22 @@ def _render_clip(
     fps: int,
     rng: np.random.Generator,
     gap_seconds: float | None = None,
+    separate_parts: bool = False,
 ) -> np.ndarray:
     """Frames uint8 [T, H, W, 3] of one clip: the events in order, separated by random gaps
-    (or by ``gap_seconds`` from the end of one event to the start of the next)."""
+    (or by ``gap_seconds`` from the end of one event to the start of the next), or with
+    ``separate_parts`` each inside its own equal part of the clip (event k of n in the k-th n-th)."""
     num_frames = max(1, round(seconds * fps))
     video = np.empty((num_frames, *size, 3), dtype=np.uint8)
     video[:] = rng.integers(*_BACKGROUND_LEVELS, size=3, dtype=np.uint8)
 
     durations = np.minimum(rng.uniform(0.8, 2.5, len(shapes)), seconds * 0.8 / len(shapes))
+    if separate_parts:
+        part = seconds / len(shapes)
+        for k, (shape, duration) in enumerate(zip(shapes, durations, strict=True)):
+            start = k * part + rng.uniform(0.0, part - duration)
+            draw_crossing(video, shape, start, duration, fps, rng)
+        return video
     # At least two empty frames between events, so consecutive events never merge.
     min_gap = 2.0 / fps
     free = seconds - durations.sum() - min_gap * (len(shapes) - 1)
@@ -184,11 +195,14 @@ def make_event_order_dataset(
     fps: int = 10,
     overwrite: bool = False,
     gap_seconds: float | None = None,
+    separate_parts: bool = False,
 ) -> list[Path]:
     """Write ``num_clips`` H.264 clips (class = ordered object shapes) and return their paths.
 
     Clip lengths are log-uniform in [min_seconds, max_seconds]; ``size`` is (height, width);
-    ``gap_seconds`` fixes the time between consecutive events (default: random gaps).
+    ``gap_seconds`` fixes the time between consecutive events (default: random gaps);
+    ``separate_parts`` puts each event in its own equal part of the clip (the first in the
+    first half, the second in the second), for models that read a clip in parts.
     Content and names depend only on the arguments; existing clips are kept unless
     ``overwrite``, so an interrupted run resumes.
     """
@@ -210,7 +224,9 @@ def make_event_order_dataset(
         rng = np.random.default_rng([seed, index])
         seconds = math.exp(rng.uniform(math.log(min_seconds), math.log(max_seconds)))
         activity = activities[index % len(activities)]
-        frames = _render_clip(classes[activity], seconds, size, fps, rng, gap_seconds)
+        frames = _render_clip(
+            classes[activity], seconds, size, fps, rng, gap_seconds, separate_parts
+        )
         _write_mp4(paths[index], frames, fps)
 
     todo = [index for index, path in enumerate(paths) if overwrite or not path.exists()]
@@ -222,21 +238,30 @@ def make_event_order_dataset(
 
 
 def make_demo_dataset(
-    out_dir: str | os.PathLike, seed: int = 0, num_clips: int | None = None
+    out_dir: str | os.PathLike, seed: int = 0, num_clips: int | None = None, **options: Any
 ) -> list[Path]:
-    """The default demo dataset: :data:`DEMO_CLASSES`, 2 to 30 s clips at 160x120, 10 fps."""
+    """The default demo dataset: :data:`DEMO_CLASSES`, 2 to 30 s clips at 160x120, 10 fps;
+    ``options`` (DEMO_OPTIONS: clip lengths, events in separate parts) change it."""
+    unknown = sorted(set(options) - set(DEMO_OPTIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown demo setting {unknown[0]!r}; valid: seed, num_clips, {', '.join(DEMO_OPTIONS)}"
+        )
     return make_event_order_dataset(
-        out_dir, seed, DEMO_NUM_CLIPS if num_clips is None else num_clips
+        out_dir, seed, DEMO_NUM_CLIPS if num_clips is None else num_clips, **options
     )
 
 
 def demo_settings(demo_cfg: dict) -> dict:
-    """What a config's ``demo`` section generates with (defaults filled in), as recorded."""
+    """What a config's ``demo`` section generates with (defaults filled in), as recorded; the
+    options are recorded only where set, so sets made before they existed still match."""
     num_clips = demo_cfg.get("num_clips")
+    options = {key: demo_cfg[key] for key in DEMO_OPTIONS if demo_cfg.get(key) is not None}
     return {
         "generator": DEMO_GENERATOR_VERSION,
         "seed": int(demo_cfg.get("seed", 0)),
         "num_clips": DEMO_NUM_CLIPS if num_clips is None else int(num_clips),
+        **options,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,17 +14,27 @@ from torch.utils.data import Dataset, Sampler
 
 from crt_video.features.store import FeatureStore
 
+RGB_CHANNELS = 3
+
 
 @dataclass
 class FeatureData:
     """What training and testing need from the dataset side: features, splits, the label set.
 
-    A split is an annotation table of clips (clip task) or a list of annotated videos (dense)."""
+    A split is an annotation table of clips (clip task) or a list of annotated videos (dense).
+    Without a ``store`` the model reads decoded frames (the video task), whose identity is the
+    frame pipeline's settings."""
 
-    store: FeatureStore
+    store: FeatureStore | None
     splits: dict[str, pd.DataFrame | list]
     class_names: tuple[str, ...]
     encoder_identity: dict
+    video_dir: Path | None = None  # where the video task decodes its frames
+
+    @property
+    def feature_dim(self) -> int:
+        """The width of what the model reads per frame: features, or RGB frames' channels."""
+        return RGB_CHANNELS if self.store is None else self.store.feature_dim
 
 
 class FeatureClipDataset(Dataset):

@@ -25,9 +25,13 @@ import crt_video
 from crt_video.errors import CheckpointError
 from crt_video.models.crt import resolve_trained_defaults
 from crt_video.utils.io import atomic_write
+from crt_video.utils.logging import get_logger
 
 REQUIRED_KEYS = ("config", "class_names", "encoder_identity", "feature_dim", "model")
 CONVERT_COMMAND = "python tools/convert_checkpoint.py"
+HEAD_PREFIX = "head."  # every model's classifier
+
+logger = get_logger(__name__)
 
 
 def to_plain(value: Any, where: str = "checkpoint") -> Any:
@@ -101,6 +105,41 @@ def _checked_keys(ckpt: Any, path: Path) -> dict:
     if isinstance(config, dict) and isinstance(config.get("model"), dict):
         config["model"] = resolve_trained_defaults(config["model"], ckpt.get("crt_video_version"))
     return ckpt
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, list[str]]:
+    """Copy a crt_video checkpoint's model weights into ``model`` (``train.load_from``).
+
+    Tensors are matched by name. One whose shape differs is an error naming it, except in the
+    classifier head (a new label set, or CR-ViT's head on two class tokens), which starts anew;
+    names on one side only are logged (a stage-2 model adds parameters to its stage-1
+    checkpoint's). Returns the loaded, missing (newly initialised) and unexpected names.
+    """
+    state = load_checkpoint(path)["model"]
+    own = model.state_dict()
+    for key, tensor in state.items():
+        if key in own and own[key].shape != tensor.shape and not key.startswith(HEAD_PREFIX):
+            raise CheckpointError(
+                f"{path}: {key} is {list(tensor.shape)} there but {list(own[key].shape)} in this "
+                "model; load_from needs a checkpoint of the same architecture"
+            )
+    loaded = [key for key in state if key in own and own[key].shape == state[key].shape]
+    report = {
+        "loaded": loaded,
+        "missing": [key for key in own if key not in loaded],
+        "unexpected": [key for key in state if key not in own],
+    }
+    if not loaded:
+        raise CheckpointError(f"{path}: none of its tensors fits this model; check load_from")
+    model.load_state_dict({key: state[key] for key in loaded}, strict=False)
+    logger.info(
+        "load_from %s: %d tensors loaded; newly initialised: %s; not used: %s",
+        path,
+        len(loaded),
+        _short(", ".join(report["missing"]) or "none", 200),
+        _short(", ".join(report["unexpected"]) or "none", 200),
+    )
+    return report
 
 
 def convert_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> dict:

@@ -18,7 +18,7 @@ import torch
 from crt_video.engine.feature_stream import FeatureStream
 from crt_video.engine.inference import SegmentRunner
 from crt_video.errors import VideoDecodeError
-from crt_video.evaluation.detection import events_from_scores
+from crt_video.evaluation.detection import DenseConfig, events_from_scores
 from crt_video.utils.io import atomic_write_json
 
 
@@ -30,16 +30,17 @@ class ActivityDetector:
         stream: FeatureStream,
         runner: SegmentRunner,
         class_names: tuple[str, ...],
-        dense_cfg: dict,
+        dense: DenseConfig,
     ) -> None:
         self.stream, self.runner, self.class_names = stream, runner, tuple(class_names)
-        self.dense_cfg = dense_cfg
+        self.dense = dense
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, device: torch.device) -> ActivityDetector:
         stream = FeatureStream.from_checkpoint(ckpt, device)
         runner = SegmentRunner.from_checkpoint(ckpt, stream)
-        return cls(stream, runner, ckpt["class_names"], ckpt["config"]["dense"])
+        dense = DenseConfig.from_dict(ckpt["config"].get("dense"))
+        return cls(stream, runner, ckpt["class_names"], dense)
 
     @torch.inference_mode()
     def frame_scores(self, path: str | os.PathLike) -> tuple[torch.Tensor, float]:
@@ -58,8 +59,8 @@ class ActivityDetector:
         events = events_from_scores(
             scores.numpy(),
             duration,
-            self.dense_cfg["event_threshold"],
-            self.dense_cfg["min_event_frames"],
+            self.dense.event_threshold,
+            self.dense.min_event_frames,
         )
         intervals = [
             {

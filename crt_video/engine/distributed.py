@@ -64,13 +64,13 @@ def init_distributed(
 
 
 @contextlib.contextmanager
-def distributed_session(cfg: dict) -> Iterator[tuple[torch.device, DistInfo]]:
-    """The device and process group of an entry point, set up once and torn down at the end."""
-    device = resolve_device(cfg.get("device", "auto"))
-    timeout = cfg.get("dist_timeout_minutes", DEFAULT_TIMEOUT_MINUTES)
-    if not isinstance(timeout, int | float) or timeout <= 0:
-        raise ConfigError(f"dist_timeout_minutes must be a positive number, got {timeout!r}")
-    dist_info = init_distributed(device, float(timeout))
+def distributed_session(
+    device_name: str = "auto", timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES
+) -> Iterator[tuple[torch.device, DistInfo]]:
+    """The device and process group of an entry point, set up once and torn down at the end:
+    the one place a run's device is resolved."""
+    device = resolve_device(device_name)
+    dist_info = init_distributed(device, float(timeout_minutes))
     try:
         yield device, dist_info
     finally:

@@ -11,13 +11,16 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from crt_video.data.feature_dataset import FeatureClipDataset, FeatureData, collate_clips
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, all_gather_objects
 from crt_video.evaluation.metrics import mean_class_accuracy
 from crt_video.evaluation.report import write_evaluation
 from crt_video.features.store import FeatureStore
+from crt_video.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -38,25 +41,48 @@ def predict(
     dist_info: DistInfo = SINGLE_PROCESS,
     amp: bool = False,
 ) -> np.ndarray:
-    """Class probabilities [N, C] for every annotated clip, in annotation order.
+    """Class probabilities [N, C] for every annotated clip's features, in annotation order."""
 
-    Each rank scores a disjoint stride of the clips; the results are gathered and reassembled by
-    clip index, so metrics are computed once over exactly N clips.
-    """
-    model.eval()
-    dataset = FeatureClipDataset(store, annotations)
-    shard = list(range(dist_info.rank, len(dataset), dist_info.world_size))
-    loader = DataLoader(Subset(dataset, shard), batch_size=batch_size, collate_fn=collate_clips)
-    indices, scores = [], []
-    for batch in loader:
+    def forward(model: nn.Module, batch: dict) -> torch.Tensor:
         with autocast(device, amp):
             logits = model(batch["features"].to(device), batch["lengths"].to(device))
-        scores.append(logits.float().softmax(-1).cpu())
-        indices.append(batch["index"])
+        return logits.float().softmax(-1)
+
+    dataset = FeatureClipDataset(store, annotations)
+    return predict_items(model, dataset, collate_clips, forward, num_classes, batch_size, dist_info)
+
+
+@torch.no_grad()
+def predict_items(
+    model: nn.Module,
+    dataset: Dataset,
+    collate: Callable[[list], dict | None],
+    forward: Callable[[nn.Module, dict], torch.Tensor],
+    num_classes: int,
+    batch_size: int,
+    dist_info: DistInfo = SINGLE_PROCESS,
+    num_workers: int = 0,
+) -> np.ndarray:
+    """``forward(model, batch)``'s class probabilities [N, C] for every item of ``dataset``, in
+    order; NaN rows for items the collate left out (clips that failed to decode).
+
+    Each rank scores a disjoint stride of the items; the results are gathered and reassembled by
+    item index, so metrics are computed once over exactly N items.
+    """
+    model.eval()
+    shard = list(range(dist_info.rank, len(dataset), dist_info.world_size))
+    loader = DataLoader(
+        Subset(dataset, shard), batch_size=batch_size, collate_fn=collate, num_workers=num_workers
+    )
+    indices, scores = [], []
+    for batch in loader:
+        if batch is not None:
+            scores.append(forward(model, batch).cpu())
+            indices.append(batch["index"])
     local = (
         (torch.cat(indices).numpy(), torch.cat(scores).numpy()) if indices else (np.zeros(0), None)
     )
-    out = np.zeros((len(dataset), num_classes), dtype=np.float32)
+    out = np.full((len(dataset), num_classes), np.nan, dtype=np.float32)
     for part_indices, part_scores in all_gather_objects(local):
         if part_scores is not None:
             out[part_indices.astype(int)] = part_scores
@@ -83,16 +109,35 @@ def evaluate(
     batch_size: int,
     dist_info: DistInfo = SINGLE_PROCESS,
 ) -> dict:
-    """Score a split; rank 0 writes the report files into ``out_dir`` when it is given."""
+    """Score a split's features; rank 0 writes the report files into ``out_dir`` when given."""
     annotations = data.splits[split]
     num_classes = len(data.class_names)
     scores = predict(model, data.store, annotations, num_classes, device, batch_size, dist_info)
+    return report_scores(annotations, scores, data.class_names, out_dir, dist_info)
+
+
+def report_scores(
+    annotations: pd.DataFrame,
+    scores: np.ndarray,
+    class_names: tuple[str, ...],
+    out_dir: Path | None,
+    dist_info: DistInfo = SINGLE_PROCESS,
+) -> dict:
+    """The metrics of ``scores`` [N, C]; rank 0 writes the report into ``out_dir`` when given.
+    Clips without scores (NaN rows: they failed to decode) are left out, with a warning."""
+    scored = ~np.isnan(scores).any(1)
+    if not scored.all():
+        left_out = annotations["video"][~scored].tolist()
+        logger.warning(
+            "%d clip(s) could not be read and are not scored, e.g. %s", len(left_out), left_out[0]
+        )
+        annotations, scores = annotations[scored].reset_index(drop=True), scores[scored]
     labels = annotations["label_id"].to_numpy()
     if out_dir is not None and dist_info.is_main:
         return write_evaluation(
-            out_dir, annotations["video"].tolist(), labels, scores, list(data.class_names)
+            out_dir, annotations["video"].tolist(), labels, scores, list(class_names)
         )
-    return score_summary(labels, scores, num_classes)
+    return score_summary(labels, scores, len(class_names))
 
 
 @torch.no_grad()

@@ -82,13 +82,13 @@ class SegmentRunner:
             encoder_identity=_with_precision(stream.encoder.identity, trained),
             feature_dim=stream.encoder.feature_dim,
         ).to(stream.device)
-        cfg = ckpt["config"]["model"]
-        runner = cls(model, int(cfg.get("segment_len", 1)), stream.device)
+        # A model without segments (the GRU) steps one frame at a time.
+        runner = cls(model, getattr(model, "segment_len", 1), stream.device)
         if not runner.streaming:
             logger.warning(
                 "model type %r has no recurrent state: each video is classified from all of its "
                 "features at once, so memory grows with the video's length",
-                cfg["type"],
+                ckpt["config"]["model"]["type"],
             )
         return runner
 
@@ -162,7 +162,7 @@ class VideoLabeler:
     ) -> VideoLabeler:
         """A checkpoint (or its path)'s encoder and model on ``device`` ('auto' allowed)."""
         ckpt = ckpt if isinstance(ckpt, dict) else load_checkpoint(ckpt)
-        device = resolve_device(device) if device == "auto" else torch.device(device)
+        device = device if isinstance(device, torch.device) else resolve_device(device)
         stream = FeatureStream.from_checkpoint(ckpt, device, precision)
         return cls(stream, SegmentRunner.from_checkpoint(ckpt, stream), ckpt["class_names"])
 
@@ -260,33 +260,43 @@ class VideoLabeler:
         }
 
     def summary(self, logits: torch.Tensor, windows: list[WindowPrediction], top_k: int) -> dict:
-        """{"top_k": [{"label", "score"}], "timeline": [{"start", "end", "label", "score"}]}."""
-        timeline = []
-        for item in windows:
-            score, label = item.logits.float().softmax(-1).max(-1)
-            timeline.append(
-                {
-                    "start": round(item.start, 3),
-                    "end": round(item.end, 3),
-                    "label": self.class_names[int(label)],
-                    "score": float(score),
-                }
-            )
-        return {"top_k": self.top_k(logits, top_k), "timeline": timeline}
+        return label_summary(self.class_names, logits, windows, top_k)
 
     def top_k(self, logits: torch.Tensor, k: int) -> list[dict]:
-        """[{"label", "score"}] of the k most likely classes, softmax scores."""
-        scores, labels = logits.float().softmax(-1).topk(min(k, len(self.class_names)))
-        return [
-            {"label": self.class_names[int(label)], "score": float(score)}
-            for score, label in zip(scores, labels, strict=True)
-        ]
+        return top_k_labels(self.class_names, logits, k)
 
     def _window_frames(self, window: float, rate: float) -> int | None:
         if window <= 0:
             return None
         segment_len = self.runner.segment_len
         return max(1, round(window * rate / segment_len)) * segment_len
+
+
+def label_summary(
+    class_names: tuple[str, ...], logits: torch.Tensor, windows: list[WindowPrediction], k: int
+) -> dict:
+    """{"top_k": [{"label", "score"}], "timeline": [{"start", "end", "label", "score"}]}."""
+    timeline = []
+    for item in windows:
+        score, label = item.logits.float().softmax(-1).max(-1)
+        timeline.append(
+            {
+                "start": round(item.start, 3),
+                "end": round(item.end, 3),
+                "label": class_names[int(label)],
+                "score": float(score),
+            }
+        )
+    return {"top_k": top_k_labels(class_names, logits, k), "timeline": timeline}
+
+
+def top_k_labels(class_names: tuple[str, ...], logits: torch.Tensor, k: int) -> list[dict]:
+    """[{"label", "score"}] of the k most likely classes, softmax scores."""
+    scores, labels = logits.float().softmax(-1).topk(min(k, len(class_names)))
+    return [
+        {"label": class_names[int(label)], "score": float(score)}
+        for score, label in zip(scores, labels, strict=True)
+    ]
 
 
 def _with_precision(identity: dict, precision: str | None) -> dict:

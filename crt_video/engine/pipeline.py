@@ -15,16 +15,14 @@ from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier
 from crt_video.engine.trainer import prepare_work_dir, train
 from crt_video.errors import DatasetError
 from crt_video.evaluation.plots import plot_training_curves
-from crt_video.features.source import expected_identity
-from crt_video.models import build_model
-from crt_video.tasks import task_of
+from crt_video.run_config import RunConfig
 from crt_video.utils.logging import get_logger
 
 logger = get_logger(__name__)
 
 
 def run_pipeline(
-    cfg: dict,
+    run: RunConfig,
     work_dir: Path,
     resume: str | None = None,
     *,
@@ -35,17 +33,14 @@ def run_pipeline(
 
     ``device`` and ``dist_info`` come from the entry point (``distributed_session``).
     """
-    task = task_of(cfg)
-    # A model-config typo fails here, before any demo data or hours of feature extraction; only
-    # the config is checked, so the sizes do not matter.
-    build_model(cfg["model"], in_dim=1, num_classes=1)
-    resume = prepare_work_dir(cfg, work_dir, resume, dist_info)
-    data = task.prepare_data(cfg, dist_info=dist_info, device=device)
-    training = task.training(cfg, data, device, dist_info)
-    best = train(cfg, data, work_dir, device, dist_info, resume, task=training)
+    task = run.task
+    resume = prepare_work_dir(run, work_dir, resume, dist_info)
+    data = task.prepare_data(run, device, dist_info=dist_info)
+    training = task.training(run, data, device, dist_info)
+    best = train(run, data, work_dir, device, dist_info, resume, task=training)
     barrier()
     metrics = test_checkpoint(
-        cfg, best, work_dir / "test", data=data, device=device, dist_info=dist_info
+        run, best, work_dir / "test", data=data, device=device, dist_info=dist_info
     )
     if dist_info.is_main:
         plot_training_curves(work_dir / "log.csv", work_dir / "training_curves.png")
@@ -54,7 +49,7 @@ def run_pipeline(
 
 
 def test_checkpoint(
-    cfg: dict,
+    run: RunConfig,
     checkpoint: str | os.PathLike,
     out_dir: Path,
     split: str = "test",
@@ -67,15 +62,18 @@ def test_checkpoint(
 
     Under torchrun the split is scored by all ranks, a share each, and rank 0 writes the report.
     """
-    task = task_of(cfg)
+    task = run.task
     # The checkpoint is checked before any video is decoded: a wrong one fails in seconds.
-    identity, encoder = expected_identity(cfg) if data is None else (data.encoder_identity, None)
+    if data is None:
+        identity, encoder = task.identity(run)
+    else:
+        identity, encoder = data.encoder_identity, None
     model, _ = load_model(
-        checkpoint, task=task.name, class_names=task.class_names(cfg), encoder_identity=identity
+        checkpoint, task=task.name, class_names=task.class_names(run), encoder_identity=identity
     )
-    data = data or task.prepare_data(cfg, (split,), dist_info, device, encoder)
+    data = data or task.prepare_data(run, device, (split,), dist_info, encoder)
     if len(data.splits.get(split, [])) == 0:
         raise DatasetError(
-            f"the {split} split of protocol {cfg['protocol']} has nothing in it; nothing to test"
+            f"the {split} split of protocol {run.data.protocol} has nothing in it; nothing to test"
         )
-    return task.evaluate(cfg, model.to(device), data, split, out_dir, device, dist_info)
+    return task.evaluate(run, model.to(device), data, split, out_dir, device, dist_info)

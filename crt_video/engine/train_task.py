@@ -13,6 +13,8 @@ from crt_video.data.feature_dataset import EpochSampler
 from crt_video.errors import ConfigError
 from crt_video.utils.sections import section_from_dict
 
+OPTIMIZERS = ("adamw", "sgd")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -28,6 +30,14 @@ class TrainConfig:
     crop_ratio: tuple[float, float] | None = (0.8, 1.0)
     num_workers: int = 0
     amp: bool = True
+    # A checkpoint's weights to start from (mmaction2's load_from): the weights only, with a new
+    # optimizer and schedule from epoch 1, unlike --resume.
+    load_from: str | None = None
+    optimizer: str = "adamw"  # or 'sgd' (with momentum), TimeSformer's
+    momentum: float = 0.9
+    # None: cosine decay after the warmup; else the epochs at which the rate drops 10x each
+    # time (TimeSformer's steps_with_relative_lrs, e.g. (11, 14) of 15 epochs).
+    lr_steps: tuple[float, ...] | None = None
 
     @classmethod
     def from_dict(cls, section: dict) -> TrainConfig:
@@ -41,7 +51,23 @@ class TrainConfig:
             raise ConfigError(
                 f"train.lr={self.lr!r} must be > 0, train.weight_decay and train.warmup_epochs >= 0"
             )
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"train.optimizer={self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.lr_steps is not None:
+            if not isinstance(self.lr_steps, list | tuple) or sorted(self.lr_steps) != list(
+                self.lr_steps
+            ):
+                raise ConfigError(
+                    f"train.lr_steps={self.lr_steps!r} must be None or increasing epochs"
+                )
+            object.__setattr__(self, "lr_steps", tuple(float(e) for e in self.lr_steps))
         if self.crop_ratio is not None:
+            if not isinstance(self.crop_ratio, list | tuple) or len(self.crop_ratio) != 2:
+                raise ConfigError(
+                    f"train.crop_ratio={self.crop_ratio!r} must be (low, high) or None"
+                )
             low, high = self.crop_ratio
             if not 0 < low <= high <= 1:
                 raise ConfigError(
@@ -71,3 +97,6 @@ class TrainTask:
     log_columns: tuple[str, ...]
     # DDP must look for parameters a step leaves without gradient (slower; only where it happens)
     find_unused_parameters: bool = False
+    # CPU threads while training: models on cached features are small, and one thread per
+    # process beats several spinning ones; None keeps torch's count (models on frames).
+    threads: int | None = 1

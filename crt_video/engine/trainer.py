@@ -11,11 +11,13 @@ first one never wins by default.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,7 +30,7 @@ from crt_video.data.feature_dataset import (
     FeatureData,
     feature_statistics,
 )
-from crt_video.engine.checkpoint import load_model, save_checkpoint
+from crt_video.engine.checkpoint import load_model, load_weights, save_checkpoint
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, all_reduce_sum
 from crt_video.engine.evaluate import autocast
 from crt_video.engine.train_task import TrainConfig, TrainTask
@@ -36,11 +38,13 @@ from crt_video.errors import CheckpointError
 from crt_video.models import build_model
 from crt_video.models.registry import task_name
 from crt_video.models.transformer import set_feature_statistics
-from crt_video.tasks import task_of
 from crt_video.utils.io import atomic_write
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
 from crt_video.utils.threads import cpu_threads
+
+if TYPE_CHECKING:
+    from crt_video.run_config import RunConfig
 
 logger = get_logger(__name__)
 
@@ -75,6 +79,25 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def warmup_steps(steps_per_epoch: int, warmup_steps: int, lr_steps: tuple[float, ...]):
+    """Linear warmup to the base rate, then 10x lower after each epoch of ``lr_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        epoch = step / steps_per_epoch
+        return 0.1 ** sum(epoch >= milestone for milestone in lr_steps)
+
+    return factor
+
+
+def make_optimizer(model: nn.Module, tcfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, tcfg.weight_decay)
+    if tcfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=tcfg.lr, momentum=tcfg.momentum)
+    return torch.optim.AdamW(groups, lr=tcfg.lr)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -114,6 +137,8 @@ def train_one_epoch(
     sums: dict[str, float] = {"loss": 0.0, "weight": 0.0}
     progress = progress_bar(loader, dist_info.is_main, desc=description, leave=False)
     for batch in progress:
+        if batch is None:  # every clip of it failed to decode (each one logged)
+            continue
         with autocast(device, tcfg.amp):
             loss, weight, counts = task.step(model, batch, device)
         optimizer.zero_grad(set_to_none=True)
@@ -133,7 +158,7 @@ def train_one_epoch(
 
 
 def train(
-    cfg: dict,
+    run: RunConfig,
     data: FeatureData,
     work_dir: Path,
     device: torch.device,
@@ -146,18 +171,15 @@ def train(
     ``task`` says what one step and one validation are; by default the config's task adapter
     (:mod:`crt_video.tasks`) makes it from ``data``.
     """
-    tcfg = TrainConfig.from_dict(cfg["train"])
-    task = task or task_of(cfg).training(cfg, data, device, dist_info)
-    # Models on cached features are small: one thread per process beats several spinning ones.
-    with cpu_threads(device, 1):
-        return _fit(cfg, tcfg, data, task, work_dir, device, dist_info, resume)
+    task = task or run.task.training(run, data, device, dist_info)
+    threads = cpu_threads(device, task.threads) if task.threads else contextlib.nullcontext()
+    with threads:
+        return _fit(run, data, task, work_dir, device, dist_info, resume)
 
 
-def _fit(
-    cfg, tcfg: TrainConfig, data, task: TrainTask, work_dir: Path, device, dist_info, resume
-) -> Path:
-    seed = int(cfg["seed"])
-    model, loader, optimizer, scheduler = _setup(cfg, data, task, tcfg, device)
+def _fit(run: RunConfig, data, task: TrainTask, work_dir: Path, device, dist_info, resume) -> Path:
+    seed, tcfg = run.runtime.seed, run.train
+    model, loader, optimizer, scheduler = _setup(run.model, tcfg, seed, data, task, device)
     start_epoch, best = 1, Best()
     if resume:
         start_epoch, best = _resume(resume, data, task, model, optimizer, scheduler, device)
@@ -167,10 +189,10 @@ def _fit(
         else model
     )
     meta = {
-        "config": cfg,
+        "config": run.source,
         "class_names": list(data.class_names),
         "encoder_identity": data.encoder_identity,
-        "feature_dim": data.store.feature_dim,
+        "feature_dim": data.feature_dim,
         "task": task.name,
     }
     writer = tensorboard_writer(work_dir) if dist_info.is_main else None
@@ -208,11 +230,16 @@ def _fit(
     return work_dir / "best.pth"
 
 
-def _setup(cfg: dict, data, task: TrainTask, tcfg: TrainConfig, device: torch.device):
+def _setup(
+    model_cfg: dict, tcfg: TrainConfig, seed: int, data, task: TrainTask, device: torch.device
+):
     """The model (feature statistics of the training videos set), loader, optimizer, schedule."""
-    torch.manual_seed(int(cfg["seed"]))
-    model = build_model(cfg["model"], data.store.feature_dim, len(data.class_names))
-    set_feature_statistics(model, *feature_statistics(data.store, task.train_videos))
+    torch.manual_seed(seed)
+    model = build_model(model_cfg, data.feature_dim, len(data.class_names))
+    if data.store is not None:
+        set_feature_statistics(model, *feature_statistics(data.store, task.train_videos))
+    if tcfg.load_from:
+        load_weights(model, tcfg.load_from)
     model.to(device)
     loader = DataLoader(
         task.dataset,
@@ -223,11 +250,13 @@ def _setup(cfg: dict, data, task: TrainTask, tcfg: TrainConfig, device: torch.de
         pin_memory=device.type == "cuda",
         drop_last=len(task.sampler) > tcfg.batch_size,
     )
-    optimizer = torch.optim.AdamW(parameter_groups(model, tcfg.weight_decay), lr=tcfg.lr)
-    steps = len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(tcfg.epochs * steps, int(tcfg.warmup_epochs * steps))
-    )
+    optimizer = make_optimizer(model, tcfg)
+    steps, warmup = len(loader), int(tcfg.warmup_epochs * len(loader))
+    if tcfg.lr_steps is None:
+        schedule = warmup_cosine(tcfg.epochs * steps, warmup)
+    else:
+        schedule = warmup_steps(steps, warmup, tcfg.lr_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     return model, loader, optimizer, scheduler
 
 
@@ -236,7 +265,7 @@ def _resume(resume, data, task: TrainTask, model, optimizer, scheduler, device) 
         resume,
         class_names=data.class_names,
         encoder_identity=data.encoder_identity,
-        feature_dim=data.store.feature_dim,
+        feature_dim=data.feature_dim,
         map_location=device,
     )
     if task_name(ckpt) != task.name:
@@ -293,13 +322,13 @@ def append_log(path: Path, row: dict, columns: tuple[str, ...], writer=None) -> 
 
 
 def prepare_work_dir(
-    cfg: dict, work_dir: Path, resume: str | None, dist_info: DistInfo = SINGLE_PROCESS
+    run: RunConfig, work_dir: Path, resume: str | None, dist_info: DistInfo = SINGLE_PROCESS
 ) -> str | None:
     """Create ``work_dir`` with a copy of the config (rank 0); returns the checkpoint to resume
     from, ``resume='auto'`` meaning the work dir's last.pth when there is one."""
     work_dir.mkdir(parents=True, exist_ok=True)
     if dist_info.is_main:
-        dump_config(cfg, work_dir / f"{cfg['_config_name']}.py")
+        dump_config(run.source, work_dir / f"{run.runtime.config_name}.py")
     if resume != "auto":
         return resume
     last = work_dir / "last.pth"

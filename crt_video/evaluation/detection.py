@@ -18,15 +18,47 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from crt_video.errors import DatasetError
+from crt_video.errors import ConfigError, DatasetError
 from crt_video.utils.io import atomic_write_text
+from crt_video.utils.sections import section_from_dict
 
 EVENT_IOUS = (0.1, 0.2, 0.3, 0.4, 0.5)
 Event = tuple[int, float, float, float]  # class, start, end, confidence
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """The config's ``dense`` section, for the per-frame tasks (TSU detection, THUMOS online
+    detection): training windows, the ground truth's stride, and how events are read from
+    scores."""
+
+    window: int | None = 1024
+    gt_stride: int = 16
+    event_threshold: float = 0.5
+    min_event_frames: int = 2
+    plot_videos: int = 4
+
+    @classmethod
+    def from_dict(cls, section: dict | None) -> DenseConfig:
+        return section_from_dict(cls, dict(section or {}), "dense")
+
+    def __post_init__(self) -> None:
+        for key in ("window", "gt_stride", "min_event_frames", "plot_videos"):
+            value = getattr(self, key)
+            if value is None and key == "window":
+                continue
+            low = 0 if key == "plot_videos" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"dense.{key} must be an integer >= {low}, got {value!r}")
+        if not 0 < self.event_threshold < 1:
+            raise ConfigError(
+                f"dense.event_threshold must be in (0, 1), got {self.event_threshold}"
+            )
 
 
 def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from crt_video.data.tsu import TSUVideo, frame_targets
 from crt_video.evaluation.detection import (
+    DenseConfig,
     Event,
     event_map,
     event_map_gt_classes,
@@ -29,23 +30,23 @@ BARS_FILE = "activity_bars.png"
 
 
 def score_detection(
-    videos: Sequence[TSUVideo], scores: Sequence[np.ndarray], class_names: Sequence[str], cfg: dict
+    videos: Sequence[TSUVideo],
+    scores: Sequence[np.ndarray],
+    class_names: Sequence[str],
+    dense: DenseConfig,
 ) -> tuple[dict, dict[str, list[Event]]]:
-    """Metrics of per-frame ``scores`` (sigmoid, [n_v, C]) and the predicted events per video.
-
-    ``cfg`` is the config's ``dense`` dict: ground truth every ``gt_stride`` annotation units,
-    events where a class's score exceeds ``event_threshold`` for ``min_event_frames`` frames.
+    """Metrics of per-frame ``scores`` (sigmoid, [n_v, C]) and the predicted events per video:
+    ground truth every ``dense.gt_stride`` annotation units, events where a class's score
+    exceeds ``dense.event_threshold`` for ``dense.min_event_frames`` frames.
     """
     num_classes = len(class_names)
     targets = [
-        frame_targets(v, max(1, math.ceil(v.duration / cfg["gt_stride"])), num_classes)
+        frame_targets(v, max(1, math.ceil(v.duration / dense.gt_stride)), num_classes)
         for v in videos
     ]
     frames = frame_map(scores, targets)
     predicted = {
-        v.video_id: events_from_scores(
-            s, v.duration, cfg["event_threshold"], cfg["min_event_frames"]
-        )
+        v.video_id: events_from_scores(s, v.duration, dense.event_threshold, dense.min_event_frames)
         for v, s in zip(videos, scores, strict=True)
     }
     truth = {v.video_id: [(int(c), s, e, 1.0) for c, s, e in v.actions] for v in videos}
@@ -71,15 +72,15 @@ def write_detection_report(
     videos: Sequence[TSUVideo],
     scores: Sequence[np.ndarray],
     class_names: Sequence[str],
-    cfg: dict,
+    dense: DenseConfig,
 ) -> dict:
     """metrics.json, events/<video>.txt (class,start,end,confidence) and activity_bars.png."""
     out_dir = Path(out_dir)
-    metrics, predicted = score_detection(videos, scores, class_names, cfg)
+    metrics, predicted = score_detection(videos, scores, class_names, dense)
     for video_id, events in predicted.items():
         write_events(out_dir / EVENTS_DIR / f"{video_id}.txt", events)
     atomic_write_json(out_dir / METRICS_FILE, metrics)
-    shown = list(videos)[: int(cfg["plot_videos"])]
+    shown = list(videos)[: dense.plot_videos]
     plot_activity_bars(
         shown, [predicted[v.video_id] for v in shown], class_names, out_dir / BARS_FILE
     )

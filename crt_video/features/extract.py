@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from crt_video import __version__
-from crt_video.config import config_hash, resolve_cache_dir
+from crt_video.config import config_hash
 from crt_video.engine.distributed import (
     SINGLE_PROCESS,
     DistInfo,
@@ -90,32 +90,6 @@ def feature_store_root(cache_dir: Path, manifest: dict, video_dir: Path) -> Path
     versions) and the video folder: another encoder or sampling setup gets its own folder."""
     key = config_hash([{k: v for k, v in manifest.items() if k != "versions"}, str(video_dir)])
     return Path(cache_dir) / "features" / f"{manifest['encoder']['name']}-{key}"
-
-
-def extract_to_cache(
-    cfg: dict,
-    video_dir: Path,
-    videos: list[str],
-    encoder: FrameEncoder | None = None,
-    device: torch.device | None = None,
-    dist_info: DistInfo = SINGLE_PROCESS,
-    store_root: Path | None = None,
-    progress: bool = True,
-) -> ExtractionSummary:
-    """:func:`extract_features` with the config's encoder, sampling and device (unless given),
-    into its feature cache (:func:`feature_store_root`) unless ``store_root`` says otherwise."""
-    return extract_features(
-        FrameEncoderConfig.from_dict(cfg["encoder"]),
-        SamplingConfig.from_dict(cfg["sampling"]),
-        video_dir,
-        videos,
-        store_root,
-        encoder,
-        progress=progress,
-        device=device or resolve_device(cfg["device"]),
-        dist_info=dist_info,
-        cache_dir=resolve_cache_dir(cfg),
-    )
 
 
 def extract_features(

@@ -364,3 +364,19 @@ def read_frames(
         torch.cat([chunk.frames for chunk in chunks]),
         np.concatenate([chunk.timestamps for chunk in chunks]),
     )
+
+
+def read_frames_at(
+    path: str | os.PathLike, info: VideoInfo, indices: np.ndarray, backend: str | None = None
+) -> torch.Tensor:
+    """uint8 [len(indices), H, W, 3]: frames ``indices`` of ``info.frame_times`` (any order,
+    repeats allowed), each decoded once, at the video's own size."""
+    path = Path(path)
+    unique, inverse = np.unique(np.asarray(indices).ravel(), return_inverse=True)
+    if resolve_backend(backend) == "decord":
+        chunks = _decord_chunks(path, unique, len(unique))
+    else:
+        chunks = _pyav_chunks(path, info.frame_times[unique], info.frame_times, len(unique))
+    # One chunk of every frame: unpacking runs the decoder to its end, which releases it.
+    (chunk,) = chunks
+    return chunk.frames[torch.from_numpy(inverse)]

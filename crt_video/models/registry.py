@@ -2,7 +2,8 @@
 
 Keys of any registered model are accepted for every type (and ignored where unused), so one
 config can switch ``type`` without deleting keys; a key no model knows is an error. ``task``
-picks the output: 'clip' (default, logits [B, C]) or 'dense' (per-frame logits [B, T, C]).
+picks the input and output: 'clip' (default; features -> logits [B, C]), 'dense' and 'online'
+(features -> per-frame logits [B, T, C]) or 'video' (frames [B, T, 3, H, W] -> logits [B, C]).
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from torch import nn
 
 from crt_video.errors import ConfigError
 
-TASKS = ("clip", "dense", "online")
+TASKS = ("clip", "dense", "online", "video")
 DEFAULT_TASK = "clip"
+# The tasks whose models answer per frame: one head per frame.
+PER_FRAME_TASKS = ("dense", "online")
+FEATURE_TASKS = ("clip", "dense", "online")
 _MODELS: dict[tuple[str, str], tuple[type[nn.Module], type]] = {}
 
 
 def register_model(
-    name: str, config_class: type, tasks: tuple[str, ...] = TASKS
+    name: str, config_class: type, tasks: tuple[str, ...] = FEATURE_TASKS
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: ``name`` builds ``cls(in_dim, num_classes, config_class(**keys))`` for
     each of ``tasks``, with ``per_frame=True`` for the per-frame tasks (one head per frame)."""
@@ -56,8 +60,12 @@ def _unknown(what: str, value: str, valid: list[str]) -> ConfigError:
     return ConfigError(f"unknown model {what} {value!r}{hint} (valid: {', '.join(valid)})")
 
 
-def build_model(cfg: dict, in_dim: int, num_classes: int) -> nn.Module:
-    """Build ``cfg['type']`` for features of width ``in_dim`` and ``num_classes`` outputs."""
+def model_config(cfg: dict) -> tuple[type[nn.Module], object]:
+    """The model class ``cfg['type']`` names for its task, and its validated config dataclass."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(
+            f"model must be a dict of settings, e.g. model = dict(type='crt'), got {cfg!r}"
+        )
     if "type" not in cfg:
         raise ConfigError(f"model config has no 'type'; set one of {', '.join(list_models())}")
     name, task = cfg["type"], task_name(cfg)
@@ -71,7 +79,12 @@ def build_model(cfg: dict, in_dim: int, num_classes: int) -> nn.Module:
             raise _unknown("key", str(key), known)
     model_class, config_class = _MODELS[task, name]
     used = {f.name for f in dataclasses.fields(config_class)}
-    config = config_class(**{key: value for key, value in cfg.items() if key in used})
-    if task != "clip":
+    return model_class, config_class(**{key: value for key, value in cfg.items() if key in used})
+
+
+def build_model(cfg: dict, in_dim: int, num_classes: int) -> nn.Module:
+    """Build ``cfg['type']`` for features of width ``in_dim`` and ``num_classes`` outputs."""
+    model_class, config = model_config(cfg)
+    if task_name(cfg) in PER_FRAME_TASKS:
         return model_class(in_dim, num_classes, config, per_frame=True)
     return model_class(in_dim, num_classes, config)

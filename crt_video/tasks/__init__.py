@@ -1,8 +1,9 @@
 """Kinds of work, one adapter each, selected by ``model.task``: ``clip`` (features -> one label
 per clip; Smarthome), ``dense`` (features -> labels per frame; TSU) and ``online`` (features ->
-one class per frame as it arrives; THUMOS'14)."""
+one class per frame as it arrives; THUMOS'14) and ``video`` (frames -> one label per clip, the
+whole model trained; TimeSformer and CR-ViT on Smarthome)."""
 
-from crt_video.tasks import clip, dense, online  # noqa: F401  (registers the tasks)
+from crt_video.tasks import clip, dense, online, video  # noqa: F401  (registers the tasks)
 from crt_video.tasks.base import TASKS, Task, register_task, task_of
 
 __all__ = ["TASKS", "Task", "register_task", "task_of"]

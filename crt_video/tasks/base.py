@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -14,43 +15,55 @@ from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo
 from crt_video.engine.train_task import TrainTask
 from crt_video.errors import ConfigError
 from crt_video.features.frame_encoder import FrameEncoder
+from crt_video.features.source import expected_identity
 from crt_video.models.registry import task_name
+
+if TYPE_CHECKING:  # the run config types its sections with the tasks' protocols
+    from crt_video.run_config import RunConfig
 
 
 class Task(ABC):
     """One kind of work on cached features: its data, its training, its test report."""
 
     name: str  # the config's model.task, and the checkpoint's "task"
+    protocols: tuple[str, ...]  # the dataset's protocols, the first the default
+    val_modes: tuple[str, ...]
 
     @abstractmethod
-    def class_names(self, cfg: dict) -> tuple[str, ...]:
+    def class_names(self, run: RunConfig) -> tuple[str, ...]:
         """The label set of the config's dataset."""
 
     @abstractmethod
-    def video_dir(self, cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
+    def video_dir(self, run: RunConfig, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
         """The config's video folder; a demo config generates its data there on first use."""
+
+    def identity(self, run: RunConfig) -> tuple[dict, FrameEncoder | None]:
+        """What a checkpoint must record to run on this config's inputs, found without any data
+        work; and the encoder built to learn it (None when there is none), to be reused."""
+        return expected_identity(run.feature_source)
 
     @abstractmethod
     def prepare_data(
         self,
-        cfg: dict,
+        run: RunConfig,
+        device: torch.device,
         splits: tuple[str, ...] = SPLITS,
         dist_info: DistInfo = SINGLE_PROCESS,
-        device: torch.device | None = None,
         encoder: FrameEncoder | None = None,
     ) -> FeatureData:
-        """Annotations of ``splits`` and their features (extracting what is missing)."""
+        """Annotations of ``splits`` and their features (extracting what is missing on
+        ``device``, with ``encoder`` when the caller has built it)."""
 
     @abstractmethod
     def training(
-        self, cfg: dict, data: FeatureData, device: torch.device, dist_info: DistInfo
+        self, run: RunConfig, data: FeatureData, device: torch.device, dist_info: DistInfo
     ) -> TrainTask:
         """Batches, loss, validation and log columns for the trainer's loop."""
 
     @abstractmethod
     def evaluate(
         self,
-        cfg: dict,
+        run: RunConfig,
         model: nn.Module,
         data: FeatureData,
         split: str,
@@ -74,9 +87,9 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def task_of(cfg: dict) -> Task:
-    """The task adapter the config's ``model.task`` names."""
-    name = task_name(cfg["model"])
+def task_of(model_cfg: dict) -> Task:
+    """The task adapter a model config (or a checkpoint) names in ``task``."""
+    name = task_name(model_cfg)
     if name not in TASKS:
         raise ConfigError(f"model.task={name!r} is not one of {', '.join(TASKS)}")
     return TASKS[name]

@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crt_video.config import config_hash, resolve_cache_dir
+from crt_video.config import config_hash
 from crt_video.data.annotations import annotation_path, read_annotations, write_annotations
 from crt_video.data.feature_dataset import (
     EpochSampler,
@@ -23,7 +25,7 @@ from crt_video.data.feature_dataset import (
     FeatureData,
     collate_clips,
 )
-from crt_video.data.smarthome import class_names
+from crt_video.data.smarthome import PROTOCOLS, VAL_MODES, class_names
 from crt_video.data.splits import SPLITS
 from crt_video.data.video_files import list_videos
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
@@ -35,23 +37,29 @@ from crt_video.features.source import prepare_features
 from crt_video.tasks.base import Task, register_task
 from crt_video.utils.logging import get_logger
 
+if TYPE_CHECKING:
+    from crt_video.run_config import DataConfig, RunConfig
+
 logger = get_logger(__name__)
 
 
-def resolve_data_root(cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
-    """The folder of clips; a demo config generates its dataset there on first use."""
-    if not cfg.get("data_root"):
+def resolve_data_root(
+    data_root: str | None, demo: dict | None, dist_info: DistInfo = SINGLE_PROCESS
+) -> Path:
+    """The folder of clips; with a ``demo`` section the demo dataset is generated there on
+    first use."""
+    if not data_root:
         raise DatasetError(
             "data_root is not set; set it in the config or with --cfg-options data_root=DIR"
         )
-    root = Path(cfg["data_root"]).expanduser()
-    if cfg.get("demo") is not None:
+    root = Path(data_root).expanduser()
+    if demo is not None:
         from crt_video.data.demo import SETTINGS_FILE, check_demo_settings, demo_settings
 
         if not root.is_dir() and dist_info.is_main:
-            make_demo_data(root, cfg["demo"])
+            make_demo_data(root, demo)
         barrier()
-        check_demo_settings(root / SETTINGS_FILE, demo_settings(cfg["demo"]), _demo_remedy(root))
+        check_demo_settings(root / SETTINGS_FILE, demo_settings(demo), _demo_remedy(root))
     if not root.is_dir():
         raise DatasetError(
             f"data_root {root} does not exist; put the Smarthome .mp4 clips there "
@@ -74,7 +82,7 @@ def make_demo_data(root: Path, demo_cfg: dict) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
     logger.info("generating the demo dataset in %s (first use only)", root)
     settings = demo_settings(demo_cfg)
-    make_demo_dataset(scratch, seed=settings["seed"], num_clips=settings["num_clips"])
+    make_demo_dataset(scratch, **{k: v for k, v in settings.items() if k != "generator"})
     record_demo_settings(scratch / SETTINGS_FILE, settings, _demo_remedy(root))
     root.parent.mkdir(parents=True, exist_ok=True)
     os.replace(scratch, root)
@@ -84,22 +92,32 @@ def _demo_remedy(root: Path) -> str:
     return f"delete {root} to generate it again, or set data_root to another folder"
 
 
-def prepare_annotations(cfg: dict, video_dir: Path, dist_info: DistInfo) -> Path:
+def prepare_annotations(
+    data: DataConfig, seed: int, video_dir: Path, dist_info: DistInfo = SINGLE_PROCESS
+) -> Path:
     """Annotation CSVs keyed by the clip listing and split rule, made once and reused."""
-    key = config_hash(
-        [str(video_dir), list_videos(video_dir), cfg["protocol"], cfg["val_mode"], cfg["seed"]]
-    )
-    out_dir = resolve_cache_dir(cfg) / "annotations" / key
-    if dist_info.is_main and not annotation_path(out_dir, cfg["protocol"], "train").exists():
+    key = config_hash([str(video_dir), list_videos(video_dir), data.protocol, data.val_mode, seed])
+    out_dir = data.cache / "annotations" / key
+    if dist_info.is_main and not annotation_path(out_dir, data.protocol, "train").exists():
         write_annotations(
-            video_dir,
-            out_dir,
-            protocols=[cfg["protocol"]],
-            val_mode=cfg["val_mode"],
-            seed=cfg["seed"],
+            video_dir, out_dir, protocols=[data.protocol], val_mode=data.val_mode, seed=seed
         )
     barrier()
     return out_dir
+
+
+def annotation_tables(
+    run: RunConfig, video_dir: Path, splits: tuple[str, ...], dist_info: DistInfo
+) -> dict[str, pd.DataFrame]:
+    """The protocol's annotation table of each of ``splits`` that has one."""
+    protocol = run.data.protocol
+    ann_dir = prepare_annotations(run.data, run.runtime.seed, video_dir, dist_info)
+    tables = {}
+    for split in splits:
+        path = annotation_path(ann_dir, protocol, split)
+        if path.exists():
+            tables[split] = read_annotations(path, class_names(protocol))
+    return tables
 
 
 LOG_COLUMNS = (
@@ -154,33 +172,32 @@ def clip_step(
 @register_task
 class ClipTask(Task):
     name = "clip"
+    protocols = PROTOCOLS
+    val_modes = VAL_MODES
 
-    def class_names(self, cfg: dict) -> tuple[str, ...]:
-        return tuple(class_names(cfg["protocol"]))
+    def class_names(self, run: RunConfig) -> tuple[str, ...]:
+        return tuple(class_names(run.data.protocol))
 
-    def video_dir(self, cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
-        return resolve_data_root(cfg, dist_info)
+    def video_dir(self, run: RunConfig, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
+        return resolve_data_root(run.data.data_root, run.demo, dist_info)
 
     def prepare_data(
         self,
-        cfg: dict,
+        run: RunConfig,
+        device: torch.device,
         splits: tuple[str, ...] = SPLITS,
         dist_info: DistInfo = SINGLE_PROCESS,
-        device: torch.device | None = None,
         encoder: FrameEncoder | None = None,
     ) -> FeatureData:
-        """Annotations and features for ``splits`` (extracting what is missing on ``device``, by
-        default the config's), ready to train on."""
-        video_dir = resolve_data_root(cfg, dist_info)
-        ann_dir = prepare_annotations(cfg, video_dir, dist_info)
-        tables = {}
-        for split in splits:
-            path = annotation_path(ann_dir, cfg["protocol"], split)
-            if path.exists():
-                tables[split] = read_annotations(path, class_names(cfg["protocol"]))
-
+        """Annotations and features for ``splits`` (extracting what is missing on ``device``),
+        ready to train on."""
+        protocol = run.data.protocol
+        video_dir = self.video_dir(run, dist_info)
+        tables = annotation_tables(run, video_dir, splits, dist_info)
         videos = sorted({video for table in tables.values() for video in table["video"]})
-        store, identity = prepare_features(cfg, video_dir, videos, encoder, device, dist_info)
+        store, identity = prepare_features(
+            run.feature_source, video_dir, videos, encoder, device, dist_info
+        )
         missing = [video for video in videos if not store.has(video)]
         if missing:
             logger.warning(
@@ -196,20 +213,19 @@ class ClipTask(Task):
         for split in ("train", "test"):
             if split in splits and (split not in tables or len(tables[split]) == 0):
                 raise DatasetError(
-                    f"the {split} split of protocol {cfg['protocol']} has no clips in {video_dir}; "
+                    f"the {split} split of protocol {protocol} has no clips in {video_dir}; "
                     "check data_root and the clip names (<Activity>_pPP_rRR_vVV_cCC.mp4)"
                 )
-        return FeatureData(store, tables, class_names(cfg["protocol"]), identity)
+        return FeatureData(store, tables, class_names(protocol), identity)
 
     def training(
-        self, cfg: dict, data: FeatureData, device: torch.device, dist_info: DistInfo
+        self, run: RunConfig, data: FeatureData, device: torch.device, dist_info: DistInfo
     ) -> TrainTask:
-        tcfg = TrainConfig.from_dict(cfg["train"])
-        return clip_task(data, tcfg, int(cfg["seed"]), device, dist_info)
+        return clip_task(data, run.train, run.runtime.seed, device, dist_info)
 
     def evaluate(
         self,
-        cfg: dict,
+        run: RunConfig,
         model: nn.Module,
         data: FeatureData,
         split: str,
@@ -218,8 +234,7 @@ class ClipTask(Task):
         dist_info: DistInfo = SINGLE_PROCESS,
     ) -> dict:
         """metrics.json, the confusion matrix (CSV and picture) and predictions.csv."""
-        batch_size = TrainConfig.from_dict(cfg["train"]).batch_size
-        metrics = evaluate(model, data, split, out_dir, device, batch_size, dist_info)
+        metrics = evaluate(model, data, split, out_dir, device, run.train.batch_size, dist_info)
         return broadcast_object(metrics)
 
     def summary(self, metrics: dict) -> str:

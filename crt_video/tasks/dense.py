@@ -11,6 +11,7 @@ trains on a share of the videos, validates and tests a share, and rank 0 writes 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,7 +20,13 @@ from torch import nn
 
 from crt_video.data.feature_dataset import EpochSampler, FeatureData
 from crt_video.data.splits import SPLITS
-from crt_video.data.tsu import read_tsu_annotations, split_videos, tsu_class_names
+from crt_video.data.tsu import (
+    TSU_PROTOCOLS,
+    TSU_VAL_MODES,
+    read_tsu_annotations,
+    split_videos,
+    tsu_class_names,
+)
 from crt_video.data.window_dataset import WindowDataset, collate_windows, load_video
 from crt_video.engine.distributed import (
     SINGLE_PROCESS,
@@ -32,12 +39,15 @@ from crt_video.engine.train_task import TrainTask
 from crt_video.errors import DatasetError
 from crt_video.evaluation.detection_report import score_detection, write_detection_report
 from crt_video.features.frame_encoder import FrameEncoder
-from crt_video.features.source import prepare_features, reads_npy
+from crt_video.features.source import prepare_features
 from crt_video.models.crt import CRTConfig
 from crt_video.models.transformer import valid_mask
 from crt_video.tasks.base import Task, register_task
 from crt_video.utils.logging import get_logger
 from crt_video.utils.threads import cpu_threads
+
+if TYPE_CHECKING:
+    from crt_video.run_config import DataConfig, DenseConfig, RunConfig
 
 logger = get_logger(__name__)
 
@@ -45,21 +55,24 @@ LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_frame_map", "lr", "second
 
 
 def resolve_tsu_paths(
-    cfg: dict, dist_info: DistInfo = SINGLE_PROCESS, need_videos: bool = True
+    data: DataConfig,
+    demo: dict | None,
+    dist_info: DistInfo = SINGLE_PROCESS,
+    need_videos: bool = True,
 ) -> tuple[Path, Path]:
-    """(video folder, annotation file); a demo config generates both on first use (rank 0).
-    Without ``need_videos`` (features from .npy files) the video folder may be absent."""
-    if not cfg.get("data_root") or not cfg.get("ann_file"):
+    """(video folder, annotation file); with a ``demo`` section both are generated on first use
+    (rank 0). Without ``need_videos`` (features from .npy files) the video folder may be absent."""
+    if not data.data_root or not data.ann_file:
         raise DatasetError("a TSU config needs data_root (the .mp4 folder) and ann_file (the JSON)")
-    video_dir, ann_file = Path(cfg["data_root"]).expanduser(), Path(cfg["ann_file"]).expanduser()
-    if cfg.get("demo") is not None:
+    video_dir, ann_file = Path(data.data_root).expanduser(), Path(data.ann_file).expanduser()
+    if demo is not None:
         from crt_video.data.tsu_demo import check_tsu_demo, make_tsu_demo
 
         if not ann_file.is_file() and dist_info.is_main:
             logger.info("generating the TSU demo videos in %s (first use only)", video_dir)
-            make_tsu_demo(video_dir, ann_file, cfg.get("class_file"), **cfg["demo"])
+            make_tsu_demo(video_dir, ann_file, data.class_file, **demo)
         barrier()
-        check_tsu_demo(video_dir, ann_file, **cfg["demo"])
+        check_tsu_demo(video_dir, ann_file, **demo)
     if need_videos and not video_dir.is_dir():
         raise DatasetError(
             f"data_root {video_dir} does not exist; put the TSU .mp4 videos there "
@@ -97,13 +110,13 @@ def dense_step(
 
 
 def dense_task(
-    cfg: dict, data: FeatureData, device: torch.device, dist_info: DistInfo = SINGLE_PROCESS
+    run: RunConfig, data: FeatureData, device: torch.device, dist_info: DistInfo = SINGLE_PROCESS
 ) -> TrainTask:
     """Dense detection: BCE on training windows, best by validation frame-mAP (then BCE)."""
-    seed = int(cfg["seed"])
+    seed = run.runtime.seed
     train_videos, val_videos = data.splits["train"], data.splits.get("val", [])
     items = [load_video(data, video) for video in train_videos]
-    dataset = WindowDataset(items, cfg["dense"]["window"], seed)
+    dataset = WindowDataset(items, run.dense.window, seed)
     val_targets = [load_video(data, video)[1] for video in val_videos]
 
     def validate(model: nn.Module) -> dict:
@@ -112,7 +125,7 @@ def dense_task(
         loss = F.binary_cross_entropy_with_logits(
             torch.from_numpy(np.concatenate(logits)), torch.cat(val_targets)
         )
-        metrics = score_detection(val_videos, scores, data.class_names, cfg["dense"])[0]
+        metrics = score_detection(val_videos, scores, data.class_names, run.dense)[0]
         return {"loss": float(loss), "frame_map": metrics["frame_map"]}
 
     return TrainTask(
@@ -127,14 +140,14 @@ def dense_task(
         validate=validate if val_videos else None,
         metric="frame_map",
         log_columns=LOG_COLUMNS,
-        find_unused_parameters=memory_may_get_no_gradient(cfg),
+        find_unused_parameters=memory_may_get_no_gradient(run.model, run.dense),
     )
 
 
-def memory_may_get_no_gradient(cfg: dict) -> bool:
+def memory_may_get_no_gradient(model: dict, dense: DenseConfig) -> bool:
     """Whether a CRT step can leave its memory cell without gradient: the memory is cut after
     every segment, or a window fits in one segment (the last memory update feeds no logit)."""
-    model, window = cfg["model"], cfg["dense"]["window"]
+    window = dense.window
     if model.get("type", "crt") != "crt":
         return False
     one_segment = window is not None and window <= model.get("segment_len", CRTConfig.segment_len)
@@ -144,34 +157,42 @@ def memory_may_get_no_gradient(cfg: dict) -> bool:
 @register_task
 class DenseTask(Task):
     name = "dense"
+    protocols = TSU_PROTOCOLS
+    val_modes = TSU_VAL_MODES
 
-    def class_names(self, cfg: dict) -> tuple[str, ...]:
-        return tuple(tsu_class_names(cfg.get("class_file")))
+    def class_names(self, run: RunConfig) -> tuple[str, ...]:
+        return tuple(tsu_class_names(run.data.class_file))
 
-    def video_dir(self, cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
-        return resolve_tsu_paths(cfg, dist_info)[0]
+    def video_dir(self, run: RunConfig, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
+        return resolve_tsu_paths(run.data, run.demo, dist_info)[0]
 
     def prepare_data(
         self,
-        cfg: dict,
+        run: RunConfig,
+        device: torch.device,
         splits: tuple[str, ...] = SPLITS,
         dist_info: DistInfo = SINGLE_PROCESS,
-        device: torch.device | None = None,
         encoder: FrameEncoder | None = None,
     ) -> FeatureData:
         """Annotations of ``splits`` for the videos present, with their features extracted (on
-        ``device``, by default the config's; under torchrun each rank extracts a share), or
-        for every annotated video, with its .npy features."""
-        npy = reads_npy(cfg)
-        video_dir, ann_file = resolve_tsu_paths(cfg, dist_info, need_videos=not npy)
-        class_names = tsu_class_names(cfg.get("class_file"))
+        ``device``; under torchrun each rank extracts a share), or for every annotated video,
+        with its .npy features."""
+        source, data = run.feature_source, run.data
+        video_dir, ann_file = resolve_tsu_paths(
+            data, run.demo, dist_info, need_videos=not source.reads_npy
+        )
+        class_names = tsu_class_names(data.class_file)
         videos = split_videos(
-            read_tsu_annotations(ann_file, len(class_names)), cfg["protocol"], cfg["val_mode"]
+            read_tsu_annotations(ann_file, len(class_names)), data.protocol, data.val_mode
         )
         wanted = [v for split in splits for v in videos[split]]
-        present = wanted if npy else [v for v in wanted if (video_dir / v.file_name).is_file()]
+        present = (
+            wanted
+            if source.reads_npy
+            else [v for v in wanted if (video_dir / v.file_name).is_file()]
+        )
         store, identity = prepare_features(
-            cfg, video_dir, [v.file_name for v in present], encoder, device, dist_info
+            source, video_dir, [v.file_name for v in present], encoder, device, dist_info
         )
         kept = {split: [v for v in videos[split] if store.has(v.file_name)] for split in splits}
         left_out = len(wanted) - sum(len(v) for v in kept.values())
@@ -184,19 +205,19 @@ class DenseTask(Task):
         for split in ("train", "test"):
             if split in splits and not kept[split]:
                 raise DatasetError(
-                    f"the {split} split of TSU protocol {cfg['protocol']} has no videos in "
+                    f"the {split} split of TSU protocol {data.protocol} has no videos in "
                     f"{video_dir}; check data_root and ann_file (names P<s>T<t>C<c>.mp4)"
                 )
         return FeatureData(store, kept, class_names, identity)
 
     def training(
-        self, cfg: dict, data: FeatureData, device: torch.device, dist_info: DistInfo
+        self, run: RunConfig, data: FeatureData, device: torch.device, dist_info: DistInfo
     ) -> TrainTask:
-        return dense_task(cfg, data, device, dist_info)
+        return dense_task(run, data, device, dist_info)
 
     def evaluate(
         self,
-        cfg: dict,
+        run: RunConfig,
         model: nn.Module,
         data: FeatureData,
         split: str,
@@ -211,9 +232,7 @@ class DenseTask(Task):
             scores = sigmoid(logits)
         metrics = None
         if dist_info.is_main:
-            metrics = write_detection_report(
-                out_dir, videos, scores, data.class_names, cfg["dense"]
-            )
+            metrics = write_detection_report(out_dir, videos, scores, data.class_names, run.dense)
         return broadcast_object(metrics)
 
     def summary(self, metrics: dict) -> str:

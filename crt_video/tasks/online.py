@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,7 +22,13 @@ from torch import nn
 
 from crt_video.data.feature_dataset import EpochSampler, FeatureData
 from crt_video.data.splits import SPLITS
-from crt_video.data.thumos import OnlineDataset, load_targets, read_data_info
+from crt_video.data.thumos import (
+    ONLINE_PROTOCOLS,
+    ONLINE_VAL_MODES,
+    OnlineDataset,
+    load_targets,
+    read_data_info,
+)
 from crt_video.data.window_dataset import WindowDataset, collate_windows
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.engine.evaluate import predict_logits
@@ -36,6 +43,9 @@ from crt_video.tasks.dense import memory_may_get_no_gradient
 from crt_video.utils.io import atomic_write_json
 from crt_video.utils.logging import get_logger
 from crt_video.utils.threads import cpu_threads
+
+if TYPE_CHECKING:
+    from crt_video.run_config import RunConfig
 
 logger = get_logger(__name__)
 
@@ -52,19 +62,21 @@ class LabelledSession:
     targets: torch.Tensor  # [L, C] float32
 
 
-def resolve_online_root(cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
-    """The dataset folder; a demo config generates it on first use (rank 0)."""
-    if not cfg.get("data_root"):
+def resolve_online_root(
+    data_root: str | None, demo: dict | None, dist_info: DistInfo = SINGLE_PROCESS
+) -> Path:
+    """The dataset folder; with a ``demo`` section it is generated on first use (rank 0)."""
+    if not data_root:
         raise DatasetError("an online-detection config needs data_root (the THUMOS folder)")
-    root = Path(cfg["data_root"]).expanduser()
-    if cfg.get("demo") is not None:
+    root = Path(data_root).expanduser()
+    if demo is not None:
         from crt_video.data.thumos_demo import check_thumos_demo, make_thumos_demo
 
         if not root.is_dir() and dist_info.is_main:
             logger.info("generating the THUMOS-layout demo in %s (first use only)", root)
-            make_thumos_demo(root, **cfg["demo"])
+            make_thumos_demo(root, **demo)
         barrier()
-        check_thumos_demo(root, **cfg["demo"])
+        check_thumos_demo(root, **demo)
     if not root.is_dir():
         raise DatasetError(
             f"data_root {root} does not exist; put the THUMOS features there (the LSTR layout) "
@@ -99,30 +111,31 @@ def frame_scores(logits: np.ndarray, ambiguous: int | None) -> np.ndarray:
 @register_task
 class OnlineTask(Task):
     name = "online"
+    protocols = ONLINE_PROTOCOLS
+    val_modes = ONLINE_VAL_MODES
 
-    def class_names(self, cfg: dict) -> tuple[str, ...]:
-        return self.dataset(cfg).class_names
+    def class_names(self, run: RunConfig) -> tuple[str, ...]:
+        return read_data_info(self.video_dir(run), run.data.val_mode).class_names
 
-    def dataset(self, cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> OnlineDataset:
-        return read_data_info(resolve_online_root(cfg, dist_info), cfg["val_mode"])
-
-    def video_dir(self, cfg: dict, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
-        return resolve_online_root(cfg, dist_info)
+    def video_dir(self, run: RunConfig, dist_info: DistInfo = SINGLE_PROCESS) -> Path:
+        return resolve_online_root(run.data.data_root, run.demo, dist_info)
 
     def prepare_data(
         self,
-        cfg: dict,
+        run: RunConfig,
+        device: torch.device,
         splits: tuple[str, ...] = SPLITS,
         dist_info: DistInfo = SINGLE_PROCESS,
-        device: torch.device | None = None,
         encoder: FrameEncoder | None = None,
     ) -> FeatureData:
         """Each split's sessions with their features and aligned targets."""
-        root = self.video_dir(cfg, dist_info)
-        dataset = read_data_info(root, cfg["val_mode"])
+        root = self.video_dir(run, dist_info)
+        dataset = read_data_info(root, run.data.val_mode)
         sessions = {split: dataset.sessions[split] for split in splits}
         wanted = [session for split in splits for session in sessions[split]]
-        store, identity = prepare_features(cfg, root, wanted, encoder, device, dist_info)
+        store, identity = prepare_features(
+            run.feature_source, root, wanted, encoder, device, dist_info
+        )
         for split in ("train", "test"):
             if split in splits and not sessions[split]:
                 raise DatasetError(f"{root}: the {split} session set is empty")
@@ -133,13 +146,13 @@ class OnlineTask(Task):
         return FeatureData(store, videos, dataset.class_names, identity)
 
     def training(
-        self, cfg: dict, data: FeatureData, device: torch.device, dist_info: DistInfo
+        self, run: RunConfig, data: FeatureData, device: torch.device, dist_info: DistInfo
     ) -> TrainTask:
         ambiguous = _ambiguous(data)
-        seed = int(cfg["seed"])
+        seed = run.runtime.seed
         train_videos, val_videos = data.splits["train"], data.splits.get("val", [])
         items = [(session.features, session.targets) for session in train_videos]
-        dataset = WindowDataset(items, cfg["dense"]["window"], seed)
+        dataset = WindowDataset(items, run.dense.window, seed)
 
         def step(model: nn.Module, batch: dict, device: torch.device):
             lengths = batch["lengths"].to(device)
@@ -167,12 +180,12 @@ class OnlineTask(Task):
             validate=validate if val_videos else None,
             metric="perframe_map",
             log_columns=LOG_COLUMNS,
-            find_unused_parameters=memory_may_get_no_gradient(cfg),
+            find_unused_parameters=memory_may_get_no_gradient(run.model, run.dense),
         )
 
     def evaluate(
         self,
-        cfg: dict,
+        run: RunConfig,
         model: nn.Module,
         data: FeatureData,
         split: str,
@@ -183,7 +196,7 @@ class OnlineTask(Task):
         """metrics.json: perframe_map, mcap, the per-class APs, and whether the model is online."""
         with cpu_threads(device, 1):
             metrics = self._score(model, data, data.splits[split], device, dist_info)
-        latency = ONLINE_LATENCY.get(cfg["model"]["type"])
+        latency = ONLINE_LATENCY.get(run.model["type"])
         metrics |= {
             "num_videos": len(data.splits[split]),
             "online": latency is not None,

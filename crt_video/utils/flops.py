@@ -47,15 +47,20 @@ def count_flops(model: nn.Module, T: int, in_dim: int, batch_size: int = 1) -> i
 def flop_counter(model: nn.Module, T: int, in_dim: int, batch_size: int = 1) -> FlopCounterMode:
     """The counter after one forward of ``model`` (eval mode, no autograd) on a batch of clips of
     T frames: its totals per module and operator, for a breakdown of :func:`count_flops`."""
-    register_cpu_sdpa_flops()
     param = next(model.parameters())
     features = torch.zeros(batch_size, T, in_dim, dtype=param.dtype, device=param.device)
     lengths = torch.full((batch_size,), T, dtype=torch.long, device=param.device)
+    return counted_forward(model, features, lengths)
+
+
+def counted_forward(model: nn.Module, *inputs: torch.Tensor) -> FlopCounterMode:
+    """The counter after one ``model(*inputs)`` in eval mode without autograd."""
+    register_cpu_sdpa_flops()
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(features, lengths)
+            model(*inputs)
     finally:
         model.train(was_training)
     return counter

@@ -10,4 +10,8 @@ train = dict(
     crop_ratio=(0.8, 1.0),  # random temporal crop keeping this fraction of the clip
     num_workers=0,  # feature loading processes (features are small; 0 is usually fastest)
     amp=True,  # bf16 autocast on CUDA
+    load_from=None,  # a checkpoint whose weights start training (weights only, from epoch 1)
+    optimizer="adamw",  # or 'sgd' (with momentum)
+    momentum=0.9,  # sgd only
+    lr_steps=None,  # None: cosine decay; else epochs at which the rate drops 10x, e.g. (11, 14)
 )

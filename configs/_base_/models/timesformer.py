@@ -1,0 +1,31 @@
+# TimeSformer (Bertasius et al., ICML 2021): divided space-time attention at the ViT-B/16 shape,
+# trained end to end on decoded frames (model.task='video'), as the paper's stage 1.
+model = dict(
+    task="video",
+    type="timesformer",  # or 'crvit' (_base_/models/crvit.py)
+    img_size=224,
+    patch_size=16,
+    num_frames=16,  # frames per clip; must equal frame_clips.num_frames
+    embed_dim=768,
+    depth=12,
+    num_heads=12,
+    mlp_ratio=4.0,
+    qkv_bias=True,
+    drop_rate=0.0,
+    attn_drop_rate=0.0,
+    drop_path_rate=0.1,
+    grad_checkpointing=False,  # recompute each block in the backward pass: less memory, ~30% slower
+    # Kinetics-400 weights: a local file, either the official TimeSformer_divST_8x32_224_K400.pyth
+    # (facebookresearch/TimeSformer) or a Hugging Face facebook/timesformer-base-finetuned-k400
+    # folder; True downloads the latter; False starts from random weights
+    pretrained=True,
+    # CR-ViT only (type='crvit'): the clip read in `iterations` equal parts with a recurrent memory
+    iterations=2,
+    memory_cell="gru",  # 'gru' or 'ncgru'
+    # where the paper is silent: the memory enters time attention as an extra key/value token per
+    # position ('key_value') or added to every token's time-attention input ('token_add'); the
+    # memory RNN steps over each frame's mean patch output ('frame_mean') or reads the mean of
+    # all the part's patch outputs in one step ('token_mean')
+    memory_slot="key_value",
+    memory_input="frame_mean",
+)

@@ -1,0 +1,217 @@
+"""CR-ViT: the demo's accuracy and what the model costs on this machine.
+
+- Demo (``configs/crvit_demo.py``, trained here): the tiny CR-ViT, the same checkpoint with its
+  memory zeroed in every iteration, and the tiny TimeSformer (one pass over all 16 frames,
+  trained with the same recipe): test mCA, and accuracy on the order classes (two different
+  objects: only their order tells the class) and on the others.
+- Cost, on random weights, each in a fresh process: training clips per second (forward, backward
+  and an optimizer step) and test clips per second (every test view), with the peak memory
+  growth, for the demo model and for the ViT-B/16 model at 16 x 224 x 224 (batch 2 in training,
+  with and without gradient checkpointing); forward FLOPs per clip (torch.utils.flop_counter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from crt_video.benchmark.model import (
+    measure_in_fresh_process,
+    process_memory_kib,
+    reset_peak_memory,
+)
+from crt_video.data.demo import ORDER_CLASSES
+from crt_video.engine.checkpoint import load_model
+from crt_video.engine.pipeline import run_pipeline
+from crt_video.models import build_model
+from crt_video.run_config import CONFIGS_DIR, RunConfig, load_run_config
+from crt_video.tasks.video import score_views
+from crt_video.utils.cpu import cpu_name
+from crt_video.utils.flops import counted_forward
+
+DEMO_CONFIG = CONFIGS_DIR / "crvit_demo.py"
+BASE_CONFIG = CONFIGS_DIR / "crvit" / "crvit_smarthome_cs.py"
+SMOKE_OPTIONS = [
+    "demo.num_clips=12",
+    "demo.max_seconds=5.0",
+    "model.img_size=32",
+    "model.patch_size=16",
+    "model.num_frames=4",
+    "model.embed_dim=32",
+    "model.depth=1",
+    "frame_clips.num_frames=4",
+    "frame_clips.input_size=32",
+    "frame_clips.train_scale=(32, 40)",
+    "frame_clips.test_scale=32",
+    "train.epochs=1",
+]
+CPU = torch.device("cpu")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--skip-vit-b", action="store_true", help="leave out the ViT-B/16 time and memory runs"
+    )
+
+
+def run(out_dir: Path, smoke: bool = False, skip_vit_b: bool = False) -> dict:
+    options = [f"cache_dir={out_dir / 'crvit_cache'}", *(SMOKE_OPTIONS if smoke else [])]
+    if smoke:
+        options.append(f"data_root={out_dir / 'crvit_demo_data'}")
+    rows = demo_rows(out_dir, options)
+    demo = load_run_config(DEMO_CONFIG, options)
+    costs = {"demo": model_costs(demo, train_batch=demo.train.batch_size)}
+    if not (smoke or skip_vit_b):
+        base = load_run_config(BASE_CONFIG, ["model.pretrained=False"])
+        costs["vit_b"] = model_costs(base, train_batch=2)
+        costs["vit_b_checkpointing"] = model_costs(
+            load_run_config(
+                BASE_CONFIG, ["model.pretrained=False", "model.grad_checkpointing=True"]
+            ),
+            train_batch=2,
+            test=False,
+        )
+    flops = {
+        name: clip_flops(
+            load_run_config(BASE_CONFIG, ["model.pretrained=False", f"model.type={name}"])
+        )
+        for name in ("timesformer", "crvit")
+    }
+    figures = {"cpu": cpu_name(), "demo": rows, "costs": costs, "gflops_per_clip": flops}
+    return {"figures": figures, "markdown": markdown(figures)}
+
+
+def demo_rows(out_dir: Path, options: list[str]) -> dict:
+    """Test figures of the demo's CR-ViT, the same with its memory zeroed, and TimeSformer."""
+    rows = {}
+    for model_type in ("crvit", "timesformer"):
+        run = load_run_config(DEMO_CONFIG, [*options, f"model.type={model_type}"])
+        work_dir = out_dir / f"crvit_demo_{model_type}"
+        started = time.perf_counter()
+        run_pipeline(run, work_dir, device=CPU)
+        seconds = time.perf_counter() - started
+        model, _ = load_model(work_dir / "best.pth")
+        data = run.task.prepare_data(run, CPU, ("test",))
+        variants = {model_type: model}
+        if model_type == "crvit":
+            variants["crvit memory zeroed"] = ZeroMemory(model)
+        for name, variant in variants.items():
+            scores = score_views(variant, data, "test", run.frames, CPU, 16, 0)
+            rows[name] = accuracies(data.splits["test"], scores, len(data.class_names))
+            rows[name]["run_seconds"] = seconds
+    return rows
+
+
+class ZeroMemory(nn.Module):
+    """A CR-ViT whose every iteration sees a zero memory: the ablation of its memory path."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.model(video, zero_memory=True)
+
+
+def accuracies(table, scores: np.ndarray, num_classes: int) -> dict:
+    """mCA over the classes present, and the accuracy on the order classes and on the rest."""
+    labels = table["label_id"].to_numpy()
+    correct = scores.argmax(1) == labels
+    order = table["label"].isin(list(ORDER_CLASSES)).to_numpy()
+    present = np.unique(labels)
+    return {
+        "mean_class_accuracy": float(np.mean([correct[labels == c].mean() for c in present])),
+        "order_accuracy": float(correct[order].mean()),
+        "other_accuracy": float(correct[~order].mean()),
+        "num_clips": int(len(labels)),
+    }
+
+
+def clip_flops(run: RunConfig) -> float:
+    """Forward GFLOPs of one clip, counted on the meta device (no memory, no time)."""
+    with torch.device("meta"):
+        model = build_model(run.model, 3, 31)
+    size = run.frames.input_size
+    video = torch.zeros(1, run.frames.num_frames, 3, size, size, device="meta")
+    return counted_forward(model, video).get_total_flops() / 1e9
+
+
+def model_costs(run: RunConfig, train_batch: int, test: bool = True) -> dict:
+    """Training and test clips per second and peak memory, each in a fresh process."""
+    spec = {"model_cfg": run.model, "num_frames": run.frames.num_frames}
+    spec["size"], spec["views"] = run.frames.input_size, run.frames.num_views
+    target = "crt_video.benchmark.crvit:measure"
+    costs = {"train": measure_in_fresh_process(target, **spec, batch=train_batch, train=True)}
+    if test:
+        costs["test"] = measure_in_fresh_process(target, **spec, batch=1, train=False)
+    return costs
+
+
+def measure(
+    model_cfg: dict, num_frames: int, size: int, views: int, batch: int, train: bool
+) -> dict:
+    """Clips per second and peak memory growth of one training step on ``batch`` clips, or of
+    scoring one clip's ``views`` test views; the best of two runs after a warm-up."""
+    torch.manual_seed(0)
+    model = build_model(model_cfg, 3, 31).train(train)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3) if train else None
+    clips = batch if train else views
+    video = torch.randn(clips, num_frames, 3, size, size)
+
+    def step() -> float:
+        started = time.perf_counter()
+        if train:
+            optimizer.zero_grad(set_to_none=True)
+            model(video).sum().backward()
+            optimizer.step()
+        else:
+            with torch.no_grad():
+                model(video)
+        return time.perf_counter() - started
+
+    step()
+    peak = None
+    if reset_peak_memory():
+        before = process_memory_kib("VmHWM")
+        step()
+        peak = 1024 * (process_memory_kib("VmHWM") - before)
+    seconds = min(step() for _ in range(2 if clips * num_frames * size * size < 1e8 else 1))
+    return {"clips_per_second": batch / seconds, "seconds": seconds, "peak_bytes": peak}
+
+
+def markdown(figures: dict) -> str:
+    lines = [
+        "## CR-ViT (crvit)",
+        "",
+        f"CPU: {figures['cpu']}, {torch.get_num_threads()} threads.",
+        "",
+        "| demo model | test mCA | order classes | other classes | test clips |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, row in figures["demo"].items():
+        lines.append(
+            f"| {name} | {100 * row['mean_class_accuracy']:.1f}% | "
+            f"{100 * row['order_accuracy']:.1f}% | {100 * row['other_accuracy']:.1f}% | "
+            f"{row['num_clips']} |"
+        )
+    lines += ["", "| model | step | clips/s | seconds | peak memory |", "|---|---|---:|---:|---:|"]
+    for name, costs in figures["costs"].items():
+        for step, row in costs.items():
+            peak = "n/a" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**30:.2f} GiB"
+            lines.append(
+                f"| {name} | {step} | {row['clips_per_second']:.2f} | {row['seconds']:.2f} | "
+                f"{peak} |"
+            )
+    flops = figures["gflops_per_clip"]
+    lines += [
+        "",
+        "Forward GFLOPs per 16 x 224 x 224 clip (ViT-B/16): "
+        + ", ".join(f"{name} {value:.1f}" for name, value in flops.items())
+        + ".",
+    ]
+    return "\n".join(lines)

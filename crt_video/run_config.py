@@ -1,0 +1,206 @@
+"""The run config: a loaded config (:mod:`crt_video.config`) parsed once into typed sections.
+
+Each section validates itself when it is made, so a bad value fails at load time with a line
+naming the key; the entry points then hand each library function the section it uses:
+
+- ``runtime``: work_dir, seed, device, dist_timeout_minutes, the config's name.
+- ``data``: data_root, protocol, val_mode (checked against the task's), ann_file, class_file,
+  cache_dir.
+- ``features``, ``sampling``, ``encoder``: where features come from and how they are made.
+- ``model``: the model section as written (free-form; checked by the model registry).
+- ``train``, ``dense`` (the per-frame tasks), ``frames`` (the config's ``frame_clips``: how the
+  video task samples, augments and views a clip's frames), ``demo``.
+
+``source`` keeps the merged dict: what a work folder's config copy and a checkpoint record.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crt_video.config import load_config
+from crt_video.data.frame_clips import FrameClipConfig
+from crt_video.engine.distributed import DEFAULT_TIMEOUT_MINUTES, check_device_name
+from crt_video.engine.train_task import TrainConfig
+from crt_video.errors import ConfigError
+from crt_video.evaluation.detection import DenseConfig
+from crt_video.features.frame_encoder import FrameEncoderConfig
+from crt_video.features.npy_features import FeaturesConfig
+from crt_video.features.source import FeatureSource
+from crt_video.features.video import SamplingConfig
+from crt_video.models.registry import model_config, task_name
+from crt_video.tasks import TASKS, Task
+
+DEFAULT_CACHE_DIR = "work_dirs/cache"
+# The repository's configs, for benchmarks and tests run from a source checkout.
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where a run writes, how it is seeded and where it runs."""
+
+    seed: int = 0
+    device: str = "auto"
+    work_dir: str | None = None
+    dist_timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES
+    config_name: str = "config"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        check_device_name(self.device)
+        timeout = self.dist_timeout_minutes
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ConfigError(f"dist_timeout_minutes must be a positive number, got {timeout!r}")
+
+    def resolve_work_dir(self, override: str | os.PathLike | None = None) -> Path:
+        """``override`` (e.g. ``--work-dir``), else ``work_dir``, else ``work_dirs/<config>``."""
+        if override:
+            return Path(override)
+        if self.work_dir:
+            return Path(self.work_dir)
+        return Path("work_dirs") / self.config_name
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the dataset is and how it splits; ``protocol`` and ``val_mode`` are the task's."""
+
+    protocol: str
+    val_mode: str
+    data_root: str | None = None
+    ann_file: str | None = None
+    class_file: str | None = None
+    cache_dir: str | None = DEFAULT_CACHE_DIR
+
+    def check_for(self, task: Task) -> None:
+        for key, valid in (("protocol", task.protocols), ("val_mode", task.val_modes)):
+            value = getattr(self, key)
+            if value not in valid:
+                raise ConfigError(
+                    f"{key} {value!r} is not one of {', '.join(valid)} (model.task={task.name!r})"
+                )
+
+    @property
+    def cache(self) -> Path:
+        """Where annotations and features are cached, shared by every config."""
+        return Path(self.cache_dir or DEFAULT_CACHE_DIR).expanduser()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    runtime: RuntimeConfig
+    data: DataConfig
+    features: FeaturesConfig
+    sampling: SamplingConfig | None  # None only where the task reads no features (video)
+    encoder: FrameEncoderConfig | None  # and with .npy features
+    model: dict
+    train: TrainConfig
+    dense: DenseConfig
+    frames: FrameClipConfig
+    demo: dict | None
+    source: dict = field(repr=False, compare=False)
+
+    @property
+    def task(self) -> Task:
+        """The adapter of ``model.task``."""
+        return TASKS[task_name(self.model)]
+
+    @property
+    def feature_source(self) -> FeatureSource:
+        return FeatureSource(
+            self.features, self.encoder, self.sampling, self.data.data_root, self.data.cache
+        )
+
+
+_DATA_KEYS = ("protocol", "val_mode", "data_root", "ann_file", "class_file", "cache_dir")
+_RUNTIME_KEYS = ("seed", "device", "work_dir", "dist_timeout_minutes")
+
+
+def parse_run_config(cfg: dict) -> RunConfig:
+    """The typed run config of a loaded config dict; one line naming the source on a bad value."""
+    source = cfg.get("_config_path", "the config")
+    try:
+        return _parse(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def load_run_config(path: str | os.PathLike, cfg_options: list[str] | None = None) -> RunConfig:
+    """:func:`crt_video.config.load_config` with ``--cfg-options`` items, parsed."""
+    return parse_run_config(load_config(path, cfg_options))
+
+
+def run_config_from(path: str | os.PathLike, **sections: Any) -> RunConfig:
+    """The config at ``path`` with whole top-level sections replaced: for benchmarks and tests
+    that set a model, a recipe or a seed in code."""
+    cfg = load_config(path)
+    cfg.update(sections)
+    return parse_run_config(cfg)
+
+
+def _parse(cfg: dict) -> RunConfig:
+    model = cfg["model"]
+    model_config(model)
+    name = task_name(model)
+    if name not in TASKS:
+        raise ConfigError(f"model.task={name!r} is not one of {', '.join(TASKS)}")
+    data = DataConfig(**_pick(cfg, _DATA_KEYS))
+    data.check_for(TASKS[name])
+    runtime = RuntimeConfig(
+        **_pick(cfg, _RUNTIME_KEYS), config_name=cfg.get("_config_name", "config")
+    )
+    features = FeaturesConfig.from_dict(cfg.get("features"))
+    _require_feature_sections(cfg, name, features)
+    frames = FrameClipConfig.from_dict(cfg.get("frame_clips") or {})
+    if name == "video":
+        _check_frames(model, frames)
+    return RunConfig(
+        runtime=runtime,
+        data=data,
+        features=features,
+        sampling=_section(SamplingConfig, cfg.get("sampling")),
+        encoder=_section(FrameEncoderConfig, cfg.get("encoder")),
+        model=model,
+        train=TrainConfig.from_dict(cfg["train"]),
+        dense=DenseConfig.from_dict(cfg.get("dense")),
+        frames=frames,
+        demo=cfg.get("demo"),
+        source=cfg,
+    )
+
+
+def _check_frames(model: dict, frames: FrameClipConfig) -> None:
+    """The video task's model must be built for the clips the frame pipeline makes."""
+    model_cfg = model_config(model)[1]
+    for model_key, frames_key in (("num_frames", "num_frames"), ("img_size", "input_size")):
+        if getattr(model_cfg, model_key) != getattr(frames, frames_key):
+            raise ConfigError(
+                f"model.{model_key}={getattr(model_cfg, model_key)} but frame_clips.{frames_key}="
+                f"{getattr(frames, frames_key)}; set both to the same value"
+            )
+
+
+def _require_feature_sections(cfg: dict, task: str, features: FeaturesConfig) -> None:
+    """A task on features needs the sampling rate, and an encoder unless it reads .npy files."""
+    if task == "video":
+        return
+    needed = ("sampling",) if features.type == "npy" else ("sampling", "encoder")
+    missing = [key for key in needed if cfg.get(key) is None]
+    if missing:
+        raise ConfigError(
+            f"missing {' and '.join(missing)}: model.task={task!r} reads features; inherit "
+            "_base_/models/crt.py and a _base_/datasets file as configs/smarthome_cs.py does"
+        )
+
+
+def _section(cls: type, section: dict | None) -> Any:
+    return None if section is None else cls.from_dict(section)
+
+
+def _pick(cfg: dict, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: cfg[key] for key in keys if key in cfg}

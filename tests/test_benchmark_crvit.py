@@ -1,0 +1,19 @@
+"""The CR-ViT benchmark's smoke run: the demo rows, the cost rows and the FLOPs per clip."""
+
+from __future__ import annotations
+
+from crt_video.benchmark.crvit import run
+
+
+def test_smoke_run_reports_demo_rows_costs_and_flops(tmp_path):
+    result = run(tmp_path, smoke=True)
+    figures = result["figures"]
+    assert set(figures["demo"]) == {"crvit", "crvit memory zeroed", "timesformer"}
+    for row in figures["demo"].values():
+        assert 0.0 <= row["mean_class_accuracy"] <= 1.0 and row["num_clips"] > 0
+    demo = figures["costs"]["demo"]
+    assert demo["train"]["clips_per_second"] > 0 and demo["test"]["clips_per_second"] > 0
+    # ViT-B/16 at 16 x 224 x 224: TimeSformer's published ~0.59 TFLOPs per 8-frame view doubles
+    flops = figures["gflops_per_clip"]
+    assert 700 < flops["timesformer"] < 850 and abs(flops["crvit"] - flops["timesformer"]) < 10
+    assert "| crvit memory zeroed |" in result["markdown"]

@@ -1,0 +1,139 @@
+"""The video task end to end (model.task='video'): a tiny CR-ViT trained on decoded frames of
+demo clips, its test report and checkpoint, stage 2 starting from stage 1, and labelling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from crt_video.engine import trainer
+from crt_video.engine.checkpoint import load_checkpoint
+from crt_video.engine.clip_inference import FrameWindowLabeler
+from crt_video.engine.pipeline import run_pipeline
+from crt_video.errors import CheckpointError, ConfigError
+from crt_video.run_config import CONFIGS_DIR, load_run_config
+from tests.test_pipeline import run_tool
+
+CPU = torch.device("cpu")
+
+
+def tiny_options(root: Path, model_type: str = "crvit", epochs: int = 2) -> list[str]:
+    return [
+        f"data_root={root / 'data'}",
+        f"cache_dir={root / 'cache'}",
+        "demo.num_clips=20",
+        "demo.max_seconds=5.0",
+        f"model.type={model_type}",
+        "model.img_size=32",
+        "model.patch_size=16",
+        "model.num_frames=4",
+        "model.embed_dim=32",
+        "model.depth=1",
+        "model.num_heads=2",
+        "frame_clips.num_frames=4",
+        "frame_clips.input_size=32",
+        "frame_clips.train_scale=(32, 40)",
+        "frame_clips.test_scale=32",
+        f"train.epochs={epochs}",
+        "train.batch_size=4",
+        "train.num_workers=0",
+    ]
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory) -> Path:
+    """A TimeSformer trained on the demo clips, one of them corrupt."""
+    root = tmp_path_factory.mktemp("video")
+    run = load_run_config(CONFIGS_DIR / "crvit_demo.py", tiny_options(root, "timesformer"))
+    video_dir = run.task.video_dir(run)
+    (video_dir / "Walk_p03_r09_v01_c01.mp4").write_bytes(b"not a video")
+    run_pipeline(run, root / "stage1", device=CPU)
+    return root
+
+
+def test_end_to_end_training_writes_the_clip_report_and_a_plain_checkpoint(stage1):
+    ckpt = load_checkpoint(stage1 / "stage1" / "best.pth")
+    assert ckpt["task"] == "video" and ckpt["feature_dim"] == 3
+    assert ckpt["encoder_identity"]["name"] == "frames"
+    assert ckpt["encoder_identity"]["num_frames"] == 4
+    report = stage1 / "stage1" / "test"
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert 0.0 <= metrics["mean_class_accuracy"] <= 1.0 and metrics["num_clips"] > 0
+    for name in ("confusion_matrix.csv", "predictions.csv"):
+        assert (report / name).is_file()
+
+
+def test_a_corrupt_clip_is_skipped_and_named(stage1, tmp_path, logs):
+    run = load_run_config(CONFIGS_DIR / "crvit_demo.py", tiny_options(stage1, epochs=1))
+    run_pipeline(run, tmp_path / "work", device=CPU)
+    assert "skipped clip Walk_p03_r09_v01_c01.mp4: VideoDecodeError" in logs.text
+
+
+def test_stage2_starts_from_the_stage1_weights(stage1, tmp_path, monkeypatch):
+    built = []
+    original = trainer.build_model
+    monkeypatch.setattr(trainer, "build_model", lambda *a: built.append(original(*a)) or built[-1])
+    options = [
+        *tiny_options(stage1, epochs=1),
+        f"train.load_from={stage1 / 'stage1' / 'best.pth'}",
+        "train.lr=1e-12",
+        "train.warmup_epochs=0",
+    ]
+    run_pipeline(load_run_config(CONFIGS_DIR / "crvit_demo.py", options), tmp_path, device=CPU)
+    stage1_weights = load_checkpoint(stage1 / "stage1" / "best.pth")["model"]
+    stage2_weights = load_checkpoint(tmp_path / "best.pth")["model"]
+    backbone = [key for key in stage1_weights if not key.startswith("head.")]
+    assert backbone and all(
+        torch.allclose(stage2_weights[key], stage1_weights[key], atol=1e-6) for key in backbone
+    )
+    # the model trained is the loaded one: its first forward already used stage 1's tensors
+    assert torch.equal(built[0].patch_embed.proj.weight, stage2_weights["patch_embed.proj.weight"])
+    assert stage2_weights["head.weight"].shape[1] == 2 * stage1_weights["head.weight"].shape[1]
+
+
+def test_load_from_of_another_architecture_is_a_one_line_error(stage1, tmp_path):
+    options = [
+        *tiny_options(stage1, epochs=1),
+        "model.embed_dim=64",
+        f"train.load_from={stage1 / 'stage1' / 'best.pth'}",
+    ]
+    run = load_run_config(CONFIGS_DIR / "crvit_demo.py", options)
+    with pytest.raises(CheckpointError, match=r"cls_token is \[1, 1, 32\] there but \[1, 1, 64\]"):
+        run_pipeline(run, tmp_path, device=CPU)
+
+
+def test_model_and_frame_pipeline_must_agree(stage1):
+    with pytest.raises(ConfigError, match="model.num_frames=8 but frame_clips.num_frames=4"):
+        load_run_config(
+            CONFIGS_DIR / "crvit_demo.py", [*tiny_options(stage1), "model.num_frames=8"]
+        )
+
+
+def test_labelling_gives_a_timeline_with_or_without_the_memory_carried(
+    stage1, tmp_path, write_test_video
+):
+    video = write_test_video(tmp_path / "long.mp4", seconds=12, fps=10)
+    ckpt = stage1 / "stage1" / "best.pth"
+    labels = FrameWindowLabeler.from_checkpoint(ckpt, CPU).label_video(video, window=4.0)
+    assert [(w["start"], w["end"]) for w in labels["timeline"]] == [(0, 4), (4, 8), (8, 12)]
+    scores = [item["score"] for item in labels["top_k"]]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+    with pytest.raises(CheckpointError, match="needs a CR-ViT checkpoint"):
+        FrameWindowLabeler.from_checkpoint(ckpt, CPU, carry_memory=True)
+
+
+def test_infer_tool_labels_with_a_crvit_checkpoint(stage1, tmp_path, write_test_video):
+    run = load_run_config(CONFIGS_DIR / "crvit_demo.py", tiny_options(stage1, epochs=1))
+    run_pipeline(run, tmp_path / "crvit", device=CPU)
+    video = write_test_video(tmp_path / "clip.mp4", seconds=12, fps=10)
+    out = tmp_path / "labels.json"
+    for extra in ([], ["--carry-memory"]):
+        run_tool(
+            "tools/infer.py", str(video), "--checkpoint", str(tmp_path / "crvit" / "best.pth"),
+            "--window", "4", "--json", str(out), *extra,
+        )  # fmt: skip
+        result = json.loads(out.read_text())
+        assert len(result["timeline"]) == 3 and result["top_k"]
