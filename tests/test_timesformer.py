@@ -139,6 +139,18 @@ def test_crvit_memory_carries_the_first_chunk_into_the_second(slot, read):
     torch.testing.assert_close(zeroed[1], other_zeroed[1])  # no memory: no path left
 
 
+def test_crvit_without_carry_cls_joins_the_iterations_by_the_memory_only():
+    net, clip = model(CRViT, carry_cls=False), video()
+    other = changed(clip, [0, 1, 2, 3])
+    with torch.no_grad():
+        first, _ = net.forward_iterations(clip)
+        second, _ = net.forward_iterations(other)
+        assert not torch.allclose(first[1], second[1])  # the memory carries the first half
+        zeroed, _ = net.forward_iterations(clip, zero_memory=True)
+        other_zeroed, _ = net.forward_iterations(other, zero_memory=True)
+    torch.testing.assert_close(zeroed[1], other_zeroed[1])  # and nothing else does
+
+
 def test_crvit_memory_enters_from_a_previous_window():
     net, clip = model(CRViT), video()
     with torch.no_grad():

@@ -56,14 +56,17 @@ _RATES = ("drop_rate", "attn_drop_rate", "drop_path_rate")
 
 @dataclass(frozen=True)
 class TimeSformerConfig:
-    """Keys of TimeSformer and CR-ViT (ViT-B/16 by default); the last four are CR-ViT's only.
+    """Keys of TimeSformer and CR-ViT (ViT-B/16 by default); the last five are CR-ViT's only.
 
     ``pretrained``: False (random init), a weights file or folder (official ``.pyth``, Hugging
     Face, or a crt_video TimeSformer/CR-ViT state dict), or True (download
     facebook/timesformer-base-finetuned-k400 from the Hugging Face hub). ``iterations``: chunks
     of consecutive frames CR-ViT runs one after another (``num_frames`` must split evenly).
     ``memory_cell``: the memory RNN ('gru' or 'ncgru'). ``memory_slot`` and ``memory_input``:
-    see the module docstring.
+    see the module docstring. ``carry_cls`` (the paper's): an iteration's class token starts
+    from the previous one's output and the classifier reads [prev_cls, cls]; False leaves the
+    memory the only path from one iteration to the next (each starts from the learned class
+    token, and the classifier reads [cls, cls]), an ablation.
     """
 
     img_size: int = 224
@@ -83,6 +86,7 @@ class TimeSformerConfig:
     memory_cell: str = "gru"
     memory_slot: str = "key_value"
     memory_input: str = "frame_mean"
+    carry_cls: bool = True
 
     def __post_init__(self) -> None:
         for key in (*_POSITIVE_INTS, "iterations"):
@@ -98,7 +102,7 @@ class TimeSformerConfig:
                 raise ConfigError(
                     f"model.{key}={getattr(self, key)!r} is not one of {', '.join(choices)}"
                 )
-        for key in ("qkv_bias", "grad_checkpointing"):
+        for key in ("qkv_bias", "grad_checkpointing", "carry_cls"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"model.{key}={getattr(self, key)!r} must be true or false")
         self._check_shapes()
@@ -333,6 +337,7 @@ class CRViT(VideoBackbone):
         super().__init__(in_dim, config)
         self.iterations = config.iterations
         self.memory_input = config.memory_input
+        self.carry_cls = config.carry_cls
         self.memory_cell = MEMORY_CELLS[config.memory_cell](config.embed_dim, config.embed_dim)
         self.memory_embed = None
         if config.memory_slot == "key_value":
@@ -373,7 +378,7 @@ class CRViT(VideoBackbone):
                 logits.append(self.head(torch.cat([cls if prev_cls is None else prev_cls, cls], 1)))
                 if not zero_memory:
                     memory = self._read_memory(x[:, 1:], memory, chunk_len)
-                prev_cls = cls
+                prev_cls = cls if self.carry_cls else None
         return logits, memory
 
     def _memory_token(self, memory: torch.Tensor) -> torch.Tensor:

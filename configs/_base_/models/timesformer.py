@@ -28,4 +28,7 @@ model = dict(
     # all the part's patch outputs in one step ('token_mean')
     memory_slot="key_value",
     memory_input="frame_mean",
+    # the paper's: iteration 2's class token starts from iteration 1's output and the classifier
+    # reads [prev_cls, cls]; False (an ablation) leaves the memory the only path between them
+    carry_cls=True,
 )
