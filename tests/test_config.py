@@ -56,7 +56,7 @@ def test_every_shipped_config_loads_and_is_plain_data(path):
     assert cfg["_config_name"] == path.stem
     assert cfg["protocol"] in ("cs", "cv1", "cv2", "cv", "thumos14")  # cv: TSU cross-view
     assert cfg["sampling"]["fps"] > 0
-    assert cfg["model"]["type"] in ("crt", "segment", "full", "meanpool")
+    assert cfg["model"]["type"] in ("crt", "segment", "full", "meanpool", "timesformer", "crvit")
     assert pickle.loads(pickle.dumps(cfg)) == cfg
     json.dumps(cfg)
 
