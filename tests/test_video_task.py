@@ -125,9 +125,17 @@ def test_labelling_gives_a_timeline_with_or_without_the_memory_carried(
         FrameWindowLabeler.from_checkpoint(ckpt, CPU, carry_memory=True)
 
 
-def test_infer_tool_labels_with_a_crvit_checkpoint(stage1, tmp_path, write_test_video):
-    run = load_run_config(CONFIGS_DIR / "crvit_demo.py", tiny_options(stage1, epochs=1))
-    run_pipeline(run, tmp_path / "crvit", device=CPU)
+def test_test_and_infer_tools_take_a_crvit_checkpoint(stage1, tmp_path, write_test_video):
+    options = tiny_options(stage1, epochs=1)
+    run_pipeline(
+        load_run_config(CONFIGS_DIR / "crvit_demo.py", options), tmp_path / "crvit", device=CPU
+    )
+    run_tool(
+        "tools/test.py", "configs/crvit_demo.py", str(tmp_path / "crvit" / "best.pth"),
+        "--work-dir", str(tmp_path / "tested"), "--cfg-options", *options,
+    )  # fmt: skip
+    metrics = json.loads((tmp_path / "tested" / "test" / "metrics.json").read_text())
+    assert "per_class" in metrics and (tmp_path / "tested" / "test" / "predictions.csv").is_file()
     video = write_test_video(tmp_path / "clip.mp4", seconds=12, fps=10)
     out = tmp_path / "labels.json"
     for extra in ([], ["--carry-memory"]):
