@@ -112,6 +112,11 @@ class RunConfig:
 
     @property
     def feature_source(self) -> FeatureSource:
+        if self.task.name == "video":
+            raise ConfigError(
+                f"{self.source.get('_config_path', 'this config')}: model.task="
+                f"{self.task.name!r} reads decoded frames, it has no features to extract"
+            )
         return FeatureSource(
             self.features, self.encoder, self.sampling, self.data.data_root, self.data.cache
         )
