@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 def _extract(
     run: RunConfig, args: argparse.Namespace, device: torch.device, dist_info: DistInfo
 ) -> int:
+    source = run.feature_source  # a config without features fails here, before any demo data
     if args.video_dir:
         video_dir = Path(args.video_dir).expanduser().resolve()
         if not video_dir.is_dir():
@@ -74,7 +75,7 @@ def _extract(
             "check data_root or --video-dir"
         )
     summary = extract_to_cache(
-        run.feature_source,
+        source,
         video_dir,
         videos,
         None,
