@@ -31,8 +31,8 @@ from crt_video.features.frame_encoder import FrameEncoderConfig
 from crt_video.features.npy_features import FeaturesConfig
 from crt_video.features.source import FeatureSource
 from crt_video.features.video import SamplingConfig
-from crt_video.models.registry import model_config, task_name
-from crt_video.tasks import TASKS, Task
+from crt_video.models.registry import model_config
+from crt_video.tasks import Task, task_of
 
 DEFAULT_CACHE_DIR = "work_dirs/cache"
 # The repository's configs, for benchmarks and tests run from a source checkout.
@@ -108,11 +108,11 @@ class RunConfig:
     @property
     def task(self) -> Task:
         """The adapter of ``model.task``."""
-        return TASKS[task_name(self.model)]
+        return task_of(self.model)
 
     @property
     def feature_source(self) -> FeatureSource:
-        if self.task.name == "video":
+        if not self.task.reads_features:
             raise ConfigError(
                 f"{self.source.get('_config_path', 'this config')}: model.task="
                 f"{self.task.name!r} reads decoded frames, it has no features to extract"
@@ -150,20 +150,19 @@ def run_config_from(path: str | os.PathLike, **sections: Any) -> RunConfig:
 
 def _parse(cfg: dict) -> RunConfig:
     model = cfg["model"]
-    model_config(model)
-    name = task_name(model)
-    if name not in TASKS:
-        raise ConfigError(f"model.task={name!r} is not one of {', '.join(TASKS)}")
+    model_settings = model_config(model)[1]
+    task = task_of(model)
     data = DataConfig(**_pick(cfg, _DATA_KEYS))
-    data.check_for(TASKS[name])
+    data.check_for(task)
     runtime = RuntimeConfig(
         **_pick(cfg, _RUNTIME_KEYS), config_name=cfg.get("_config_name", "config")
     )
     features = FeaturesConfig.from_dict(cfg.get("features"))
-    _require_feature_sections(cfg, name, features)
     frames = FrameClipConfig.from_dict(cfg.get("frame_clips") or {})
-    if name == "video":
-        _check_frames(model, frames)
+    if task.reads_features:
+        _require_feature_sections(cfg, task.name, features)
+    else:
+        _check_frames(model_settings, frames)
     return RunConfig(
         runtime=runtime,
         data=data,
@@ -179,9 +178,8 @@ def _parse(cfg: dict) -> RunConfig:
     )
 
 
-def _check_frames(model: dict, frames: FrameClipConfig) -> None:
-    """The video task's model must be built for the clips the frame pipeline makes."""
-    model_cfg = model_config(model)[1]
+def _check_frames(model_cfg: Any, frames: FrameClipConfig) -> None:
+    """A model on frames must be built for the clips the frame pipeline makes."""
     for model_key, frames_key in (("num_frames", "num_frames"), ("img_size", "input_size")):
         if getattr(model_cfg, model_key) != getattr(frames, frames_key):
             raise ConfigError(
@@ -192,8 +190,6 @@ def _check_frames(model: dict, frames: FrameClipConfig) -> None:
 
 def _require_feature_sections(cfg: dict, task: str, features: FeaturesConfig) -> None:
     """A task on features needs the sampling rate, and an encoder unless it reads .npy files."""
-    if task == "video":
-        return
     needed = ("sampling",) if features.type == "npy" else ("sampling", "encoder")
     missing = [key for key in needed if cfg.get(key) is None]
     if missing:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,17 +46,13 @@ from crt_video.features.video import (
     resolve_backend,
 )
 from crt_video.utils.logging import get_logger
-from crt_video.utils.sections import section_from_dict
+from crt_video.utils.sections import require_int, section_from_dict
 
 SAMPLINGS = ("uniform", "dense")
 SECTION = "frame_clips"
+IDENTITY_NAME = "frames"
 
 logger = get_logger(__name__)
-
-
-def _int_at_least(key: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{SECTION}.{key} must be an integer >= {low}, got {value!r}")
 
 
 def _numbers(key: str, value: object, count: int) -> tuple[float, ...]:
@@ -98,7 +94,7 @@ class FrameClipConfig:
 
     def __post_init__(self) -> None:
         for key in ("num_frames", "input_size", "test_clips", "frame_stride"):
-            _int_at_least(key, getattr(self, key), 1)
+            require_int(f"{SECTION}.{key}", getattr(self, key), 1)
         scale = _numbers("train_scale", self.train_scale, 2)
         if (
             not all(isinstance(s, int) for s in scale)
@@ -113,7 +109,7 @@ class FrameClipConfig:
         test_scale = self.test_scale
         if test_scale is None:
             test_scale = self.input_size if self.test_crops == 3 else scale[0]
-        _int_at_least("test_scale", test_scale, self.input_size)
+        require_int(f"{SECTION}.test_scale", test_scale, self.input_size)
         if not isinstance(self.hflip, bool):
             raise ConfigError(f"{SECTION}.hflip must be True or False, got {self.hflip!r}")
         std = _numbers("std", self.std, 3)
@@ -141,6 +137,16 @@ class FrameClipConfig:
     @classmethod
     def from_dict(cls, section: dict) -> FrameClipConfig:
         return section_from_dict(cls, section, SECTION)
+
+    @property
+    def identity(self) -> dict:
+        """What a checkpoint on frames records in place of a frozen encoder's identity: how its
+        frames were sampled and shaped, which testing and labelling must repeat."""
+        return {"name": IDENTITY_NAME, **asdict(self)}
+
+    @classmethod
+    def from_identity(cls, identity: dict) -> FrameClipConfig:
+        return cls.from_dict({k: v for k, v in identity.items() if k != "name"})
 
 
 def sample_frame_indices(

@@ -123,9 +123,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, list[st
                 f"{path}: {key} is {list(tensor.shape)} there but {list(own[key].shape)} in this "
                 "model; load_from needs a checkpoint of the same architecture"
             )
-    loaded = [key for key in state if key in own and own[key].shape == state[key].shape]
+    loaded = {key for key in state if key in own and own[key].shape == state[key].shape}
     report = {
-        "loaded": loaded,
+        "loaded": sorted(loaded),
         "missing": [key for key in own if key not in loaded],
         "unexpected": [key for key in state if key not in own],
     }

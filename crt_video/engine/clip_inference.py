@@ -58,8 +58,7 @@ class FrameWindowLabeler:
     ) -> FrameWindowLabeler:
         ckpt = ckpt if isinstance(ckpt, dict) else load_checkpoint(ckpt)
         device = device if isinstance(device, torch.device) else resolve_device(device)
-        identity = {k: v for k, v in ckpt["encoder_identity"].items() if k != "name"}
-        frames = FrameClipConfig.from_dict(identity)
+        frames = FrameClipConfig.from_identity(ckpt["encoder_identity"])
         model = model_from_checkpoint(ckpt)
         return cls(model, frames, ckpt["class_names"], device, carry_memory)
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from crt_video.errors import ConfigError, DatasetError
 from crt_video.utils.io import atomic_write_text
-from crt_video.utils.sections import section_from_dict
+from crt_video.utils.sections import require_int, section_from_dict
 
 EVENT_IOUS = (0.1, 0.2, 0.3, 0.4, 0.5)
 Event = tuple[int, float, float, float]  # class, start, end, confidence
@@ -52,9 +52,7 @@ class DenseConfig:
             value = getattr(self, key)
             if value is None and key == "window":
                 continue
-            low = 0 if key == "plot_videos" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"dense.{key} must be an integer >= {low}, got {value!r}")
+            require_int(f"dense.{key}", value, 0 if key == "plot_videos" else 1)
         if not 0 < self.event_threshold < 1:
             raise ConfigError(
                 f"dense.event_threshold must be in (0, 1), got {self.event_threshold}"

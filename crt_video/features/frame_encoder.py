@@ -41,7 +41,7 @@ from crt_video.features.precision import (
 )
 from crt_video.features.video import resize_frames
 from crt_video.utils.io import file_sha256
-from crt_video.utils.sections import section_from_dict
+from crt_video.utils.sections import is_int_at_least, require_int, section_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +77,8 @@ class FrameEncoderConfig:
             raise ConfigError(f"encoder.kwargs={self.kwargs!r} must be a dict of timm arguments")
         object.__setattr__(self, "kwargs", dict(self.kwargs or {}))
         for key, low in (("batch_size", 1), ("seed", 0)):
-            if not _is_int_at_least(getattr(self, key), low):
-                raise ConfigError(
-                    f"encoder.{key}={getattr(self, key)!r} must be an integer >= {low}"
-                )
-        if self.num_workers != "auto" and not _is_int_at_least(self.num_workers, 0):
+            require_int(f"encoder.{key}", getattr(self, key), low)
+        if self.num_workers != "auto" and not is_int_at_least(self.num_workers, 0):
             raise ConfigError(
                 f"encoder.num_workers={self.num_workers!r} must be 'auto' or a count >= 0 "
                 "of decoding processes"
@@ -223,10 +220,6 @@ def build_frame_encoder(
     else:
         encoder.choose_cpu_precision()
     return encoder
-
-
-def _is_int_at_least(value: object, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def _check_timm_name(name: str) -> None:

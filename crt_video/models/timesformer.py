@@ -47,6 +47,7 @@ from crt_video.errors import ConfigError
 from crt_video.models.memory_cells import MEMORY_CELLS
 from crt_video.models.registry import register_model
 from crt_video.models.timesformer_weights import load_pretrained
+from crt_video.utils.sections import require_int
 
 MEMORY_SLOTS = ("key_value", "token_add")
 MEMORY_INPUTS = ("frame_mean", "token_mean")
@@ -90,7 +91,7 @@ class TimeSformerConfig:
 
     def __post_init__(self) -> None:
         for key in (*_POSITIVE_INTS, "iterations"):
-            _check_positive_int(key, getattr(self, key))
+            require_int(f"model.{key}", getattr(self, key), 1)
         for key in _RATES:
             _check_rate(key, getattr(self, key))
         for key, choices in (
@@ -130,11 +131,6 @@ class TimeSformerConfig:
                 f"model.num_frames={self.num_frames} does not split into "
                 f"model.iterations={self.iterations} equal chunks of consecutive frames"
             )
-
-
-def _check_positive_int(key: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"model.{key}={value!r} must be a positive integer")
 
 
 def _check_rate(key: str, value: object) -> None:

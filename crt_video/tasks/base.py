@@ -28,6 +28,7 @@ class Task(ABC):
     name: str  # the config's model.task, and the checkpoint's "task"
     protocols: tuple[str, ...]  # the dataset's protocols, the first the default
     val_modes: tuple[str, ...]
+    reads_features = True  # False: the model reads decoded frames, no encoder or features
 
     @abstractmethod
     def class_names(self, run: RunConfig) -> tuple[str, ...]:

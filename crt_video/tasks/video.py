@@ -10,7 +10,6 @@ test averages the class probabilities of ``frame_clips.test_clips`` x ``test_cro
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +21,6 @@ from torch import nn
 
 from crt_video.data.feature_dataset import EpochSampler, FeatureData
 from crt_video.data.frame_clips import FrameClipConfig, FrameClipDataset, collate_frame_clips
-from crt_video.data.smarthome import class_names
 from crt_video.data.splits import SPLITS
 from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, broadcast_object
 from crt_video.engine.evaluate import autocast, predict_items, report_scores
@@ -35,18 +33,12 @@ if TYPE_CHECKING:
     from crt_video.run_config import RunConfig
 
 
-def frames_identity(frames: FrameClipConfig) -> dict:
-    """What a video-task checkpoint records in place of a frozen encoder's identity: how its
-    frames were sampled and shaped, which its test must repeat."""
-    return {"name": "frames", **asdict(frames)}
-
-
 def clip_items(table: pd.DataFrame) -> list[tuple[str, int]]:
     return list(zip(table["video"], table["label_id"].astype(int), strict=True))
 
 
 def video_step(
-    model: nn.Module, batch: dict | None, device: torch.device
+    model: nn.Module, batch: dict, device: torch.device
 ) -> tuple[torch.Tensor, int, dict[str, float]]:
     labels = batch["label"].to(device, non_blocking=True)
     logits = model(batch["video"].to(device, non_blocking=True))
@@ -91,9 +83,10 @@ class VideoTask(ClipTask):
     """The clip task's data, labels and report, with a model that reads frames."""
 
     name = "video"
+    reads_features = False
 
     def identity(self, run: RunConfig) -> tuple[dict, FrameEncoder | None]:
-        return frames_identity(run.frames), None
+        return run.frames.identity, None
 
     def prepare_data(
         self,
@@ -106,8 +99,7 @@ class VideoTask(ClipTask):
         """The annotation tables of ``splits``; frames are decoded while training."""
         video_dir = self.video_dir(run, dist_info)
         tables = annotation_tables(run, video_dir, splits, dist_info)
-        names = class_names(run.data.protocol)
-        return FeatureData(None, tables, names, frames_identity(run.frames), video_dir)
+        return FeatureData(None, tables, self.class_names(run), run.frames.identity, video_dir)
 
     def training(
         self, run: RunConfig, data: FeatureData, device: torch.device, dist_info: DistInfo

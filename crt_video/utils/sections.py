@@ -37,3 +37,14 @@ def section_from_dict(cls: type[Section], section: Any, name: str) -> Section:
                 f"{name}.{field.name} is not set; add it to the config's {name} = dict(...)"
             )
     return cls(**section)
+
+
+def is_int_at_least(value: object, low: int) -> bool:
+    """An int (not a bool) of at least ``low``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def require_int(name: str, value: object, low: int) -> None:
+    """A one-line ConfigError naming ``name`` unless ``value`` is an int of at least ``low``."""
+    if not is_int_at_least(value, low):
+        raise ConfigError(f"{name}={value!r} must be an integer >= {low}")
