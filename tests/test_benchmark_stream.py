@@ -27,12 +27,14 @@ def test_smoke_run_reports_runtimes_latency_and_memory(tmp_path):
     assert figures["auto_precision"] in offered
     for precision, alone in figures["encoder_alone"].items():
         assert alone["bound"] == alone["frames_per_s"] / 4.0 and alone["cosine"] > 0.99
+        assert set(alone["frames_per_s_at"]) == {1, 4}
         row = figures["runtimes"][precision]
         assert row["precision"] == precision
         assert row["of_bound"] == row["real_time_factor"] / alone["bound"]
     for clip in [*figures["runtimes"].values(), figures["long"]]:
         assert clip["real_time_factor"] > 0 and clip["peak_rss_mib"] > 0
         assert clip["frames"] == round(clip["duration"] * 4)
+        assert clip["all_seconds"] == [clip["seconds"]]  # smoke: one run per row
     assert figures["long"]["duration"] == 2 * figures["short"]["duration"]
     live = figures["live"]
     assert live["segments"] >= 2 and 0 < live["latency_median_s"] <= live["latency_max_s"]
@@ -40,6 +42,8 @@ def test_smoke_run_reports_runtimes_latency_and_memory(tmp_path):
     markdown = result["markdown"]
     assert "| onnx |" in markdown and "real-time factor" in markdown and "latency" in markdown
     assert f"| auto ({figures['auto_precision']}) |" in markdown and "real-time bound" in markdown
+    assert "| precision | 1 a batch | 4 a batch |" in markdown
+    assert figures["fastest_precision"] in offered
     assert figures["cpu_flags"] == cpu_flags()
     assert list(tmp_path.iterdir()) == []
 

@@ -127,3 +127,13 @@ def test_bf16_features_are_close_to_fp32_and_named_in_the_identity():
 def test_unknown_precision_is_a_config_error():
     with pytest.raises(ConfigError, match="encoder.precision='fp16'"):
         build_frame_encoder({**TINY, "pretrained": False, "precision": "fp16"})
+
+
+def test_auto_batch_is_small_on_a_cpu_large_on_a_gpu_and_a_count_is_kept():
+    auto = {**TINY, "pretrained": False, "precision": "fp32", "batch_size": "auto"}
+    assert build_frame_encoder(auto, device="cpu").batch_size == 8
+    assert build_frame_encoder({**auto, "precision": "bf16"}, device="cuda").batch_size == 64
+    assert build_frame_encoder({**auto, "batch_size": 3}, device="cpu").batch_size == 3
+    for bad in (0, "big", 2.5):
+        with pytest.raises(ConfigError, match=f"encoder.batch_size={bad!r} must be 'auto'"):
+            build_frame_encoder({**auto, "batch_size": bad})

@@ -149,7 +149,7 @@ def test_missing_data_root_and_config_typo_are_one_line_errors(tmp_path):
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ("encoder.batch_size=0", "encoder.batch_size=0 must be an integer >= 1"),
+        ("encoder.batch_size=0", "encoder.batch_size=0 must be 'auto' or a count >= 1"),
         ("encoder.bach_size=8", "did you mean 'encoder.batch_size'?"),
         ("encoder.precision=fp16", "encoder.precision='fp16' is not one of auto, fp32, bf16"),
     ],

@@ -1,16 +1,19 @@
-"""Encoder precision: int8 features and identity, 'auto' chosen by measurement, its cache."""
+"""Encoder precision: int8 features, identity and cache, 'auto' chosen by measurement, its cache."""
 
 from __future__ import annotations
 
 import json
 
+import onnx
 import pytest
 import torch
 
 from crt_video.engine.feature_stream import inference_precision
 from crt_video.errors import ConfigError
+from crt_video.features import int8 as int8_module
 from crt_video.features import precision as precision_module
 from crt_video.features.frame_encoder import build_frame_encoder
+from crt_video.features.int8 import Int8Runner
 from crt_video.features.precision import (
     cache_path,
     choose_precision,
@@ -33,11 +36,11 @@ def fresh_cache(tmp_path, monkeypatch) -> None:
 
 @pytest.fixture
 def timed(monkeypatch) -> list[dict]:
-    """Every measurement 'auto' takes, with figures set by the test (fastest: int8, then bf16)."""
+    """Every measurement 'auto' takes, with figures set by the test (fastest: bf16, then int8)."""
     calls: list[dict] = []
-    result = figures(fp32=(10.0, 1.0), bf16=(20.0, 0.9999), int8=(25.0, 0.995))
+    result = figures(fp32=(10.0, 1.0), bf16=(20.0, 0.9999), int8=(15.0, 0.998))
 
-    def fake(model, x, precisions, repeats=3):
+    def fake(runner_for, x, precisions, repeats=3):
         calls.append({"precisions": list(precisions)})
         return {p: result[p] for p in precisions}
 
@@ -47,31 +50,54 @@ def timed(monkeypatch) -> list[dict]:
     return calls
 
 
-def test_int8_quantises_the_linear_layers_and_is_part_of_the_identity():
+def test_int8_is_a_quantised_graph_named_in_the_identity():
     fp32 = build_frame_encoder({**TINY, "pretrained": False, "precision": "fp32"})
     int8 = build_frame_encoder({**TINY, "pretrained": False, "precision": "int8"})
-    assert int8.identity["precision"] == "int8" and int8.identity != fp32.identity
+    assert int8.identity["precision"] == "int8" and "quantization" in int8.identity
+    assert "quantization" not in fp32.identity
     # The parameters are the fp32 model's: the same weights hash, a state dict of float tensors.
     assert int8.identity["params_sha256"] == fp32.identity["params_sha256"]
     assert all(t.dtype == torch.float32 for t in int8.state_dict().values())
-    dynamic_linear = torch.ao.nn.quantized.dynamic.Linear
-    quantised = [m for m in int8.runner.modules() if isinstance(m, dynamic_linear)]
-    assert len(quantised) == sum(isinstance(m, torch.nn.Linear) for m in fp32.model.modules())
+    assert isinstance(int8.runner, Int8Runner)
+    graph = onnx.load(int8.runner.path).graph
+    quantised_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    linear_layers = sum(isinstance(m, torch.nn.Linear) for m in fp32.model.modules())
+    assert len(quantised_weights) >= linear_layers
+    assert any(node.op_type == "QuantizeLinear" for node in graph.node)
     frames = probe_frames(6, (32, 32))
     exact, approx = fp32.encode(frames), int8.encode(frames)
     assert approx.dtype == torch.float32 and not torch.equal(exact, approx)
     assert torch.nn.functional.cosine_similarity(exact, approx).min() > 0.99
+    # Back to fp32: the identity loses the quantisation with the precision.
+    int8.use_precision("fp32")
+    assert int8.identity == fp32.identity
 
 
-def test_int8_features_depend_on_the_batch_so_auto_leaves_them_out():
+def test_int8_features_do_not_depend_on_the_batch():
     int8 = build_frame_encoder({**TINY, "pretrained": False, "precision": "int8"})
     frames = probe_frames(8, (32, 32))
-    frames[1:] = 255  # bright batch mates: a larger activation scale for the whole batch
-    alone, batched = int8.encode(frames[:1]), int8.encode(frames)[:1]
-    assert not torch.equal(alone, batched)
-    assert torch.nn.functional.cosine_similarity(alone, batched).item() > 0.98
-    fp32 = build_frame_encoder({**TINY, "pretrained": False, "precision": "fp32"})
-    torch.testing.assert_close(fp32.encode(frames[:1]), fp32.encode(frames)[:1])
+    frames[1:] = 255  # bright batch mates: dynamic quantisation would scale the whole batch
+    torch.testing.assert_close(int8.encode(frames[:1]), int8.encode(frames)[:1])
+
+
+def test_int8_graph_is_quantised_once_per_encoder_and_cached(logs):
+    first = build_frame_encoder({**TINY, "pretrained": False, "precision": "int8"})
+    second = build_frame_encoder({**TINY, "pretrained": False, "precision": "int8"})
+    other = build_frame_encoder({**TINY, "pretrained": False, "precision": "int8", "seed": 1})
+    assert first.runner.path == second.runner.path != other.runner.path
+    assert first.runner.path.parent == cache_path().parent / "int8"
+    quantising = [r for r in logs.records if "quantising the encoder" in r.getMessage()]
+    assert len(quantising) == 2
+    frames = probe_frames(3, (32, 32))
+    torch.testing.assert_close(first.encode(frames), second.encode(frames))
+
+
+def test_int8_without_onnx_runtime_is_a_one_line_error_and_not_offered(monkeypatch):
+    monkeypatch.setattr(int8_module, "int8_available", lambda: False)
+    monkeypatch.setattr(precision_module, "int8_available", lambda: False)
+    with pytest.raises(ConfigError, match="'int8' needs ONNX Runtime"):
+        build_frame_encoder({**TINY, "pretrained": False, "precision": "int8"})
+    assert "int8" not in precision_module.cpu_precisions()
 
 
 def test_int8_off_the_cpu_is_refused_and_a_gpu_runs_int8_checkpoints_in_bf16():
@@ -82,14 +108,14 @@ def test_int8_off_the_cpu_is_refused_and_a_gpu_runs_int8_checkpoints_in_bf16():
 
 
 def test_measurement_times_every_precision_against_fp32():
-    model = build_frame_encoder({**TINY, "pretrained": False, "precision": "fp32"}).model
-    x = torch.randn(4, 3, 32, 32)
-    measured = measure_precisions(model, x, ["fp32", "bf16", "int8"], repeats=1)
+    encoder = build_frame_encoder({**TINY, "pretrained": False, "precision": "fp32"})
+    x = encoder.preprocess(probe_frames(4, (32, 32)))
+    measured = measure_precisions(encoder.runner_for, x, ["fp32", "bf16", "int8"], repeats=1)
     assert list(measured) == ["fp32", "bf16", "int8"]
     assert measured["fp32"]["cosine"] == pytest.approx(1.0)
     assert all(m["frames_per_s"] > 0 and 0.9 < m["cosine"] <= 1.0 + 1e-6 for m in measured.values())
     with pytest.raises(ValueError, match="fp32"):
-        measure_precisions(model, x, ["int8", "fp32"])
+        measure_precisions(encoder.runner_for, x, ["int8", "fp32"])
 
 
 def test_the_fastest_precision_wins_unless_it_loses_accuracy():
@@ -103,12 +129,12 @@ def test_auto_measures_once_picks_the_fastest_and_says_why(timed, logs):
     second = build_frame_encoder({**TINY, "pretrained": False}, device="cpu")
     assert first.precision == second.precision == "bf16"
     assert first.identity["precision"] == "bf16"
-    # One measurement (the second build read the cache), never of int8: its features depend on
-    # the batch, so the default keeps to precisions that do not.
-    assert timed[1:] == [{"precisions": ["fp32", "bf16"]}]
+    # One measurement (the second build read the cache), of every precision this CPU offers.
+    assert timed[1:] == [{"precisions": ["fp32", "bf16", "int8"]}]
     chosen = [r.getMessage() for r in logs.records if "precision auto" in r.getMessage()]
     assert "auto -> bf16" in chosen[0] and "fp32 10.0 frames/s" in chosen[0]
     assert "bf16 20.0 frames/s (cosine 0.99990)" in chosen[0] and "cached" in chosen[1]
+    assert "int8 15.0 frames/s (cosine 0.99800)" in chosen[0]
     record = next(iter(json.loads(cache_path().read_text()).values()))
     assert record["precision"] == "bf16" and record["measured"]["fp32"]["frames_per_s"] == 10.0
 
@@ -125,10 +151,19 @@ def test_auto_measures_again_for_another_encoder_not_another_thread_count(timed)
     assert len(timed) == 3
 
 
+def test_auto_picks_int8_where_it_is_fastest_and_keeps_the_features(timed):
+    timed[0]["int8"]["frames_per_s"] = 25.0
+    encoder = build_frame_encoder({**TINY, "pretrained": False}, device="cpu")
+    assert encoder.precision == "int8" and isinstance(encoder.runner, Int8Runner)
+    assert encoder.identity["precision"] == "int8" and "quantization" in encoder.identity
+
+
 def test_auto_never_picks_a_precision_that_damages_features_or_is_slower(timed):
     timed[0]["bf16"]["cosine"] = 0.9
+    timed[0]["int8"]["cosine"] = 0.95
     assert build_frame_encoder({**TINY, "pretrained": False}, device="cpu").precision == "fp32"
     timed[0]["bf16"].update(cosine=0.9999, frames_per_s=9.0)
+    timed[0]["int8"].update(cosine=0.999, frames_per_s=8.0)
     assert (
         build_frame_encoder({**TINY, "pretrained": False, "seed": 1}, device="cpu").precision
         == "fp32"
@@ -184,20 +219,3 @@ def test_cpu_named_with_its_precision_flags_on_x86_and_arm():
     assert cpu_flags(ARM_CPUINFO) == ["NEON", "NEON-DOT", "ARM-BF16", "ARM-I8MM"]
     unknown = ARM_CPUINFO.replace("0xd40", "0xfff")
     assert cpu_name(unknown) == "ARM implementer 0x41 part 0xfff"
-
-
-def test_int8_runs_on_qnnpack_on_arm(monkeypatch):
-    monkeypatch.setattr(precision_module.platform, "machine", lambda: "aarch64")
-    previous = torch.backends.quantized.engine
-    try:
-        assert precision_module.int8_engine() == "qnnpack"
-        fp32 = build_frame_encoder({**TINY, "pretrained": False, "precision": "fp32"})
-        int8 = build_frame_encoder({**TINY, "pretrained": False, "precision": "int8"})
-        assert torch.backends.quantized.engine == "qnnpack"
-        frames = probe_frames(4, (32, 32))
-        assert (
-            torch.nn.functional.cosine_similarity(fp32.encode(frames), int8.encode(frames)).min()
-            > 0.99
-        )
-    finally:
-        torch.backends.quantized.engine = previous

@@ -8,7 +8,6 @@ gives features [N, D]; crt_step.onnx is one streaming step: (features [B, segmen
 lengths [B] (valid frames of the segment: a shorter last segment is padded), memory, output_sum,
 num_frames) -> (logits, memory_out, output_sum_out, num_frames_out). crt.json holds
 the class names, sampling rate, segment length, the initial memory and the preprocessing.
-Needs the optional extra: pip install -e ".[onnx]".
 """
 
 from __future__ import annotations

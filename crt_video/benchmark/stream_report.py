@@ -21,6 +21,7 @@ def stream_figures(
     step_repeats: int,
     encoder_batch: int,
     encoder_repeats: int,
+    pipeline_repeats: int,
 ) -> dict:
     """The figures of one run: each runtime's clip, the long clip, the live pipe, and the encoder
     alone per precision with the real-time bound it sets and each row's share of it."""
@@ -41,6 +42,8 @@ def stream_figures(
         "step_repeats": step_repeats,
         "encoder_batch": encoder_batch,
         "encoder_repeats": encoder_repeats,
+        "pipeline_repeats": pipeline_repeats,
+        "fastest_precision": max(alone, key=lambda p: alone[p]["frames_per_s"]),
         "step_latency_ms": default["step_ms"],
         "segment_len": default["segment_len"],
         "segment_seconds": default["segment_len"] / fps,
@@ -60,6 +63,11 @@ def stream_markdown(figures: dict) -> str:
     encoder_rows = "\n".join(
         f"| {p} | {m['frames_per_s']:.1f} | {1000 / m['frames_per_s']:.1f} | "
         f"{m['cosine']:.5f} | {m['bound']:.1f}x |"
+        for p, m in figures["encoder_alone"].items()
+    )
+    sweep = sorted({b for m in figures["encoder_alone"].values() for b in m["frames_per_s_at"]})
+    sweep_rows = "\n".join(
+        f"| {p} | " + " | ".join(f"{m['frames_per_s_at'][b]:.1f}" for b in sweep) + " |"
         for p, m in figures["encoder_alone"].items()
     )
     rows = "\n".join(
@@ -86,13 +94,20 @@ built on it runs faster than that many times real time.
 |---|---:|---:|---:|---:|
 {encoder_rows}
 
+The same, frames/s at other batch sizes (best of 2):
+
+| precision | {" | ".join(f"{b} a batch" for b in sweep)} |
+|---|{"---:|" * len(sweep)}
+{sweep_rows}
+
 What tools/infer.py runs (decode + encode + CRT, default timeline) on a synthetic
 {figures["clip"]} clip, segments of {figures["segment_len"]} frames
-({figures["segment_seconds"]:g} s); `auto` chose {figures["auto_precision"]}. Each row runs in a
-fresh process; peak RSS is its high-water mark (VmHWM); "of bound" is its real-time factor over
-its precision's bound (ONNX Runtime's against fp32's). "load avg" is the machine's 1-minute load
-average when the row finished: above {figures["threads"]}, other processes shared the cores and
-the times are slower than this machine can do.
+({figures["segment_seconds"]:g} s); `auto` chose {figures["auto_precision"]}, the encoder alone
+was fastest in {figures["fastest_precision"]}. Each row is the fastest of {figures["pipeline_repeats"]} runs, each in a
+fresh process (wall: labelling only, after loading); peak RSS is its high-water mark (VmHWM);
+"of bound" is its real-time factor over its precision's bound (ONNX Runtime's against fp32's).
+"load avg" is the machine's 1-minute load average when the row finished: above {figures["threads"]},
+other processes shared the cores and the times are slower than this machine can do.
 
 | runtime | length | frames sampled | wall (s) | real-time factor | of bound | peak RSS (MiB) | load avg |
 |---|---|---|---|---|---|---|---|
@@ -130,6 +145,7 @@ def _video_figures(result: dict, alone: dict) -> dict:
         "duration": result["duration"],
         "frames": result["frames"],
         "seconds": result["seconds"],
+        "all_seconds": result.get("all_seconds", [result["seconds"]]),
         "real_time_factor": real_time_factor,
         "peak_rss_mib": result["peak_rss_mib"],
         "load_average": result["load_average"],

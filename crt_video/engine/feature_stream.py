@@ -77,7 +77,10 @@ class FeatureStream:
         cfg = ckpt["config"]
         trained = ckpt["encoder_identity"].get("precision")
         precision = precision or inference_precision(trained, device)
-        encoder_cfg = replace(FrameEncoderConfig.from_dict(cfg["encoder"]), precision=precision)
+        # The batch changes the speed, not the features: the device's best, not extraction's.
+        encoder_cfg = replace(
+            FrameEncoderConfig.from_dict(cfg["encoder"]), precision=precision, batch_size="auto"
+        )
         encoder = build_frame_encoder(encoder_cfg, device).to(device)
         sampling = SamplingConfig.from_dict(cfg["sampling"])
         return cls(encoder, sampling.fps, sampling.max_frames, device)

@@ -33,6 +33,7 @@ from crt_video.engine.distributed import resolve_device
 from crt_video.engine.feature_stream import FeatureChunk, FeatureStream, segments
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, Feed, open_live, sample_live
 from crt_video.errors import CheckpointError, VideoDecodeError
+from crt_video.features.precision import PRECISION_KEYS, without_precision
 from crt_video.utils.logging import get_logger
 
 LONG_VIDEO_SECONDS = 30.0
@@ -76,10 +77,9 @@ class SegmentRunner:
     @classmethod
     def from_checkpoint(cls, ckpt: dict, stream: FeatureStream) -> SegmentRunner:
         """The checkpoint's model, checked against the stream's encoder (all but its precision)."""
-        trained = ckpt["encoder_identity"].get("precision")
         model = model_from_checkpoint(
             ckpt,
-            encoder_identity=_with_precision(stream.encoder.identity, trained),
+            encoder_identity=_with_precision(stream.encoder.identity, ckpt["encoder_identity"]),
             feature_dim=stream.encoder.feature_dim,
         ).to(stream.device)
         # A model without segments (the GRU) steps one frame at a time.
@@ -299,11 +299,13 @@ def top_k_labels(class_names: tuple[str, ...], logits: torch.Tensor, k: int) -> 
     ]
 
 
-def _with_precision(identity: dict, precision: str | None) -> dict:
-    """``identity`` with the checkpoint's precision (none if it recorded none), so that the
-    identity check compares everything but the precision."""
-    identity = {key: value for key, value in identity.items() if key != "precision"}
-    return identity if precision is None else {**identity, "precision": precision}
+def _with_precision(identity: dict, trained: dict) -> dict:
+    """``identity`` with the precision the checkpoint's encoder ``trained`` recorded (none if it
+    recorded none), so that the identity check compares everything but the precision."""
+    return {
+        **without_precision(identity),
+        **{k: trained[k] for k in PRECISION_KEYS if k in trained},
+    }
 
 
 def _windows(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +31,16 @@ from crt_video.engine.checkpoint import load_checkpoint
 from crt_video.engine.feature_stream import FeatureStream
 from crt_video.engine.inference import SegmentRunner, VideoLabeler
 from crt_video.errors import CheckpointError
-from crt_video.features.frame_encoder import FrameEncoder, FrameEncoderConfig
+from crt_video.features.frame_encoder import FrameEncoder, resolve_batch_size
 from crt_video.features.video import resize_frames
 from crt_video.models.crt import CRT, CRTState
 from crt_video.utils.io import atomic_write_json
+from crt_video.utils.onnx import export_graph, runtime_session
 
 METADATA = "crt.json"
 ENCODER_FILE = "encoder.onnx"
 STEP_FILE = "crt_step.onnx"
 STATE_NAMES = ("memory", "output_sum", "num_frames")
-OPSET = 17
 
 
 class _EncoderGraph(nn.Module):
@@ -89,7 +88,7 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     encoder = labeler.stream.encoder
     height, width = encoder.input_size
     with torch.no_grad():
-        _export(
+        export_graph(
             _EncoderGraph(encoder),
             (torch.zeros(2, height, width, 3, dtype=torch.uint8),),
             out_dir / ENCODER_FILE,
@@ -101,7 +100,7 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
         segment = torch.zeros(1, labeler.runner.segment_len, encoder.feature_dim)
         lengths = torch.full((1,), labeler.runner.segment_len, dtype=torch.int64)
         batch = {0: "batch"}
-        _export(
+        export_graph(
             _StepGraph(labeler.runner.model),
             (segment, lengths, *state),
             out_dir / STEP_FILE,
@@ -135,55 +134,17 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     return out_dir
 
 
-def _export(module, inputs, path, input_names, output_names, dynamic_axes) -> None:
-    try:
-        import onnx  # noqa: F401 - torch.onnx.export needs it
-    except ImportError as err:
-        raise CheckpointError('ONNX export needs onnx: pip install -e ".[onnx]"') from err
-    with warnings.catch_warnings():
-        # Python-side shape checks of timm and CRT become constants in the graph, as intended.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        _export_quietly(module, inputs, path, input_names, output_names, dynamic_axes)
-
-
-def _export_quietly(module, inputs, path, input_names, output_names, dynamic_axes) -> None:
-    torch.onnx.export(
-        module.eval(),
-        inputs,
-        str(path),
-        input_names=input_names,
-        output_names=output_names,
-        dynamic_axes=dynamic_axes,
-        opset_version=OPSET,
-        dynamo=False,
-    )
-
-
-def _session(path: Path, threads: int | None):
-    try:
-        import onnxruntime
-    except ImportError as err:
-        raise CheckpointError(
-            '--runtime onnx needs ONNX Runtime: pip install -e ".[onnx]"'
-        ) from err
-    options = onnxruntime.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 class OnnxEncoder:
     """encoder.onnx behind FrameEncoder's interface (encode, input_size, feature_dim)."""
 
     precision = "fp32"
 
     def __init__(self, path: Path, meta: dict, threads: int | None) -> None:
-        self.session = _session(path, threads)
+        self.session = runtime_session(path, threads)
         self.input_size = tuple(meta["preprocessing"]["input_size"])
         self.interpolation = meta["preprocessing"]["interpolation"]
         self.feature_dim = int(meta["feature_dim"])
-        self.batch_size = FrameEncoderConfig.from_dict(meta["encoder"]["config"]).batch_size
+        self.batch_size = resolve_batch_size("auto", "cpu")
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N, H, W, 3] of any size (resized like extraction does) -> [N, D]."""
@@ -199,7 +160,7 @@ class OnnxStep:
     """crt_step.onnx behind CRT's streaming interface (init_state, step)."""
 
     def __init__(self, path: Path, meta: dict, threads: int | None) -> None:
-        self.session = _session(path, threads)
+        self.session = runtime_session(path, threads)
         self.initial_memory = torch.tensor(meta["initial_memory"], dtype=torch.float32)
         self.segment_len = int(meta["segment_len"])
         # Exports of crt_video 0.1.0 take segments of any length and no lengths input.

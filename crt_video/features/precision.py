@@ -3,58 +3,45 @@
 - 'fp32'.
 - 'bf16': bfloat16 autocast. Native on CUDA and on CPUs with AMX or AVX512-BF16; elsewhere the
   CPU emulates it, slower than fp32.
-- 'int8' (CPU only): every Linear layer (nearly all of a ViT's FLOPs) dynamically quantised by
-  torch.ao: int8 weights, int8 dot products (VNNI where the CPU has it), attention products,
-  norms and GELU in fp32. Its activations are quantised with one scale per batch, the largest
-  value in it, so a frame's features depend on the frames batched with it (cosine 0.99+ either
-  way, but not equal): a store extracted in other batches, or a resumed extraction, differs
-  slightly. So int8 is a deliberate choice, for a live box, never 'auto''s. torchao's per-token
-  int8 would be batch-independent, but ran at about half torch.ao's speed on an AMD EPYC.
+- 'int8' (CPU only): the model statically quantised by ONNX Runtime (``crt_video.features.int8``):
+  int8 matrix products with fixed scales, so a frame's features do not depend on its batch.
 - 'auto': bf16 on CUDA. On a CPU, measured on first use: a few batches of the actual encoder in
-  each of AUTO_CANDIDATES this CPU offers, and the fastest whose features keep a cosine of
-  MIN_COSINE or more to fp32's wins (bf16 is offered only where it is native: AMX or
-  AVX512-BF16; a CPU may have the flag and still run it slower). The choice and its figures are
-  cached per CPU model, flags, torch version, batch and encoder (not per thread count: one choice
-  per machine, so every process extracts the same features) in
+  each precision this CPU offers (``cpu_precisions``), and the fastest whose features keep a
+  cosine of MIN_COSINE or more to fp32's on every probe frame wins (bf16 is offered only where
+  it is native: AMX or AVX512-BF16; a CPU may have the flag and still run it slower). The choice
+  and its figures are cached per CPU model, flags, torch version, batch and encoder (not per
+  thread count: one choice per machine, so every process extracts the same features) in
   ``$CRT_VIDEO_HOME/encoder_precision.json`` (default ``~/.cache/crt_video``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import hashlib
 import json
 import logging
-import os
-import platform
 import time
-import warnings
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from crt_video.errors import ConfigError
+from crt_video.features.int8 import int8_available
 from crt_video.features.video import resize_frames
 from crt_video.utils.cpu import cpu_flags, cpu_name
-from crt_video.utils.io import atomic_write_json
+from crt_video.utils.io import atomic_write_json, crt_video_home, exclusive_lock
 
-try:
-    import fcntl
-except ImportError:  # Windows: no lock; two first runs at once would both measure
-    fcntl = None
+# precision -> what computes the features in it: the model itself, or its int8 replacement
+RunnerFor = Callable[[str], Callable[[torch.Tensor], torch.Tensor]]
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
-# The precisions whose features do not depend on batching: what 'auto' may choose.
-AUTO_CANDIDATES = ("fp32", "bf16")
+# What the identity records about a precision: the inference check compares the rest.
+PRECISION_KEYS = ("precision", "quantization")
 # Features from a precision below this cosine to fp32's are never chosen by 'auto'. bf16 keeps
-# 0.9999 and int8 0.995 on vit_small; a precision that damages a model's features lands far below.
+# 0.9999 and int8 0.998 on vit_small; a precision that damages a model's features lands far below.
 MIN_COSINE = 0.99
-PROBE_BATCH = 16
 PROBE_REPEATS = 3
 
 
@@ -68,58 +55,20 @@ def native_bf16(device: str | torch.device) -> bool:
     return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
-def int8_engine() -> str | None:
-    """The quantised-kernel engine for int8 here: qnnpack on ARM (torch 2.14's aarch64 wheel
-    defaults to 'x86', whose int8 features measured at cosine 0.08 to fp32 on an SVE CPU under
-    emulation, qnnpack's at 0.9993), x86 elsewhere; None if this torch build has neither."""
-    engines = torch.backends.quantized.supported_engines
-    if not hasattr(torch.ao.quantization, "quantize_dynamic") or _wanted_engine() not in engines:
-        return None
-    return _wanted_engine()
-
-
-def _wanted_engine() -> str:
-    return "qnnpack" if platform.machine().lower() in ("aarch64", "arm64") else "x86"
-
-
-def int8_available() -> bool:
-    """Whether this torch build quantises Linear layers to int8 on this CPU."""
-    return int8_engine() is not None
-
-
 def cpu_precisions() -> list[str]:
     """The precisions worth trying on this CPU, fp32 first."""
     return ["fp32"] + ["bf16"] * native_bf16("cpu") + ["int8"] * int8_available()
 
 
-def auto_candidates() -> list[str]:
-    return [p for p in cpu_precisions() if p in AUTO_CANDIDATES]
+def without_precision(identity: dict) -> dict:
+    """An encoder identity without what its precision adds: the same model in any precision."""
+    return {key: value for key, value in identity.items() if key not in PRECISION_KEYS}
 
 
-def quantize_linear_layers(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose nn.Linear layers run in int8 (the original stays fp32).
-
-    Sets torch's process-wide quantised engine to ``int8_engine()``: the weights are packed for
-    it, and it must stay set while they run."""
-    engine = int8_engine()
-    if engine is None:
-        raise ConfigError(
-            "encoder.precision='int8' needs torch's int8 kernels (torch.ao.quantization with the "
-            f"{_wanted_engine()} engine), which this torch {torch.__version__} lacks; use "
-            "'fp32', 'bf16' or 'auto'"
-        )
-    torch.backends.quantized.engine = engine
-    with warnings.catch_warnings():
-        # torch.ao.quantization announces its move to torchao; torchao's int8 path measured
-        # 2x slower on CPU, so this stays until the move happens.
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8
-        )
-
-
-def run_in_precision(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
-    """``model(x)`` as float32, under bf16 autocast for 'bf16' (int8 lives in the model itself)."""
+def run_in_precision(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, precision: str
+) -> torch.Tensor:
+    """``model(x)`` as float32, under bf16 autocast for 'bf16' (an int8 model is its own)."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         return model(x).float()
 
@@ -136,15 +85,16 @@ def probe_frames(count: int, size: tuple[int, int], seed: int = 0) -> torch.Tens
 
 @torch.inference_mode()
 def measure_precisions(
-    model: nn.Module, x: torch.Tensor, precisions: list[str], repeats: int = PROBE_REPEATS
+    runner_for: RunnerFor, x: torch.Tensor, precisions: list[str], repeats: int = PROBE_REPEATS
 ) -> dict[str, dict[str, float]]:
     """precision -> {'frames_per_s': best of ``repeats`` batches, 'cosine': the lowest per-frame
-    cosine of its features to fp32's}. ``precisions`` must start with 'fp32'."""
+    cosine of its features to fp32's}. ``precisions`` must start with 'fp32'; ``runner_for``
+    gives what runs each (FrameEncoder.runner_for)."""
     if precisions[0] != "fp32":
         raise ValueError("measure_precisions compares against fp32: list it first")
     measured, reference = {}, None
     for precision in precisions:
-        runner = quantize_linear_layers(model) if precision == "int8" else model
+        runner = runner_for(precision)
         features = run_in_precision(runner, x, precision)  # warm-up: packing, kernel choice
         times = []
         for _ in range(repeats):
@@ -173,21 +123,20 @@ def describe(measured: dict[str, dict[str, float]]) -> str:
 
 
 def cache_path() -> Path:
-    home = os.environ.get("CRT_VIDEO_HOME") or Path("~/.cache/crt_video").expanduser()
-    return Path(home) / "encoder_precision.json"
+    return crt_video_home() / "encoder_precision.json"
 
 
-def auto_cpu_precision(model: nn.Module, x: torch.Tensor, encoder_key: dict) -> dict:
-    """The cached (or, on first use, measured on the model's input ``x``) choice for ``model`` on
-    this CPU: {'precision', 'measured', 'cpu', 'flags', 'cached'}. ``encoder_key`` names the
-    encoder (its identity without the precision)."""
+def auto_cpu_precision(runner_for: RunnerFor, x: torch.Tensor, encoder_key: dict) -> dict:
+    """The cached (or, on first use, measured on the model's input ``x``) choice on this CPU:
+    {'precision', 'measured', 'cpu', 'flags', 'cached'}. ``encoder_key`` names the encoder (its
+    identity without the precision)."""
     flags, threads = cpu_flags(), torch.get_num_threads()
     # Not the thread count: every process on a machine must make the same choice, or a store
     # extracted by one would not match the features of another (the identity would differ).
     key_fields = [cpu_name(), flags, torch.__version__, list(x.shape), encoder_key]
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_path()
-    with _locked(path):
+    with exclusive_lock(path):
         cache = _read_cache(path)
         if key in cache:
             return {**cache[key], "cached": True}
@@ -196,9 +145,9 @@ def auto_cpu_precision(model: nn.Module, x: torch.Tensor, encoder_key: dict) -> 
             "(once per CPU and encoder)",
             cpu_name(),
             threads,
-            ", ".join(auto_candidates()),
+            ", ".join(cpu_precisions()),
         )
-        measured = measure_precisions(model, x, auto_candidates())
+        measured = measure_precisions(runner_for, x, cpu_precisions())
         record = {
             "precision": choose_precision(measured),
             "measured": measured,
@@ -208,22 +157,6 @@ def auto_cpu_precision(model: nn.Module, x: torch.Tensor, encoder_key: dict) -> 
         cache[key] = record
         _write_cache(path, cache)
     return {**record, "cached": False}
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock beside ``path``, so two first runs measure once (a measurement
-    taken while another one runs would also be slowed by it)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 (held across the yield)
-    except OSError:
-        yield
-        return
-    with handle:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def _read_cache(path: Path) -> dict:

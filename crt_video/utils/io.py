@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash never leaves a half-written file under the final name."""
+"""Atomic file writes (a crash never leaves a half-written file under the final name), the
+per-user cache folder, and a lock that makes two processes build a cached file once."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; two first runs at once would both build
+    fcntl = None
 
 
 @contextlib.contextmanager
@@ -45,3 +51,24 @@ def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         while chunk := f.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def crt_video_home() -> Path:
+    """The per-user cache: ``$CRT_VIDEO_HOME``, default ``~/.cache/crt_video``."""
+    return Path(os.environ.get("CRT_VIDEO_HOME") or Path("~/.cache/crt_video").expanduser())
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside ``path`` (``<path>.lock``), so that two processes asking for
+    the same cached file build it once; without a writable folder, go on unlocked."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 (held across the yield)
+    except OSError:
+        yield
+        return
+    with handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

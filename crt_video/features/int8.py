@@ -1,0 +1,133 @@
+"""The int8 encoder: the timm model as an ONNX graph, statically quantised by ONNX Runtime.
+
+Every MatMul and Gemm (the Linear layers and the attention products, nearly all of a ViT's
+FLOPs) runs on int8: weights per output channel, activations with one fixed scale per tensor,
+calibrated once on ``CALIBRATION_FRAMES`` generated frames (``probe_frames``, fixed seed);
+norms, softmax and GELU stay fp32. The scales are fixed, so a frame's features do not depend on
+the frames batched with it: a store extracted in other batches, or resumed, is the same store.
+That is why 'auto' may choose it, unlike dynamic quantisation (torch.ao's scales follow each
+batch's largest value).
+
+Quantising takes seconds to a minute, so the quantised graph is kept in
+``$CRT_VIDEO_HOME/int8/`` (default ``~/.cache/crt_video``) under a hash of the encoder's identity,
+``QUANTIZATION`` and the ONNX Runtime version, and later processes load it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from crt_video.errors import ConfigError
+from crt_video.utils.io import crt_video_home, exclusive_lock
+from crt_video.utils.onnx import export_graph, runtime_session
+
+logger = logging.getLogger(__name__)
+
+# What the identity records for int8 features: a change of recipe must not match old stores.
+QUANTIZATION = "onnxruntime static QDQ: MatMul/Gemm, int8 weights per channel, int8 activations"
+CALIBRATION_FRAMES = 32
+CALIBRATION_BATCH = 8
+
+
+def int8_available() -> bool:
+    """Whether ONNX Runtime's quantiser and the ONNX exporter's package are installed."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime.quantization  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Int8Runner:
+    """A quantised graph called like the model it replaces: normalised float [N, 3, H, W] ->
+    float32 features [N, D]."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        self.path = path
+        self.session = runtime_session(path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().cpu().float().contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+
+
+def int8_runner(model: nn.Module, calibration: torch.Tensor, encoder_key: dict) -> Int8Runner:
+    """``model`` quantised (or loaded from the cache), calibrated on the normalised frames
+    ``calibration``; ``encoder_key`` names the encoder (its identity without the precision)."""
+    if not int8_available():
+        raise ConfigError(
+            "encoder.precision='int8' needs ONNX Runtime and onnx: pip install onnxruntime onnx"
+        )
+    import onnxruntime
+
+    fields = [encoder_key, QUANTIZATION, CALIBRATION_FRAMES, onnxruntime.__version__]
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    path = crt_video_home() / "int8" / f"{encoder_key.get('name', 'encoder')}-{key}.onnx"
+    with exclusive_lock(path):
+        if not path.is_file():
+            logger.info("quantising the encoder to int8 (once per encoder): %s", path)
+            _quantize(model, calibration, path)
+    return Int8Runner(path, torch.get_num_threads())
+
+
+def _quantize(model: nn.Module, calibration: torch.Tensor, path: Path) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".quantising-") as tmp:
+        fp32, prepared, quantised = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "q.onnx"))
+        with torch.no_grad():
+            export_graph(model, (calibration[:2],), fp32, ["x"], ["features"], _BATCH_AXES)
+        with _quiet_onnxruntime():
+            quant_pre_process(str(fp32), str(prepared))
+            quantize_static(
+                str(prepared),
+                str(quantised),
+                _Calibration(calibration),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul", "Gemm"],
+            )
+        os.replace(quantised, path)
+
+
+_BATCH_AXES = {"x": {0: "frames"}, "features": {0: "frames"}}
+
+
+class _Calibration:
+    """ONNX Runtime's calibration reader: the calibration frames in batches."""
+
+    def __init__(self, frames: torch.Tensor) -> None:
+        self.batches = iter(
+            {"x": frames[start : start + CALIBRATION_BATCH].contiguous().numpy()}
+            for start in range(0, len(frames), CALIBRATION_BATCH)
+        )
+
+    def get_next(self) -> dict | None:
+        return next(self.batches, None)
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime() -> Iterator[None]:
+    """The quantiser logs a warning per tensor it leaves alone, through the root logger."""
+    level = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(level)
