@@ -125,6 +125,7 @@ def run(
         encoder_batch=resolve_batch_size(encoder_cfg.batch_size, "cpu"),
         encoder_repeats=ENCODER_REPEATS,
         pipeline_repeats=repeats,
+        sweep_repeats=SWEEP_REPEATS,
     )
     figures = stream_figures(rows, long, live, encoder_alone, **setup)
     return {"markdown": stream_markdown(figures), "figures": figures}

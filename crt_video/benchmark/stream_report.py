@@ -22,6 +22,7 @@ def stream_figures(
     encoder_batch: int,
     encoder_repeats: int,
     pipeline_repeats: int,
+    sweep_repeats: int,
 ) -> dict:
     """The figures of one run: each runtime's clip, the long clip, the live pipe, and the encoder
     alone per precision with the real-time bound it sets and each row's share of it."""
@@ -43,6 +44,7 @@ def stream_figures(
         "encoder_batch": encoder_batch,
         "encoder_repeats": encoder_repeats,
         "pipeline_repeats": pipeline_repeats,
+        "sweep_repeats": sweep_repeats,
         "fastest_precision": max(alone, key=lambda p: alone[p]["frames_per_s"]),
         "step_latency_ms": default["step_ms"],
         "segment_len": default["segment_len"],
@@ -58,7 +60,8 @@ def stream_figures(
     }
 
 
-def stream_markdown(figures: dict) -> str:
+def _encoder_alone_markdown(figures: dict) -> str:
+    """The encoder-alone tables: frames/s, cosine and bound per precision, and the batch sweep."""
     fps = figures["sampling_fps"]
     encoder_rows = "\n".join(
         f"| {p} | {m['frames_per_s']:.1f} | {1000 / m['frames_per_s']:.1f} | "
@@ -70,6 +73,24 @@ def stream_markdown(figures: dict) -> str:
         f"| {p} | " + " | ".join(f"{m['frames_per_s_at'][b]:.1f}" for b in sweep) + " |"
         for p, m in figures["encoder_alone"].items()
     )
+    return f"""The encoder alone ({figures["encoder_batch"]} frames a batch, best of {figures["encoder_repeats"]}; cosine: the lowest
+per-frame cosine of its features to fp32's). The bound is its frames/s over {fps:g}: no pipeline
+built on it runs faster than that many times real time.
+
+| precision | frames/s | ms / frame | cosine to fp32 | real-time bound |
+|---|---:|---:|---:|---:|
+{encoder_rows}
+
+The same, frames/s at other batch sizes (best of {figures["sweep_repeats"]}):
+
+| precision | {" | ".join(f"{b} a batch" for b in sweep)} |
+|---|{"---:|" * len(sweep)}
+{sweep_rows}
+"""
+
+
+def stream_markdown(figures: dict) -> str:
+    fps = figures["sampling_fps"]
     rows = "\n".join(
         f"| {name}{_resolved(name, v)} | {v['duration']:.0f} s | {v['frames']} | "
         f"{v['seconds']:.1f} | {v['real_time_factor']:.1f}x | {_of_bound(v)} | "
@@ -86,20 +107,7 @@ This CPU: {figures["cpu"]}; flags {", ".join(figures["cpu_flags"]) or "none of A
 ({"native" if figures["native_bf16"] else "no native"} bf16). {figures["threads"]} cores, encoder
 `{figures["encoder"]}` (random weights, same compute as pretrained) at {fps:g} sampled frames/s.
 
-The encoder alone ({figures["encoder_batch"]} frames a batch, best of {figures["encoder_repeats"]}; cosine: the lowest
-per-frame cosine of its features to fp32's). The bound is its frames/s over {fps:g}: no pipeline
-built on it runs faster than that many times real time.
-
-| precision | frames/s | ms / frame | cosine to fp32 | real-time bound |
-|---|---:|---:|---:|---:|
-{encoder_rows}
-
-The same, frames/s at other batch sizes (best of 2):
-
-| precision | {" | ".join(f"{b} a batch" for b in sweep)} |
-|---|{"---:|" * len(sweep)}
-{sweep_rows}
-
+{_encoder_alone_markdown(figures)}
 What tools/infer.py runs (decode + encode + CRT, default timeline) on a synthetic
 {figures["clip"]} clip, segments of {figures["segment_len"]} frames
 ({figures["segment_seconds"]:g} s); `auto` chose {figures["auto_precision"]}, the encoder alone

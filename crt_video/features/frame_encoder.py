@@ -41,13 +41,13 @@ from crt_video.features.precision import (
 )
 from crt_video.features.video import resize_frames
 from crt_video.utils.io import file_sha256
-from crt_video.utils.sections import is_int_at_least, require_int, section_from_dict
+from crt_video.utils.sections import require_auto_or_int, require_int, section_from_dict
 
 logger = logging.getLogger(__name__)
 
-# Frames per forward pass with batch_size='auto'. On a CPU larger batches run slower, their
-# activations spilling out of the caches (vit_small, 2 cores of an AMD EPYC: int8 35.8 frames/s
-# at 8, 24.7 at 64; bf16 26.9 and 24.5).
+# Frames per forward pass with batch_size='auto'. On a CPU a larger batch buys no speed and costs
+# memory (the streaming benchmark, vit_small on 2 cores of an AMD EPYC: fp32 12.9 frames/s at 8,
+# 10.5 at 64; bf16 24.9 and 23.9; int8 29.0 and 29.4, peaking at 1.5 GiB resident at 8, 2.5 at 64).
 AUTO_BATCH = {"cuda": 64, "cpu": 8}
 
 
@@ -83,15 +83,8 @@ class FrameEncoderConfig:
             raise ConfigError(f"encoder.kwargs={self.kwargs!r} must be a dict of timm arguments")
         object.__setattr__(self, "kwargs", dict(self.kwargs or {}))
         require_int("encoder.seed", self.seed, 0)
-        if self.batch_size != "auto" and not is_int_at_least(self.batch_size, 1):
-            raise ConfigError(
-                f"encoder.batch_size={self.batch_size!r} must be 'auto' or a count >= 1 of frames"
-            )
-        if self.num_workers != "auto" and not is_int_at_least(self.num_workers, 0):
-            raise ConfigError(
-                f"encoder.num_workers={self.num_workers!r} must be 'auto' or a count >= 0 "
-                "of decoding processes"
-            )
+        require_auto_or_int("encoder.batch_size", self.batch_size, 1, "frames")
+        require_auto_or_int("encoder.num_workers", self.num_workers, 0, "decoding processes")
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"encoder.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}"
@@ -156,8 +149,10 @@ class FrameEncoder(nn.Module):
         graph, calibrated on generated frames other than the ones 'auto' measures on."""
         if precision != "int8":
             return self.model
-        calibration = self.preprocess(probe_frames(CALIBRATION_FRAMES, self.input_size, seed=1))
-        return int8_runner(self.model, calibration, without_precision(self.identity))
+        return int8_runner(self.model, self._calibration_frames, without_precision(self.identity))
+
+    def _calibration_frames(self) -> torch.Tensor:
+        return self.preprocess(probe_frames(CALIBRATION_FRAMES, self.input_size, seed=1))
 
     def choose_cpu_precision(self) -> None:
         """Switch to the fastest safe precision on this CPU (measured once, then cached)."""

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 QUANTIZATION = "onnxruntime static QDQ: MatMul/Gemm, int8 weights per channel, int8 activations"
 CALIBRATION_FRAMES = 32
 CALIBRATION_BATCH = 8
+_BATCH_AXES = {"x": {0: "frames"}, "features": {0: "frames"}}
 
 
 def int8_available() -> bool:
@@ -63,9 +64,12 @@ class Int8Runner:
         return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
 
 
-def int8_runner(model: nn.Module, calibration: torch.Tensor, encoder_key: dict) -> Int8Runner:
-    """``model`` quantised (or loaded from the cache), calibrated on the normalised frames
-    ``calibration``; ``encoder_key`` names the encoder (its identity without the precision)."""
+def int8_runner(
+    model: nn.Module, calibration: Callable[[], torch.Tensor], encoder_key: dict
+) -> Int8Runner:
+    """``model`` quantised (or loaded from the cache), calibrated on the normalised frames that
+    ``calibration`` makes (only when it quantises); ``encoder_key`` names the encoder (its
+    identity without the precision)."""
     if not int8_available():
         raise ConfigError(
             "encoder.precision='int8' needs ONNX Runtime and onnx: pip install onnxruntime onnx"
@@ -78,7 +82,7 @@ def int8_runner(model: nn.Module, calibration: torch.Tensor, encoder_key: dict) 
     with exclusive_lock(path):
         if not path.is_file():
             logger.info("quantising the encoder to int8 (once per encoder): %s", path)
-            _quantize(model, calibration, path)
+            _quantize(model, calibration(), path)
     return Int8Runner(path, torch.get_num_threads())
 
 
@@ -104,9 +108,6 @@ def _quantize(model: nn.Module, calibration: torch.Tensor, path: Path) -> None:
                 op_types_to_quantize=["MatMul", "Gemm"],
             )
         os.replace(quantised, path)
-
-
-_BATCH_AXES = {"x": {0: "frames"}, "features": {0: "frames"}}
 
 
 class _Calibration:

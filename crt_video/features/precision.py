@@ -140,14 +140,15 @@ def auto_cpu_precision(runner_for: RunnerFor, x: torch.Tensor, encoder_key: dict
         cache = _read_cache(path)
         if key in cache:
             return {**cache[key], "cached": True}
+        offered = cpu_precisions()
         logger.info(
             "choosing the encoder's precision for this CPU (%s, %d threads): timing %s "
             "(once per CPU and encoder)",
             cpu_name(),
             threads,
-            ", ".join(cpu_precisions()),
+            ", ".join(offered),
         )
-        measured = measure_precisions(runner_for, x, cpu_precisions())
+        measured = measure_precisions(runner_for, x, offered)
         record = {
             "precision": choose_precision(measured),
             "measured": measured,

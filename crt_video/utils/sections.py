@@ -48,3 +48,10 @@ def require_int(name: str, value: object, low: int) -> None:
     """A one-line ConfigError naming ``name`` unless ``value`` is an int of at least ``low``."""
     if not is_int_at_least(value, low):
         raise ConfigError(f"{name}={value!r} must be an integer >= {low}")
+
+
+def require_auto_or_int(name: str, value: object, low: int, unit: str) -> None:
+    """A one-line ConfigError naming ``name`` unless ``value`` is 'auto' or an int of at least
+    ``low`` (a count of ``unit``)."""
+    if value != "auto" and not is_int_at_least(value, low):
+        raise ConfigError(f"{name}={value!r} must be 'auto' or a count >= {low} of {unit}")
