@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.util import find_spec
 
 import onnx
 import pytest
@@ -13,7 +14,7 @@ from crt_video.errors import ConfigError
 from crt_video.features import int8 as int8_module
 from crt_video.features import precision as precision_module
 from crt_video.features.frame_encoder import build_frame_encoder
-from crt_video.features.int8 import Int8Runner
+from crt_video.features.int8 import INT8_RUNTIMES, Int8Runner
 from crt_video.features.precision import (
     cache_path,
     choose_precision,
@@ -73,11 +74,44 @@ def test_int8_is_a_quantised_graph_named_in_the_identity():
     assert int8.identity == fp32.identity
 
 
-def test_int8_features_do_not_depend_on_the_batch():
+RUNTIMES = [
+    pytest.param(name, marks=pytest.mark.skipif(not find_spec(name), reason=f"{name} missing"))
+    for name in INT8_RUNTIMES
+]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_int8_features_do_not_depend_on_the_batch(runtime, monkeypatch):
+    monkeypatch.setattr(int8_module, "int8_runtime", lambda: runtime)
     int8 = build_frame_encoder({**TINY, "pretrained": False, "precision": "int8"})
+    assert int8.runner.runtime == runtime
     frames = probe_frames(8, (32, 32))
     frames[1:] = 255  # bright batch mates: dynamic quantisation would scale the whole batch
     torch.testing.assert_close(int8.encode(frames[:1]), int8.encode(frames)[:1])
+
+
+@pytest.mark.skipif(not all(map(find_spec, INT8_RUNTIMES)), reason="needs both int8 runtimes")
+def test_int8_runtimes_run_one_graph_alike_and_the_identity_names_the_one_that_ran(monkeypatch):
+    encoders = {}
+    for runtime in INT8_RUNTIMES:
+        monkeypatch.setattr(int8_module, "int8_runtime", lambda runtime=runtime: runtime)
+        encoders[runtime] = build_frame_encoder({**TINY, "pretrained": False, "precision": "int8"})
+    openvino, onnxruntime = encoders["openvino"], encoders["onnxruntime"]
+    assert openvino.runner.path == onnxruntime.runner.path  # quantised once, for both
+    assert openvino.identity["quantization"].endswith("run by openvino")
+    assert onnxruntime.identity["quantization"].endswith("run by onnxruntime")
+    frames = probe_frames(6, (32, 32))
+    cosine = torch.nn.functional.cosine_similarity(
+        openvino.encode(frames), onnxruntime.encode(frames)
+    )
+    assert cosine.min() > 0.999
+
+
+def test_auto_measures_again_when_the_int8_runtime_changes(timed, monkeypatch):
+    build_frame_encoder({**TINY, "pretrained": False}, device="cpu")
+    monkeypatch.setattr(precision_module, "int8_runtime", lambda: "another runtime")
+    build_frame_encoder({**TINY, "pretrained": False}, device="cpu")
+    assert len(timed) == 3
 
 
 def test_int8_graph_is_quantised_once_per_encoder_and_cached(logs):

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from crt_video.errors import CheckpointError, ConfigError
-from crt_video.features.int8 import CALIBRATION_FRAMES, QUANTIZATION, int8_runner
+from crt_video.features.int8 import CALIBRATION_FRAMES, int8_runner
 from crt_video.features.precision import (
     PRECISIONS,
     auto_cpu_precision,
@@ -140,7 +140,7 @@ class FrameEncoder(nn.Module):
         self.precision = precision
         self.identity = {**without_precision(self.identity), "precision": precision}
         if precision == "int8":
-            self.identity["quantization"] = QUANTIZATION
+            self.identity["quantization"] = runner.quantization
         # A plain attribute, not a submodule: .to(device) and state_dict() see the fp32 model only.
         object.__setattr__(self, "runner", runner)
 

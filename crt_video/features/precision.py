@@ -3,14 +3,15 @@
 - 'fp32'.
 - 'bf16': bfloat16 autocast. Native on CUDA and on CPUs with AMX or AVX512-BF16; elsewhere the
   CPU emulates it, slower than fp32.
-- 'int8' (CPU only): the model statically quantised by ONNX Runtime (``crt_video.features.int8``):
-  int8 matrix products with fixed scales, so a frame's features do not depend on its batch.
+- 'int8' (CPU only): the model statically quantised by ONNX Runtime and run by OpenVINO or ONNX
+  Runtime (``crt_video.features.int8``): int8 matrix products with fixed scales, so a frame's
+  features do not depend on its batch.
 - 'auto': bf16 on CUDA. On a CPU, measured on first use: a few batches of the actual encoder in
   each precision this CPU offers (``cpu_precisions``), and the fastest whose features keep a
   cosine of MIN_COSINE or more to fp32's on every probe frame wins (bf16 is offered only where
   it is native: AMX or AVX512-BF16; a CPU may have the flag and still run it slower). The choice
-  and its figures are cached per CPU model, flags, torch version, batch and encoder (not per
-  thread count: one choice per machine, so every process extracts the same features) in
+  and its figures are cached per CPU model, flags, torch version, int8 runtime, batch and encoder
+  (not per thread count: one choice per machine, so every process extracts the same features) in
   ``$CRT_VIDEO_HOME/encoder_precision.json`` (default ``~/.cache/crt_video``).
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from crt_video.features.int8 import int8_available
+from crt_video.features.int8 import int8_available, int8_runtime
 from crt_video.features.video import resize_frames
 from crt_video.utils.cpu import cpu_flags, cpu_name
 from crt_video.utils.io import atomic_write_json, crt_video_home, exclusive_lock
@@ -133,7 +134,7 @@ def auto_cpu_precision(runner_for: RunnerFor, x: torch.Tensor, encoder_key: dict
     flags, threads = cpu_flags(), torch.get_num_threads()
     # Not the thread count: every process on a machine must make the same choice, or a store
     # extracted by one would not match the features of another (the identity would differ).
-    key_fields = [cpu_name(), flags, torch.__version__, list(x.shape), encoder_key]
+    key_fields = [cpu_name(), flags, torch.__version__, int8_runtime(), list(x.shape), encoder_key]
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_path()
     with exclusive_lock(path):
@@ -143,10 +144,11 @@ def auto_cpu_precision(runner_for: RunnerFor, x: torch.Tensor, encoder_key: dict
         offered = cpu_precisions()
         logger.info(
             "choosing the encoder's precision for this CPU (%s, %d threads): timing %s "
-            "(once per CPU and encoder)",
+            "(int8 by %s; once per CPU and encoder)",
             cpu_name(),
             threads,
             ", ".join(offered),
+            int8_runtime(),
         )
         measured = measure_precisions(runner_for, x, offered)
         record = {
