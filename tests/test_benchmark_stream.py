@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from crt_video.benchmark import stream
+from crt_video.features.int8 import installed_int8_runtimes
 from crt_video.features.precision import cpu_precisions
 from crt_video.features.video import probe_video
 from crt_video.utils.cpu import cpu_flags
@@ -44,6 +45,11 @@ def test_smoke_run_reports_runtimes_latency_and_memory(tmp_path):
     assert f"| auto ({figures['auto_precision']}) |" in markdown and "real-time bound" in markdown
     assert "| precision | 1 a batch | 4 a batch |" in markdown
     assert figures["fastest_precision"] in offered
+    if "int8" in offered:  # the int8 graph, run by each runtime installed
+        by_runtime = figures["encoder_alone"]["int8"]["runtimes"]
+        assert list(by_runtime) == installed_int8_runtimes()
+        assert all(m["frames_per_s"] > 0 and m["cosine"] > 0.99 for m in by_runtime.values())
+        assert all(f"| {runtime} |" in markdown for runtime in by_runtime)
     assert figures["cpu_flags"] == cpu_flags()
     assert list(tmp_path.iterdir()) == []
 

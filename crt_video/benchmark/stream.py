@@ -35,10 +35,12 @@ from crt_video.data.smarthome import CLASSES_31
 from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.features.frame_encoder import (
+    FrameEncoder,
     FrameEncoderConfig,
     build_frame_encoder,
     resolve_batch_size,
 )
+from crt_video.features.int8 import Int8Runner, installed_int8_runtimes
 from crt_video.features.precision import (
     cpu_precisions,
     measure_precisions,
@@ -151,11 +153,24 @@ def measure_encoder_alone(
         alone = measure_precisions(
             encoder.runner_for, x[: encoder.batch_size], cpu_precisions(), ENCODER_REPEATS
         )
+        if "int8" in alone:
+            alone["int8"]["runtimes"] = _int8_by_runtime(encoder, x[: encoder.batch_size])
         for batch in sweep:
             at_batch = measure_precisions(encoder.runner_for, x[:batch], list(alone), SWEEP_REPEATS)
             for precision, measured in at_batch.items():
                 alone[precision].setdefault("frames_per_s_at", {})[batch] = measured["frames_per_s"]
         return alone
+
+
+def _int8_by_runtime(encoder: FrameEncoder, x: torch.Tensor) -> dict:
+    """runtime -> {'frames_per_s', 'cosine'} of the encoder's int8 graph run by each installed
+    runtime (the encoder uses the first: ``int8_runtime``)."""
+    path, threads = encoder.runner_for("int8").path, torch.get_num_threads()
+    runners = {"fp32": encoder.model}
+    for runtime in installed_int8_runtimes():
+        runners[runtime] = Int8Runner(path, threads, runtime)
+    measured = measure_precisions(runners.__getitem__, x, list(runners), ENCODER_REPEATS)
+    return {runtime: measured[runtime] for runtime in runners if runtime != "fp32"}
 
 
 def _spec(name: str, model: Path, source: Path | str, threads: int, breakdown: bool = False):

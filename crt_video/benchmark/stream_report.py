@@ -73,6 +73,19 @@ def _encoder_alone_markdown(figures: dict) -> str:
         f"| {p} | " + " | ".join(f"{m['frames_per_s_at'][b]:.1f}" for b in sweep) + " |"
         for p, m in figures["encoder_alone"].items()
     )
+    int8_runtimes = figures["encoder_alone"].get("int8", {}).get("runtimes", {})
+    runtime_rows = "\n".join(
+        f"| {runtime} | {m['frames_per_s']:.1f} | {m['cosine']:.5f} |"
+        for runtime, m in int8_runtimes.items()
+    )
+    runtime_table = f"""
+int8 is one quantised graph; each runtime installed ran it at the same batch (the encoder uses the
+first):
+
+| runtime | frames/s | cosine to fp32 |
+|---|---:|---:|
+{runtime_rows}
+"""
     return f"""The encoder alone ({figures["encoder_batch"]} frames a batch, best of {figures["encoder_repeats"]}; cosine: the lowest
 per-frame cosine of its features to fp32's). The bound is its frames/s over {fps:g}: no pipeline
 built on it runs faster than that many times real time.
@@ -86,7 +99,7 @@ The same, frames/s at other batch sizes (best of {figures["sweep_repeats"]}):
 | precision | {" | ".join(f"{b} a batch" for b in sweep)} |
 |---|{"---:|" * len(sweep)}
 {sweep_rows}
-"""
+{runtime_table if int8_runtimes else ""}"""
 
 
 def stream_markdown(figures: dict) -> str:

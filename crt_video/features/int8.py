@@ -59,17 +59,22 @@ def int8_available() -> bool:
 INT8_RUNTIMES = ("openvino", "onnxruntime")
 
 
+def installed_int8_runtimes() -> list[str]:
+    return [name for name in INT8_RUNTIMES if importlib.util.find_spec(name)]
+
+
 def int8_runtime() -> str | None:
     """The runtime that runs int8 graphs here: the first of INT8_RUNTIMES installed."""
-    return next((name for name in INT8_RUNTIMES if importlib.util.find_spec(name)), None)
+    return next(iter(installed_int8_runtimes()), None)
 
 
 class Int8Runner:
     """A quantised graph called like the model it replaces: normalised float [N, 3, H, W] ->
     float32 features [N, D]."""
 
-    def __init__(self, path: Path, threads: int) -> None:
-        self.path, self.runtime = path, int8_runtime()
+    def __init__(self, path: Path, threads: int, runtime: str | None = None) -> None:
+        """``runtime``: one of INT8_RUNTIMES (None: ``int8_runtime()``, what the encoder uses)."""
+        self.path, self.runtime = path, runtime or int8_runtime()
         # What the identity records: the recipe, and the runtime, whose rounding the features carry.
         self.quantization = f"{QUANTIZATION}; run by {self.runtime}"
         if self.runtime == "openvino":
