@@ -44,6 +44,9 @@ PRECISION_KEYS = ("precision", "quantization")
 # 0.9999 and int8 0.998 on vit_small; a precision that damages a model's features lands far below.
 MIN_COSINE = 0.99
 PROBE_REPEATS = 3
+# Untimed calls first: weight packing, kernel choice, and OpenVINO's warm-up (its first call ran
+# at about two thirds of its steady speed, the second at 0.85-1.0: vit_small int8, AMD EPYC).
+WARMUP_CALLS = 2
 
 
 def native_bf16(device: str | torch.device) -> bool:
@@ -96,7 +99,8 @@ def measure_precisions(
     measured, reference = {}, None
     for precision in precisions:
         runner = runner_for(precision)
-        features = run_in_precision(runner, x, precision)  # warm-up: packing, kernel choice
+        for _ in range(WARMUP_CALLS):
+            features = run_in_precision(runner, x, precision)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
