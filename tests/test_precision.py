@@ -82,7 +82,7 @@ RUNTIMES = [
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_int8_features_do_not_depend_on_the_batch(runtime, monkeypatch):
-    monkeypatch.setattr(int8_module, "int8_runtime", lambda: runtime)
+    monkeypatch.setattr(int8_module, "installed_int8_runtimes", lambda: [runtime])
     int8 = build_frame_encoder({**TINY, "pretrained": False, "precision": "int8"})
     assert int8.runner.runtime == runtime
     frames = probe_frames(8, (32, 32))
@@ -94,7 +94,7 @@ def test_int8_features_do_not_depend_on_the_batch(runtime, monkeypatch):
 def test_int8_runtimes_run_one_graph_alike_and_the_identity_names_the_one_that_ran(monkeypatch):
     encoders = {}
     for runtime in INT8_RUNTIMES:
-        monkeypatch.setattr(int8_module, "int8_runtime", lambda runtime=runtime: runtime)
+        monkeypatch.setattr(int8_module, "installed_int8_runtimes", lambda r=runtime: [r])
         encoders[runtime] = build_frame_encoder({**TINY, "pretrained": False, "precision": "int8"})
     openvino, onnxruntime = encoders["openvino"], encoders["onnxruntime"]
     assert openvino.runner.path == onnxruntime.runner.path  # quantised once, for both
@@ -105,6 +105,19 @@ def test_int8_runtimes_run_one_graph_alike_and_the_identity_names_the_one_that_r
         openvino.encode(frames), onnxruntime.encode(frames)
     )
     assert cosine.min() > 0.999
+
+
+@pytest.mark.skipif(not find_spec("openvino"), reason="openvino missing")
+def test_int8_falls_back_to_onnx_runtime_when_openvino_cannot_load_it(monkeypatch, logs):
+    def refuse(path, threads):
+        raise RuntimeError("Exception from src/plugins/intel_cpu: unsupported CPU")
+
+    monkeypatch.setattr(int8_module, "openvino_model", refuse)
+    int8 = build_frame_encoder({**TINY, "pretrained": False, "precision": "int8"})
+    assert int8.runner.runtime == "onnxruntime"
+    assert int8.identity["quantization"].endswith("run by onnxruntime")
+    assert "openvino could not load the int8 encoder (Exception from src/plugins" in logs.text
+    assert int8.encode(probe_frames(2, (32, 32))).shape == (2, int8.feature_dim)
 
 
 def test_auto_measures_again_when_the_int8_runtime_changes(timed, monkeypatch):

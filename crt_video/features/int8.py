@@ -110,7 +110,24 @@ def int8_runner(
         if not path.is_file():
             logger.info("quantising the encoder to int8 (once per encoder): %s", path)
             _quantize(model, calibration(), path)
-    return Int8Runner(path, torch.get_num_threads())
+    return _first_runner_that_loads(path, torch.get_num_threads())
+
+
+def _first_runner_that_loads(path: Path, threads: int) -> Int8Runner:
+    """The graph in the first installed runtime that compiles it: a CPU that OpenVINO's plugin
+    refuses still gets int8, from ONNX Runtime, with a warning."""
+    *fallible, last = installed_int8_runtimes()
+    for runtime in fallible:
+        try:
+            return Int8Runner(path, threads, runtime)
+        except RuntimeError as err:
+            logger.warning(
+                "%s could not load the int8 encoder (%s); running it with %s instead",
+                runtime,
+                str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__,
+                last,
+            )
+    return Int8Runner(path, threads, last)
 
 
 def _quantize(model: nn.Module, calibration: torch.Tensor, path: Path) -> None:
