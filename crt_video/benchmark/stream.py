@@ -165,10 +165,11 @@ def measure_encoder_alone(
 def _int8_by_runtime(encoder: FrameEncoder, x: torch.Tensor) -> dict:
     """runtime -> {'frames_per_s', 'cosine'} of the encoder's int8 graph run by each installed
     runtime (the encoder uses the first: ``int8_runtime``)."""
-    path, threads = encoder.runner_for("int8").path, torch.get_num_threads()
+    used = encoder.runner_for("int8")
     runners = {"fp32": encoder.model}
     for runtime in installed_int8_runtimes():
-        runners[runtime] = Int8Runner(path, threads, runtime)
+        same = runtime == used.runtime
+        runners[runtime] = used if same else Int8Runner(used.path, torch.get_num_threads(), runtime)
     measured = measure_precisions(runners.__getitem__, x, list(runners), ENCODER_REPEATS)
     return {runtime: measured[runtime] for runtime in runners if runtime != "fp32"}
 

@@ -60,6 +60,7 @@ INT8_RUNTIMES = ("openvino", "onnxruntime")
 
 
 def installed_int8_runtimes() -> list[str]:
+    """The INT8_RUNTIMES installed here, in order of preference."""
     return [name for name in INT8_RUNTIMES if importlib.util.find_spec(name)]
 
 
@@ -72,9 +73,9 @@ class Int8Runner:
     """A quantised graph called like the model it replaces: normalised float [N, 3, H, W] ->
     float32 features [N, D]."""
 
-    def __init__(self, path: Path, threads: int, runtime: str | None = None) -> None:
-        """``runtime``: one of INT8_RUNTIMES (None: ``int8_runtime()``, what the encoder uses)."""
-        self.path, self.runtime = path, runtime or int8_runtime()
+    def __init__(self, path: Path, threads: int, runtime: str) -> None:
+        """``runtime``: one of INT8_RUNTIMES."""
+        self.path, self.runtime = path, runtime
         # What the identity records: the recipe, and the runtime, whose rounding the features carry.
         self.quantization = f"{QUANTIZATION}; run by {self.runtime}"
         if self.runtime == "openvino":
@@ -121,10 +122,12 @@ def _first_runner_that_loads(path: Path, threads: int) -> Int8Runner:
         try:
             return Int8Runner(path, threads, runtime)
         except RuntimeError as err:
+            # OpenVINO's messages run over several lines; the last one says what failed.
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[-1]
             logger.warning(
                 "%s could not load the int8 encoder (%s); running it with %s instead",
                 runtime,
-                str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__,
+                reason,
                 last,
             )
     return Int8Runner(path, threads, last)
