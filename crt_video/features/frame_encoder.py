@@ -150,7 +150,9 @@ class FrameEncoder(nn.Module):
         graph, calibrated on generated frames other than the ones 'auto' measures on."""
         if precision != "int8":
             return self.model
-        return int8_runner(self.model, self._calibration_frames, without_precision(self.identity))
+        return int8_runner(
+            self.model, self._calibration_frames, without_precision(self.identity), self.batch_size
+        )
 
     def _calibration_frames(self) -> torch.Tensor:
         return self.preprocess(probe_frames(CALIBRATION_FRAMES, self.input_size, seed=1))

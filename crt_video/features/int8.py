@@ -15,7 +15,8 @@ Runtime's 37.8 (AMD EPYC, 2 threads, batch 8), 1.3x, at the same cosine to fp32 
 
 Quantising takes seconds to a minute, so the quantised graph is kept in
 ``$CRT_VIDEO_HOME/int8/`` (default ``~/.cache/crt_video``) under a hash of the encoder's identity,
-``QUANTIZATION`` and the ONNX Runtime version, and later processes load it.
+``QUANTIZATION`` and the ONNX Runtime version, and later processes load it. OpenVINO keeps its
+compiled blobs beside it (``int8/openvino/``), so that loading takes a fraction of compiling.
 """
 
 from __future__ import annotations
@@ -71,15 +72,18 @@ def int8_runtime() -> str | None:
 
 class Int8Runner:
     """A quantised graph called like the model it replaces: normalised float [N, 3, H, W] ->
-    float32 features [N, D]."""
+    float32 features [N, D]. OpenVINO runs batches of ``batch_size`` frames in a model compiled
+    for that shape (faster, and no slow first call), other sizes in one compiled for any."""
 
-    def __init__(self, path: Path, threads: int, runtime: str) -> None:
+    def __init__(self, path: Path, threads: int, runtime: str, batch_size: int) -> None:
         """``runtime``: one of INT8_RUNTIMES."""
-        self.path, self.runtime = path, runtime
+        self.path, self.runtime, self.batch_size = path, runtime, batch_size
         # What the identity records: the recipe, and the runtime, whose rounding the features carry.
         self.quantization = f"{QUANTIZATION}; run by {self.runtime}"
         if self.runtime == "openvino":
-            self.compiled = openvino_model(path, threads)
+            blobs = path.parent / "openvino"
+            self.compiled = openvino_model(path, threads, cache_dir=blobs)
+            self.compiled_for_batch = openvino_model(path, threads, batch_size, blobs)
         else:
             self.session = runtime_session(path, threads)
             self.input_name = self.session.get_inputs()[0].name
@@ -87,17 +91,18 @@ class Int8Runner:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().cpu().float().contiguous().numpy()
         if self.runtime == "openvino":
+            compiled = self.compiled_for_batch if len(array) == self.batch_size else self.compiled
             # Copied in, so that the request keeps no view of an array numpy may free.
-            return torch.from_numpy(self.compiled(array, share_inputs=False)[0])
+            return torch.from_numpy(compiled(array, share_inputs=False)[0])
         return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
 
 
 def int8_runner(
-    model: nn.Module, calibration: Callable[[], torch.Tensor], encoder_key: dict
+    model: nn.Module, calibration: Callable[[], torch.Tensor], encoder_key: dict, batch_size: int
 ) -> Int8Runner:
     """``model`` quantised (or loaded from the cache), calibrated on the normalised frames that
     ``calibration`` makes (only when it quantises); ``encoder_key`` names the encoder (its
-    identity without the precision)."""
+    identity without the precision); ``batch_size``: the frames of most calls."""
     if not int8_available():
         raise ConfigError(
             "encoder.precision='int8' needs ONNX Runtime and onnx: pip install onnxruntime onnx"
@@ -107,20 +112,21 @@ def int8_runner(
     fields = [encoder_key, QUANTIZATION, CALIBRATION_FRAMES, onnxruntime.__version__]
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     path = crt_video_home() / "int8" / f"{encoder_key.get('name', 'encoder')}-{key}.onnx"
+    # Held while loading too: OpenVINO writes its compiled blobs beside the graph.
     with exclusive_lock(path):
         if not path.is_file():
             logger.info("quantising the encoder to int8 (once per encoder): %s", path)
             _quantize(model, calibration(), path)
-    return _first_runner_that_loads(path, torch.get_num_threads())
+        return _first_runner_that_loads(path, torch.get_num_threads(), batch_size)
 
 
-def _first_runner_that_loads(path: Path, threads: int) -> Int8Runner:
+def _first_runner_that_loads(path: Path, threads: int, batch_size: int) -> Int8Runner:
     """The graph in the first installed runtime that compiles it: a CPU that OpenVINO's plugin
     refuses still gets int8, from ONNX Runtime, with a warning."""
     *fallible, last = installed_int8_runtimes()
     for runtime in fallible:
         try:
-            return Int8Runner(path, threads, runtime)
+            return Int8Runner(path, threads, runtime, batch_size)
         except RuntimeError as err:
             # OpenVINO's messages run over several lines; the last one says what failed.
             reason = (str(err).strip().splitlines() or [type(err).__name__])[-1]
@@ -130,7 +136,7 @@ def _first_runner_that_loads(path: Path, threads: int) -> Int8Runner:
                 reason,
                 last,
             )
-    return Int8Runner(path, threads, last)
+    return Int8Runner(path, threads, last, batch_size)
 
 
 def _quantize(model: nn.Module, calibration: torch.Tensor, path: Path) -> None:
