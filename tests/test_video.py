@@ -185,9 +185,13 @@ def test_broken_videos_raise_one_line_naming_the_file(one_second, tmp_path, back
 
 @needs_decord
 def test_backend_choice(monkeypatch):
+    monkeypatch.delenv("CRT_VIDEO_BACKEND", raising=False)
+    assert (resolve_backend(), resolve_backend(in_order=True)) == ("decord", "pyav")
+    monkeypatch.setenv("CRT_VIDEO_BACKEND", "decord")
+    assert resolve_backend(in_order=True) == "decord"
     monkeypatch.setenv("CRT_VIDEO_BACKEND", "pyav")
     assert resolve_backend() == "pyav"
-    assert resolve_backend("decord") == "decord"
+    assert resolve_backend("decord", in_order=True) == "decord"
     monkeypatch.setenv("CRT_VIDEO_BACKEND", "opencv")
     with pytest.raises(ConfigError, match="unknown video backend 'opencv'"):
         resolve_backend()
@@ -200,7 +204,7 @@ def test_falls_back_to_pyav_with_one_notice(one_second, monkeypatch, caplog):
     logger.addHandler(caplog.handler)
     video._decord.cache_clear()
     try:
-        frames = [read_frames(one_second, 4.0) for _ in range(2)]
+        frames = [read_frames(one_second, 4.0, backend=resolve_backend()) for _ in range(2)]
         assert resolve_backend() == "pyav"
         with pytest.raises(ConfigError, match="decord is not importable"):
             resolve_backend("decord")

@@ -31,8 +31,10 @@ from crt_video.features.video import (
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
 
-CHUNK_FRAMES = 64
-DECODE_AHEAD_CHUNKS = 2
+# Frames decoded ahead of the encoder. A file is decoded in chunks of the encoder's batch: its
+# first forward pass starts after 8 frames, not 64 (0.03 s against 0.15-0.45 s into a 60 s clip
+# on 2 cores), and decoding spreads over the encoding instead of bursting beside its first calls.
+DECODE_AHEAD_FRAMES = 32
 
 logger = get_logger(__name__)
 
@@ -55,8 +57,8 @@ class SampledVideo:
 
 class FeatureStream:
     """Features of the frames sampled at ``fps`` (at most ``max_frames``), encoded by ``encoder``
-    (anything with ``encode``, ``input_size`` and ``interpolation``) and moved to ``device``,
-    rounded to float16 as the feature store keeps them."""
+    (anything with ``encode``, ``batch_size``, ``input_size`` and ``interpolation``) and moved to
+    ``device``, rounded to float16 as the feature store keeps them."""
 
     def __init__(
         self, encoder, fps: float, max_frames: int | None, device: str | torch.device = "cpu"
@@ -96,16 +98,17 @@ class FeatureStream:
 
     def file_chunks(self, video: SampledVideo) -> Iterator[FeatureChunk]:
         """A background thread decodes the next chunks while the encoder works on this one."""
+        batch = self.encoder.batch_size
         chunks = iter_frames(
             video.path,
             self.fps,
             size=self.encoder.input_size,
-            chunk_frames=CHUNK_FRAMES,
+            chunk_frames=batch,
             max_frames=self.max_frames,
             interpolation=self.encoder.interpolation,
             info=video.info,
         )
-        feed = Feed(chunks, maxsize=DECODE_AHEAD_CHUNKS)
+        feed = Feed(chunks, maxsize=max(2, DECODE_AHEAD_FRAMES // batch))
         try:
             bar = progress_bar(
                 total=video.num_frames, desc=video.path.name, unit="frame", leave=False
