@@ -36,6 +36,8 @@ def test_smoke_run_reports_runtimes_latency_and_memory(tmp_path):
         assert clip["real_time_factor"] > 0 and clip["peak_rss_mib"] > 0
         assert clip["frames"] == round(clip["duration"] * 4)
         assert clip["all_seconds"] == [clip["seconds"]]  # smoke: one run per row
+        rate = clip["frames"] / clip["seconds"]
+        assert clip["of_sustained"] == rate / clip["sustained_frames_per_s"] > 0
     assert figures["long"]["duration"] == 2 * figures["short"]["duration"]
     live = figures["live"]
     assert live["segments"] >= 2 and 0 < live["latency_median_s"] <= live["latency_max_s"]
@@ -43,7 +45,7 @@ def test_smoke_run_reports_runtimes_latency_and_memory(tmp_path):
     markdown = result["markdown"]
     assert "| onnx |" in markdown and "real-time factor" in markdown and "latency" in markdown
     assert f"| auto ({figures['auto_precision']}) |" in markdown and "real-time bound" in markdown
-    assert "| precision | 1 a batch | 4 a batch |" in markdown
+    assert "| precision | 1 a batch | 4 a batch |" in markdown and "| of sustained |" in markdown
     assert figures["fastest_precision"] in offered
     if "int8" in offered:  # the int8 graph, run by each runtime installed
         by_runtime = figures["encoder_alone"]["int8"]["runtimes"]

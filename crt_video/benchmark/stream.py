@@ -70,6 +70,9 @@ RUNTIMES = {
     "onnx": ("onnx", None),
 }
 DEFAULT_RUNTIME = "auto"  # what tools/infer.py users get with --precision auto
+# Frames the encoder alone encodes in each pipeline process right after its labelling run, a batch
+# at a time as the stream hands them: the rate that run would have reached with decoding free.
+SUSTAINED_FRAMES = 240
 ENCODER_REPEATS = 5
 # Frames a batch at which the encoder alone is also timed: why batch_size='auto' is 8 on a CPU.
 SWEEP_BATCHES = (1, 8, 64)
@@ -128,6 +131,7 @@ def run(
         encoder_repeats=ENCODER_REPEATS,
         pipeline_repeats=repeats,
         sweep_repeats=SWEEP_REPEATS,
+        sustained_frames=SUSTAINED_FRAMES,
     )
     figures = stream_figures(rows, long, live, encoder_alone, **setup)
     return {"markdown": stream_markdown(figures), "figures": figures}
@@ -169,7 +173,9 @@ def _int8_by_runtime(encoder: FrameEncoder, x: torch.Tensor) -> dict:
     runners = {"fp32": encoder.model}
     for runtime in installed_int8_runtimes():
         same = runtime == used.runtime
-        runners[runtime] = used if same else Int8Runner(used.path, torch.get_num_threads(), runtime)
+        runners[runtime] = (
+            used if same else Int8Runner(used.path, torch.get_num_threads(), runtime, len(x))
+        )
     measured = measure_precisions(runners.__getitem__, x, list(runners), ENCODER_REPEATS)
     return {runtime: measured[runtime] for runtime in runners if runtime != "fp32"}
 
@@ -263,11 +269,13 @@ def measure_in_fresh_process(spec: dict) -> dict:
 
 
 def fastest_of(spec: dict, repeats: int) -> dict:
-    """The fastest of ``repeats`` fresh-process measurements, with every run's wall time."""
+    """The fastest of ``repeats`` fresh-process measurements, with every run's wall time and
+    the fastest sustained encoder-alone rate of the runs (each a best of as many)."""
     runs = [measure_in_fresh_process(spec) for _ in range(repeats)]
     return {
         **min(runs, key=lambda run: run["seconds"]),
         "all_seconds": [r["seconds"] for r in runs],
+        "sustained_frames_per_s": max(r["sustained_frames_per_s"] for r in runs),
     }
 
 
@@ -334,10 +342,22 @@ def measure(spec: dict) -> dict:
         segment_len=labeler.runner.segment_len,
         load_average=os.getloadavg()[0],
         precision=getattr(labeler.stream.encoder, "precision", None),
+        sustained_frames_per_s=_sustained_rate(labeler.stream.encoder),
     )
     if spec["breakdown"]:
         result.update(_breakdown(labeler, Path(spec["source"])))
     return result
+
+
+@torch.inference_mode()
+def _sustained_rate(encoder) -> float:
+    """Frames/s of ``encoder`` alone on SUSTAINED_FRAMES frames at its input size, a batch at a
+    time as the stream hands them: the pipeline's rate with decoding and the CRT free."""
+    frames = torch.randint(0, 256, (SUSTAINED_FRAMES, *encoder.input_size, 3), dtype=torch.uint8)
+    started = time.perf_counter()
+    for start in range(0, len(frames), encoder.batch_size):
+        encoder.encode(frames[start : start + encoder.batch_size])
+    return len(frames) / (time.perf_counter() - started)
 
 
 def measure_stdin(spec: dict) -> dict:
