@@ -20,5 +20,8 @@ def test_smoke_run_reports_rates_and_efficiency(tmp_path):
     assert figures["bound_fps"] <= min(figures["decode_fps"], figures["encode_fps"])
     assert figures["frames"] > 0 and figures["clips"] == extract.SMOKE_CLIPS
     assert "| end-to-end extraction |" in result["markdown"]
+    # The precision the encoder ran in ('auto' resolves it), not an assumed one.
+    assert f"random weights, {figures['precision']}," in result["markdown"]
+    assert figures["precision"] in ("fp32", "bf16", "int8")
     assert "Efficiency" in result["markdown"]
     assert list(tmp_path.iterdir()) == []

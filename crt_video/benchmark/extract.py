@@ -87,6 +87,7 @@ def run(
     figures = {
         "device": str(torch_device),
         "encoder": encoder_cfg.name,
+        "precision": frozen.precision,
         "torch_threads": spare_cores(busy=workers) if shared else torch.get_num_threads(),
         "decode_workers": workers,
         "batch_size": batch_size,
@@ -140,13 +141,12 @@ def _synchronize(device: torch.device) -> None:
 
 
 def _markdown(f: dict) -> str:
-    precision = "bf16" if f["device"].startswith("cuda") else "fp32"
     return "\n".join(
         [
             "## Feature extraction",
             "",
             f"{f['clips']} demo clips, {f['frames']} frames sampled; encoder {f['encoder']} "
-            f"(random weights, {precision}, batch {f['batch_size']}) on {f['device']} with "
+            f"(random weights, {f['precision']}, batch {f['batch_size']}) on {f['device']} with "
             f"{f['torch_threads']} torch threads; {f['decode_workers']} decoding worker(s).",
             "",
             "| stage | frames/s |",
