@@ -67,8 +67,8 @@ def openvino_model(
     other features than ONNX Runtime's, and on the AMD EPYC slower, 32.2 against 49.1 frames/s).
 
     ``batch``: compiled for that many frames only. Static shapes ran vit_small's int8 graph
-    10-18% faster than the same graph compiled for any batch (AMD EPYC, 2 threads, batch 8,
-    calls alternated), to the same bits, and without the first call's kernel compilation.
+    3-18% faster than the same graph compiled for any batch (AMD EPYC, 2 threads, batch 8,
+    calls alternated, three runs), to the same bits, and without the first call's kernel compilation.
     ``cache_dir``: where OpenVINO keeps compiled blobs, so that later processes load in a
     fraction of the compile time (1.6 s -> 0.2 s).
     """
