@@ -81,18 +81,28 @@ def run(
             progress=False,
             device=torch_device,
         )
-    end_to_end_fps = summary.frames / summary.seconds
-    shared = torch_device.type == "cpu"
-    bound = 1 / (1 / decode_fps + 1 / encode_fps) if shared else min(decode_fps, encode_fps)
     figures = {
         "device": str(torch_device),
         "encoder": encoder_cfg.name,
         "precision": frozen.precision,
-        "torch_threads": spare_cores(busy=workers) if shared else torch.get_num_threads(),
         "decode_workers": workers,
         "batch_size": batch_size,
         "clips": len(videos),
         "frames": frames,
+        **_rates(torch_device, workers, decode_fps, encode_fps, summary.frames / summary.seconds),
+    }
+    return {"markdown": _markdown(figures), "figures": figures}
+
+
+def _rates(
+    device: torch.device, workers: int, decode_fps: float, encode_fps: float, end_to_end_fps: float
+) -> dict:
+    """The rates with their bound: decoding and encoding share the CPU, or a GPU encodes while
+    CPU workers decode."""
+    shared = device.type == "cpu"
+    bound = 1 / (1 / decode_fps + 1 / encode_fps) if shared else min(decode_fps, encode_fps)
+    return {
+        "torch_threads": spare_cores(busy=workers) if shared else torch.get_num_threads(),
         "decode_fps": decode_fps,
         "encode_fps": encode_fps,
         "end_to_end_fps": end_to_end_fps,
@@ -100,7 +110,6 @@ def run(
         "bound": "1/(1/decode+1/encode)" if shared else "min(decode, encode)",
         "efficiency": end_to_end_fps / bound,
     }
-    return {"markdown": _markdown(figures), "figures": figures}
 
 
 def _decode_rate(

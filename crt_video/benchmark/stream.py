@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,11 +28,11 @@ import av
 import numpy as np
 import torch
 
+from crt_video.benchmark.stream_measure import STEP_REPEATS, SUSTAINED_FRAMES
 from crt_video.benchmark.stream_report import stream_figures, stream_markdown
 from crt_video.config import load_config
 from crt_video.data.smarthome import CLASSES_31
-from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
-from crt_video.engine.inference import VideoLabeler
+from crt_video.engine.checkpoint import save_checkpoint
 from crt_video.features.frame_encoder import (
     FrameEncoder,
     FrameEncoderConfig,
@@ -46,7 +45,6 @@ from crt_video.features.precision import (
     measure_precisions,
     probe_frames,
 )
-from crt_video.features.video import iter_frames
 from crt_video.models import build_model
 from crt_video.run_config import CONFIGS_DIR, parse_run_config
 from crt_video.utils.threads import cpu_threads
@@ -57,7 +55,6 @@ SMOKE = dict(seconds=4.0, live_seconds=3.0, width=160, height=120, video_fps=10)
 # Smoke settings only check that the benchmark runs: a tiny encoder and CRT.
 SMOKE_ENCODER = FrameEncoderConfig("vit_tiny_patch16_224", kwargs={"img_size": 32})
 SMOKE_MODEL = dict(d_model=64, depth=1, segment_len=4)
-STEP_REPEATS = 50
 # Fresh processes per pipeline row, the fastest kept: the encoder-alone bound is a best-of too,
 # and on a shared machine one run can lose a third of its speed to a neighbour.
 PIPELINE_REPEATS = 3
@@ -70,9 +67,6 @@ RUNTIMES = {
     "onnx": ("onnx", None),
 }
 DEFAULT_RUNTIME = "auto"  # what tools/infer.py users get with --precision auto
-# Frames the encoder alone encodes in each pipeline process right after its labelling run, a batch
-# at a time as the stream hands them: the rate that run would have reached with decoding free.
-SUSTAINED_FRAMES = 240
 ENCODER_REPEATS = 5
 # Frames a batch at which the encoder alone is also timed: why batch_size='auto' is 8 on a CPU.
 SWEEP_BATCHES = (1, 8, 64)
@@ -241,9 +235,9 @@ def write_clip(path: Path, seconds: float, width: int, height: int, fps: int) ->
 
 
 def _child(function: str, spec: dict, **popen) -> subprocess.Popen:
-    """``function(spec)`` of this module in a new interpreter, printing its result as JSON."""
+    """``function(spec)`` of stream_measure in a new interpreter, printing its result as JSON."""
     code = (
-        f"import json, sys; from crt_video.benchmark.stream import {function}; "
+        f"import json, sys; from crt_video.benchmark.stream_measure import {function}; "
         f"print(json.dumps({function}(json.loads(sys.argv[1]))))"
     )
     package_root = str(Path(__file__).resolve().parents[2])
@@ -310,109 +304,3 @@ class _Writer:
 
     def __init__(self, out) -> None:
         self.write, self.flush = out.write, out.flush
-
-
-def _labeler(spec: dict) -> VideoLabeler:
-    if spec["runtime"] == "onnx":
-        from crt_video.engine.onnx_export import onnx_labeler
-
-        return onnx_labeler(spec["model"], threads=spec["threads"])
-    return VideoLabeler.from_checkpoint(
-        load_checkpoint(spec["model"]), "cpu", precision=spec["precision"]
-    )
-
-
-def _pin(threads: int) -> None:
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
-    torch.set_num_threads(threads)
-
-
-def measure(spec: dict) -> dict:
-    """Runs in its own process: load, label the video once, report time and memory."""
-    _pin(spec["threads"])
-    labeler = _labeler(spec)
-    started = time.perf_counter()
-    prediction = labeler.predict(spec["source"])
-    result = dict(
-        seconds=time.perf_counter() - started,
-        duration=prediction.duration,
-        frames=prediction.num_frames,
-        peak_rss_mib=_peak_rss_mib(),
-        segment_len=labeler.runner.segment_len,
-        load_average=os.getloadavg()[0],
-        precision=getattr(labeler.stream.encoder, "precision", None),
-        sustained_frames_per_s=_sustained_rate(labeler.stream.encoder),
-    )
-    if spec["breakdown"]:
-        result.update(_breakdown(labeler, Path(spec["source"])))
-    return result
-
-
-@torch.inference_mode()
-def _sustained_rate(encoder) -> float:
-    """Frames/s of ``encoder`` alone on SUSTAINED_FRAMES frames at its input size, a batch at a
-    time as the stream hands them: the pipeline's rate with decoding and the CRT free."""
-    frames = torch.randint(0, 256, (SUSTAINED_FRAMES, *encoder.input_size, 3), dtype=torch.uint8)
-    started = time.perf_counter()
-    for start in range(0, len(frames), encoder.batch_size):
-        encoder.encode(frames[start : start + encoder.batch_size])
-    return len(frames) / (time.perf_counter() - started)
-
-
-def measure_stdin(spec: dict) -> dict:
-    """Runs in its own process: label standard input live, report per-segment latency."""
-    _pin(spec["threads"])
-    labeler = _labeler(spec)
-    latencies: list[float] = []
-    print("ready", flush=True)
-    result = labeler.label_live(
-        "-", window=0, on_segment=lambda segment: latencies.append(segment.latency)
-    )
-    return dict(
-        duration=result["duration"],
-        segments=len(latencies),
-        latency_median_s=statistics.median(latencies),
-        latency_max_s=max(latencies),
-        frames_sampled=result["frames_sampled"],
-        frames_dropped=result["frames_dropped"],
-        peak_rss_mib=_peak_rss_mib(),
-        load_average=os.getloadavg()[0],
-    )
-
-
-@torch.inference_mode()
-def _breakdown(labeler: VideoLabeler, video: Path) -> dict:
-    started = time.perf_counter()
-    for _ in iter_frames(video, labeler.stream.fps, size=labeler.stream.encoder.input_size):
-        pass
-    decode_seconds = time.perf_counter() - started
-
-    frames = torch.randint(0, 256, (32, *labeler.stream.encoder.input_size, 3), dtype=torch.uint8)
-    labeler.stream.encoder.encode(frames)
-    started = time.perf_counter()
-    labeler.stream.encoder.encode(frames)
-    encode_ms = 1000 * (time.perf_counter() - started) / len(frames)
-
-    model = labeler.runner.model
-    segment = torch.randn(1, labeler.runner.segment_len, labeler.stream.encoder.feature_dim)
-    state = model.init_state(1)
-    times = []
-    for _ in range(STEP_REPEATS + 5):
-        started = time.perf_counter()
-        _, state = model.step(segment, state)
-        times.append(time.perf_counter() - started)
-    return {
-        "decode_seconds": decode_seconds,
-        "encode_ms_per_frame": encode_ms,
-        "step_ms": 1000 * statistics.median(times[5:]),
-    }
-
-
-def _peak_rss_mib() -> float:
-    """This process's resident-memory high-water mark."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise OSError("no VmHWM in /proc/self/status")

@@ -46,8 +46,8 @@ from crt_video.utils.sections import require_auto_or_int, require_int, section_f
 logger = logging.getLogger(__name__)
 
 # Frames per forward pass with batch_size='auto'. On a CPU a larger batch buys no speed and costs
-# memory (the streaming benchmark, vit_small on 2 cores of an AMD EPYC: fp32 18.1 frames/s at 8,
-# 15.3 at 64; bf16 31.1 and 25.8; int8 44.2 and 36.0; ONNX Runtime's int8 peaked at 1.5 GiB
+# memory (the streaming benchmark, vit_small on 2 cores of an AMD EPYC: fp32 15.8 frames/s at 8,
+# 15.0 at 64; bf16 26.2 and 24.6; int8 46.1 and 39.8; ONNX Runtime's int8 peaked at 1.5 GiB
 # resident at 8, 2.5 at 64).
 AUTO_BATCH = {"cuda": 64, "cpu": 8}
 

@@ -68,7 +68,8 @@ def openvino_model(
 
     ``batch``: compiled for that many frames only. Static shapes ran vit_small's int8 graph
     3-18% faster than the same graph compiled for any batch (AMD EPYC, 2 threads, batch 8,
-    calls alternated, three runs), to the same bits, and without the first call's kernel compilation.
+    calls alternated, three runs), to the same bits, and without compiling kernels on the first
+    call.
     ``cache_dir``: where OpenVINO keeps compiled blobs, so that later processes load in a
     fraction of the compile time (1.6 s -> 0.2 s).
     """

@@ -1,0 +1,127 @@
+"""What each fresh process of the streaming benchmark runs (stream.py starts them): load the
+labeler, label a file or standard input once, and report time, memory and, for a file, the
+encoder alone at the same settings right after."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from crt_video.engine.checkpoint import load_checkpoint
+from crt_video.engine.inference import VideoLabeler
+from crt_video.features.video import iter_frames
+
+STEP_REPEATS = 50
+# Frames the encoder alone encodes in each pipeline process right after its labelling run, a batch
+# at a time as the stream hands them: the rate that run would have reached with decoding free.
+SUSTAINED_FRAMES = 240
+
+
+def _labeler(spec: dict) -> VideoLabeler:
+    if spec["runtime"] == "onnx":
+        from crt_video.engine.onnx_export import onnx_labeler
+
+        return onnx_labeler(spec["model"], threads=spec["threads"])
+    return VideoLabeler.from_checkpoint(
+        load_checkpoint(spec["model"]), "cpu", precision=spec["precision"]
+    )
+
+
+def _pin(threads: int) -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    torch.set_num_threads(threads)
+
+
+def measure(spec: dict) -> dict:
+    """Runs in its own process: load, label the video once, report time and memory."""
+    _pin(spec["threads"])
+    labeler = _labeler(spec)
+    started = time.perf_counter()
+    prediction = labeler.predict(spec["source"])
+    result = dict(
+        seconds=time.perf_counter() - started,
+        duration=prediction.duration,
+        frames=prediction.num_frames,
+        peak_rss_mib=_peak_rss_mib(),
+        segment_len=labeler.runner.segment_len,
+        load_average=os.getloadavg()[0],
+        precision=getattr(labeler.stream.encoder, "precision", None),
+        sustained_frames_per_s=_sustained_rate(labeler.stream.encoder),
+    )
+    if spec["breakdown"]:
+        result.update(_breakdown(labeler, Path(spec["source"])))
+    return result
+
+
+@torch.inference_mode()
+def _sustained_rate(encoder) -> float:
+    """Frames/s of ``encoder`` alone on SUSTAINED_FRAMES frames at its input size, a batch at a
+    time as the stream hands them: the pipeline's rate with decoding and the CRT free."""
+    frames = torch.randint(0, 256, (SUSTAINED_FRAMES, *encoder.input_size, 3), dtype=torch.uint8)
+    started = time.perf_counter()
+    for start in range(0, len(frames), encoder.batch_size):
+        encoder.encode(frames[start : start + encoder.batch_size])
+    return len(frames) / (time.perf_counter() - started)
+
+
+def measure_stdin(spec: dict) -> dict:
+    """Runs in its own process: label standard input live, report per-segment latency."""
+    _pin(spec["threads"])
+    labeler = _labeler(spec)
+    latencies: list[float] = []
+    print("ready", flush=True)
+    result = labeler.label_live(
+        "-", window=0, on_segment=lambda segment: latencies.append(segment.latency)
+    )
+    return dict(
+        duration=result["duration"],
+        segments=len(latencies),
+        latency_median_s=statistics.median(latencies),
+        latency_max_s=max(latencies),
+        frames_sampled=result["frames_sampled"],
+        frames_dropped=result["frames_dropped"],
+        peak_rss_mib=_peak_rss_mib(),
+        load_average=os.getloadavg()[0],
+    )
+
+
+@torch.inference_mode()
+def _breakdown(labeler: VideoLabeler, video: Path) -> dict:
+    started = time.perf_counter()
+    for _ in iter_frames(video, labeler.stream.fps, size=labeler.stream.encoder.input_size):
+        pass
+    decode_seconds = time.perf_counter() - started
+
+    frames = torch.randint(0, 256, (32, *labeler.stream.encoder.input_size, 3), dtype=torch.uint8)
+    labeler.stream.encoder.encode(frames)
+    started = time.perf_counter()
+    labeler.stream.encoder.encode(frames)
+    encode_ms = 1000 * (time.perf_counter() - started) / len(frames)
+
+    model = labeler.runner.model
+    segment = torch.randn(1, labeler.runner.segment_len, labeler.stream.encoder.feature_dim)
+    state = model.init_state(1)
+    times = []
+    for _ in range(STEP_REPEATS + 5):
+        started = time.perf_counter()
+        _, state = model.step(segment, state)
+        times.append(time.perf_counter() - started)
+    return {
+        "decode_seconds": decode_seconds,
+        "encode_ms_per_frame": encode_ms,
+        "step_ms": 1000 * statistics.median(times[5:]),
+    }
+
+
+def _peak_rss_mib() -> float:
+    """This process's resident-memory high-water mark."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise OSError("no VmHWM in /proc/self/status")
