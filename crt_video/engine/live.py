@@ -22,6 +22,7 @@ import av
 import numpy as np
 
 from crt_video.errors import VideoDecodeError
+from crt_video.features.video import decoding_stream, rgb_converter
 
 LIVE_URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 STDIN = "-"
@@ -90,17 +91,18 @@ def sample_live(
 ) -> Iterator[SampledFrame]:
     """Frames at ``fps`` of media time, converted to RGB at the stream's own size (the encoder
     resizes them with the same function as extraction, so live and cached features agree)."""
-    stream = container.streams.video[0]
+    stream = decoding_stream(container)
     start = held = None
     media_time = 0.0
     held_rgb: np.ndarray | None = None
     held_arrival, next_index = 0.0, 0
+    to_rgb = rgb_converter()
 
     def rgb() -> np.ndarray:
         # Converted once, and only when a sampling time falls on the frame.
         nonlocal held_rgb
         if held_rgb is None:
-            held_rgb = held.to_ndarray(format="rgb24")
+            held_rgb = to_rgb(held)
         return held_rgb
 
     wall_start = time.perf_counter()
