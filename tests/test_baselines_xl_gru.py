@@ -4,6 +4,8 @@ stop-gradient cache and relative positions, cost."""
 import pytest
 import torch
 
+from crt_video.engine.feature_stream import FeatureChunk
+from crt_video.engine.inference import SegmentRunner
 from crt_video.errors import ConfigError
 from crt_video.models import build_model
 from crt_video.models.transformer import sinusoidal_positions
@@ -49,6 +51,21 @@ def test_streaming_steps_equal_the_batched_forward(type_, task):
         streamed = logits if task == "clip" else torch.cat(rows, dim=1)
         expected = batched[i : i + 1] if task == "clip" else batched[i : i + 1, :n]
         torch.testing.assert_close(streamed, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("type_", ["xl", "gru"])
+def test_labeler_windows_restart_from_a_fresh_state(type_):
+    """The labeler steps the whole stream and the current window as one batch of two; in these
+    states the batch is not the first dimension of every field."""
+    model = build(type_)
+    features = randn(1, 13)[0]
+    chunks = (FeatureChunk(piece) for piece in features.split(3))
+    logits, windows = SegmentRunner(model, S).clip(chunks, window_frames=2 * S, rate=4.0)
+    torch.testing.assert_close(logits, model(features[None], torch.tensor([13]))[0])
+    assert len(windows) == 2
+    for window, piece in zip(windows, features.split(2 * S), strict=True):
+        alone = model(piece[None], torch.tensor([len(piece)]))[0]
+        torch.testing.assert_close(window, alone, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("type_,task", KINDS)
