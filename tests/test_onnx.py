@@ -13,6 +13,7 @@ from test_infer import CRT, REPO, infer_main, make_checkpoint
 from crt_video.engine.checkpoint import load_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.errors import CheckpointError
+from crt_video.models.crt import CRTState
 
 pytest.importorskip("onnxruntime")
 onnx_export = pytest.importorskip("crt_video.engine.onnx_export")
@@ -73,6 +74,25 @@ def test_onnx_logits_match_pytorch_fp32_on_the_same_features(exported, demo_vide
     assert on_onnx["top_k"][0]["label"] == on_torch["top_k"][0]["label"]
     for ours, theirs in zip(on_onnx["top_k"], on_torch["top_k"], strict=True):
         assert ours["score"] == pytest.approx(theirs["score"], abs=1e-3)
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("any_batch", [True, False], ids=["this-export", "earlier-export"])
+def test_exported_step_takes_two_streams_at_once(exported, any_batch):
+    """The labeler steps the whole video and its current window as a batch of two; exports made
+    before the step graph took any batch step the two one at a time."""
+    _, export_dir = exported
+    step = onnx_export.onnx_labeler(export_dir).runner.model
+    assert step.any_batch
+    step.any_batch = any_batch
+    segments = torch.randn(2, 4, json.loads((export_dir / "crt.json").read_text())["feature_dim"])
+    _, state = step.step(segments[:1], step.init_state(1))
+    logits, pair = step.step(segments, CRTState(*(torch.cat([f, f]) for f in state)))
+    for row in range(2):
+        alone, alone_state = step.step(segments[row : row + 1], state)
+        torch.testing.assert_close(logits[row : row + 1], alone)
+        for field, expected in zip(pair, alone_state, strict=True):
+            torch.testing.assert_close(field[row : row + 1], expected)
 
 
 def test_onnx_runtime_needs_an_export_folder(exported, demo_videos):

@@ -117,6 +117,7 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
             "class_names": list(labeler.class_names),
             "sampling": {"fps": labeler.stream.fps, "max_frames": labeler.stream.max_frames},
             "segment_len": labeler.runner.segment_len,
+            "step_batch": "any",
             "feature_dim": encoder.feature_dim,
             "memory_dim": int(state.memory.shape[-1]),
             "initial_memory": state.memory[0].tolist(),
@@ -167,6 +168,8 @@ class OnnxStep:
         self.pads_segments = "lengths" in {
             graph_input.name for graph_input in self.session.get_inputs()
         }
+        # Earlier exports step one stream at a time: their graph fixed the batch at 1.
+        self.any_batch = meta.get("step_batch") == "any"
 
     def init_state(self, batch_size: int) -> CRTState:
         memory = self.initial_memory.repeat(batch_size, 1)
@@ -174,6 +177,13 @@ class OnnxStep:
         return CRTState(memory, torch.zeros_like(memory), num_frames)
 
     def step(self, segment: torch.Tensor, state: CRTState) -> tuple[torch.Tensor, CRTState]:
+        if len(segment) > 1 and not self.any_batch:
+            rows = [
+                self.step(segment[i : i + 1], CRTState(*(field[i : i + 1] for field in state)))
+                for i in range(len(segment))
+            ]
+            logits, states = zip(*rows, strict=True)
+            return torch.cat(logits), CRTState(*map(torch.cat, zip(*states, strict=True)))
         feeds = {}
         if self.pads_segments:
             feeds["lengths"] = np.full(len(segment), segment.shape[1], dtype=np.int64)

@@ -269,7 +269,8 @@ class CRT(nn.Module):
         token's, which memory_read='sequence' never reads."""
         tokens = torch.cat([(memory + self.memory_type)[:, None], frames], dim=1)
         # The memory token is always a valid key, so fully padded segments stay finite.
-        key_mask = torch.cat([frame_mask.new_ones(len(frame_mask), 1), frame_mask], dim=1)
+        # shape[0], not len(): an ONNX trace keeps the first dynamic and bakes the second in.
+        key_mask = torch.cat([frame_mask.new_ones(frame_mask.shape[0], 1), frame_mask], dim=1)
         rotary = None
         if self.rotary:
             rotary = rotary_tables(tokens.shape[1], self.head_dim, tokens.device, torch.float32)
