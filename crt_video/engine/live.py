@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 from crt_video.errors import VideoDecodeError
-from crt_video.features.video import decoding_stream, rgb_converter
+from crt_video.features.video import TIME_SLACK, decoding_stream, rgb_converter
 
 LIVE_URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 STDIN = "-"
@@ -30,7 +30,6 @@ CAMERA_PREFIX = "/dev/video"
 DEFAULT_READ_TIMEOUT = 10.0
 # Probe a live stream briefly: waiting for FFmpeg's default 5 s of analysis delays the first label.
 PROBE_OPTIONS = {"probesize": "65536", "analyzeduration": "1000000"}
-_TIME_SLACK = 1e-6
 _POLL_SECONDS = 0.2
 
 
@@ -114,7 +113,7 @@ def sample_live(
                 media_time = frame.time if frame.time is not None else arrival - wall_start
                 if start is None:
                     start = media_time
-                while held is not None and media_time > start + next_index / fps + _TIME_SLACK:
+                while held is not None and media_time > start + next_index / fps + TIME_SLACK:
                     yield SampledFrame(next_index, rgb(), held_arrival)
                     next_index += 1
                 held, held_rgb, held_arrival = frame, None, arrival
@@ -126,8 +125,8 @@ def sample_live(
             ) from err
     # At the end the last frame lasts one frame period, as a file's duration counts it.
     rate = stream.average_rate or stream.guessed_rate
-    end = media_time + (1.0 / float(rate) if rate else _TIME_SLACK)
-    while held is not None and start + next_index / fps < end - _TIME_SLACK:
+    end = media_time + (1.0 / float(rate) if rate else TIME_SLACK)
+    while held is not None and start + next_index / fps < end - TIME_SLACK:
         yield SampledFrame(next_index, rgb(), held_arrival)
         next_index += 1
 

@@ -44,7 +44,7 @@ from crt_video.utils.sections import section_from_dict
 BACKENDS = ("decord", "pyav")
 BACKEND_ENV = "CRT_VIDEO_BACKEND"
 # Frame timestamps are rounded container times: allow this much slack when matching them.
-_TIME_SLACK = 1e-6
+TIME_SLACK = 1e-6
 _DECORD_RELEASE_FRAMES = 64
 
 INTERPOLATIONS = ("bilinear", "bicubic")
@@ -209,7 +209,7 @@ def sample_frame_times(info: VideoInfo, fps: float, max_frames: int | None = Non
         raise ConfigError(f"sampling fps must be positive, got {fps}")
     if max_frames is not None and max_frames < 1:
         raise ConfigError(f"max_frames must be at least 1 or None, got {max_frames}")
-    count = max(1, math.ceil(info.duration * fps - _TIME_SLACK))
+    count = max(1, math.ceil(info.duration * fps - TIME_SLACK))
     times = info.start_time + np.arange(count, dtype=np.float64) / fps
     if max_frames is not None and count > max_frames:
         times = times[np.linspace(0, count - 1, max_frames).round().astype(np.int64)]
@@ -217,7 +217,7 @@ def sample_frame_times(info: VideoInfo, fps: float, max_frames: int | None = Non
 
 
 def _frame_indices(frame_times: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    indices = np.searchsorted(frame_times, targets + _TIME_SLACK, side="right") - 1
+    indices = np.searchsorted(frame_times, targets + TIME_SLACK, side="right") - 1
     return np.clip(indices, 0, len(frame_times) - 1)
 
 
@@ -306,7 +306,7 @@ def _pyav_chunks(
         for frame, time in decoded:
             # Every target before this frame's start belongs to the frame held so far.
             while held is not None and next_target < len(targets):
-                if time <= targets[next_target] + _TIME_SLACK:
+                if time <= targets[next_target] + TIME_SLACK:
                     break
                 emit_held()
                 if len(frames) == chunk_frames:
