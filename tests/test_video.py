@@ -10,12 +10,12 @@ import torch
 from crt_video.errors import ConfigError, VideoDecodeError
 from crt_video.features import video
 from crt_video.features.frame_encoder import build_frame_encoder
+from crt_video.features.resize import resize_frames
 from crt_video.features.video import (
     BACKENDS,
     iter_frames,
     probe_video,
     read_frames,
-    resize_frames,
     resolve_backend,
     sample_frame_times,
 )

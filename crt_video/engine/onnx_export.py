@@ -32,7 +32,7 @@ from crt_video.engine.feature_stream import FeatureStream
 from crt_video.engine.inference import SegmentRunner, VideoLabeler
 from crt_video.errors import CheckpointError
 from crt_video.features.frame_encoder import FrameEncoder, resolve_batch_size
-from crt_video.features.video import resize_frames
+from crt_video.features.resize import resize_frames
 from crt_video.models.crt import CRT, CRTState
 from crt_video.utils.io import atomic_write_json
 from crt_video.utils.onnx import export_graph, runtime_session

@@ -3,7 +3,7 @@
 Preprocessing follows the weights' own data config (input size, mean, std, interpolation from
 ``timm.data.resolve_model_data_config``). Frames are resized to the input size as a whole (no
 center crop): Smarthome's cameras are wide 640x480 views of a room where the person may be at
-either edge. The resize is ``crt_video.features.video.resize_frames`` with the weights'
+either edge. The resize is ``crt_video.features.resize.resize_frames`` with the weights'
 interpolation, whether the decoder applies it (``read_frames(size=encoder.input_size)``, as
 extraction and inference do) or :meth:`FrameEncoder.preprocess` does: the same frame gives the
 same input either way.
@@ -39,16 +39,16 @@ from crt_video.features.precision import (
     run_in_precision,
     without_precision,
 )
-from crt_video.features.video import resize_frames
+from crt_video.features.resize import resize_frames
 from crt_video.utils.io import file_sha256
 from crt_video.utils.sections import require_auto_or_int, require_int, section_from_dict
 
 logger = logging.getLogger(__name__)
 
 # Frames per forward pass with batch_size='auto'. On a CPU a larger batch buys no speed and costs
-# memory (the streaming benchmark, vit_small on 2 cores of an AMD EPYC: fp32 15.8 frames/s at 8,
-# 15.0 at 64; bf16 26.2 and 24.6; int8 46.1 and 39.8; ONNX Runtime's int8 peaked at 1.5 GiB
-# resident at 8, 2.5 at 64).
+# memory (the streaming benchmark, vit_small on 2 cores: an AMD EPYC without AVX-VNNI, fp32 15.8
+# frames/s at 8, 15.0 at 64; bf16 26.2 and 24.6; int8 46.1 and 39.8; one with AVX-VNNI, int8 84.4
+# and 53.9; ONNX Runtime's int8 peaked at 1.5 GiB resident at 8, 2.5 at 64).
 AUTO_BATCH = {"cuda": 64, "cpu": 8}
 
 

@@ -13,7 +13,7 @@ each taking the last frame that starts at or before it. The container's frame ti
 frame count cannot send an index past the end.
 
 Both decode at the video's own size and give identical RGB frames there; resizing is one torch
-path shared by every caller (:func:`resize_frames`), so the backend never changes the frames.
+path shared by every caller (:func:`~crt_video.features.resize.resize_frames`), so the backend never changes the frames.
 The decoders' own scalers differ (decord's and PyAV's bicubic differ by several grey levels on
 fine texture), which is why neither is used.
 """
@@ -33,11 +33,11 @@ from types import ModuleType
 import av
 import numpy as np
 import torch  # before decord: importing decord first has frozen DataLoader workers
-import torch.nn.functional as F
 from av.video.reformatter import VideoReformatter
 from torch.utils.dlpack import from_dlpack
 
 from crt_video.errors import ConfigError, VideoDecodeError
+from crt_video.features.resize import resize_frames
 from crt_video.utils.logging import get_logger
 from crt_video.utils.sections import section_from_dict
 
@@ -46,10 +46,6 @@ BACKEND_ENV = "CRT_VIDEO_BACKEND"
 # Frame timestamps are rounded container times: allow this much slack when matching them.
 TIME_SLACK = 1e-6
 _DECORD_RELEASE_FRAMES = 64
-
-INTERPOLATIONS = ("bilinear", "bicubic")
-# Names the resize below in feature manifests: features made by another resize never mix.
-RESIZE_METHOD = "torch-uint8-antialias"
 
 logger = get_logger(__name__)
 
@@ -221,25 +217,6 @@ def _frame_indices(frame_times: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.clip(indices, 0, len(frame_times) - 1)
 
 
-def resize_frames(
-    frames: torch.Tensor, size: tuple[int, int], interpolation: str = "bicubic"
-) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> uint8 [N, *size, 3], antialiased (the full frame, aspect not kept).
-
-    Runs on the CPU in torch's uint8 channels-last kernel: 16x faster than float32 there, and
-    the same bytes whichever decoder produced the frames.
-    """
-    if interpolation not in INTERPOLATIONS:
-        raise ConfigError(
-            f"unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}"
-        )
-    if tuple(frames.shape[1:3]) == tuple(size):
-        return frames
-    nchw = frames.cpu().permute(0, 3, 1, 2)  # a channels-last view: no copy
-    resized = F.interpolate(nchw, size=tuple(size), mode=interpolation, antialias=True)
-    return resized.permute(0, 2, 3, 1).contiguous()
-
-
 def _decord_chunks(path: Path, indices: np.ndarray, chunk_frames: int) -> Iterator[Frames]:
     decord = _decord()
     try:
@@ -388,7 +365,7 @@ def read_frames(
     """Frames sampled at ``fps`` frames per second of video time, as uint8 [T, H, W, 3].
 
     ``max_frames`` keeps that many of the sampled frames, spread uniformly; ``size`` is
-    (height, width) to resize to with :func:`resize_frames` (aspect ratio not preserved),
+    (height, width) to resize to with :func:`~crt_video.features.resize.resize_frames` (aspect ratio not preserved),
     chunk by chunk as they are decoded. A rate above the video's own repeats frames, so T
     always follows the clip's duration.
     """
