@@ -38,6 +38,7 @@ def test_smoke_run_reports_runtimes_latency_and_memory(tmp_path):
         assert clip["all_seconds"] == [clip["seconds"]]  # smoke: one run per row
         rate = clip["frames"] / clip["seconds"]
         assert clip["of_sustained"] == rate / clip["sustained_frames_per_s"] > 0
+        assert clip["all_of_sustained"] == [clip["of_sustained"]]
     assert figures["long"]["duration"] == 2 * figures["short"]["duration"]
     live = figures["live"]
     assert live["segments"] >= 2 and 0 < live["latency_median_s"] <= live["latency_max_s"]

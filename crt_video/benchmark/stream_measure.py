@@ -16,9 +16,10 @@ from crt_video.engine.inference import VideoLabeler
 from crt_video.features.video import iter_frames
 
 STEP_REPEATS = 50
-# Frames the encoder alone encodes in each pipeline process right after its labelling run, a batch
-# at a time as the stream hands them: the rate that run would have reached with decoding free.
-SUSTAINED_FRAMES = 240
+# Distinct frames the encoder alone cycles through right after each labelling run, as many frames
+# as the run labelled, a batch at a time as the stream hands them: the rate that run would have
+# reached with decoding and the CRT free, over as long and in the same process.
+SUSTAINED_POOL = 240
 
 
 def _labeler(spec: dict) -> VideoLabeler:
@@ -51,7 +52,7 @@ def measure(spec: dict) -> dict:
         segment_len=labeler.runner.segment_len,
         load_average=os.getloadavg()[0],
         precision=getattr(labeler.stream.encoder, "precision", None),
-        sustained_frames_per_s=_sustained_rate(labeler.stream.encoder),
+        sustained_frames_per_s=_sustained_rate(labeler.stream.encoder, prediction.num_frames),
     )
     if spec["breakdown"]:
         result.update(_breakdown(labeler, Path(spec["source"])))
@@ -59,14 +60,16 @@ def measure(spec: dict) -> dict:
 
 
 @torch.inference_mode()
-def _sustained_rate(encoder) -> float:
-    """Frames/s of ``encoder`` alone on SUSTAINED_FRAMES frames at its input size, a batch at a
-    time as the stream hands them: the pipeline's rate with decoding and the CRT free."""
-    frames = torch.randint(0, 256, (SUSTAINED_FRAMES, *encoder.input_size, 3), dtype=torch.uint8)
+def _sustained_rate(encoder, num_frames: int) -> float:
+    """Frames/s of ``encoder`` alone on ``num_frames`` frames at its input size (cycling through
+    about SUSTAINED_POOL random ones), a batch at a time as the stream hands them."""
+    batch = encoder.batch_size
+    shape = (max(1, SUSTAINED_POOL // batch), batch, *encoder.input_size, 3)
+    pool = torch.randint(0, 256, shape, dtype=torch.uint8)
     started = time.perf_counter()
-    for start in range(0, len(frames), encoder.batch_size):
-        encoder.encode(frames[start : start + encoder.batch_size])
-    return len(frames) / (time.perf_counter() - started)
+    for index, start in enumerate(range(0, num_frames, batch)):
+        encoder.encode(pool[index % len(pool)][: num_frames - start])
+    return num_frames / (time.perf_counter() - started)
 
 
 def measure_stdin(spec: dict) -> dict:

@@ -23,7 +23,6 @@ def stream_figures(
     encoder_repeats: int,
     pipeline_repeats: int,
     sweep_repeats: int,
-    sustained_frames: int,
 ) -> dict:
     """The figures of one run: each runtime's clip, the long clip, the live pipe, and the encoder
     alone per precision with the real-time bound it sets and each row's share of it."""
@@ -46,7 +45,6 @@ def stream_figures(
         "encoder_repeats": encoder_repeats,
         "pipeline_repeats": pipeline_repeats,
         "sweep_repeats": sweep_repeats,
-        "sustained_frames": sustained_frames,
         "fastest_precision": max(alone, key=lambda p: alone[p]["frames_per_s"]),
         "step_latency_ms": default["step_ms"],
         "segment_len": default["segment_len"],
@@ -130,9 +128,10 @@ What tools/infer.py runs (decode + encode + CRT, default timeline) on a syntheti
 was fastest in {figures["fastest_precision"]}. Each row is the fastest of {figures["pipeline_repeats"]} runs, each in a
 fresh process (wall: labelling only, after loading); peak RSS is its high-water mark (VmHWM);
 "of bound" is its real-time factor over its precision's bound (ONNX Runtime's against fp32's).
-"sustained": frames/s of the same encoder alone on {figures["sustained_frames"]} frames a batch at
-a time, in each run's process right after its labelling (the fastest of the runs), so
-that a neighbour slowing the machine slows both; "of sustained" is the row's frames/s over it.
+"sustained": frames/s of the same encoder alone on as many frames as the row, a batch at a time,
+in each run's process right after its labelling (the median of the runs), so that a neighbour
+slowing the machine slows both; "of sustained": each run's frames/s over its own sustained rate,
+the median of the runs (all of them: the JSON's all_of_sustained).
 "load avg" is the machine's 1-minute load average when the row finished: above {figures["threads"]},
 other processes shared the cores and the times are slower than this machine can do.
 
@@ -168,7 +167,6 @@ def _video_figures(result: dict, alone: dict) -> dict:
     Runtime's, which has none, over fp32's)."""
     real_time_factor = result["duration"] / result["seconds"]
     bound = alone.get(result.get("precision") or "fp32", {}).get("bound")
-    sustained = result["sustained_frames_per_s"]
     return {
         "duration": result["duration"],
         "frames": result["frames"],
@@ -179,6 +177,7 @@ def _video_figures(result: dict, alone: dict) -> dict:
         "load_average": result["load_average"],
         "precision": result.get("precision"),
         "of_bound": real_time_factor / bound if bound else None,
-        "sustained_frames_per_s": sustained,
-        "of_sustained": result["frames"] / result["seconds"] / sustained,
+        "sustained_frames_per_s": result["sustained_frames_per_s"],
+        "of_sustained": result["of_sustained"],
+        "all_of_sustained": result["all_of_sustained"],
     }
