@@ -4,8 +4,8 @@ Read in order (sampling at a rate: feature extraction, inference), PyAV decodes 
 converts to RGB only the frames sampled, in one thread and through one scaler, and took 0.22
 CPU-seconds where decord took 0.46 for 60 s of 640x480 20 fps H.264 sampled at 4 frames/s (AMD
 EPYC with AVX-VNNI, resize included, best of 5): on a streaming CPU, time the encoder does not
-get. Frames fetched by index (video
-clips for end-to-end training) use decord where it installs, for its seeking.
+get. Frames fetched by index (video clips for end-to-end training) use decord where it installs,
+for its seeking.
 
 Both backends sample the same frames: target times ``start + k / fps`` over the whole clip,
 each taking the last frame that starts at or before it. The container's frame timestamps
@@ -13,9 +13,9 @@ each taking the last frame that starts at or before it. The container's frame ti
 frame count cannot send an index past the end.
 
 Both decode at the video's own size and give identical RGB frames there; resizing is one torch
-path shared by every caller (:func:`~crt_video.features.resize.resize_frames`), so the backend never changes the frames.
-The decoders' own scalers differ (decord's and PyAV's bicubic differ by several grey levels on
-fine texture), which is why neither is used.
+path shared by every caller (:func:`~crt_video.features.resize.resize_frames`), so the backend
+never changes the frames. The decoders' own scalers differ (decord's and PyAV's bicubic differ by
+several grey levels on fine texture), which is why neither is used.
 """
 
 from __future__ import annotations
@@ -365,9 +365,9 @@ def read_frames(
     """Frames sampled at ``fps`` frames per second of video time, as uint8 [T, H, W, 3].
 
     ``max_frames`` keeps that many of the sampled frames, spread uniformly; ``size`` is
-    (height, width) to resize to with :func:`~crt_video.features.resize.resize_frames` (aspect ratio not preserved),
-    chunk by chunk as they are decoded. A rate above the video's own repeats frames, so T
-    always follows the clip's duration.
+    (height, width) to resize to with :func:`~crt_video.features.resize.resize_frames` (aspect
+    ratio not preserved), chunk by chunk as they are decoded. A rate above the video's own
+    repeats frames, so T always follows the clip's duration.
     """
     chunks = iter_frames(
         path, fps, size, 256, backend, max_frames=max_frames, interpolation=interpolation
