@@ -17,8 +17,10 @@ from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.errors import CheckpointError, VideoDecodeError
 from crt_video.features.frame_encoder import build_frame_encoder
+from crt_video.features.int8 import int8_available
 from crt_video.features.video import read_frames
 from crt_video.models import build_model
+from crt_video.utils.threads import cpu_threads
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Cook", "Drink", "Eat", "Walk")
@@ -265,6 +267,28 @@ def test_bf16_checkpoint_falls_back_to_fp32_without_native_bf16(
     assert len(warnings) == 1 and "no native bf16" in warnings[0]
     video = write_test_video(tmp_path / "clip.mp4", seconds=2.0, fps=10, size=(32, 32))
     assert labeler.label_video(video)["top_k"][0]["label"] in CLASSES
+
+
+@pytest.mark.skipif(not int8_available(), reason="needs onnxruntime and onnx")
+def test_torch_keeps_one_thread_beside_an_int8_encoder_and_gets_its_threads_back(
+    checkpoint, write_test_video, tmp_path, monkeypatch
+):
+    video = write_test_video(tmp_path / "clip.mp4", seconds=2.0, fps=10, size=(32, 32))
+    threads_in_step = {}
+    with cpu_threads(torch.device("cpu"), 2):
+        for precision in ("fp32", "int8"):
+            labeler = VideoLabeler.from_checkpoint(load_checkpoint(checkpoint), precision=precision)
+            step = labeler.runner.model.step
+
+            def counted_step(*args, step=step, precision=precision):
+                threads_in_step[precision] = torch.get_num_threads()
+                return step(*args)
+
+            monkeypatch.setattr(labeler.runner.model, "step", counted_step)
+            assert labeler.label_video(video)["top_k"][0]["label"] in CLASSES
+            assert torch.get_num_threads() == 2
+    # int8 runs in its own runtime: torch, left the CRT steps, must not spin on a second core.
+    assert threads_in_step == {"fp32": 2, "int8": 1}
 
 
 def test_device_takes_a_gpu_number_and_refuses_other_names(capsys):

@@ -46,7 +46,8 @@ class ActivityDetector:
     def frame_scores(self, path: str | os.PathLike) -> tuple[torch.Tensor, float]:
         """Sigmoid scores [n, C] of the sampled frames, and the video's duration in seconds."""
         video = self.stream.sample(path)
-        logits = self.runner.frames(self.stream.file_chunks(video))
+        with self.stream.torch_threads():
+            logits = self.runner.frames(self.stream.file_chunks(video))
         if logits is None:
             raise VideoDecodeError(
                 f"{path}: no frame could be decoded; check the file with ffprobe"

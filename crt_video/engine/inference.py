@@ -188,8 +188,9 @@ class VideoLabeler:
         if window is None:
             window = DEFAULT_WINDOW_SECONDS if duration > LONG_VIDEO_SECONDS else 0.0
         window_frames = self._window_frames(window, video.rate)
-        chunks = self.stream.file_chunks(video)
-        logits, window_logits = self.runner.clip(chunks, window_frames, video.rate, on_segment)
+        with self.stream.torch_threads():
+            chunks = self.stream.file_chunks(video)
+            logits, window_logits = self.runner.clip(chunks, window_frames, video.rate, on_segment)
         if logits is None:
             raise VideoDecodeError(
                 f"{path}: no frame could be decoded; check the file with ffprobe"
@@ -241,8 +242,9 @@ class VideoLabeler:
         window_frames = self._window_frames(window or 0.0, fps)
         try:
             keep = self.runner.segment_len
-            chunks = self.stream.live_chunks(feed, keep, stop, counts, errors)
-            logits, window_logits = self.runner.clip(chunks, window_frames, fps, on_segment)
+            with self.stream.torch_threads():
+                chunks = self.stream.live_chunks(feed, keep, stop, counts, errors)
+                logits, window_logits = self.runner.clip(chunks, window_frames, fps, on_segment)
         finally:
             feed.close()
         error = errors[0] if errors else None

@@ -139,6 +139,7 @@ class OnnxEncoder:
     """encoder.onnx behind FrameEncoder's interface (encode, input_size, feature_dim)."""
 
     precision = "fp32"
+    computes_in_torch = False
 
     def __init__(self, path: Path, meta: dict, threads: int | None) -> None:
         self.session = runtime_session(path, threads)

@@ -145,6 +145,11 @@ class FrameEncoder(nn.Module):
         # A plain attribute, not a submodule: .to(device) and state_dict() see the fp32 model only.
         object.__setattr__(self, "runner", runner)
 
+    @property
+    def computes_in_torch(self) -> bool:
+        """False for int8, whose graph runs in OpenVINO or ONNX Runtime on threads of its own."""
+        return self.precision != "int8"
+
     def runner_for(self, precision: str):
         """What computes the features in ``precision``: the model, or for 'int8' its quantised
         graph, calibrated on generated frames other than the ones 'auto' measures on."""
