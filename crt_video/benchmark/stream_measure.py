@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from crt_video.engine.checkpoint import load_checkpoint
+from crt_video.engine.feature_stream import FeatureStream
 from crt_video.engine.inference import VideoLabeler
 from crt_video.features.video import iter_frames
 
@@ -52,7 +53,7 @@ def measure(spec: dict) -> dict:
         segment_len=labeler.runner.segment_len,
         load_average=os.getloadavg()[0],
         precision=getattr(labeler.stream.encoder, "precision", None),
-        sustained_frames_per_s=_sustained_rate(labeler.stream.encoder, prediction.num_frames),
+        sustained_frames_per_s=_sustained_rate(labeler.stream, prediction.num_frames),
     )
     if spec["breakdown"]:
         result.update(_breakdown(labeler, Path(spec["source"])))
@@ -60,16 +61,19 @@ def measure(spec: dict) -> dict:
 
 
 @torch.inference_mode()
-def _sustained_rate(encoder, num_frames: int) -> float:
-    """Frames/s of ``encoder`` alone on ``num_frames`` frames at its input size (cycling through
-    about SUSTAINED_POOL random ones), a batch at a time as the stream hands them."""
+def _sustained_rate(stream: FeatureStream, num_frames: int) -> float:
+    """Frames/s of the stream's encoder alone on ``num_frames`` frames at its input size (cycling
+    through about SUSTAINED_POOL random ones), a batch at a time and on torch's threads as the
+    stream runs it."""
+    encoder = stream.encoder
     batch = encoder.batch_size
     shape = (max(1, SUSTAINED_POOL // batch), batch, *encoder.input_size, 3)
     pool = torch.randint(0, 256, shape, dtype=torch.uint8)
-    started = time.perf_counter()
-    for index, start in enumerate(range(0, num_frames, batch)):
-        encoder.encode(pool[index % len(pool)][: num_frames - start])
-    return num_frames / (time.perf_counter() - started)
+    with stream.torch_threads():
+        started = time.perf_counter()
+        for index, start in enumerate(range(0, num_frames, batch)):
+            encoder.encode(pool[index % len(pool)][: num_frames - start])
+        return num_frames / (time.perf_counter() - started)
 
 
 def measure_stdin(spec: dict) -> dict:
