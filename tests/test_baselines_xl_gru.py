@@ -20,7 +20,7 @@ KINDS = [(t, task) for t in ("xl", "gru") for task in ("clip", "dense")]
 def build(type_: str, task: str = "clip", **overrides) -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = {"type": type_, "task": task, **SMALL, **overrides}
-    return build_model(cfg, IN_DIM, NUM_CLASSES).double().eval()
+    return build_model(cfg, IN_DIM, NUM_CLASSES, frame_rate=4.0).double().eval()
 
 
 def randn(*shape: int) -> torch.Tensor:
@@ -213,7 +213,10 @@ def test_gru_steps_take_any_number_of_frames():
 def test_flops_are_counted_and_xl_costs_more_than_the_segment_transformer():
     width = dict(d_model=32, depth=1, heads=2, segment_len=16, dropout=0.0)
     types = ("segment", "xl", "gru")
-    flops = {t: count_flops(build_model(dict(width, type=t), 16, 4), 256, 16) for t in types}
+    flops = {
+        t: count_flops(build_model(dict(width, type=t), 16, 4, frame_rate=4.0), 256, 16)
+        for t in types
+    }
     assert all(value > 0 for value in flops.values())
     assert flops["xl"] > flops["segment"]
     # a GRU layer: 6 d x d matrices per frame, plus the projection
@@ -222,7 +225,7 @@ def test_flops_are_counted_and_xl_costs_more_than_the_segment_transformer():
 
 def test_misspelt_type_suggests_xl():
     with pytest.raises(ConfigError, match=r"'xll'.*did you mean 'xl'"):
-        build_model({"type": "xll"}, IN_DIM, NUM_CLASSES)
+        build_model({"type": "xll"}, IN_DIM, NUM_CLASSES, frame_rate=4.0)
 
 
 @pytest.mark.parametrize(
@@ -231,11 +234,11 @@ def test_misspelt_type_suggests_xl():
 )
 def test_bad_values_are_rejected(type_, key, value):
     with pytest.raises(ConfigError, match=key):
-        build_model({"type": type_, "d_model": 16, key: value}, IN_DIM, NUM_CLASSES)
+        build_model({"type": type_, "d_model": 16, key: value}, IN_DIM, NUM_CLASSES, frame_rate=4.0)
 
 
 @pytest.mark.parametrize("type_", ["xl", "gru"])
 def test_one_config_switches_type(type_):
     crt_config = {"type": "crt", **SMALL, "memory_cell": "ncgru", "positions": "rotary"}
-    model = build_model({**crt_config, "type": type_}, IN_DIM, NUM_CLASSES)
+    model = build_model({**crt_config, "type": type_}, IN_DIM, NUM_CLASSES, frame_rate=4.0)
     assert model(torch.randn(1, 5, IN_DIM), torch.tensor([5])).shape == (1, NUM_CLASSES)

@@ -13,6 +13,7 @@ from crt_video.benchmark import accuracy
 from crt_video.benchmark.accuracy import (
     add_arguments,
     bootstrap_interval,
+    choose_variants,
     resumable_scratch,
     run,
     run_one,
@@ -195,6 +196,10 @@ def test_rows_of_the_comparison_and_of_the_ablations():
             {"memory_read": "token", "positions": "learned"},
         ),
         "crt gru S=T/4, 32-number position RNN": (256, {"position_dim": 32}),
+        "crt gru S=T/4, one gate bias (4)": (
+            256,
+            {"memory_horizon": None, "memory_gate_bias": 4.0},
+        ),
     }
     assert list(ablations) == list(expected)
     for name, (segment_len, keys) in expected.items():
@@ -202,8 +207,16 @@ def test_rows_of_the_comparison_and_of_the_ablations():
         assert model["type"] == "crt" and model["memory_cell"] == "gru", name
         assert model["segment_len"] == segment_len and keys.items() <= model.items(), name
         assert ablations[name]["ablation"] == (name != ABLATION_REFERENCE)
-        build_model(model, 16, 2)  # every row is a valid config
+        build_model(model, 16, 2, frame_rate=4.0)  # every row is a valid config
     assert len(ablation_variants(1024, smoke=True)) == 2
+
+
+def test_rows_pick_part_of_a_table_and_ablations_keep_their_reference():
+    rows = choose_variants(1024, False, False, True, ["crt gru S=T/4, one gate bias (4)"])
+    assert list(rows) == [ABLATION_REFERENCE, "crt gru S=T/4, one gate bias (4)"]
+    assert list(choose_variants(1024, False, False, False, ["segment S=T/8"])) == ["segment S=T/8"]
+    with pytest.raises(ValueError, match="no row 'crt S=T/4' in this table"):
+        choose_variants(1024, False, False, False, ["crt S=T/4"])
 
 
 def test_ablations_and_recipe_search_are_separate_runs(tmp_path):

@@ -70,7 +70,7 @@ def test_table1_formulas_match_hand_computed_values():
 
 def test_flop_breakdown_total_is_count_flops():
     cfg = {"type": "crt", "d_model": 16, "depth": 2, "heads": 2, "segment_len": 4}
-    model = build_model({**cfg, "dropout": 0.0}, 8, 3)
+    model = build_model({**cfg, "dropout": 0.0}, 8, 3, frame_rate=4.0)
     total, per_module = flop_breakdown(model, 12, 8)
     assert total == count_flops(model, 12, 8)
     # A GRU cell: 6 d^2 multiply-adds per step, two RNNs (positions, memory) per frame.

@@ -45,7 +45,7 @@ def checkpoint_content(**extra) -> dict:
         "class_names": CLASSES,
         "encoder_identity": IDENTITY,
         "feature_dim": 8,
-        "model": build_model(MODEL, 8, len(CLASSES)).state_dict(),
+        "model": build_model(MODEL, 8, len(CLASSES), frame_rate=4.0).state_dict(),
         **extra,
     }
 
@@ -117,7 +117,7 @@ def test_older_pickled_checkpoint_converts_once(tmp_path):
     assert "unpickling" in result.stderr and "trust" in result.stderr
     model, ckpt = load_model(new, class_names=CLASSES, encoder_identity=IDENTITY)
     assert ckpt["best_metric"] == 0.75 and ckpt["epoch"] == 3
-    expected = build_model(MODEL, 8, len(CLASSES))
+    expected = build_model(MODEL, 8, len(CLASSES), frame_rate=4.0)
     expected.load_state_dict(torch.load(old, weights_only=False)["model"])
     for key, value in expected.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value)
@@ -178,7 +178,9 @@ def test_checkpoints_of_crt_video_0_2_0_predict_as_before(task):
 
 
 def test_new_checkpoints_keep_the_new_defaults(tmp_path):
-    model = build_model({"type": "crt", "d_model": 16, "heads": 2, "depth": 1}, 8, 3)
+    model = build_model(
+        {"type": "crt", "d_model": 16, "heads": 2, "depth": 1}, 8, 3, frame_rate=4.0
+    )
     save_checkpoint(
         tmp_path / "new.pth",
         config={"model": {"type": "crt", "d_model": 16, "heads": 2, "depth": 1}},

@@ -12,7 +12,7 @@ SMALL = dict(task="dense", d_model=16, heads=2, depth=1, segment_len=4)
 
 @pytest.mark.parametrize("kind", ["crt", "segment", "full"])
 def test_dense_models_give_one_row_of_class_logits_per_frame(kind):
-    model = build_model(dict(SMALL, type=kind), in_dim=8, num_classes=5).eval()
+    model = build_model(dict(SMALL, type=kind), in_dim=8, num_classes=5, frame_rate=4.0).eval()
     logits = model(torch.randn(2, 11, 8), torch.tensor([11, 6]))
     assert logits.shape == (2, 11, 5)
     # A padded frame never changes the valid frames' logits.
@@ -24,8 +24,8 @@ def test_dense_models_give_one_row_of_class_logits_per_frame(kind):
 
 @pytest.mark.parametrize("kind", ["crt", "segment", "full", "xl", "gru"])
 def test_each_family_is_one_model_with_a_per_frame_head(kind):
-    clip = build_model(dict(SMALL, type=kind, task="clip"), in_dim=8, num_classes=5)
-    dense = build_model(dict(SMALL, type=kind), in_dim=8, num_classes=5)
+    clip = build_model(dict(SMALL, type=kind, task="clip"), in_dim=8, num_classes=5, frame_rate=4.0)
+    dense = build_model(dict(SMALL, type=kind), in_dim=8, num_classes=5, frame_rate=4.0)
     assert type(clip) is type(dense) and not clip.per_frame and dense.per_frame
     # the same parameters, so one loop trains either
     shapes = {name: p.shape for name, p in clip.state_dict().items()}
@@ -34,7 +34,7 @@ def test_each_family_is_one_model_with_a_per_frame_head(kind):
 
 @torch.no_grad()
 def test_dense_full_with_rotary_positions_knows_the_order_of_its_frames():
-    model = build_model(dict(SMALL, type="full", positions="rotary"), 8, 3).eval()
+    model = build_model(dict(SMALL, type="full", positions="rotary"), 8, 3, frame_rate=4.0).eval()
     x = torch.randn(1, 6, 8)
     swapped = x[:, [1, 0, 2, 3, 4, 5]]
     lengths = torch.tensor([6])
@@ -49,7 +49,7 @@ FRAME_READS = ["output", "output+memory", "output+hidden", "hidden"]
 def test_dense_crt_is_online_and_carries_the_past(frame_read):
     torch.manual_seed(0)
     cfg = dict(SMALL, type="crt", frame_read=frame_read)
-    model = build_model(cfg, in_dim=8, num_classes=3).double().eval()
+    model = build_model(cfg, in_dim=8, num_classes=3, frame_rate=4.0).double().eval()
     x = torch.randn(1, 16, 8, dtype=torch.double)
     logits = model(x, torch.tensor([16]))
     changed_future = x.clone()
@@ -65,7 +65,7 @@ def test_dense_crt_is_online_and_carries_the_past(frame_read):
 @pytest.mark.parametrize("memory_cell", ["gru", "ncgru"])
 def test_dense_crt_streaming_steps_match_the_batched_forward(frame_read, memory_cell):
     cfg = dict(SMALL, type="crt", frame_read=frame_read, memory_cell=memory_cell)
-    model = build_model(cfg, in_dim=8, num_classes=3).double().eval()
+    model = build_model(cfg, in_dim=8, num_classes=3, frame_rate=4.0).double().eval()
     x = torch.randn(1, 10, 8, dtype=torch.double)
     state, rows = model.init_state(1), []
     for segment in x.split(4, dim=1):
@@ -78,7 +78,11 @@ def test_hidden_frame_read_is_the_memory_rnns_state_after_each_frame():
     """'hidden' classifies the memory RNN's state after each frame, the paper's memory read
     frame by frame."""
     torch.manual_seed(0)
-    model = build_model(dict(SMALL, type="crt", frame_read="hidden"), 8, 3).double().eval()
+    model = (
+        build_model(dict(SMALL, type="crt", frame_read="hidden"), 8, 3, frame_rate=4.0)
+        .double()
+        .eval()
+    )
     x = torch.randn(1, 4, 8, dtype=torch.double)
     before, _ = model.step(x, model.init_state(1))
     state = model.init_state(1)
@@ -88,13 +92,20 @@ def test_hidden_frame_read_is_the_memory_rnns_state_after_each_frame():
 
 def test_hidden_frame_reads_need_the_sequence_memory():
     with pytest.raises(ConfigError, match="frame_read='output\\+hidden'.*memory_read='sequence'"):
-        build_model(dict(SMALL, type="crt", frame_read="output+hidden", memory_read="token"), 8, 3)
+        build_model(
+            dict(SMALL, type="crt", frame_read="output+hidden", memory_read="token"),
+            8,
+            3,
+            frame_rate=4.0,
+        )
 
 
 def test_truncation_cuts_gradients_not_values():
     torch.manual_seed(0)
-    full = build_model(dict(SMALL, type="crt"), in_dim=8, num_classes=3)
-    cut = build_model(dict(SMALL, type="crt", truncate_every=1), in_dim=8, num_classes=3)
+    full = build_model(dict(SMALL, type="crt"), in_dim=8, num_classes=3, frame_rate=4.0)
+    cut = build_model(
+        dict(SMALL, type="crt", truncate_every=1), in_dim=8, num_classes=3, frame_rate=4.0
+    )
     cut.load_state_dict(full.state_dict())
     x = torch.randn(1, 8, 8, requires_grad=True)
     torch.testing.assert_close(cut.eval()(x, torch.tensor([8])), full.eval()(x, torch.tensor([8])))
@@ -104,11 +115,11 @@ def test_truncation_cuts_gradients_not_values():
 
 def test_crt_costs_a_fraction_of_full_on_a_long_video():
     cfg = dict(task="dense", d_model=16, heads=2, depth=1, segment_len=16)
-    crt = count_flops(build_model(dict(cfg, type="crt"), 16, 4), 1024, 16)
-    full = count_flops(build_model(dict(cfg, type="full"), 16, 4), 1024, 16)
+    crt = count_flops(build_model(dict(cfg, type="crt"), 16, 4, frame_rate=4.0), 1024, 16)
+    full = count_flops(build_model(dict(cfg, type="full"), 16, 4, frame_rate=4.0), 1024, 16)
     assert crt < 0.25 * full
 
 
 def test_unknown_task_is_a_config_error():
     with pytest.raises(ConfigError, match="task 'frames'"):
-        build_model(dict(type="crt", task="frames"), 8, 3)
+        build_model(dict(type="crt", task="frames"), 8, 3, frame_rate=4.0)

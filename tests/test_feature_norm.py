@@ -9,7 +9,9 @@ from crt_video.models.transformer import FeatureNorm, set_feature_statistics
 
 
 def test_near_constant_dimension_is_not_blown_up():
-    model = build_model({"type": "crt", "segment_len": 4, "d_model": 16, "heads": 2}, 4, 3)
+    model = build_model(
+        {"type": "crt", "segment_len": 4, "d_model": 16, "heads": 2}, 4, 3, frame_rate=4.0
+    )
     std = torch.tensor([1.0, 2.0, 0.5, 1e-5])  # the last unit barely moved in training
     set_feature_statistics(model, torch.zeros(4), std)
     norm = next(module for module in model.modules() if isinstance(module, FeatureNorm))

@@ -117,7 +117,7 @@ def test_vit_b_crvit_step_in_bf16(checkpointing):
 
     options = ["model.pretrained=False", f"model.grad_checkpointing={checkpointing}"]
     run = load_run_config(CONFIGS_DIR / "crvit" / "crvit_smarthome_cs.py", options)
-    model = build_model(run.model, 3, 31).cuda().train()
+    model = build_model(run.model, 3, 31, frame_rate=4.0).cuda().train()
     video = torch.randn(8, 16, 3, 224, 224, device="cuda")
     torch.cuda.reset_peak_memory_stats()
     for _ in range(2):  # the second step is timed

@@ -48,7 +48,7 @@ def make_checkpoint(
     if identity_seed is not None:
         identity = build_frame_encoder({**ENCODER, "seed": identity_seed}).identity
     torch.manual_seed(0)
-    net = build_model(model, encoder.feature_dim, len(CLASSES))
+    net = build_model(model, encoder.feature_dim, len(CLASSES), frame_rate=4.0)
     config = {
         "encoder": ENCODER,
         "model": model,

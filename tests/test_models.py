@@ -13,7 +13,11 @@ SMALL = dict(segment_len=4, d_model=16, depth=2, heads=2, dropout=0.0)
 
 def build(type_, **overrides):
     torch.manual_seed(0)
-    return build_model({"type": type_, **SMALL, **overrides}, IN_DIM, NUM_CLASSES).double().eval()
+    return (
+        build_model({"type": type_, **SMALL, **overrides}, IN_DIM, NUM_CLASSES, frame_rate=4.0)
+        .double()
+        .eval()
+    )
 
 
 CRT_VARIANTS = [
@@ -88,7 +92,7 @@ def test_streaming_segments_equals_batched_forward(overrides):
 
 def test_streaming_float32_with_padded_last_segment():
     model = build_model(
-        {"type": "crt", **SMALL, "memory_cell": "ncgru"}, IN_DIM, NUM_CLASSES
+        {"type": "crt", **SMALL, "memory_cell": "ncgru"}, IN_DIM, NUM_CLASSES, frame_rate=4.0
     ).eval()
     features = torch.randn(2, 11, IN_DIM)
     lengths = torch.tensor([11, 6])
@@ -117,12 +121,12 @@ def test_unknown_type_is_rejected_with_a_suggestion():
     with pytest.raises(
         ConfigError, match=r"'crtt'.*did you mean 'crt'.*crt, full, gru, meanpool, segment, xl"
     ):
-        build_model({"type": "crtt"}, IN_DIM, NUM_CLASSES)
+        build_model({"type": "crtt"}, IN_DIM, NUM_CLASSES, frame_rate=4.0)
 
 
 def test_unknown_key_is_rejected_with_a_suggestion():
     with pytest.raises(ConfigError, match=r"'d_modle'.*did you mean 'd_model'"):
-        build_model({"type": "crt", "d_modle": 64}, IN_DIM, NUM_CLASSES)
+        build_model({"type": "crt", "d_modle": 64}, IN_DIM, NUM_CLASSES, frame_rate=4.0)
 
 
 @pytest.mark.parametrize(
@@ -130,13 +134,13 @@ def test_unknown_key_is_rejected_with_a_suggestion():
 )
 def test_bad_values_are_rejected(key, value):
     with pytest.raises(ConfigError, match=key):
-        build_model({"type": "crt", "d_model": 16, key: value}, IN_DIM, NUM_CLASSES)
+        build_model({"type": "crt", "d_model": 16, key: value}, IN_DIM, NUM_CLASSES, frame_rate=4.0)
 
 
 @pytest.mark.parametrize("type_", ["segment", "full", "meanpool"])
 def test_one_config_switches_type(type_):
     crt_config = {"type": "crt", **SMALL, "memory_cell": "ncgru", "truncate_every": 2}
-    model = build_model({**crt_config, "type": type_}, IN_DIM, NUM_CLASSES)
+    model = build_model({**crt_config, "type": type_}, IN_DIM, NUM_CLASSES, frame_rate=4.0)
     assert model(torch.randn(1, 5, IN_DIM), torch.tensor([5])).shape == (1, NUM_CLASSES)
 
 
@@ -173,7 +177,7 @@ def order_accuracy(cfg: dict, seed: int = 0, steps: int = 150, batch_size: int =
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     small = dict(segment_len=ORDER_SEGMENT, d_model=32, depth=1, heads=2, dropout=0.0)
-    model = build_model({**small, **cfg}, ORDER_DIM, 2)
+    model = build_model({**small, **cfg}, ORDER_DIM, 2, frame_rate=4.0)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     lengths = torch.full((batch_size,), ORDER_FRAMES)
     for _ in range(steps):
@@ -255,9 +259,61 @@ def test_update_gate_bias_starts_the_memory_near_keeping_its_state():
         state = state._replace(memory=memory)
         segment = torch.randn(4, 4, IN_DIM, dtype=torch.float64)
         _, after = model.step(segment, state)
-        _, plain = build("crt", memory_cell=cell, memory_gate_bias=None).step(segment, state)
+        torch_init = build("crt", memory_cell=cell, memory_gate_bias=None, memory_horizon=None)
+        _, plain = torch_init.step(segment, state)
         kept = (after.memory - memory).abs().mean()
         assert kept < 0.5 * (plain.memory - memory).abs().mean()
+
+
+def update_gate_timescales(bias: torch.Tensor) -> torch.Tensor:
+    return 1.0 + bias.double().exp()  # steps over which a unit keeps 1 - 1/e of its state
+
+
+@pytest.mark.parametrize("cell", ["gru", "ncgru"])
+@pytest.mark.parametrize("read", ["sequence", "token"])
+def test_memory_horizon_spreads_the_time_scales_from_two_steps_to_the_horizon(cell, read):
+    """2 frames/s and a 300 s horizon: 600 steps for a memory RNN stepped per frame, 150 for one
+    stepped per segment of 4 frames; every octave between gets as many units."""
+    torch.manual_seed(0)
+    cfg = {"type": "crt", **SMALL, "memory_cell": cell, "memory_read": read}
+    horizon = {"memory_horizon": 300.0, "memory_gate_bias": None}
+    model = build_model({**cfg, **horizon}, IN_DIM, NUM_CLASSES, frame_rate=2.0)
+    hidden = SMALL["d_model"]
+    biases = model.cell.cell.bias_ih if cell == "gru" else model.cell.cell.input.bias
+    scales = update_gate_timescales(biases[hidden : 2 * hidden].detach()).sort().values
+    longest = 600.0 if read == "sequence" else 150.0
+    # unit k sits at quantile (k + 1/2) / d of the log range [2, longest]
+    quantiles = torch.tensor([0.5, hidden - 0.5], dtype=torch.float64) / hidden
+    torch.testing.assert_close(
+        scales[[0, -1]], 2.0 * (longest / 2.0) ** quantiles, rtol=1e-5, atol=0
+    )
+    steps = scales.log().diff()
+    torch.testing.assert_close(
+        steps, torch.full_like(steps, steps.mean().item()), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_the_gru_baseline_starts_every_layer_at_the_same_time_scales():
+    torch.manual_seed(0)
+    cfg = {"type": "gru", "d_model": 16, "depth": 2, "memory_horizon": 300.0}
+    model = build_model(cfg, IN_DIM, NUM_CLASSES, frame_rate=2.0)
+    for layer in range(2):
+        scales = update_gate_timescales(getattr(model.gru, f"bias_ih_l{layer}")[16:32].detach())
+        assert scales.min() < 2.5 and 450.0 < scales.max() < 600.0
+        assert not getattr(model.gru, f"bias_hh_l{layer}")[16:32].any()
+
+
+def test_a_horizon_in_seconds_needs_the_frame_rate_and_excludes_a_constant_bias():
+    cfg = {"type": "crt", **SMALL, "memory_horizon": 300.0, "memory_gate_bias": None}
+    with pytest.raises(ConfigError, match="memory_horizon=300.0 is in seconds.*sampling.fps"):
+        build_model(cfg, IN_DIM, NUM_CLASSES)
+    with pytest.raises(ConfigError, match="both say where the memory's gates start"):
+        build_model({**cfg, "memory_gate_bias": 4.0}, IN_DIM, NUM_CLASSES, frame_rate=2.0)
+    model = build_model({**cfg, "memory_gate_bias": 4.0, "memory_horizon": None}, IN_DIM, 5)
+    bias = model.cell.cell.bias_ih[SMALL["d_model"] : 2 * SMALL["d_model"]]
+    assert (bias == 4.0).all()
+    with pytest.raises(ConfigError, match="memory_horizon=-1"):
+        build_model({**cfg, "memory_horizon": -1}, IN_DIM, NUM_CLASSES, frame_rate=2.0)
 
 
 @pytest.mark.parametrize("type_", ["crt", "segment", "full"])

@@ -188,7 +188,7 @@ def test_torchrun_two_cpu_ranks_gather_exactly_all_clips(tmp_path):
         "from crt_video.models import build_model\n"
         "info = init_distributed(torch.device('cpu'))\n"
         "torch.manual_seed(0)\n"
-        f"model = build_model({train_sections()['model']!r}, {DIM}, {len(CLASSES)})\n"
+        f"model = build_model({train_sections()['model']!r}, {DIM}, {len(CLASSES)}, 4.0)\n"
         "store = FeatureStore.create_or_open(sys.argv[1], "
         f"{{'encoder': {{'name': 'synthetic'}}, 'feature_dim': {DIM}}})\n"
         "table = pd.read_csv(sys.argv[2])\n"
@@ -236,7 +236,7 @@ def test_weight_decay_spares_norms_biases_positions_memory_and_the_cayley_parame
     from crt_video.models import build_model
 
     cfg = {"type": "crt", "d_model": 16, "depth": 1, "heads": 2, "memory_cell": "ncgru"}
-    model = build_model({**cfg, "positions": "learned"}, 8, 3)
+    model = build_model({**cfg, "positions": "learned"}, 8, 3, frame_rate=4.0)
     decay, no_decay = trainer.parameter_groups(model, 0.05)
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}

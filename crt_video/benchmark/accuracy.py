@@ -34,6 +34,7 @@ import torch
 from crt_video.benchmark.accuracy_clips import CLASS_NAMES, fold_splits, fold_table, make_clips
 from crt_video.benchmark.accuracy_report import report, selection_markdown
 from crt_video.benchmark.accuracy_variants import (
+    ABLATION_REFERENCE,
     FULL_CANDIDATES,
     ablation_variants,
     model_variants,
@@ -82,6 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[0.5, 2, 4, 8, 12],
         help="gaps between the events, in segments of T/16 frames",
+    )
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="train only these rows of the table (names as the report prints them)",
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
@@ -225,6 +233,7 @@ def prepare_features(
         "identity": encoder.identity,
         "table": table,
         "num_frames": int(np.median([store.load(video)[0].shape[0] for video in videos])),
+        "fps": fps,
         "extracted_frames": summary.frames,
         "data_seconds": time.perf_counter() - started,
     }
@@ -245,6 +254,8 @@ def train_jobs(
             "identity": shared["identity"],
             "work_dir": str(scratch / "runs" / f"{index}-{fold}"),
             "cfg": {
+                # the memory's time scales are in seconds: the clips' rate converts them
+                "sampling": {"fps": shared["fps"], "max_frames": None},
                 "model": variant["model"],
                 "train": {**BASE_RECIPE, "epochs": epochs, **variant["train"]},
             },
@@ -273,6 +284,7 @@ def run(
     gaps: list[float] | None = None,
     select_full: bool = False,
     ablations: bool = False,
+    rows: list[str] | None = None,
 ) -> dict:
     """The comparison (default), the ablations of CRT (``ablations``) or the recipe search of
     ``full`` (``select_full``); returns the report section and its figures."""
@@ -282,10 +294,13 @@ def run(
     if smoke:
         clips, folds, seconds, fps, epochs, gaps = 24, 3, 8.0, 4.0, 2, [0.5, 2]
     settings = {"clips": clips, "folds": folds, "seconds": seconds, "fps": fps, "gaps": gaps}
+    if rows:
+        # checked before any clip is made
+        choose_variants(round(seconds * fps), smoke, select_full, ablations, rows)
     mode = "select_full" if select_full else "ablations" if ablations else "comparison"
     scratch = resumable_scratch(out_dir / f"accuracy_{mode}_work", settings)
     shared = prepare_features(scratch, clips, folds, seconds, fps, gaps)
-    variants = choose_variants(shared["num_frames"], smoke, select_full, ablations)
+    variants = choose_variants(shared["num_frames"], smoke, select_full, ablations, rows)
     test_folds = range(1) if select_full else range(folds)
     finished, train_seconds, workers = train_jobs(
         scratch, shared, variants, folds, test_folds, epochs
@@ -326,12 +341,28 @@ def resumable_scratch(folder: Path, settings: dict) -> Path:
     return folder
 
 
-def choose_variants(num_frames: int, smoke: bool, select_full: bool, ablations: bool) -> dict:
+def choose_variants(
+    num_frames: int,
+    smoke: bool,
+    select_full: bool,
+    ablations: bool,
+    rows: list[str] | None = None,
+) -> dict:
+    """The rows of the run's table (only ``rows``, where given; the ablations keep their
+    reference, which every other row is read against)."""
     if select_full:
-        return dict(list(FULL_CANDIDATES.items())[: 2 if smoke else None])
-    if ablations:
-        return ablation_variants(num_frames, smoke)
-    return model_variants(num_frames, smoke)
+        variants = dict(list(FULL_CANDIDATES.items())[: 2 if smoke else None])
+    elif ablations:
+        variants = ablation_variants(num_frames, smoke)
+    else:
+        variants = model_variants(num_frames, smoke)
+    if rows is None:
+        return variants
+    unknown = [name for name in rows if name not in variants]
+    if unknown:
+        raise ValueError(f"no row {unknown[0]!r} in this table; its rows: {list(variants)}")
+    kept = {*rows, ABLATION_REFERENCE} if ablations else set(rows)
+    return {name: variant for name, variant in variants.items() if name in kept}
 
 
 def collect_results(
@@ -343,7 +374,7 @@ def collect_results(
     results = {}
     for name, variant in variants.items():
         runs = [run for run in finished if run["name"] == name]
-        model = build_model(variant["model"], feature_dim, len(CLASS_NAMES))
+        model = build_model(variant["model"], feature_dim, len(CLASS_NAMES), shared["fps"])
         results[name] = {
             "model": variant["model"],
             "ablation": variant.get("ablation", False),

@@ -204,7 +204,9 @@ def side_by_side(settings: dict) -> dict:
     torch.manual_seed(0)
     counted, rows = {}, []
     for label, S, cfg in _side_configs(settings):
-        model = build_model(cfg, settings["in_dim"], settings["num_classes"]).eval()
+        model = build_model(
+            cfg, settings["in_dim"], settings["num_classes"], settings["frame_rate"]
+        ).eval()
         rows.append(_side_row(label, S, model, settings, counted))
     notes = side_notes(settings, rows)
     seconds = time.perf_counter() - started

@@ -35,6 +35,9 @@ DEFAULTS = dict(
     heads=4,
     in_dim=384,
     num_classes=31,
+    # Features per second (Smarthome's sampling): it sets only where the memory gates start,
+    # which costs nothing.
+    frame_rate=4.0,
     lengths=(64, 256, 1024, 4096),
     segment_lens=(16, 32),
     repeats=3,
@@ -135,6 +138,7 @@ def measure(
     cfg: dict,
     in_dim: int,
     num_classes: int,
+    frame_rate: float,
     num_frames: int,
     repeats: int,
     threads: int,
@@ -144,7 +148,7 @@ def measure(
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     train = mode == "train"
-    model = build_model(cfg, in_dim, num_classes).train(train)
+    model = build_model(cfg, in_dim, num_classes, frame_rate).train(train)
     _timed_run(model, torch.randn(1, 16, in_dim), train)  # lazy kernel and thread setup
     features = torch.randn(1, num_frames, in_dim)  # the input is not counted as model memory
     peak_bytes = None
@@ -232,7 +236,10 @@ def run(out_dir: Path, smoke: bool = False, **options) -> dict:
     }
     configs[FULL] = {"type": FULL, "dropout": 0.0, **width}
 
-    models = {label: build_model(cfg, in_dim, num_classes) for label, cfg in configs.items()}
+    models = {
+        label: build_model(cfg, in_dim, num_classes, settings["frame_rate"])
+        for label, cfg in configs.items()
+    }
     results = {}
     for label, cfg in configs.items():
         results[label] = {"flops": [count_flops(models[label], T, in_dim) for T in lengths]}
@@ -242,6 +249,7 @@ def run(out_dir: Path, smoke: bool = False, **options) -> dict:
                     cfg=cfg,
                     in_dim=in_dim,
                     num_classes=num_classes,
+                    frame_rate=settings["frame_rate"],
                     num_frames=T,
                     repeats=settings["repeats"],
                     threads=settings["threads"],

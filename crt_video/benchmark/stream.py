@@ -203,7 +203,7 @@ def write_checkpoint(path: Path, encoder: FrameEncoderConfig, fps: float, model:
     run = parse_run_config(cfg)
     frozen = build_frame_encoder(encoder)
     torch.manual_seed(run.runtime.seed)
-    head = build_model(run.model, frozen.feature_dim, len(CLASSES_31))
+    head = build_model(run.model, frozen.feature_dim, len(CLASSES_31), run.sampling.fps)
     save_checkpoint(
         path,
         config=run.source,

@@ -14,26 +14,13 @@ The two square classes look the same: telling them apart needs the memory of the
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from crt_video.data.demo import (
-    _BACKGROUND_LEVELS,
-    _write_mp4,
-    check_demo_settings,
-    draw_crossing,
-    record_demo_settings,
-)
-from crt_video.data.tsu import SUBSETS, TSU_CS_SUBJECTS, TSU_VAL_SUBJECTS, VideoName
+from crt_video.data.demo import _BACKGROUND_LEVELS, draw_crossing
+from crt_video.data.tsu_generated import TSUGenerator
 from crt_video.errors import ConfigError
-from crt_video.utils.io import atomic_write_text
 
 DEMO_CLASSES = ("Disk", "Square", "Square_after_disk", "Lamp")
 DISK, SQUARE, SQUARE_AFTER_DISK, LAMP = range(len(DEMO_CLASSES))
@@ -46,12 +33,13 @@ LAMP_LEVEL = 230
 DISK_PROBABILITY = 0.6
 # Bumped whenever the generator draws other videos for the same settings, so old sets are refused.
 TSU_DEMO_GENERATOR_VERSION = 1
-# Subject groups in turn: most videos train, then test, then validation.
-_GROUP_CYCLE = ("train", "test", "train", "val", "train", "test", "train")
 
 
 def tsu_demo_settings(
-    seed: int = 0, num_videos: int = 48, min_seconds: float = 120.0, max_seconds: float = 180.0
+    seed: int = 0,
+    num_videos: int = 48,
+    min_seconds: float = 120.0,
+    max_seconds: float = 180.0,
 ) -> dict:
     """A config's ``demo`` section, checked, with defaults and the generator version filled in."""
     if num_videos < 3 or not 30 <= min_seconds <= max_seconds:
@@ -68,83 +56,9 @@ def tsu_demo_settings(
     }
 
 
-def check_tsu_demo(video_dir: str | os.PathLike, ann_file: str | os.PathLike, **demo) -> None:
-    """Refuse a generated set whose recorded settings differ from ``demo`` (a config's section)."""
-    check_demo_settings(
-        _settings_file(ann_file), tsu_demo_settings(**demo), _remedy(video_dir, ann_file)
-    )
-
-
-def make_tsu_demo(
-    video_dir: str | os.PathLike,
-    ann_file: str | os.PathLike,
-    class_file: str | os.PathLike | None = None,
-    **demo,
-) -> list[Path]:
-    """Record the settings (``demo``: :func:`tsu_demo_settings`' arguments) beside ``ann_file``,
-    write the videos (existing ones are kept, so a rerun with the same settings resumes), the
-    class file, then the annotation JSON last: its presence means the set is complete."""
-    settings = tsu_demo_settings(**demo)
-    record_demo_settings(_settings_file(ann_file), settings, _remedy(video_dir, ann_file))
-    seed, num_videos = settings["seed"], settings["num_videos"]
-    min_seconds, max_seconds = settings["min_seconds"], settings["max_seconds"]
-    video_dir = Path(video_dir)
-    names = list(_video_names(num_videos, seed))
-    annotations = {}
-
-    def write_video(index: int) -> None:
-        rng = np.random.default_rng([seed, index])
-        seconds = rng.uniform(min_seconds, max_seconds)
-        frames, actions = render_video(seconds, rng)
-        annotations[index] = (len(frames), actions)
-        path = video_dir / f"{names[index].stem}.mp4"
-        if not path.exists():
-            _write_mp4(path, frames, FPS)
-
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for _ in tqdm(pool.map(write_video, range(num_videos)), total=num_videos, desc="videos"):
-            pass
-    if class_file is not None:
-        atomic_write_text(class_file, "".join(f"{i}\t{n}\n" for i, n in enumerate(DEMO_CLASSES)))
-    subset = {split: name for name, split in SUBSETS.items()}
-    content = {
-        name.stem: {
-            "subset": subset["train" if name.subject not in TSU_CS_SUBJECTS["test"] else "test"],
-            "duration": annotations[i][0],
-            "actions": annotations[i][1],
-        }
-        for i, name in enumerate(names)
-    }
-    atomic_write_text(ann_file, json.dumps(content, indent=1) + "\n")
-    return [video_dir / f"{name.stem}.mp4" for name in names]
-
-
-def _settings_file(ann_file: str | os.PathLike) -> Path:
-    return Path(f"{ann_file}.demo.json")
-
-
-def _remedy(video_dir: str | os.PathLike, ann_file: str | os.PathLike) -> str:
-    return (
-        f"delete {video_dir} and {ann_file} to generate it again, "
-        "or point data_root and ann_file elsewhere"
-    )
-
-
-def _video_names(num_videos: int, seed: int) -> Iterator[VideoName]:
-    groups = {
-        "train": sorted(TSU_CS_SUBJECTS["train"] - TSU_VAL_SUBJECTS),
-        "val": sorted(TSU_VAL_SUBJECTS),
-        "test": sorted(TSU_CS_SUBJECTS["test"]),
-    }
-    turns = dict.fromkeys(groups, 0)
-    cameras = np.random.default_rng([seed, num_videos]).integers(1, 8, size=num_videos)
-    for index in range(num_videos):
-        group = _GROUP_CYCLE[index % len(_GROUP_CYCLE)]
-        members = groups[group]
-        subject = members[turns[group] % len(members)]
-        take = turns[group] // len(members) + 1
-        turns[group] += 1
-        yield VideoName(subject, take, int(cameras[index]))
+def _render(settings: dict, index: int) -> tuple[np.ndarray, list[list[int]]]:
+    rng = np.random.default_rng([settings["seed"], index])
+    return render_video(rng.uniform(settings["min_seconds"], settings["max_seconds"]), rng)
 
 
 def render_video(seconds: float, rng: np.random.Generator) -> tuple[np.ndarray, list[list[int]]]:
@@ -192,3 +106,6 @@ def _lamp_times(seconds: float, rng: np.random.Generator) -> list[tuple[float, f
         (i * slot + rng.uniform(0, slot - duration), float(duration))
         for i, duration in enumerate(durations)
     ]
+
+
+GENERATOR = TSUGenerator(tsu_demo_settings, _render, DEMO_CLASSES, FPS)

@@ -210,7 +210,12 @@ def model_from_checkpoint(
             f"{ckpt['encoder_identity'].get('name')} gives {feature_dim}-d; "
             "the checkpoint's config and weights do not belong together, retrain it"
         )
-    model = build_model(ckpt["config"]["model"], ckpt["feature_dim"], len(ckpt["class_names"]))
+    config = ckpt["config"]
+    model_cfg, frame_rate = config["model"], (config.get("sampling") or {}).get("fps")
+    if frame_rate is None:
+        # The frame rate only places the memory gates' initial values, which the weights replace.
+        model_cfg = {**model_cfg, "memory_horizon": None}
+    model = build_model(model_cfg, ckpt["feature_dim"], len(ckpt["class_names"]), frame_rate)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:  # weights of another shape or class count

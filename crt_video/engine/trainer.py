@@ -179,7 +179,10 @@ def train(
 
 def _fit(run: RunConfig, data, task: TrainTask, work_dir: Path, device, dist_info, resume) -> Path:
     seed, tcfg = run.runtime.seed, run.train
-    model, loader, optimizer, scheduler = _setup(run.model, tcfg, seed, data, task, device)
+    frame_rate = run.sampling.fps if run.sampling else None
+    model, loader, optimizer, scheduler = _setup(
+        run.model, frame_rate, tcfg, seed, data, task, device
+    )
     start_epoch, best = 1, Best()
     if resume:
         start_epoch, best = _resume(resume, data, task, model, optimizer, scheduler, device)
@@ -231,11 +234,17 @@ def _fit(run: RunConfig, data, task: TrainTask, work_dir: Path, device, dist_inf
 
 
 def _setup(
-    model_cfg: dict, tcfg: TrainConfig, seed: int, data, task: TrainTask, device: torch.device
+    model_cfg: dict,
+    frame_rate: float | None,
+    tcfg: TrainConfig,
+    seed: int,
+    data,
+    task: TrainTask,
+    device: torch.device,
 ):
     """The model (feature statistics of the training videos set), loader, optimizer, schedule."""
     torch.manual_seed(seed)
-    model = build_model(model_cfg, data.feature_dim, len(data.class_names))
+    model = build_model(model_cfg, data.feature_dim, len(data.class_names), frame_rate)
     if data.store is not None:
         set_feature_statistics(model, *feature_statistics(data.store, task.train_videos))
     if tcfg.load_from:

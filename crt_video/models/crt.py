@@ -25,7 +25,7 @@ from torch.nn.utils import parametrize
 
 from crt_video.errors import ConfigError
 from crt_video.models.baselines import SegmentConfig
-from crt_video.models.memory_cells import MEMORY_CELLS, MaskedCell
+from crt_video.models.memory_cells import MEMORY_CELLS, MaskedCell, MemoryGateConfig
 from crt_video.models.registry import register_model
 from crt_video.models.transformer import (
     RecurrentPositions,
@@ -47,13 +47,13 @@ LEGACY_DEFAULTS = {"memory_read": "token", "positions": "learned"}
 
 
 @dataclass(frozen=True)
-class CRTConfig(SegmentConfig):
+class CRTConfig(SegmentConfig, MemoryGateConfig):
     memory_cell: str = "gru"
     memory_read: str = "sequence"
     head: str = "memory"
     truncate_every: int | None = None
-    # The memory RNN steps once per frame: at torch's initialisation (None) its update gate keeps
-    # about half of the memory per step, and a disk seen 30 frames before is gone.
+    # The memory RNN steps once per frame: at torch's initialisation its update gate keeps about
+    # half of the memory per step, and a disk seen 30 frames before is gone.
     memory_gate_bias: float | None = 4.0
     # How frames know their place in the segment: 'recurrent' (the paper's position RNN),
     # 'learned' (an embedding added to each), or 'rotary' (queries and keys, memory at place 0).
@@ -66,6 +66,7 @@ class CRTConfig(SegmentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.check_memory_gate()
         for key, choices in (
             ("positions", SEGMENT_POSITIONS),
             ("memory_cell", tuple(MEMORY_CELLS)),
@@ -125,7 +126,7 @@ class CRTState(NamedTuple):
     num_frames: torch.Tensor  # [B] long, valid frames seen so far
 
 
-@register_model("crt", CRTConfig)
+@register_model("crt", CRTConfig, timed=True)
 class CRT(nn.Module):
     """Segment Transformer with one recurrent memory token; classifies from the final memory.
 
@@ -133,10 +134,16 @@ class CRT(nn.Module):
     from its own segment's outputs, which attended to the memory token that carries the past;
     ``frame_read`` says what each frame's head reads: its output, plus the memory the segment
     started from, or plus the memory RNN's state after that frame (the paper's memory, read per
-    frame)."""
+    frame). ``frame_rate``: the features' frames per second, which turns the memory's time
+    scales (``memory_horizon``, in seconds) into steps."""
 
     def __init__(
-        self, in_dim: int, num_classes: int, cfg: CRTConfig, per_frame: bool = False
+        self,
+        in_dim: int,
+        num_classes: int,
+        cfg: CRTConfig,
+        per_frame: bool = False,
+        frame_rate: float | None = None,
     ) -> None:
         super().__init__()
         self.per_frame = per_frame
@@ -163,7 +170,12 @@ class CRT(nn.Module):
         nn.init.trunc_normal_(self.memory_init, std=0.02)
         nn.init.trunc_normal_(self.memory_type, std=0.02)
         self.encoder = TransformerStack(cfg)
-        self.cell = MaskedCell(cfg.memory_cell, cfg.d_model, cfg.d_model, cfg.memory_gate_bias)
+        # The memory RNN steps once per frame ('sequence' read), else once per segment.
+        steps_per_second = frame_rate
+        if frame_rate is not None and cfg.memory_read != "sequence":
+            steps_per_second = frame_rate / cfg.segment_len
+        gate_bias = cfg.update_gate_bias(cfg.d_model, steps_per_second)
+        self.cell = MaskedCell(cfg.memory_cell, cfg.d_model, cfg.d_model, gate_bias)
         self.norm = nn.LayerNorm(cfg.d_model)
         # One frame read per row: the clip head's memory+mean width does not apply per frame.
         self.read_mean = cfg.head == "memory+mean" and not per_frame

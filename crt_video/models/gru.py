@@ -16,14 +16,17 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from crt_video.errors import ConfigError
+from crt_video.models.memory_cells import MemoryGateConfig, init_update_gate_bias
 from crt_video.models.registry import register_model
 from crt_video.models.transformer import FeatureNorm
 
 
 @dataclass(frozen=True)
-class GRUConfig:
+class GRUConfig(MemoryGateConfig):
     """The Transformer models' key names, with the same meanings: ``depth`` is the number of
-    stacked GRU layers, ``dropout`` applies to the projected frames and between GRU layers."""
+    stacked GRU layers, ``dropout`` applies to the projected frames and between GRU layers;
+    every layer's update gate starts as crt's memory RNN's does (``memory_horizon``,
+    ``memory_gate_bias``)."""
 
     d_model: int = 256
     depth: int = 1
@@ -31,6 +34,7 @@ class GRUConfig:
     embed_norm: bool = False  # LayerNorm on the projected frames
 
     def __post_init__(self) -> None:
+        self.check_memory_gate()
         for key in ("d_model", "depth"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
@@ -43,13 +47,18 @@ class GRUState(NamedTuple):
     hidden: torch.Tensor  # [depth, B, d] each layer's hidden state after the last valid frame
 
 
-@register_model("gru", GRUConfig)
+@register_model("gru", GRUConfig, timed=True)
 class GRUClassifier(nn.Module):
     """GRU over the frames; classifies the last valid frame's hidden state, or with
     ``per_frame`` (dense) every frame's hidden state: strictly online."""
 
     def __init__(
-        self, in_dim: int, num_classes: int, cfg: GRUConfig, per_frame: bool = False
+        self,
+        in_dim: int,
+        num_classes: int,
+        cfg: GRUConfig,
+        per_frame: bool = False,
+        frame_rate: float | None = None,
     ) -> None:
         super().__init__()
         self.per_frame = per_frame
@@ -67,6 +76,9 @@ class GRUClassifier(nn.Module):
             batch_first=True,
             dropout=cfg.dropout if cfg.depth > 1 else 0.0,
         )
+        gate_bias = cfg.update_gate_bias(cfg.d_model, frame_rate)
+        if gate_bias is not None:
+            init_update_gate_bias(self.gru, gate_bias)
         self.norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, num_classes)
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import orthogonal
+
+from crt_video.errors import ConfigError
 
 
 def modrelu(v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -92,23 +96,100 @@ def _same_key(cached: tuple, key: tuple) -> bool:
 MEMORY_CELLS = {"gru": nn.GRUCell, "ncgru": NCGRUCell}
 
 
-def init_update_gate_bias(cell: nn.Module, bias: float) -> None:
-    """Start the update gate z near sigmoid(bias): with z = 0.5 (bias 0) a memory keeps only
-    2^-n of what it held n segments ago, and the gradient reaching early segments shrinks alike."""
-    hidden = cell.hidden_size if isinstance(cell, nn.GRUCell) else cell.recurrent.weight.shape[0]
+def timescale_gate_biases(hidden_size: int, longest: float, shortest: float = 2.0) -> torch.Tensor:
+    """Update-gate biases that spread the units' time scales log-uniformly from ``shortest`` to
+    ``longest`` steps (chrono initialisation, Tallec & Ollivier, ICLR 2018, with time scales
+    log-uniform rather than uniform, so that every octave of the range has as many units).
+
+    A unit whose update gate keeps z = sigmoid(b) of its state per step forgets over
+    1 / (1 - z) = 1 + e^b steps, so the bias for a time scale of t steps is log(t - 1); the
+    shortest, 2 steps, is bias 0, the mean of torch's own initialisation."""
+    if not longest > shortest >= 2.0:
+        raise ValueError(
+            f"time scales need longest > shortest >= 2 steps, got {longest}, {shortest}"
+        )
+    quantiles = (torch.arange(hidden_size, dtype=torch.float64) + 0.5) / hidden_size
+    timescales = shortest * (longest / shortest) ** quantiles
+    return torch.log(timescales - 1.0).float()
+
+
+@dataclass(frozen=True)
+class MemoryGateConfig:
+    """How a memory's update gate starts: the model keys ``memory_horizon`` and
+    ``memory_gate_bias``, shared by the models with a gated memory (crt, gru).
+
+    With ``memory_horizon`` (seconds) the units' time scales spread log-uniformly from 2 steps to
+    the horizon (:func:`timescale_gate_biases`), converted to steps with the features' frame
+    rate, so no single constant decides how far back the memory reaches. ``memory_gate_bias``
+    gives every unit one bias instead (a time scale of 1 + e^bias steps); one of the two is
+    None. With both None the cell keeps torch's initialisation (z about 0.5: half the memory is
+    gone after every step)."""
+
+    memory_horizon: float | None = None
+    memory_gate_bias: float | None = None
+
+    def check_memory_gate(self) -> None:
+        horizon = self.memory_horizon
+        if horizon is not None and (
+            isinstance(horizon, bool) or not isinstance(horizon, int | float) or horizon <= 0
+        ):
+            raise ConfigError(
+                f"model.memory_horizon={horizon!r} must be a positive number of seconds or None"
+            )
+        bias = self.memory_gate_bias
+        if bias is not None and (isinstance(bias, bool) or not isinstance(bias, int | float)):
+            raise ConfigError(f"model.memory_gate_bias={bias!r} must be a number or None")
+        if bias is not None and horizon is not None:
+            raise ConfigError(
+                f"model.memory_gate_bias={bias!r} and model.memory_horizon={horizon!r} both say "
+                "where the memory's gates start; set the one you do not want to None"
+            )
+
+    def update_gate_bias(
+        self, hidden_size: int, steps_per_second: float | None
+    ) -> float | torch.Tensor | None:
+        """The initial update-gate bias: one number, one per unit, or None (torch's)."""
+        if self.memory_gate_bias is not None:
+            return float(self.memory_gate_bias)
+        if self.memory_horizon is None:
+            return None
+        if steps_per_second is None:
+            raise ConfigError(
+                f"model.memory_horizon={self.memory_horizon} is in seconds: the model must be "
+                "built with the features' frame rate (sampling.fps)"
+            )
+        longest = max(self.memory_horizon * steps_per_second, 3.0)
+        return timescale_gate_biases(hidden_size, longest)
+
+
+def init_update_gate_bias(cell: nn.Module, bias: float | torch.Tensor) -> None:
+    """Start the update gate z near sigmoid(bias), one value for every unit or one per unit: with
+    z = 0.5 (bias 0) a memory keeps only 2^-n of what it held n steps ago, and the gradient
+    reaching early steps shrinks alike. ``cell``: an nn.GRUCell, an NCGRUCell, or an nn.GRU (every
+    layer)."""
     with torch.no_grad():
-        if isinstance(cell, nn.GRUCell):  # gate order r, z, n in both biases
-            cell.bias_ih[hidden : 2 * hidden] = bias
-            cell.bias_hh[hidden : 2 * hidden] = 0.0
-        else:
+        if isinstance(cell, NCGRUCell):
+            hidden = cell.recurrent.weight.shape[0]
             cell.input.bias[hidden : 2 * hidden] = bias
+            return
+        hidden = cell.hidden_size
+        # torch's GRUs order the gates r, z, n in both biases.
+        layers = range(cell.num_layers) if isinstance(cell, nn.GRU) else [None]
+        for layer in layers:
+            suffix = "" if layer is None else f"_l{layer}"
+            getattr(cell, f"bias_ih{suffix}")[hidden : 2 * hidden] = bias
+            getattr(cell, f"bias_hh{suffix}")[hidden : 2 * hidden] = 0.0
 
 
 class MaskedCell(nn.Module):
     """Updates only the rows marked in ``update``; the others keep their state exactly."""
 
     def __init__(
-        self, kind: str, input_size: int, hidden_size: int, update_gate_bias: float | None = None
+        self,
+        kind: str,
+        input_size: int,
+        hidden_size: int,
+        update_gate_bias: float | torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.hidden_size = hidden_size

@@ -22,19 +22,24 @@ DEFAULT_TASK = "clip"
 PER_FRAME_TASKS = ("dense", "online")
 FEATURE_TASKS = ("clip", "dense", "online")
 _MODELS: dict[tuple[str, str], tuple[type[nn.Module], type]] = {}
+# The models whose settings include durations in seconds: they are built with a frame rate.
+_TIMED: set[type[nn.Module]] = set()
 
 
 def register_model(
-    name: str, config_class: type, tasks: tuple[str, ...] = FEATURE_TASKS
+    name: str, config_class: type, tasks: tuple[str, ...] = FEATURE_TASKS, timed: bool = False
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: ``name`` builds ``cls(in_dim, num_classes, config_class(**keys))`` for
-    each of ``tasks``, with ``per_frame=True`` for the per-frame tasks (one head per frame)."""
+    each of ``tasks``, with ``per_frame=True`` for the per-frame tasks (one head per frame) and,
+    for a ``timed`` model, ``frame_rate`` (the features' frames per second)."""
 
     def decorator(cls: type[nn.Module]) -> type[nn.Module]:
         for task in tasks:
             if (task, name) in _MODELS:
                 raise ValueError(f"model type {name!r} is already registered for task {task!r}")
             _MODELS[task, name] = (cls, config_class)
+        if timed:
+            _TIMED.add(cls)
         return cls
 
     return decorator
@@ -82,9 +87,14 @@ def model_config(cfg: dict) -> tuple[type[nn.Module], object]:
     return model_class, config_class(**{key: value for key, value in cfg.items() if key in used})
 
 
-def build_model(cfg: dict, in_dim: int, num_classes: int) -> nn.Module:
-    """Build ``cfg['type']`` for features of width ``in_dim`` and ``num_classes`` outputs."""
+def build_model(
+    cfg: dict, in_dim: int, num_classes: int, frame_rate: float | None = None
+) -> nn.Module:
+    """Build ``cfg['type']`` for features of width ``in_dim`` and ``num_classes`` outputs, sampled
+    at ``frame_rate`` frames per second (the config's sampling.fps), which the models whose
+    settings are in seconds need and the others ignore."""
     model_class, config = model_config(cfg)
+    options = {"frame_rate": frame_rate} if model_class in _TIMED else {}
     if task_name(cfg) in PER_FRAME_TASKS:
-        return model_class(in_dim, num_classes, config, per_frame=True)
-    return model_class(in_dim, num_classes, config)
+        options["per_frame"] = True
+    return model_class(in_dim, num_classes, config, **options)

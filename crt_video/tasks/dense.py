@@ -66,13 +66,13 @@ def resolve_tsu_paths(
         raise DatasetError("a TSU config needs data_root (the .mp4 folder) and ann_file (the JSON)")
     video_dir, ann_file = Path(data.data_root).expanduser(), Path(data.ann_file).expanduser()
     if demo is not None:
-        from crt_video.data.tsu_demo import check_tsu_demo, make_tsu_demo
+        from crt_video.data.tsu_generated import check_generated_tsu, make_generated_tsu
 
         if not ann_file.is_file() and dist_info.is_main:
-            logger.info("generating the TSU demo videos in %s (first use only)", video_dir)
-            make_tsu_demo(video_dir, ann_file, data.class_file, **demo)
+            logger.info("generating the TSU-format videos in %s (first use only)", video_dir)
+            make_generated_tsu(video_dir, ann_file, data.class_file, demo)
         barrier()
-        check_tsu_demo(video_dir, ann_file, **demo)
+        check_generated_tsu(video_dir, ann_file, demo)
     if need_videos and not video_dir.is_dir():
         raise DatasetError(
             f"data_root {video_dir} does not exist; put the TSU .mp4 videos there "

@@ -29,6 +29,9 @@ model = dict(
     # initial update-gate bias: 4 keeps 98% per step (a time scale of 1 + e^4 = 56 frames) at the
     # start; with torch's init (None) the memory RNN halves what it holds at every frame
     memory_gate_bias=4.0,
+    # seconds (sampling.fps converts them to steps): with memory_gate_bias=None, the units' update
+    # gates start at time scales spread log-uniformly from 2 steps to this; crt and gru
+    memory_horizon=None,
     frame_read="output",  # dense crt: 'output', 'output+memory', 'output+hidden' or 'hidden'
     embed_norm=False,  # LayerNorm the projected frames before adding positions (see the README)
     pool="mean",  # full only: read out the mean of the frame outputs ('mean') or a class token
