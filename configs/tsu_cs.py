@@ -13,4 +13,4 @@ protocol = "cs"
 # epochs of a small set; batches of 4 windows give twice the steps of 8, which one of three seeds
 # needed to learn the memory in 30 epochs (README, TSU). The memory spans the whole training
 # window (the base's truncate_every=None): a disk and its square can lie a minute apart.
-train = dict(batch_size=4, lr=2e-3)
+train = dict(batch_size=2, lr=2e-3)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from crt_video.benchmark.memory_report import report
+from crt_video.config import config_hash
 from crt_video.data.tsu import frame_targets
 from crt_video.data.tsu_generated import generator_of
 from crt_video.engine.checkpoint import load_model
@@ -94,7 +95,6 @@ VARIANTS: dict[str, dict] = {
     "crt, bias 4, output+hidden": {"type": "crt", **BIAS_4, "frame_read": "output+hidden"},
     "crt, bias 4, hidden": {"type": "crt", **BIAS_4, "frame_read": "hidden"},
     "gru, time scales to 30 min": {"type": "gru", **HORIZON},
-    "gru, torch's gates": {"type": "gru", "memory_horizon": None, "memory_gate_bias": None},
     "xl": {"type": "xl"},
     "segment": {"type": "segment"},
 }
@@ -179,7 +179,7 @@ def _job(runs_dir: Path, family: str, variant: str, seed: int, smoke: bool) -> d
             *(option.format(scratch=scratch) for option in FAMILIES[family].smoke_options),
             "train.epochs=1",
         ]
-    return {
+    job = {
         "family": family,
         "variant": variant,
         "seed": seed,
@@ -188,6 +188,8 @@ def _job(runs_dir: Path, family: str, variant: str, seed: int, smoke: bool) -> d
         "model": VARIANTS[variant],
         "work_dir": str(runs_dir / family / slug / f"seed{seed}"),
     }
+    # What the run trains, resolved: a finished run is reused only while its config is unchanged.
+    return {**job, "resolved": config_hash(_run_config(job).source)}
 
 
 def _run_config(job: dict) -> RunConfig:
