@@ -23,7 +23,6 @@ from typing import Any
 
 from crt_video.config import load_config
 from crt_video.data.frame_clips import FrameClipConfig
-from crt_video.engine.distributed import DEFAULT_TIMEOUT_MINUTES, check_device_name
 from crt_video.engine.train_task import TrainConfig
 from crt_video.errors import ConfigError
 from crt_video.evaluation.detection import DenseConfig
@@ -33,6 +32,7 @@ from crt_video.features.source import FeatureSource
 from crt_video.features.video import SamplingConfig
 from crt_video.models.registry import model_config
 from crt_video.tasks import Task, task_of
+from crt_video.utils.distributed import DEFAULT_TIMEOUT_MINUTES, check_device_name
 
 DEFAULT_CACHE_DIR = "work_dirs/cache"
 # The repository's configs, for benchmarks and tests run from a source checkout.

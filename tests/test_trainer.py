@@ -183,7 +183,7 @@ def test_torchrun_two_cpu_ranks_gather_exactly_all_clips(tmp_path):
     script.write_text(
         "import sys, numpy as np, pandas as pd, torch\n"
         "from crt_video.features.store import FeatureStore\n"
-        "from crt_video.engine.distributed import init_distributed\n"
+        "from crt_video.utils.distributed import init_distributed\n"
         "from crt_video.engine.evaluate import predict\n"
         "from crt_video.models import build_model\n"
         "info = init_distributed(torch.device('cpu'))\n"

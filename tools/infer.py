@@ -37,7 +37,6 @@ from typing import IO
 from crt_video.engine.checkpoint import load_checkpoint
 from crt_video.engine.clip_inference import FrameWindowLabeler
 from crt_video.engine.dense_inference import detect_videos
-from crt_video.engine.distributed import DEVICE_NAMES, check_device_name, resolve_device
 from crt_video.engine.inference import (
     DEFAULT_WINDOW_SECONDS,
     LONG_VIDEO_SECONDS,
@@ -51,6 +50,7 @@ from crt_video.features.precision import PRECISIONS
 from crt_video.models.registry import task_name
 from crt_video.tasks import task_of
 from crt_video.utils.cli import run_cli
+from crt_video.utils.distributed import DEVICE_NAMES, check_device_name, resolve_device
 from crt_video.utils.io import atomic_write_json
 
 

@@ -19,7 +19,6 @@ from torch import nn
 
 from crt_video.data.frame_clips import FrameClipConfig, read_test_views
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from crt_video.engine.distributed import resolve_device
 from crt_video.engine.inference import (
     DEFAULT_WINDOW_SECONDS,
     LONG_VIDEO_SECONDS,
@@ -30,6 +29,7 @@ from crt_video.engine.inference import (
 )
 from crt_video.errors import CheckpointError
 from crt_video.features.video import probe_video
+from crt_video.utils.distributed import resolve_device
 
 
 class FrameWindowLabeler:

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 import torch
 
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from crt_video.engine.distributed import resolve_device
 from crt_video.engine.feature_stream import FeatureChunk, FeatureStream, segments
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, Feed, open_live, sample_live
 from crt_video.errors import CheckpointError, VideoDecodeError
 from crt_video.features.precision import PRECISION_KEYS, without_precision
+from crt_video.utils.distributed import resolve_device
 from crt_video.utils.logging import get_logger
 
 LONG_VIDEO_SECONDS = 30.0

@@ -11,11 +11,11 @@ import torch
 
 from crt_video.data.feature_dataset import FeatureData
 from crt_video.engine.checkpoint import load_model
-from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier
 from crt_video.engine.trainer import prepare_work_dir, train
 from crt_video.errors import DatasetError
 from crt_video.evaluation.plots import plot_training_curves
 from crt_video.run_config import RunConfig
+from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo, barrier
 from crt_video.utils.logging import get_logger
 
 logger = get_logger(__name__)

@@ -31,13 +31,13 @@ from crt_video.data.feature_dataset import (
     feature_statistics,
 )
 from crt_video.engine.checkpoint import load_model, load_weights, save_checkpoint
-from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, all_reduce_sum
 from crt_video.engine.evaluate import autocast
 from crt_video.engine.train_task import TrainConfig, TrainTask
 from crt_video.errors import CheckpointError
 from crt_video.models import build_model
 from crt_video.models.registry import task_name
 from crt_video.models.transformer import set_feature_statistics
+from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo, all_reduce_sum
 from crt_video.utils.io import atomic_write
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar

@@ -11,12 +11,12 @@ from torch import nn
 
 from crt_video.data.feature_dataset import FeatureData
 from crt_video.data.splits import SPLITS
-from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo
 from crt_video.engine.train_task import TrainTask
 from crt_video.errors import ConfigError
 from crt_video.features.frame_encoder import FrameEncoder
 from crt_video.features.source import expected_identity
 from crt_video.models.registry import task_name
+from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo
 
 if TYPE_CHECKING:  # the run config types its sections with the tasks' protocols
     from crt_video.run_config import RunConfig

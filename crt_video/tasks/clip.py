@@ -28,13 +28,13 @@ from crt_video.data.feature_dataset import (
 from crt_video.data.smarthome import PROTOCOLS, VAL_MODES, class_names
 from crt_video.data.splits import SPLITS
 from crt_video.data.video_files import list_videos
-from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.engine.evaluate import evaluate
 from crt_video.engine.train_task import TrainConfig, TrainTask
 from crt_video.errors import DatasetError
 from crt_video.features.frame_encoder import FrameEncoder
 from crt_video.features.source import prepare_features
 from crt_video.tasks.base import Task, register_task
+from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.utils.logging import get_logger
 
 if TYPE_CHECKING:

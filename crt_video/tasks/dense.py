@@ -28,12 +28,6 @@ from crt_video.data.tsu import (
     tsu_class_names,
 )
 from crt_video.data.window_dataset import WindowDataset, collate_windows, load_video
-from crt_video.engine.distributed import (
-    SINGLE_PROCESS,
-    DistInfo,
-    barrier,
-    broadcast_object,
-)
 from crt_video.engine.evaluate import predict_logits
 from crt_video.engine.train_task import TrainTask
 from crt_video.errors import DatasetError
@@ -43,6 +37,12 @@ from crt_video.features.source import prepare_features
 from crt_video.models.crt import CRTConfig
 from crt_video.models.transformer import valid_mask
 from crt_video.tasks.base import Task, register_task
+from crt_video.utils.distributed import (
+    SINGLE_PROCESS,
+    DistInfo,
+    barrier,
+    broadcast_object,
+)
 from crt_video.utils.logging import get_logger
 from crt_video.utils.threads import cpu_threads
 

@@ -30,7 +30,6 @@ from crt_video.data.thumos import (
     read_data_info,
 )
 from crt_video.data.window_dataset import WindowDataset, collate_windows
-from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.engine.evaluate import predict_logits
 from crt_video.engine.train_task import TrainTask
 from crt_video.errors import DatasetError
@@ -40,6 +39,7 @@ from crt_video.features.source import prepare_features
 from crt_video.models.transformer import valid_mask
 from crt_video.tasks.base import Task, register_task
 from crt_video.tasks.dense import memory_may_get_no_gradient
+from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.utils.io import atomic_write_json
 from crt_video.utils.logging import get_logger
 from crt_video.utils.threads import cpu_threads

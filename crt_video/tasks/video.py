@@ -22,12 +22,12 @@ from torch import nn
 from crt_video.data.feature_dataset import EpochSampler, FeatureData
 from crt_video.data.frame_clips import FrameClipConfig, FrameClipDataset, collate_frame_clips
 from crt_video.data.splits import SPLITS
-from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, broadcast_object
 from crt_video.engine.evaluate import autocast, predict_items, report_scores
 from crt_video.engine.train_task import TrainTask
 from crt_video.features.frame_encoder import FrameEncoder
 from crt_video.tasks.base import register_task
 from crt_video.tasks.clip import LOG_COLUMNS, ClipTask, annotation_tables
+from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo, broadcast_object
 
 if TYPE_CHECKING:
     from crt_video.run_config import RunConfig
