@@ -47,8 +47,7 @@ from crt_video.engine.live import DEFAULT_READ_TIMEOUT, STDIN, is_live_source
 from crt_video.errors import CheckpointError, ConfigError, VideoDecodeError
 from crt_video.evaluation.plots import plot_timeline
 from crt_video.features.precision import PRECISIONS
-from crt_video.models.registry import task_name
-from crt_video.tasks import task_of
+from crt_video.task_kinds import task_kind, task_name
 from crt_video.utils.cli import run_cli
 from crt_video.utils.distributed import DEVICE_NAMES, check_device_name, resolve_device
 from crt_video.utils.io import atomic_write_json
@@ -251,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         if task_name(ckpt) == "dense":  # a TSU detector: activity intervals instead of clip labels
             return detect_videos(args.videos, ckpt, device, args.json)
-        if not task_of(ckpt).reads_features:  # an end-to-end model: it reads frames
+        if not task_kind(ckpt).reads_features:  # an end-to-end model: it reads frames
             if args.live:
                 raise CheckpointError(
                     f"{args.checkpoint}: live sources need a model on features (model.task=clip)"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from crt_video.engine.pipeline import run_pipeline
+from crt_video.pipeline import run_pipeline
 from crt_video.run_config import load_run_config
 from crt_video.utils.cli import run_cli
 from crt_video.utils.distributed import distributed_session

@@ -193,7 +193,7 @@ def model_from_checkpoint(
 ) -> nn.Module:
     """:func:`load_model` for a checkpoint dict already loaded by :func:`load_checkpoint`."""
     from crt_video.models import build_model
-    from crt_video.models.registry import task_name
+    from crt_video.task_kinds import task_name
 
     if task is not None and task_name(ckpt) != task:
         raise CheckpointError(

@@ -21,8 +21,6 @@ from torch import nn
 from crt_video.data.feature_dataset import EpochSampler, FeatureData
 from crt_video.data.splits import SPLITS
 from crt_video.data.tsu import (
-    TSU_PROTOCOLS,
-    TSU_VAL_MODES,
     read_tsu_annotations,
     split_videos,
     tsu_class_names,
@@ -36,6 +34,7 @@ from crt_video.features.frame_encoder import FrameEncoder
 from crt_video.features.source import prepare_features
 from crt_video.models.crt import CRTConfig
 from crt_video.models.transformer import valid_mask
+from crt_video.task_kinds import TASK_KINDS
 from crt_video.tasks.base import Task, register_task
 from crt_video.utils.distributed import (
     SINGLE_PROCESS,
@@ -156,9 +155,7 @@ def memory_may_get_no_gradient(model: dict, dense: DenseConfig) -> bool:
 
 @register_task
 class DenseTask(Task):
-    name = "dense"
-    protocols = TSU_PROTOCOLS
-    val_modes = TSU_VAL_MODES
+    kind = TASK_KINDS["dense"]
 
     def class_names(self, run: RunConfig) -> tuple[str, ...]:
         return tuple(tsu_class_names(run.data.class_file))

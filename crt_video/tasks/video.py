@@ -25,6 +25,7 @@ from crt_video.data.splits import SPLITS
 from crt_video.engine.evaluate import autocast, predict_items, report_scores
 from crt_video.engine.train_task import TrainTask
 from crt_video.features.frame_encoder import FrameEncoder
+from crt_video.task_kinds import TASK_KINDS
 from crt_video.tasks.base import register_task
 from crt_video.tasks.clip import LOG_COLUMNS, ClipTask, annotation_tables
 from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo, broadcast_object
@@ -82,8 +83,7 @@ def score_views(
 class VideoTask(ClipTask):
     """The clip task's data, labels and report, with a model that reads frames."""
 
-    name = "video"
-    reads_features = False
+    kind = TASK_KINDS["video"]
 
     def identity(self, run: RunConfig) -> tuple[dict, FrameEncoder | None]:
         return run.frames.identity, None
