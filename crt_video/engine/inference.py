@@ -13,7 +13,7 @@ the same pass. Windows are whole segments: the requested length is rounded to th
 multiple of ``segment_len / fps`` seconds, at least one segment.
 
 The identity check compares everything but the encoder precision (bf16 and fp32 features agree
-to cosine 0.99996), so either precision labels with the same model. Models without ``step``
+to cosine 0.99996), so either precision labels with the same model. Models that do not stream
 (segment, full, meanpool) are evaluated with ``forward`` on all of the video's features, so
 their memory grows with the video's length.
 """
@@ -27,12 +27,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.feature_stream import FeatureChunk, FeatureStream, segments
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, Feed, open_live, sample_live
 from crt_video.errors import CheckpointError, VideoDecodeError
 from crt_video.features.precision import PRECISION_KEYS, without_precision
+from crt_video.models.streaming import StreamingModel
 from crt_video.utils.distributed import resolve_device
 from crt_video.utils.logging import get_logger
 
@@ -66,13 +68,19 @@ class VideoPrediction:
 
 
 class SegmentRunner:
-    """A model over feature chunks: segment by segment through its memory where it has ``step``
-    (``init_state``/``step``, as CRT, XL, GRU and the ONNX step graph), else on all at once."""
+    """A model over feature chunks: segment by segment through its memory where it is a
+    :class:`~crt_video.models.streaming.StreamingModel` (CRT, XL, GRU, the ONNX step graph),
+    else on all at once with ``forward``."""
 
-    def __init__(self, model, segment_len: int, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        model: StreamingModel | nn.Module,
+        segment_len: int,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.model, self.segment_len = model, segment_len
         self.device = torch.device(device)
-        self.streaming = callable(getattr(model, "step", None))
+        self.streaming = isinstance(model, StreamingModel)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, stream: FeatureStream) -> SegmentRunner:
@@ -305,7 +313,7 @@ def top_k_labels(class_names: tuple[str, ...], logits: torch.Tensor, k: int) -> 
     ]
 
 
-def _state_batch_dims(model) -> tuple[int, ...]:
+def _state_batch_dims(model: StreamingModel) -> tuple[int, ...]:
     """The batch dimension of each field of ``model``'s recurrent state (the GRU's and XL's
     are not the first): where a state of two differs in shape from a state of one."""
     one, two = model.init_state(1), model.init_state(2)

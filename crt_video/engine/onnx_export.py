@@ -159,7 +159,7 @@ class OnnxEncoder:
 
 
 class OnnxStep:
-    """crt_step.onnx behind CRT's streaming interface (init_state, step)."""
+    """crt_step.onnx as a :class:`~crt_video.models.streaming.StreamingModel`, like CRT."""
 
     def __init__(self, path: Path, meta: dict, threads: int | None) -> None:
         self.session = runtime_session(path, threads)
@@ -177,19 +177,31 @@ class OnnxStep:
         num_frames = torch.zeros(batch_size, dtype=torch.long)
         return CRTState(memory, torch.zeros_like(memory), num_frames)
 
-    def step(self, segment: torch.Tensor, state: CRTState) -> tuple[torch.Tensor, CRTState]:
+    def step(
+        self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, CRTState]:
         if len(segment) > 1 and not self.any_batch:
             rows = [
-                self.step(segment[i : i + 1], CRTState(*(field[i : i + 1] for field in state)))
+                self.step(
+                    segment[i : i + 1],
+                    CRTState(*(field[i : i + 1] for field in state)),
+                    None if lengths is None else lengths[i : i + 1],
+                )
                 for i in range(len(segment))
             ]
             logits, states = zip(*rows, strict=True)
             return torch.cat(logits), CRTState(*map(torch.cat, zip(*states, strict=True)))
+        if lengths is None:
+            lengths = torch.full((len(segment),), segment.shape[1], dtype=torch.int64)
         feeds = {}
         if self.pads_segments:
-            feeds["lengths"] = np.full(len(segment), segment.shape[1], dtype=np.int64)
+            feeds["lengths"] = lengths.to(torch.int64).numpy()
             segment = torch.nn.functional.pad(
                 segment, (0, 0, 0, self.segment_len - segment.shape[1])
+            )
+        elif bool((lengths != segment.shape[1]).any()):
+            raise CheckpointError(
+                "an export of crt_video 0.1.0 steps whole segments only; export the checkpoint again"
             )
         feeds["features"] = segment.float().numpy()
         feeds |= {name: value.numpy() for name, value in zip(STATE_NAMES, state, strict=True)}
