@@ -37,7 +37,7 @@ from crt_video.features.video import SamplingConfig
 from crt_video.models.registry import model_config
 from crt_video.task_kinds import TaskKind, task_kind
 from crt_video.utils.distributed import DEFAULT_TIMEOUT_MINUTES, check_device_name
-from crt_video.utils.sections import section_from_dict
+from crt_video.utils.sections import optional_section, section_from_dict
 
 DEFAULT_CACHE_DIR = "work_dirs/cache"
 OPTIMIZERS = ("adamw", "sgd")
@@ -233,8 +233,8 @@ def _parse(cfg: dict) -> RunConfig:
         runtime=runtime,
         data=data,
         features=features,
-        sampling=_section(SamplingConfig, cfg.get("sampling")),
-        encoder=_section(FrameEncoderConfig, cfg.get("encoder")),
+        sampling=optional_section(SamplingConfig, cfg.get("sampling")),
+        encoder=optional_section(FrameEncoderConfig, cfg.get("encoder")),
         model=model,
         train=TrainConfig.from_dict(cfg["train"]),
         dense=DenseConfig.from_dict(cfg.get("dense")),
@@ -263,10 +263,6 @@ def _require_feature_sections(cfg: dict, task: str, features: FeaturesConfig) ->
             f"missing {' and '.join(missing)}: model.task={task!r} reads features; inherit "
             "_base_/models/crt.py and a _base_/datasets file as configs/smarthome_cs.py does"
         )
-
-
-def _section(cls: type, section: dict | None) -> Any:
-    return None if section is None else cls.from_dict(section)
 
 
 def _pick(cfg: dict, keys: tuple[str, ...]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ timeline, with ONNX Runtime in place of PyTorch.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from crt_video.engine.checkpoint import load_checkpoint
+from crt_video.engine.checkpoint import open_checkpoint
 from crt_video.engine.feature_stream import FeatureStream
 from crt_video.engine.inference import SegmentRunner, VideoLabeler
 from crt_video.errors import CheckpointError
@@ -78,9 +79,8 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     """Write encoder.onnx, crt_step.onnx and crt.json for ``checkpoint`` into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    labeler = VideoLabeler.from_checkpoint(
-        load_checkpoint(checkpoint), device="cpu", precision="fp32"
-    )
+    ckpt = open_checkpoint(checkpoint)
+    labeler = VideoLabeler.from_checkpoint(ckpt, device="cpu", precision="fp32")
     if not isinstance(labeler.runner.model, CRT):
         raise CheckpointError(
             f"{checkpoint}: only CRT checkpoints (model.type='crt') export a streaming step"
@@ -110,7 +110,6 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
             | {name: batch for name in STATE_NAMES}
             | {f"{name}_out": batch for name in STATE_NAMES},
         )
-    cfg = load_checkpoint(checkpoint)["config"]
     atomic_write_json(
         out_dir / METADATA,
         {
@@ -129,7 +128,7 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
                 "interpolation": encoder.interpolation,
                 "layout": "uint8 RGB [N, H, W, 3], the whole frame resized to input_size",
             },
-            "encoder": {**encoder.identity, "config": cfg["encoder"]},
+            "encoder": {**encoder.identity, "config": dataclasses.asdict(ckpt.encoder)},
         },
     )
     return out_dir

@@ -1,4 +1,5 @@
-"""What a kind of work supplies to the one pipeline (crt_video.pipeline), and its registry."""
+"""What a kind of work supplies to the one pipeline (crt_video.pipeline) and to tools/infer.py,
+and its registry."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from torch import nn
 
 from crt_video.data.feature_dataset import FeatureData
 from crt_video.data.splits import SPLITS
+from crt_video.engine.checkpoint import Checkpoint
+from crt_video.engine.inference import VideoLabeler
+from crt_video.engine.labeler import Labeler
 from crt_video.engine.train_task import TrainTask
 from crt_video.features.frame_encoder import FrameEncoder
 from crt_video.features.source import expected_identity
@@ -78,6 +82,18 @@ class Task(ABC):
     @abstractmethod
     def summary(self, metrics: dict) -> str:
         """The test metrics in one line."""
+
+    def labeler(
+        self,
+        checkpoint: Checkpoint,
+        device: torch.device,
+        precision: str | None = None,
+        carry_memory: bool = False,
+    ) -> Labeler:
+        """What tools/infer.py labels videos with: here the checkpoint's encoder and model,
+        streamed segment by segment (``precision``: the encoder's, default the checkpoint's;
+        ``carry_memory`` is the video task's)."""
+        return VideoLabeler.from_checkpoint(checkpoint, device, precision)
 
 
 # The work of each task kind, by its name: filled by the adapter modules (crt_video.tasks).
