@@ -8,8 +8,13 @@ naming the key; the entry points then hand each library function the section it 
   cache_dir.
 - ``features``, ``sampling``, ``encoder``: where features come from and how they are made.
 - ``model``: the model section as written (free-form; checked by the model registry).
-- ``train``, ``dense`` (the per-frame tasks), ``frames`` (the config's ``frame_clips``: how the
-  video task samples, augments and views a clip's frames), ``demo``.
+- ``train`` (:class:`TrainConfig`, the trainer's), ``dense`` (the per-frame tasks), ``frames``
+  (the config's ``frame_clips``: how the video task samples, augments and views a clip's
+  frames), ``demo``.
+
+The sections are the types of the packages that read them (features, data, evaluation); the
+runtime, data and train sections are defined here. The task (``model.task``) is checked against
+:data:`crt_video.task_kinds.TASK_KINDS`; this layer knows no task's work (:mod:`crt_video.tasks`).
 
 ``source`` keeps the merged dict: what a work folder's config copy and a checkpoint record.
 """
@@ -23,8 +28,6 @@ from typing import Any
 
 from crt_video.config import load_config
 from crt_video.data.frame_clips import FrameClipConfig
-from crt_video.engine.distributed import DEFAULT_TIMEOUT_MINUTES, check_device_name
-from crt_video.engine.train_task import TrainConfig
 from crt_video.errors import ConfigError
 from crt_video.evaluation.detection import DenseConfig
 from crt_video.features.frame_encoder import FrameEncoderConfig
@@ -32,9 +35,12 @@ from crt_video.features.npy_features import FeaturesConfig
 from crt_video.features.source import FeatureSource
 from crt_video.features.video import SamplingConfig
 from crt_video.models.registry import model_config
-from crt_video.tasks import Task, task_of
+from crt_video.task_kinds import TaskKind, task_kind
+from crt_video.utils.distributed import DEFAULT_TIMEOUT_MINUTES, check_device_name
+from crt_video.utils.sections import optional_section, section_from_dict
 
 DEFAULT_CACHE_DIR = "work_dirs/cache"
+OPTIMIZERS = ("adamw", "sgd")
 # The repository's configs, for benchmarks and tests run from a source checkout.
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -77,7 +83,7 @@ class DataConfig:
     class_file: str | None = None
     cache_dir: str | None = DEFAULT_CACHE_DIR
 
-    def check_for(self, task: Task) -> None:
+    def check_for(self, task: TaskKind) -> None:
         for key, valid in (("protocol", task.protocols), ("val_mode", task.val_modes)):
             value = getattr(self, key)
             if value not in valid:
@@ -89,6 +95,66 @@ class DataConfig:
     def cache(self) -> Path:
         """Where annotations and features are cached, shared by every config."""
         return Path(self.cache_dir or DEFAULT_CACHE_DIR).expanduser()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The ``train`` section of a config."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2
+    grad_clip: float | None = 1.0
+    balanced_sampling: bool = True
+    crop_ratio: tuple[float, float] | None = (0.8, 1.0)
+    num_workers: int = 0
+    amp: bool = True
+    # A checkpoint's weights to start from (mmaction2's load_from): the weights only, with a new
+    # optimizer and schedule from epoch 1, unlike --resume.
+    load_from: str | None = None
+    optimizer: str = "adamw"  # or 'sgd' (with momentum), TimeSformer's
+    momentum: float = 0.9
+    # None: cosine decay after the warmup; else the epochs at which the rate drops 10x each
+    # time (TimeSformer's steps_with_relative_lrs, e.g. (11, 14) of 15 epochs).
+    lr_steps: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_dict(cls, section: dict) -> TrainConfig:
+        return section_from_dict(cls, section, "train")
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ConfigError(f"train.{key}={getattr(self, key)!r} must be a positive integer")
+        if not self.lr > 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ConfigError(
+                f"train.lr={self.lr!r} must be > 0, train.weight_decay and train.warmup_epochs >= 0"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"train.optimizer={self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.lr_steps is not None:
+            if not isinstance(self.lr_steps, list | tuple) or sorted(self.lr_steps) != list(
+                self.lr_steps
+            ):
+                raise ConfigError(
+                    f"train.lr_steps={self.lr_steps!r} must be None or increasing epochs"
+                )
+            object.__setattr__(self, "lr_steps", tuple(float(e) for e in self.lr_steps))
+        if self.crop_ratio is not None:
+            if not isinstance(self.crop_ratio, list | tuple) or len(self.crop_ratio) != 2:
+                raise ConfigError(
+                    f"train.crop_ratio={self.crop_ratio!r} must be (low, high) or None"
+                )
+            low, high = self.crop_ratio
+            if not 0 < low <= high <= 1:
+                raise ConfigError(
+                    f"train.crop_ratio={self.crop_ratio!r} needs 0 < low <= high <= 1"
+                )
+            object.__setattr__(self, "crop_ratio", (float(low), float(high)))
 
 
 @dataclass(frozen=True)
@@ -106,9 +172,9 @@ class RunConfig:
     source: dict = field(repr=False, compare=False)
 
     @property
-    def task(self) -> Task:
-        """The adapter of ``model.task``."""
-        return task_of(self.model)
+    def task(self) -> TaskKind:
+        """The task ``model.task`` names; :func:`crt_video.tasks.task_of` gives its work."""
+        return task_kind(self.model)
 
     @property
     def feature_source(self) -> FeatureSource:
@@ -151,7 +217,7 @@ def run_config_from(path: str | os.PathLike, **sections: Any) -> RunConfig:
 def _parse(cfg: dict) -> RunConfig:
     model = cfg["model"]
     model_settings = model_config(model)[1]
-    task = task_of(model)
+    task = task_kind(model)
     data = DataConfig(**_pick(cfg, _DATA_KEYS))
     data.check_for(task)
     runtime = RuntimeConfig(
@@ -167,8 +233,8 @@ def _parse(cfg: dict) -> RunConfig:
         runtime=runtime,
         data=data,
         features=features,
-        sampling=_section(SamplingConfig, cfg.get("sampling")),
-        encoder=_section(FrameEncoderConfig, cfg.get("encoder")),
+        sampling=optional_section(SamplingConfig, cfg.get("sampling")),
+        encoder=optional_section(FrameEncoderConfig, cfg.get("encoder")),
         model=model,
         train=TrainConfig.from_dict(cfg["train"]),
         dense=DenseConfig.from_dict(cfg.get("dense")),
@@ -197,10 +263,6 @@ def _require_feature_sections(cfg: dict, task: str, features: FeaturesConfig) ->
             f"missing {' and '.join(missing)}: model.task={task!r} reads features; inherit "
             "_base_/models/crt.py and a _base_/datasets file as configs/smarthome_cs.py does"
         )
-
-
-def _section(cls: type, section: dict | None) -> Any:
-    return None if section is None else cls.from_dict(section)
 
 
 def _pick(cfg: dict, keys: tuple[str, ...]) -> dict[str, Any]:

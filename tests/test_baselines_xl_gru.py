@@ -8,6 +8,7 @@ from crt_video.engine.feature_stream import FeatureChunk
 from crt_video.engine.inference import SegmentRunner
 from crt_video.errors import ConfigError
 from crt_video.models import build_model
+from crt_video.models.streaming import StreamingModel
 from crt_video.models.transformer import sinusoidal_positions
 from crt_video.models.xl import offset_encodings, relative_positions
 from crt_video.utils.flops import count_flops
@@ -21,6 +22,14 @@ def build(type_: str, task: str = "clip", **overrides) -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = {"type": type_, "task": task, **SMALL, **overrides}
     return build_model(cfg, IN_DIM, NUM_CLASSES, frame_rate=4.0).double().eval()
+
+
+@pytest.mark.parametrize("type_", ["crt", "xl", "gru", "segment", "full", "meanpool"])
+def test_the_recurrent_models_implement_the_streaming_step(type_):
+    streams = type_ in ("crt", "xl", "gru")
+    model = build_model({"type": type_, **SMALL}, IN_DIM, NUM_CLASSES, frame_rate=4.0)
+    assert isinstance(model, StreamingModel) == streams
+    assert SegmentRunner(model, S).streaming == streams
 
 
 def randn(*shape: int) -> torch.Tensor:

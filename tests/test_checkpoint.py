@@ -15,9 +15,11 @@ from crt_video.engine.checkpoint import (
     CONVERT_COMMAND,
     load_checkpoint,
     load_model,
+    open_checkpoint,
     save_checkpoint,
 )
 from crt_video.errors import CheckpointError
+from crt_video.evaluation.detection import DenseConfig
 from crt_video.models import build_model
 from crt_video.models.crt import CRTConfig
 
@@ -193,3 +195,21 @@ def test_new_checkpoints_keep_the_new_defaults(tmp_path):
     assert "memory_read" not in ckpt["config"]["model"]
     assert loaded.memory_read == "sequence" and loaded.positions is not None
     assert CRTConfig.position_dim is None and loaded.positions.cell.hidden_size == 16
+
+
+@pytest.mark.parametrize("name", ["crt_0.1.0_clip.pth", "crt_0.2.0_dense.pth"])
+def test_opening_parses_the_config_once_older_checkpoints_lack_sections(name):
+    ckpt = open_checkpoint(DATA / name)
+    assert ckpt.path == str(DATA / name) and ckpt.model["type"] == "crt"
+    assert ckpt.task.name == ("dense" if "dense" in name else "clip")
+    assert ckpt.sampling is None and ckpt.encoder is None and ckpt.dense == DenseConfig()
+    assert open_checkpoint(ckpt) is ckpt
+
+
+def test_a_bad_section_in_a_checkpoints_config_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    content = checkpoint_content()
+    content["config"]["sampling"] = {"fps": 4.0, "rate": 2}
+    save_checkpoint(path, **content)
+    with pytest.raises(CheckpointError, match=rf"{path}: its config: unknown key sampling.rate"):
+        open_checkpoint(path)

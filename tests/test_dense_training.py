@@ -16,12 +16,12 @@ from crt_video.data.feature_dataset import FeatureData
 from crt_video.data.tsu import TSUVideo
 from crt_video.data.window_dataset import collate_windows
 from crt_video.engine.checkpoint import load_checkpoint, load_model
-from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo
 from crt_video.engine.trainer import train
 from crt_video.errors import CheckpointError
 from crt_video.features.store import FeatureStore
 from crt_video.run_config import CONFIGS_DIR, run_config_from
 from crt_video.tasks.dense import dense_task
+from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo
 from tests.test_trainer import interrupt_at_epoch_3
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def test_torchrun_trains_a_crt_whose_memory_cell_gets_no_gradient(tmp_path):
     script.write_text(
         "import sys, torch\n"
         "from pathlib import Path\n"
-        "from crt_video.engine.distributed import init_distributed\n"
+        "from crt_video.utils.distributed import init_distributed\n"
         "from tests.test_dense_training import dense_cfg, make_video_data, train_dense\n"
         "info = init_distributed(torch.device('cpu'))\n"
         "root = Path(sys.argv[1])\n"

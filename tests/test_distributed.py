@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from crt_video.engine.distributed import resolve_device
 from crt_video.errors import ConfigError
+from crt_video.utils.distributed import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def test_cuda_n_picks_that_gpu_and_checks_it_exists(monkeypatch):
 RANKS_SCRIPT = """
 import json, sys, time
 from pathlib import Path
-from crt_video.engine.distributed import barrier, distributed_session, gather_through_files
+from crt_video.utils.distributed import barrier, distributed_session, gather_through_files
 out, mode = Path(sys.argv[2]), sys.argv[3]
 with distributed_session("cpu", float(sys.argv[1])) as (device, info):
     if info.rank == 1:

@@ -14,6 +14,7 @@ from crt_video.engine.checkpoint import load_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.errors import CheckpointError
 from crt_video.models.crt import CRTState
+from crt_video.models.streaming import StreamingModel
 
 pytest.importorskip("onnxruntime")
 onnx_export = pytest.importorskip("crt_video.engine.onnx_export")
@@ -83,7 +84,7 @@ def test_exported_step_takes_two_streams_at_once(exported, any_batch):
     before the step graph took any batch step the two one at a time."""
     _, export_dir = exported
     step = onnx_export.onnx_labeler(export_dir).runner.model
-    assert step.any_batch
+    assert isinstance(step, StreamingModel) and step.any_batch
     step.any_batch = any_batch
     segments = torch.randn(2, 4, json.loads((export_dir / "crt.json").read_text())["feature_dim"])
     _, state = step.step(segments[:1], step.init_state(1))

@@ -15,9 +15,9 @@ from sklearn.metrics import balanced_accuracy_score
 
 from crt_video.data.annotations import annotation_path, read_annotations
 from crt_video.data.smarthome import class_names
-from crt_video.engine.distributed import SINGLE_PROCESS
 from crt_video.run_config import DataConfig
 from crt_video.tasks.clip import prepare_annotations
+from crt_video.utils.distributed import SINGLE_PROCESS
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

@@ -26,6 +26,8 @@ from crt_video.engine.evaluate import predict
 from crt_video.engine.trainer import train
 from crt_video.features.store import FeatureStore
 from crt_video.run_config import CONFIGS_DIR, RunConfig, run_config_from
+from crt_video.tasks import task_of
+from crt_video.utils.distributed import SINGLE_PROCESS
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Getup", "Sitdown", "Walk")
@@ -55,6 +57,13 @@ def make_clip_data(root: Path, clips_per_class=(12, 4, 2), seed: int = 0) -> Fea
 
 def train_cfg(epochs: int = 2, **train) -> RunConfig:
     return run_config_from(CONFIGS_DIR / "demo.py", **train_sections(epochs, **train))
+
+
+def fit(run: RunConfig, data: FeatureData, work_dir: Path, resume: str | None = None) -> Path:
+    """:func:`train` on the CPU with the config's task, as the pipeline runs it."""
+    cpu = torch.device("cpu")
+    task = task_of(run.model).training(run, data, cpu, SINGLE_PROCESS)
+    return train(run, data, work_dir, cpu, resume=resume, task=task)
 
 
 def train_sections(epochs: int = 2, **train) -> dict:
@@ -119,7 +128,7 @@ def test_random_crop_is_reproducible_per_epoch(tmp_path):
 
 def test_training_learns_writes_checkpoints_log_and_predicts(tmp_path):
     data = make_clip_data(tmp_path / "store")
-    best = train(train_cfg(epochs=4), data, tmp_path, torch.device("cpu"))
+    best = fit(train_cfg(epochs=4), data, tmp_path)
     assert best == tmp_path / "best.pth" and best.exists() and (tmp_path / "last.pth").exists()
     ckpt = load_checkpoint(best)
     assert ckpt["class_names"] == list(CLASSES)
@@ -154,20 +163,12 @@ def interrupt_at_epoch_3(monkeypatch, run) -> None:
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
     data = make_clip_data(tmp_path / "store")
     cfg = train_cfg(epochs=3)
-    train(cfg, data, tmp_path / "straight", torch.device("cpu"))
+    fit(cfg, data, tmp_path / "straight")
 
-    interrupt_at_epoch_3(
-        monkeypatch, lambda: train(cfg, data, tmp_path / "resumed", torch.device("cpu"))
-    )
+    interrupt_at_epoch_3(monkeypatch, lambda: fit(cfg, data, tmp_path / "resumed"))
     assert load_checkpoint(tmp_path / "resumed" / "last.pth")["epoch"] == 2
 
-    train(
-        cfg,
-        data,
-        tmp_path / "resumed",
-        torch.device("cpu"),
-        resume=str(tmp_path / "resumed" / "last.pth"),
-    )
+    fit(cfg, data, tmp_path / "resumed", resume=str(tmp_path / "resumed" / "last.pth"))
     straight = load_checkpoint(tmp_path / "straight" / "last.pth")["model"]
     resumed = load_checkpoint(tmp_path / "resumed" / "last.pth")["model"]
     assert all(torch.allclose(straight[k], resumed[k]) for k in straight)
@@ -183,7 +184,7 @@ def test_torchrun_two_cpu_ranks_gather_exactly_all_clips(tmp_path):
     script.write_text(
         "import sys, numpy as np, pandas as pd, torch\n"
         "from crt_video.features.store import FeatureStore\n"
-        "from crt_video.engine.distributed import init_distributed\n"
+        "from crt_video.utils.distributed import init_distributed\n"
         "from crt_video.engine.evaluate import predict\n"
         "from crt_video.models import build_model\n"
         "info = init_distributed(torch.device('cpu'))\n"
@@ -224,7 +225,7 @@ def test_tied_validation_keeps_the_epoch_with_lower_validation_loss(tmp_path):
     val = data.splits["val"].copy()
     val["label_id"] = 0  # every validation clip has one label: mCA is top-1 of class 0
     data.splits["val"] = val
-    train(train_cfg(epochs=4, crop_ratio=None), data, tmp_path, torch.device("cpu"))
+    fit(train_cfg(epochs=4, crop_ratio=None), data, tmp_path)
     log = pd.read_csv(tmp_path / "log.csv")
     assert {"val_loss", "val_mean_class_accuracy", "train_top1"} <= set(log.columns)
     best_rows = log[log["val_mean_class_accuracy"] == log["val_mean_class_accuracy"].max()]
@@ -260,13 +261,12 @@ def test_dropout_seed_differs_per_rank_and_is_reproducible():
 def test_training_log_lines_without_a_terminal_hold_no_progress_bar(tmp_path):
     """A run redirected to a file (stderr not a terminal) writes epoch lines, no bar frames."""
     script = (
-        "import sys, torch\n"
+        "import sys\n"
         f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
         "from pathlib import Path\n"
-        "from test_trainer import make_clip_data, train_cfg\n"
-        "from crt_video.engine.trainer import train\n"
+        "from test_trainer import fit, make_clip_data, train_cfg\n"
         f"root = Path({str(tmp_path)!r})\n"
-        "train(train_cfg(epochs=2), make_clip_data(root / 'store'), root, torch.device('cpu'))\n"
+        "fit(train_cfg(epochs=2), make_clip_data(root / 'store'), root)\n"
     )
     log = tmp_path / "stderr.txt"
     with open(log, "w") as f:

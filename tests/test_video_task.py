@@ -12,9 +12,10 @@ import torch
 from crt_video.engine import trainer
 from crt_video.engine.checkpoint import load_checkpoint
 from crt_video.engine.clip_inference import FrameWindowLabeler
-from crt_video.engine.pipeline import run_pipeline
 from crt_video.errors import CheckpointError, ConfigError
+from crt_video.pipeline import run_pipeline
 from crt_video.run_config import CONFIGS_DIR, load_run_config
+from crt_video.tasks import task_of
 from tests.test_pipeline import run_tool
 
 CPU = torch.device("cpu")
@@ -48,7 +49,7 @@ def stage1(tmp_path_factory) -> Path:
     """A TimeSformer trained on the demo clips, one of them corrupt."""
     root = tmp_path_factory.mktemp("video")
     run = load_run_config(CONFIGS_DIR / "crvit_demo.py", tiny_options(root, "timesformer"))
-    video_dir = run.task.video_dir(run)
+    video_dir = task_of(run.model).video_dir(run)
     (video_dir / "Walk_p03_r09_v01_c01.mp4").write_bytes(b"not a video")
     run_pipeline(run, root / "stage1", device=CPU)
     return root

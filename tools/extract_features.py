@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 
 from crt_video.data.video_files import VIDEO_SUFFIXES, list_videos
-from crt_video.engine.distributed import DistInfo, distributed_session
 from crt_video.errors import DatasetError
 from crt_video.features.source import extract_to_cache
 from crt_video.run_config import RunConfig, load_run_config
+from crt_video.tasks import task_of
 from crt_video.utils.cli import run_cli
+from crt_video.utils.distributed import DistInfo, distributed_session
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,7 +68,7 @@ def _extract(
         if not video_dir.is_dir():
             raise DatasetError(f"--video-dir {video_dir} is not a folder of video clips")
     else:
-        video_dir = run.task.video_dir(run, dist_info)
+        video_dir = task_of(run.model).video_dir(run, dist_info)
     videos = list_videos(video_dir)
     if not videos:
         raise DatasetError(

@@ -11,7 +11,7 @@ video of any length runs in constant memory. --json writes one object
 {"video", "top_k": [{"label", "score"}], "timeline": [{"start", "end", "label", "score"}]} for one
 video and a list of them for several (videos that fail to decode are left out and reported);
 each object also holds the video's "duration" in seconds. Scores are softmax probabilities.
-With a TSU (dense) checkpoint it prints and writes {"video", "duration", "intervals": [{"label",
+With a TSU detection checkpoint it prints and writes {"video", "duration", "intervals": [{"label",
 "start", "end", "score"}]} instead: activity intervals in seconds, which may overlap.
 
 A live SOURCE is "-" (standard input: any container FFmpeg reads from a pipe, e.g. MPEG-TS), a URL
@@ -34,23 +34,21 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import IO
 
-from crt_video.engine.checkpoint import load_checkpoint
-from crt_video.engine.clip_inference import FrameWindowLabeler
-from crt_video.engine.dense_inference import detect_videos
-from crt_video.engine.distributed import DEVICE_NAMES, check_device_name, resolve_device
+from crt_video.engine.checkpoint import open_checkpoint
 from crt_video.engine.inference import (
     DEFAULT_WINDOW_SECONDS,
     LONG_VIDEO_SECONDS,
     SegmentLabel,
-    VideoLabeler,
+    top_k_labels,
 )
+from crt_video.engine.labeler import Labeler
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, STDIN, is_live_source
-from crt_video.errors import CheckpointError, ConfigError, VideoDecodeError
+from crt_video.errors import ConfigError, VideoDecodeError
 from crt_video.evaluation.plots import plot_timeline
 from crt_video.features.precision import PRECISIONS
-from crt_video.models.registry import task_name
 from crt_video.tasks import task_of
 from crt_video.utils.cli import run_cli
+from crt_video.utils.distributed import DEVICE_NAMES, check_device_name, resolve_device
 from crt_video.utils.io import atomic_write_json
 
 
@@ -138,41 +136,15 @@ def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argpa
     return args
 
 
-def format_result(result: dict) -> str:
-    lines = [result.get("video") or result["source"]]
-    lines += [f"{item['label']}: {item['score']:.4f}" for item in result["top_k"]]
-    if result["timeline"]:
-        width = max(len("label"), *(len(item["label"]) for item in result["timeline"]))
-        lines.append(f"{'start':>9} {'end':>9}  {'label':<{width}}  score")
-        lines += [
-            f"{item['start']:>9.2f} {item['end']:>9.2f}  {item['label']:<{width}}  {item['score']:.4f}"
-            for item in result["timeline"]
-        ]
-    if "frames_dropped" in result:
-        lines.append(
-            f"{result['frames_sampled']} frames sampled, {result['frames_dropped']} dropped "
-            "(the encoder could not keep up)"
-        )
-    return "\n".join(lines)
-
-
-def timeline_windows(result: dict) -> list[tuple[float, float, str, float]]:
-    """The timeline's windows; without a timeline, the whole video as one window."""
-    if result["timeline"]:
-        return [(w["start"], w["end"], w["label"], w["score"]) for w in result["timeline"]]
-    best = result["top_k"][0]
-    return [(0.0, result["duration"], best["label"], best["score"])]
-
-
 def plot_path(plot: Path, video: Path, several: bool) -> Path:
     return plot.with_name(f"{plot.stem}_{video.stem}{plot.suffix}") if several else plot
 
 
-def segment_writer(labeler: VideoLabeler, out: IO[str], top_k: int):
+def segment_writer(labeler: Labeler, out: IO[str], top_k: int):
     """A callback writing each segment's label as one JSON line, flushed at once."""
 
     def write(segment: SegmentLabel) -> None:
-        ranked = labeler.top_k(segment.logits, top_k)
+        ranked = top_k_labels(labeler.class_names, segment.logits, top_k)
         line = {"time": round(segment.time, 3), **ranked[0], "top_k": ranked}
         out.write(json.dumps(line) + "\n")
         out.flush()
@@ -188,19 +160,17 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-def label_live(labeler: VideoLabeler, args: argparse.Namespace, on_segment, report: IO[str]) -> int:
+def label_live(labeler: Labeler, args: argparse.Namespace, on_segment, report: IO[str]) -> int:
     source = args.videos[0]
     window = DEFAULT_WINDOW_SECONDS if args.window is None else args.window
     result = labeler.label_live(
         source, args.top_k, window, on_segment, stop_on_signals(), args.timeout
     )
-    print(format_result(result), file=report, flush=True)
+    print(labeler.describe(result), file=report, flush=True)
     if args.json:
         atomic_write_json(args.json, result)
-    if args.plot:
-        plot_timeline(
-            timeline_windows(result), args.plot, "standard input" if source == STDIN else source
-        )
+    if args.plot and (windows := labeler.timeline(result)):
+        plot_timeline(windows, args.plot, "standard input" if source == STDIN else source)
     if result["error"]:
         print(f"error: {result['error']}", file=sys.stderr)
         return 2
@@ -209,9 +179,7 @@ def label_live(labeler: VideoLabeler, args: argparse.Namespace, on_segment, repo
     return 0
 
 
-def label_files(
-    labeler: VideoLabeler, args: argparse.Namespace, on_segment, report: IO[str]
-) -> int:
+def label_files(labeler: Labeler, args: argparse.Namespace, on_segment, report: IO[str]) -> int:
     videos = [Path(video) for video in args.videos]
     several = len(videos) > 1
     results, failed = [], []
@@ -223,11 +191,9 @@ def label_files(
             failed.append(video)
             continue
         results.append(result)
-        print(format_result(result), file=report, flush=True)
-        if args.plot:
-            plot_timeline(
-                timeline_windows(result), plot_path(args.plot, video, several), video.name
-            )
+        print(labeler.describe(result), file=report, flush=True)
+        if args.plot and (windows := labeler.timeline(result)):
+            plot_timeline(windows, plot_path(args.plot, video, several), video.name)
     if args.json and results:
         atomic_write_json(args.json, results if several else results[0])
     if failed:
@@ -242,23 +208,15 @@ def label_files(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.runtime == "onnx":
+    if args.runtime == "onnx":  # an export folder, not a checkpoint
         from crt_video.engine.onnx_export import onnx_labeler
 
         labeler = onnx_labeler(args.checkpoint)
     else:
-        ckpt = load_checkpoint(args.checkpoint)
-        device = resolve_device(args.device)
-        if task_name(ckpt) == "dense":  # a TSU detector: activity intervals instead of clip labels
-            return detect_videos(args.videos, ckpt, device, args.json)
-        if not task_of(ckpt).reads_features:  # an end-to-end model: it reads frames
-            if args.live:
-                raise CheckpointError(
-                    f"{args.checkpoint}: live sources need a model on features (model.task=clip)"
-                )
-            labeler = FrameWindowLabeler.from_checkpoint(ckpt, device, args.carry_memory)
-        else:
-            labeler = VideoLabeler.from_checkpoint(ckpt, device, args.precision)
+        checkpoint = open_checkpoint(args.checkpoint)
+        labeler = task_of(checkpoint.model).labeler(
+            checkpoint, resolve_device(args.device), args.precision, args.carry_memory
+        )
     # With --jsonl - the segment lines own stdout; the summary goes to stderr.
     report = sys.stderr if args.jsonl == "-" else sys.stdout
     if args.jsonl in (None, "-"):

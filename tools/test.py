@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 
 from crt_video.data.splits import SPLITS
-from crt_video.engine.distributed import distributed_session
-from crt_video.engine.pipeline import test_checkpoint
+from crt_video.pipeline import test_checkpoint
 from crt_video.run_config import load_run_config
+from crt_video.tasks import task_of
 from crt_video.utils.cli import run_cli
+from crt_video.utils.distributed import distributed_session
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not dist_info.is_main:
         return 0
-    print(f"{args.split}: {run.task.summary(metrics)}")
+    print(f"{args.split}: {task_of(run.model).summary(metrics)}")
     print(f"report: {out_dir}")
     return 0
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from crt_video.engine.distributed import distributed_session
-from crt_video.engine.pipeline import run_pipeline
+from crt_video.pipeline import run_pipeline
 from crt_video.run_config import load_run_config
 from crt_video.utils.cli import run_cli
+from crt_video.utils.distributed import distributed_session
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -51,6 +51,8 @@ from crt_video.features.store import FeatureStore
 from crt_video.features.video import SamplingConfig
 from crt_video.models import build_model
 from crt_video.run_config import CONFIGS_DIR, run_config_from
+from crt_video.tasks import task_of
+from crt_video.utils.distributed import SINGLE_PROCESS
 from crt_video.utils.flops import count_flops
 from crt_video.utils.io import atomic_write_json
 
@@ -128,8 +130,10 @@ def _train_and_score(job: dict) -> dict:
     splits = fold_splits(table, job["fold"], job["folds"])
     data = FeatureData(store, splits, CLASS_NAMES, job["identity"])
     run = run_config_from(CONFIGS_DIR / "smarthome_cs.py", **job["cfg"], seed=job["fold"])
+    cpu = torch.device("cpu")
     started = time.perf_counter()
-    best = train(run, data, Path(job["work_dir"]), torch.device("cpu"))
+    training = task_of(run.model).training(run, data, cpu, SINGLE_PROCESS)
+    best = train(run, data, Path(job["work_dir"]), cpu, task=training)
     seconds = time.perf_counter() - started
     ckpt = load_checkpoint(best)
     epoch = int(ckpt["epoch"])

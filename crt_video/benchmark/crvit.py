@@ -31,9 +31,10 @@ from crt_video.benchmark.model import (
 )
 from crt_video.data.demo import ORDER_CLASSES
 from crt_video.engine.checkpoint import load_model
-from crt_video.engine.pipeline import run_pipeline
 from crt_video.models import build_model
+from crt_video.pipeline import run_pipeline
 from crt_video.run_config import CONFIGS_DIR, RunConfig, load_run_config
+from crt_video.tasks import task_of
 from crt_video.tasks.video import score_views
 from crt_video.utils.cpu import cpu_name
 from crt_video.utils.flops import counted_forward
@@ -110,7 +111,7 @@ def demo_rows(out_dir: Path, options: list[str]) -> dict:
         seconds = time.perf_counter() - started
         model, ckpt = load_model(work_dir / "best.pth")
         train_top1 = train_top1_at(work_dir, ckpt["epoch"])
-        data = run.task.prepare_data(run, CPU, ("test",))
+        data = task_of(run.model).prepare_data(run, CPU, ("test",))
         variants = {name: model}
         if run.model["type"] == "crvit":
             variants[f"{name}, memory zeroed"] = ZeroMemory(model)

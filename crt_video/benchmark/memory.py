@@ -39,9 +39,10 @@ from crt_video.data.tsu import frame_targets
 from crt_video.data.tsu_generated import generator_of
 from crt_video.engine.checkpoint import load_model
 from crt_video.engine.evaluate import predict_logits
-from crt_video.engine.pipeline import run_pipeline
 from crt_video.evaluation.detection import average_precision
+from crt_video.pipeline import run_pipeline
 from crt_video.run_config import CONFIGS_DIR, RunConfig, load_run_config
+from crt_video.tasks import task_of
 from crt_video.tasks.dense import video_features
 from crt_video.utils.io import atomic_write_json
 
@@ -207,7 +208,7 @@ def _config_model(job: dict) -> dict:
 
 def _prepare_data(job: dict) -> None:
     run = _run_config(job)
-    run.task.prepare_data(run, torch.device("cpu"))
+    task_of(run.model).prepare_data(run, torch.device("cpu"))
 
 
 def run_one(job: dict) -> dict:
@@ -238,7 +239,7 @@ def run_one(job: dict) -> dict:
 def test_scores(run: RunConfig, checkpoint: Path, family: Family) -> dict:
     """Per test video: the memory class's frame scores, which frames carry it, and the gap (s)
     before each of those frames' events (NaN elsewhere)."""
-    data = run.task.prepare_data(run, torch.device("cpu"), ("test",))
+    data = task_of(run.model).prepare_data(run, torch.device("cpu"), ("test",))
     model, _ = load_model(checkpoint, task="dense", class_names=data.class_names)
     videos = data.splits["test"]
     with torch.no_grad():

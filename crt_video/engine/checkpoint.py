@@ -2,8 +2,10 @@
 
 They are plain data (tensors, numbers, strings, lists, dicts) so that they load with
 ``torch.load(weights_only=True)``: opening a checkpoint never runs code from the file.
-:func:`load_model` is the one place where a checkpoint is checked against what the caller has
-(class list, encoder, feature size) before its weights are used.
+:func:`open_checkpoint` parses the config a checkpoint records once into the run config's
+sections (:class:`Checkpoint`); :func:`model_from_checkpoint` is the one place where a checkpoint
+is checked against what the caller has (class list, encoder, feature size) before its weights
+are used.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pickle
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +25,76 @@ import torch
 from torch import nn
 
 import crt_video
-from crt_video.errors import CheckpointError
+from crt_video.errors import CheckpointError, ConfigError
+from crt_video.evaluation.detection import DenseConfig
+from crt_video.features.frame_encoder import FrameEncoderConfig
+from crt_video.features.video import SamplingConfig
+from crt_video.models import build_model
 from crt_video.models.crt import resolve_trained_defaults
+from crt_video.task_kinds import TaskKind, task_kind
 from crt_video.utils.io import atomic_write
 from crt_video.utils.logging import get_logger
+from crt_video.utils.sections import optional_section
 
 REQUIRED_KEYS = ("config", "class_names", "encoder_identity", "feature_dim", "model")
 CONVERT_COMMAND = "python tools/convert_checkpoint.py"
 HEAD_PREFIX = "head."  # every model's classifier
 
 logger = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """An opened checkpoint: its config parsed once into the run config's sections, and what
+    training recorded beside it. One saved by an older crt_video may lack the sampling and
+    encoder sections (None here) and the dense one (its defaults here)."""
+
+    path: str
+    task: TaskKind  # the model section's task
+    model: dict  # the model section, with the defaults it was trained with resolved
+    sampling: SamplingConfig | None
+    encoder: FrameEncoderConfig | None
+    dense: DenseConfig
+    class_names: tuple[str, ...]
+    encoder_identity: dict
+    feature_dim: int
+    weights: dict  # the model's state dict
+
+    @classmethod
+    def from_dict(cls, ckpt: dict) -> Checkpoint:
+        """A checkpoint dict as :func:`load_checkpoint` returns it, its config parsed."""
+        config = ckpt["config"]
+        if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+            raise CheckpointError(
+                f"{_name(ckpt)}: its config has no model section; "
+                "use best.pth or last.pth from a training work dir"
+            )
+        try:
+            sections = {
+                "task": task_kind(config["model"]),
+                "sampling": optional_section(SamplingConfig, config.get("sampling")),
+                "encoder": optional_section(FrameEncoderConfig, config.get("encoder")),
+                "dense": DenseConfig.from_dict(config.get("dense")),
+            }
+        except ConfigError as err:
+            raise CheckpointError(f"{_name(ckpt)}: its config: {err}") from None
+        return cls(
+            path=_name(ckpt),
+            model=config["model"],
+            class_names=tuple(ckpt["class_names"]),
+            encoder_identity=ckpt["encoder_identity"],
+            feature_dim=ckpt["feature_dim"],
+            weights=ckpt["model"],
+            **sections,
+        )
+
+
+def open_checkpoint(source: Checkpoint | dict | str | os.PathLike) -> Checkpoint:
+    """A checkpoint file (read by :func:`load_checkpoint`) or dict, opened; a
+    :class:`Checkpoint` as it is."""
+    if isinstance(source, Checkpoint):
+        return source
+    return Checkpoint.from_dict(source if isinstance(source, dict) else load_checkpoint(source))
 
 
 def to_plain(value: Any, where: str = "checkpoint") -> Any:
@@ -184,69 +247,66 @@ def load_model(
 
 
 def model_from_checkpoint(
-    ckpt: dict,
+    ckpt: Checkpoint | dict,
     *,
     task: str | None = None,
     class_names: list[str] | tuple[str, ...] | None = None,
     encoder_identity: dict | None = None,
     feature_dim: int | None = None,
 ) -> nn.Module:
-    """:func:`load_model` for a checkpoint dict already loaded by :func:`load_checkpoint`."""
-    from crt_video.models import build_model
-    from crt_video.models.registry import task_name
-
-    if task is not None and task_name(ckpt) != task:
+    """:func:`load_model` for a checkpoint already opened (or loaded by :func:`load_checkpoint`)."""
+    ckpt = open_checkpoint(ckpt)
+    if task is not None and ckpt.task.name != task:
         raise CheckpointError(
-            f"{_name(ckpt)}: a {task_name(ckpt)} checkpoint, but this config's model.task is "
+            f"{ckpt.path}: a {ckpt.task.name} checkpoint, but this config's model.task is "
             f"{task!r}; use the best.pth that tools/train.py wrote with this config"
         )
     if class_names is not None:
         check_class_names(list(class_names), ckpt)
     if encoder_identity is not None:
         check_encoder_identity(encoder_identity, ckpt)
-    if feature_dim is not None and feature_dim != ckpt["feature_dim"]:
+    if feature_dim is not None and feature_dim != ckpt.feature_dim:
         raise CheckpointError(
-            f"{_name(ckpt)}: model expects {ckpt['feature_dim']}-d features but encoder "
-            f"{ckpt['encoder_identity'].get('name')} gives {feature_dim}-d; "
+            f"{ckpt.path}: model expects {ckpt.feature_dim}-d features but encoder "
+            f"{ckpt.encoder_identity.get('name')} gives {feature_dim}-d; "
             "the checkpoint's config and weights do not belong together, retrain it"
         )
-    config = ckpt["config"]
-    model_cfg, frame_rate = config["model"], (config.get("sampling") or {}).get("fps")
+    model_cfg, frame_rate = ckpt.model, ckpt.sampling.fps if ckpt.sampling else None
     if frame_rate is None:
         # The frame rate only places the memory gates' initial values, which the weights replace.
         model_cfg = {**model_cfg, "memory_horizon": None}
-    model = build_model(model_cfg, ckpt["feature_dim"], len(ckpt["class_names"]), frame_rate)
+    model = build_model(model_cfg, ckpt.feature_dim, len(ckpt.class_names), frame_rate)
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt.weights)
     except RuntimeError as err:  # weights of another shape or class count
         # The first line only says "Error(s) in loading state_dict"; the next one says which.
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         raise CheckpointError(
-            f"{_name(ckpt)}: its weights do not fit the model its config "
-            f"describes with {len(ckpt['class_names'])} class names ({_short(lines[-1], 160)}); "
+            f"{ckpt.path}: its weights do not fit the model its config "
+            f"describes with {len(ckpt.class_names)} class names ({_short(lines[-1], 160)}); "
             "the class list or config was edited after training, use the file tools/train.py wrote"
         ) from err
     return model.eval()
 
 
-def check_class_names(class_names: list[str], ckpt: dict) -> None:
-    if list(ckpt["class_names"]) != class_names:
+def check_class_names(class_names: list[str], ckpt: Checkpoint) -> None:
+    if list(ckpt.class_names) != class_names:
         raise CheckpointError(
-            f"{_name(ckpt)}: trained on {len(ckpt['class_names'])} classes, this config's protocol "
+            f"{ckpt.path}: trained on {len(ckpt.class_names)} classes, this config's protocol "
             f"has {len(class_names)}; use a checkpoint trained with the same protocol"
         )
 
 
-def check_encoder_identity(identity: dict, ckpt: dict) -> None:
+def check_encoder_identity(identity: dict, ckpt: Checkpoint) -> None:
     """Raise CheckpointError naming the first identity key where an encoder and the checkpoint differ."""
-    built, trained = _plain(identity), _plain(ckpt["encoder_identity"])
+    built, trained = _plain(identity), _plain(ckpt.encoder_identity)
     if built == trained:
         return
     keys = [*trained, *(key for key in built if key not in trained)]
     key = next(key for key in keys if built.get(key) != trained.get(key))
     was, now = _short(repr(trained.get(key))), _short(repr(built.get(key)))
     raise CheckpointError(
-        f"{_name(ckpt)}: trained on features of another encoder ({key} is "
+        f"{ckpt.path}: trained on features of another encoder ({key} is "
         f"{was} in the checkpoint but {now} here); run with the encoder weights the model was "
         "trained with (config encoder.pretrained), or retrain on features from this encoder"
     )

@@ -18,18 +18,19 @@ import torch
 from torch import nn
 
 from crt_video.data.frame_clips import FrameClipConfig, read_test_views
-from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from crt_video.engine.distributed import resolve_device
+from crt_video.engine.checkpoint import Checkpoint, model_from_checkpoint, open_checkpoint
 from crt_video.engine.inference import (
     DEFAULT_WINDOW_SECONDS,
     LONG_VIDEO_SECONDS,
     SegmentLabel,
     WindowPrediction,
+    describe_labels,
     label_summary,
-    top_k_labels,
+    label_timeline,
 )
 from crt_video.errors import CheckpointError
 from crt_video.features.video import probe_video
+from crt_video.utils.distributed import resolve_device
 
 
 class FrameWindowLabeler:
@@ -52,15 +53,15 @@ class FrameWindowLabeler:
     @classmethod
     def from_checkpoint(
         cls,
-        ckpt: dict | str | os.PathLike,
+        ckpt: Checkpoint | dict | str | os.PathLike,
         device: str | torch.device = "cpu",
         carry_memory: bool = False,
     ) -> FrameWindowLabeler:
-        ckpt = ckpt if isinstance(ckpt, dict) else load_checkpoint(ckpt)
+        ckpt = open_checkpoint(ckpt)
         device = device if isinstance(device, torch.device) else resolve_device(device)
-        frames = FrameClipConfig.from_identity(ckpt["encoder_identity"])
+        frames = FrameClipConfig.from_identity(ckpt.encoder_identity)
         model = model_from_checkpoint(ckpt)
-        return cls(model, frames, ckpt["class_names"], device, carry_memory)
+        return cls(model, frames, ckpt.class_names, device, carry_memory)
 
     @torch.inference_mode()
     def windows(
@@ -107,8 +108,17 @@ class FrameWindowLabeler:
             **label_summary(self.class_names, video, timeline, top_k),
         }
 
-    def top_k(self, logits: torch.Tensor, k: int) -> list[dict]:
-        return top_k_labels(self.class_names, logits, k)
+    def label_live(self, source: str, *args, **kwargs) -> dict:
+        raise CheckpointError(
+            f"{source}: live sources need a model on features (model.task=clip); this "
+            "checkpoint's model reads frames"
+        )
+
+    def describe(self, result: dict) -> str:
+        return describe_labels(result)
+
+    def timeline(self, result: dict) -> list[tuple[float, float, str, float]]:
+        return label_timeline(result)
 
 
 def _spans(

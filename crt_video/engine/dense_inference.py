@@ -1,4 +1,4 @@
-"""Activity intervals in a long video from a TSU (dense) checkpoint, for tools/infer.py.
+"""Activity intervals in a long video from a TSU (dense) checkpoint: the dense task's labeler.
 
 The same feature stream and segment runner as clip labelling; a dense CRT is streamed
 segment by segment through its memory (constant memory in the video's length), the dense
@@ -10,16 +10,15 @@ classes may overlap.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
 
+from crt_video.engine.checkpoint import Checkpoint
 from crt_video.engine.feature_stream import FeatureStream
-from crt_video.engine.inference import SegmentRunner
-from crt_video.errors import VideoDecodeError
+from crt_video.engine.inference import SegmentLabel, SegmentRunner
+from crt_video.errors import CheckpointError, VideoDecodeError
 from crt_video.evaluation.detection import DenseConfig, events_from_scores
-from crt_video.utils.io import atomic_write_json
 
 
 class ActivityDetector:
@@ -36,11 +35,12 @@ class ActivityDetector:
         self.dense = dense
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict, device: torch.device) -> ActivityDetector:
-        stream = FeatureStream.from_checkpoint(ckpt, device)
+    def from_checkpoint(
+        cls, ckpt: Checkpoint, device: torch.device, precision: str | None = None
+    ) -> ActivityDetector:
+        stream = FeatureStream.from_checkpoint(ckpt, device, precision)
         runner = SegmentRunner.from_checkpoint(ckpt, stream)
-        dense = DenseConfig.from_dict(ckpt["config"].get("dense"))
-        return cls(stream, runner, ckpt["class_names"], dense)
+        return cls(stream, runner, ckpt.class_names, ckpt.dense)
 
     @torch.inference_mode()
     def frame_scores(self, path: str | os.PathLike) -> tuple[torch.Tensor, float]:
@@ -54,8 +54,17 @@ class ActivityDetector:
             )
         return logits.float().sigmoid().cpu(), video.info.duration
 
-    def detect(self, path: str | os.PathLike) -> dict:
-        """{"video", "duration", "intervals": [{"label", "start", "end", "score"}]} (seconds)."""
+    def label_video(
+        self,
+        path: str | os.PathLike,
+        top_k: int = 5,
+        window: float | None = None,
+        on_segment: Callable[[SegmentLabel], None] | None = None,
+    ) -> dict:
+        """{"video", "duration", "intervals": [{"label", "start", "end", "score"}]} (seconds).
+
+        Every interval is reported: ``top_k``, ``window`` and ``on_segment``, which shape clip
+        labels, do not apply to them."""
         scores, duration = self.frame_scores(path)
         events = events_from_scores(
             scores.numpy(),
@@ -74,27 +83,20 @@ class ActivityDetector:
         ]
         return {"video": str(path), "duration": round(duration, 3), "intervals": intervals}
 
+    def label_live(self, source: str, *args: object, **kwargs: object) -> dict:
+        raise CheckpointError(
+            f"{source}: live sources need a clip model; a dense checkpoint finds activity "
+            "intervals in video files"
+        )
 
-def detect_videos(
-    videos: list[Path], ckpt: dict, device: torch.device, json_path: Path | None = None
-) -> int:
-    """Print each video's intervals; write them to ``json_path`` (a list for several videos)."""
-    detector = ActivityDetector.from_checkpoint(ckpt, device)
-    results, failed = [], []
-    for video in videos:
-        try:
-            result = detector.detect(video)
-        except VideoDecodeError as err:
-            print(f"error: {err}", file=sys.stderr)
-            failed.append(video)
-            continue
-        results.append(result)
-        print(result["video"])
-        print(f"{'start':>9} {'end':>9}  label  score")
-        for item in result["intervals"]:
-            print(
-                f"{item['start']:>9.2f} {item['end']:>9.2f}  {item['label']}  {item['score']:.4f}"
-            )
-    if json_path and results:
-        atomic_write_json(json_path, results if len(videos) > 1 else results[0])
-    return 2 if failed else 0
+    def describe(self, result: dict) -> str:
+        lines = [result["video"], f"{'start':>9} {'end':>9}  label  score"]
+        lines += [
+            f"{item['start']:>9.2f} {item['end']:>9.2f}  {item['label']}  {item['score']:.4f}"
+            for item in result["intervals"]
+        ]
+        return "\n".join(lines)
+
+    def timeline(self, result: dict) -> list[tuple[float, float, str, float]]:
+        """None: --plot draws the windows of clip labels, intervals have no picture."""
+        return []

@@ -14,10 +14,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from crt_video.data.feature_dataset import FeatureClipDataset, FeatureData, collate_clips
-from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, all_gather_objects
 from crt_video.evaluation.metrics import mean_class_accuracy
 from crt_video.evaluation.report import write_evaluation
 from crt_video.features.store import FeatureStore
+from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo, all_gather_objects
 from crt_video.utils.logging import get_logger
 
 logger = get_logger(__name__)

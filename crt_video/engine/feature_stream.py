@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crt_video.engine.checkpoint import Checkpoint
 from crt_video.engine.live import Feed
 from crt_video.errors import CheckpointError, VideoDecodeError
-from crt_video.features.frame_encoder import FrameEncoderConfig, build_frame_encoder
+from crt_video.features.frame_encoder import build_frame_encoder
 from crt_video.features.precision import native_bf16
 from crt_video.features.video import (
-    SamplingConfig,
     VideoInfo,
     iter_frames,
     probe_video,
@@ -71,24 +71,25 @@ class FeatureStream:
 
     @classmethod
     def from_checkpoint(
-        cls, ckpt: dict, device: torch.device, precision: str | None = None
+        cls, ckpt: Checkpoint, device: torch.device, precision: str | None = None
     ) -> FeatureStream:
         """The checkpoint's encoder, in ``precision`` or the nearest one ``device`` runs."""
-        if ckpt["encoder_identity"].get("name") == "npy":
+        if ckpt.encoder_identity.get("name") == "npy":
             raise CheckpointError(
-                f"{ckpt.get('path', 'the checkpoint')}: trained on pre-extracted .npy features, "
+                f"{ckpt.path}: trained on pre-extracted .npy features, "
                 "not on frames its encoder can compute; score those features with tools/test.py"
             )
-        cfg = ckpt["config"]
-        trained = ckpt["encoder_identity"].get("precision")
+        if ckpt.encoder is None or ckpt.sampling is None:
+            raise CheckpointError(
+                f"{ckpt.path}: its config has no encoder and sampling sections to compute "
+                "features with; use best.pth or last.pth from a training work dir"
+            )
+        trained = ckpt.encoder_identity.get("precision")
         precision = precision or inference_precision(trained, device)
         # The batch changes the speed, not the features: the device's best, not extraction's.
-        encoder_cfg = replace(
-            FrameEncoderConfig.from_dict(cfg["encoder"]), precision=precision, batch_size="auto"
-        )
+        encoder_cfg = replace(ckpt.encoder, precision=precision, batch_size="auto")
         encoder = build_frame_encoder(encoder_cfg, device).to(device)
-        sampling = SamplingConfig.from_dict(cfg["sampling"])
-        return cls(encoder, sampling.fps, sampling.max_frames, device)
+        return cls(encoder, ckpt.sampling.fps, ckpt.sampling.max_frames, device)
 
     def sample(self, path: str | os.PathLike) -> SampledVideo:
         """Probes the file (once: decoding reuses it)."""

@@ -13,7 +13,7 @@ the same pass. Windows are whole segments: the requested length is rounded to th
 multiple of ``segment_len / fps`` seconds, at least one segment.
 
 The identity check compares everything but the encoder precision (bf16 and fp32 features agree
-to cosine 0.99996), so either precision labels with the same model. Models without ``step``
+to cosine 0.99996), so either precision labels with the same model. Models that do not stream
 (segment, full, meanpool) are evaluated with ``forward`` on all of the video's features, so
 their memory grows with the video's length.
 """
@@ -27,13 +27,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from crt_video.engine.distributed import resolve_device
+from crt_video.engine.checkpoint import Checkpoint, model_from_checkpoint, open_checkpoint
 from crt_video.engine.feature_stream import FeatureChunk, FeatureStream, segments
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, Feed, open_live, sample_live
 from crt_video.errors import CheckpointError, VideoDecodeError
 from crt_video.features.precision import PRECISION_KEYS, without_precision
+from crt_video.models.streaming import StreamingModel
+from crt_video.utils.distributed import resolve_device
 from crt_video.utils.logging import get_logger
 
 LONG_VIDEO_SECONDS = 30.0
@@ -66,20 +68,26 @@ class VideoPrediction:
 
 
 class SegmentRunner:
-    """A model over feature chunks: segment by segment through its memory where it has ``step``
-    (``init_state``/``step``, as CRT, XL, GRU and the ONNX step graph), else on all at once."""
+    """A model over feature chunks: segment by segment through its memory where it is a
+    :class:`~crt_video.models.streaming.StreamingModel` (CRT, XL, GRU, the ONNX step graph),
+    else on all at once with ``forward``."""
 
-    def __init__(self, model, segment_len: int, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        model: StreamingModel | nn.Module,
+        segment_len: int,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.model, self.segment_len = model, segment_len
         self.device = torch.device(device)
-        self.streaming = callable(getattr(model, "step", None))
+        self.streaming = isinstance(model, StreamingModel)
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict, stream: FeatureStream) -> SegmentRunner:
+    def from_checkpoint(cls, ckpt: Checkpoint, stream: FeatureStream) -> SegmentRunner:
         """The checkpoint's model, checked against the stream's encoder (all but its precision)."""
         model = model_from_checkpoint(
             ckpt,
-            encoder_identity=_with_precision(stream.encoder.identity, ckpt["encoder_identity"]),
+            encoder_identity=_with_precision(stream.encoder.identity, ckpt.encoder_identity),
             feature_dim=stream.encoder.feature_dim,
         ).to(stream.device)
         # A model without segments (the GRU) steps one frame at a time.
@@ -88,7 +96,7 @@ class SegmentRunner:
             logger.warning(
                 "model type %r has no recurrent state: each video is classified from all of its "
                 "features at once, so memory grows with the video's length",
-                ckpt["config"]["model"]["type"],
+                ckpt.model["type"],
             )
         return runner
 
@@ -160,15 +168,15 @@ class VideoLabeler:
     @classmethod
     def from_checkpoint(
         cls,
-        ckpt: dict | str | os.PathLike,
+        ckpt: Checkpoint | dict | str | os.PathLike,
         device: str | torch.device = "cpu",
         precision: str | None = None,
     ) -> VideoLabeler:
         """A checkpoint (or its path)'s encoder and model on ``device`` ('auto' allowed)."""
-        ckpt = ckpt if isinstance(ckpt, dict) else load_checkpoint(ckpt)
+        ckpt = open_checkpoint(ckpt)
         device = device if isinstance(device, torch.device) else resolve_device(device)
         stream = FeatureStream.from_checkpoint(ckpt, device, precision)
-        return cls(stream, SegmentRunner.from_checkpoint(ckpt, stream), ckpt["class_names"])
+        return cls(stream, SegmentRunner.from_checkpoint(ckpt, stream), ckpt.class_names)
 
     @torch.inference_mode()
     def predict(
@@ -268,8 +276,11 @@ class VideoLabeler:
     def summary(self, logits: torch.Tensor, windows: list[WindowPrediction], top_k: int) -> dict:
         return label_summary(self.class_names, logits, windows, top_k)
 
-    def top_k(self, logits: torch.Tensor, k: int) -> list[dict]:
-        return top_k_labels(self.class_names, logits, k)
+    def describe(self, result: dict) -> str:
+        return describe_labels(result)
+
+    def timeline(self, result: dict) -> list[tuple[float, float, str, float]]:
+        return label_timeline(result)
 
     def _window_frames(self, window: float, rate: float) -> int | None:
         if window <= 0:
@@ -296,6 +307,34 @@ def label_summary(
     return {"top_k": top_k_labels(class_names, logits, k), "timeline": timeline}
 
 
+def describe_labels(result: dict) -> str:
+    """The lines of a label summary: the source, its top-k classes, the timeline and, for a live
+    source, the frames the encoder could not keep up with."""
+    lines = [result.get("video") or result["source"]]
+    lines += [f"{item['label']}: {item['score']:.4f}" for item in result["top_k"]]
+    if result["timeline"]:
+        width = max(len("label"), *(len(item["label"]) for item in result["timeline"]))
+        lines.append(f"{'start':>9} {'end':>9}  {'label':<{width}}  score")
+        lines += [
+            f"{item['start']:>9.2f} {item['end']:>9.2f}  {item['label']:<{width}}  {item['score']:.4f}"
+            for item in result["timeline"]
+        ]
+    if "frames_dropped" in result:
+        lines.append(
+            f"{result['frames_sampled']} frames sampled, {result['frames_dropped']} dropped "
+            "(the encoder could not keep up)"
+        )
+    return "\n".join(lines)
+
+
+def label_timeline(result: dict) -> list[tuple[float, float, str, float]]:
+    """A label summary's timeline windows; without a timeline, the whole video as one window."""
+    if result["timeline"]:
+        return [(w["start"], w["end"], w["label"], w["score"]) for w in result["timeline"]]
+    best = result["top_k"][0]
+    return [(0.0, result["duration"], best["label"], best["score"])]
+
+
 def top_k_labels(class_names: tuple[str, ...], logits: torch.Tensor, k: int) -> list[dict]:
     """[{"label", "score"}] of the k most likely classes, softmax scores."""
     scores, labels = logits.float().softmax(-1).topk(min(k, len(class_names)))
@@ -305,7 +344,7 @@ def top_k_labels(class_names: tuple[str, ...], logits: torch.Tensor, k: int) -> 
     ]
 
 
-def _state_batch_dims(model) -> tuple[int, ...]:
+def _state_batch_dims(model: StreamingModel) -> tuple[int, ...]:
     """The batch dimension of each field of ``model``'s recurrent state (the GRU's and XL's
     are not the first): where a state of two differs in shape from a state of one."""
     one, two = model.init_state(1), model.init_state(2)

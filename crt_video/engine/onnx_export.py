@@ -18,6 +18,7 @@ timeline, with ONNX Runtime in place of PyTorch.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from crt_video.engine.checkpoint import load_checkpoint
+from crt_video.engine.checkpoint import open_checkpoint
 from crt_video.engine.feature_stream import FeatureStream
 from crt_video.engine.inference import SegmentRunner, VideoLabeler
 from crt_video.errors import CheckpointError
@@ -78,9 +79,8 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     """Write encoder.onnx, crt_step.onnx and crt.json for ``checkpoint`` into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    labeler = VideoLabeler.from_checkpoint(
-        load_checkpoint(checkpoint), device="cpu", precision="fp32"
-    )
+    ckpt = open_checkpoint(checkpoint)
+    labeler = VideoLabeler.from_checkpoint(ckpt, device="cpu", precision="fp32")
     if not isinstance(labeler.runner.model, CRT):
         raise CheckpointError(
             f"{checkpoint}: only CRT checkpoints (model.type='crt') export a streaming step"
@@ -110,7 +110,6 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
             | {name: batch for name in STATE_NAMES}
             | {f"{name}_out": batch for name in STATE_NAMES},
         )
-    cfg = load_checkpoint(checkpoint)["config"]
     atomic_write_json(
         out_dir / METADATA,
         {
@@ -129,7 +128,7 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
                 "interpolation": encoder.interpolation,
                 "layout": "uint8 RGB [N, H, W, 3], the whole frame resized to input_size",
             },
-            "encoder": {**encoder.identity, "config": cfg["encoder"]},
+            "encoder": {**encoder.identity, "config": dataclasses.asdict(ckpt.encoder)},
         },
     )
     return out_dir
@@ -159,7 +158,7 @@ class OnnxEncoder:
 
 
 class OnnxStep:
-    """crt_step.onnx behind CRT's streaming interface (init_state, step)."""
+    """crt_step.onnx as a :class:`~crt_video.models.streaming.StreamingModel`, like CRT."""
 
     def __init__(self, path: Path, meta: dict, threads: int | None) -> None:
         self.session = runtime_session(path, threads)
@@ -177,19 +176,31 @@ class OnnxStep:
         num_frames = torch.zeros(batch_size, dtype=torch.long)
         return CRTState(memory, torch.zeros_like(memory), num_frames)
 
-    def step(self, segment: torch.Tensor, state: CRTState) -> tuple[torch.Tensor, CRTState]:
+    def step(
+        self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, CRTState]:
         if len(segment) > 1 and not self.any_batch:
             rows = [
-                self.step(segment[i : i + 1], CRTState(*(field[i : i + 1] for field in state)))
+                self.step(
+                    segment[i : i + 1],
+                    CRTState(*(field[i : i + 1] for field in state)),
+                    None if lengths is None else lengths[i : i + 1],
+                )
                 for i in range(len(segment))
             ]
             logits, states = zip(*rows, strict=True)
             return torch.cat(logits), CRTState(*map(torch.cat, zip(*states, strict=True)))
+        if lengths is None:
+            lengths = torch.full((len(segment),), segment.shape[1], dtype=torch.int64)
         feeds = {}
         if self.pads_segments:
-            feeds["lengths"] = np.full(len(segment), segment.shape[1], dtype=np.int64)
+            feeds["lengths"] = lengths.to(torch.int64).numpy()
             segment = torch.nn.functional.pad(
                 segment, (0, 0, 0, self.segment_len - segment.shape[1])
+            )
+        elif bool((lengths != segment.shape[1]).any()):
+            raise CheckpointError(
+                "an export of crt_video 0.1.0 steps whole segments only; export the checkpoint again"
             )
         feeds["features"] = segment.float().numpy()
         feeds |= {name: value.numpy() for name, value in zip(STATE_NAMES, state, strict=True)}

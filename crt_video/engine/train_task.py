@@ -1,4 +1,4 @@
-"""The ``train`` config section, and what a task gives the training loop."""
+"""What a task gives the training loop (:func:`crt_video.engine.trainer.train`)."""
 
 from __future__ import annotations
 
@@ -10,70 +10,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from crt_video.data.feature_dataset import EpochSampler
-from crt_video.errors import ConfigError
-from crt_video.utils.sections import section_from_dict
-
-OPTIMIZERS = ("adamw", "sgd")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The ``train`` section of a config."""
-
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 0.05
-    warmup_epochs: float = 2
-    grad_clip: float | None = 1.0
-    balanced_sampling: bool = True
-    crop_ratio: tuple[float, float] | None = (0.8, 1.0)
-    num_workers: int = 0
-    amp: bool = True
-    # A checkpoint's weights to start from (mmaction2's load_from): the weights only, with a new
-    # optimizer and schedule from epoch 1, unlike --resume.
-    load_from: str | None = None
-    optimizer: str = "adamw"  # or 'sgd' (with momentum), TimeSformer's
-    momentum: float = 0.9
-    # None: cosine decay after the warmup; else the epochs at which the rate drops 10x each
-    # time (TimeSformer's steps_with_relative_lrs, e.g. (11, 14) of 15 epochs).
-    lr_steps: tuple[float, ...] | None = None
-
-    @classmethod
-    def from_dict(cls, section: dict) -> TrainConfig:
-        return section_from_dict(cls, section, "train")
-
-    def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise ConfigError(f"train.{key}={getattr(self, key)!r} must be a positive integer")
-        if not self.lr > 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
-            raise ConfigError(
-                f"train.lr={self.lr!r} must be > 0, train.weight_decay and train.warmup_epochs >= 0"
-            )
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                f"train.optimizer={self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"
-            )
-        if self.lr_steps is not None:
-            if not isinstance(self.lr_steps, list | tuple) or sorted(self.lr_steps) != list(
-                self.lr_steps
-            ):
-                raise ConfigError(
-                    f"train.lr_steps={self.lr_steps!r} must be None or increasing epochs"
-                )
-            object.__setattr__(self, "lr_steps", tuple(float(e) for e in self.lr_steps))
-        if self.crop_ratio is not None:
-            if not isinstance(self.crop_ratio, list | tuple) or len(self.crop_ratio) != 2:
-                raise ConfigError(
-                    f"train.crop_ratio={self.crop_ratio!r} must be (low, high) or None"
-                )
-            low, high = self.crop_ratio
-            if not 0 < low <= high <= 1:
-                raise ConfigError(
-                    f"train.crop_ratio={self.crop_ratio!r} needs 0 < low <= high <= 1"
-                )
-            object.__setattr__(self, "crop_ratio", (float(low), float(high)))
 
 
 @dataclass

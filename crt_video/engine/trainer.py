@@ -17,7 +17,6 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,20 +30,18 @@ from crt_video.data.feature_dataset import (
     feature_statistics,
 )
 from crt_video.engine.checkpoint import load_model, load_weights, save_checkpoint
-from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, all_reduce_sum
 from crt_video.engine.evaluate import autocast
-from crt_video.engine.train_task import TrainConfig, TrainTask
+from crt_video.engine.train_task import TrainTask
 from crt_video.errors import CheckpointError
 from crt_video.models import build_model
-from crt_video.models.registry import task_name
 from crt_video.models.transformer import set_feature_statistics
+from crt_video.run_config import RunConfig, TrainConfig
+from crt_video.task_kinds import task_name
+from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo, all_reduce_sum
 from crt_video.utils.io import atomic_write
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
 from crt_video.utils.threads import cpu_threads
-
-if TYPE_CHECKING:
-    from crt_video.run_config import RunConfig
 
 logger = get_logger(__name__)
 
@@ -164,14 +161,14 @@ def train(
     device: torch.device,
     dist_info: DistInfo = SINGLE_PROCESS,
     resume: str | None = None,
-    task: TrainTask | None = None,
+    *,
+    task: TrainTask,
 ) -> Path:
     """Train with validation every epoch; returns the path of the best checkpoint.
 
-    ``task`` says what one step and one validation are; by default the config's task adapter
-    (:mod:`crt_video.tasks`) makes it from ``data``.
+    ``task`` says what one step and one validation are: the config's task adapter makes it
+    (:meth:`crt_video.tasks.Task.training`).
     """
-    task = task or run.task.training(run, data, device, dist_info)
     threads = cpu_threads(device, task.threads) if task.threads else contextlib.nullcontext()
     with threads:
         return _fit(run, data, task, work_dir, device, dist_info, resume)

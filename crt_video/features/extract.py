@@ -24,7 +24,13 @@ from tqdm import tqdm
 
 from crt_video import __version__
 from crt_video.config import config_hash
-from crt_video.engine.distributed import (
+from crt_video.features.batch_packer import BatchPacker
+from crt_video.features.clip_decoder import ClipDecoder, decode_loader, decode_workers
+from crt_video.features.frame_encoder import FrameEncoder, FrameEncoderConfig, build_frame_encoder
+from crt_video.features.resize import RESIZE_METHOD
+from crt_video.features.store import FeatureStore
+from crt_video.features.video import SamplingConfig
+from crt_video.utils.distributed import (
     SINGLE_PROCESS,
     DistInfo,
     barrier,
@@ -32,12 +38,6 @@ from crt_video.engine.distributed import (
     gather_through_files,
     resolve_device,
 )
-from crt_video.features.batch_packer import BatchPacker
-from crt_video.features.clip_decoder import ClipDecoder, decode_loader, decode_workers
-from crt_video.features.frame_encoder import FrameEncoder, FrameEncoderConfig, build_frame_encoder
-from crt_video.features.resize import RESIZE_METHOD
-from crt_video.features.store import FeatureStore
-from crt_video.features.video import SamplingConfig
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
 from crt_video.utils.threads import cpu_threads, spare_cores

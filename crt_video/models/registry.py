@@ -2,7 +2,7 @@
 
 Keys of any registered model are accepted for every type (and ignored where unused), so one
 config can switch ``type`` without deleting keys; a key no model knows is an error. ``task``
-picks the input and output: 'clip' (default; features -> logits [B, C]), 'dense' and 'online'
+(one of :data:`crt_video.task_kinds.TASK_KINDS`) picks the input and output: 'clip' (default; features -> logits [B, C]), 'dense' and 'online'
 (features -> per-frame logits [B, T, C]) or 'video' (frames [B, T, 3, H, W] -> logits [B, C]).
 """
 
@@ -15,12 +15,9 @@ from collections.abc import Callable
 from torch import nn
 
 from crt_video.errors import ConfigError
+from crt_video.task_kinds import TASK_KINDS, task_kind, task_name
 
-TASKS = ("clip", "dense", "online", "video")
-DEFAULT_TASK = "clip"
-# The tasks whose models answer per frame: one head per frame.
-PER_FRAME_TASKS = ("dense", "online")
-FEATURE_TASKS = ("clip", "dense", "online")
+FEATURE_TASKS = tuple(name for name, kind in TASK_KINDS.items() if kind.reads_features)
 _MODELS: dict[tuple[str, str], tuple[type[nn.Module], type]] = {}
 # The models whose settings include durations in seconds: they are built with a frame rate.
 _TIMED: set[type[nn.Module]] = set()
@@ -43,11 +40,6 @@ def register_model(
         return cls
 
     return decorator
-
-
-def task_name(section: dict) -> str:
-    """The task of a model config or of a checkpoint (both keep it under "task")."""
-    return section.get("task", DEFAULT_TASK)
 
 
 def list_models(task: str = "clip") -> list[str]:
@@ -74,8 +66,8 @@ def model_config(cfg: dict) -> tuple[type[nn.Module], object]:
     if "type" not in cfg:
         raise ConfigError(f"model config has no 'type'; set one of {', '.join(list_models())}")
     name, task = cfg["type"], task_name(cfg)
-    if task not in TASKS:
-        raise _unknown("task", str(task), list(TASKS))
+    if task not in TASK_KINDS:
+        raise _unknown("task", str(task), list(TASK_KINDS))
     if (task, name) not in _MODELS:
         raise _unknown(f"type for task {task!r},", str(name), list_models(task))
     known = sorted({"type", "task"} | {key for t, m in _MODELS for key in model_defaults(m, t)})
@@ -95,6 +87,6 @@ def build_model(
     settings are in seconds need and the others ignore."""
     model_class, config = model_config(cfg)
     options = {"frame_rate": frame_rate} if model_class in _TIMED else {}
-    if task_name(cfg) in PER_FRAME_TASKS:
+    if task_kind(cfg).per_frame:
         options["per_frame"] = True
     return model_class(in_dim, num_classes, config, **options)

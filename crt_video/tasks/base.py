@@ -1,4 +1,5 @@
-"""What a kind of work supplies to the one pipeline (crt_video.engine.pipeline), and its registry."""
+"""What a kind of work supplies to the one pipeline (crt_video.pipeline) and to tools/infer.py,
+and its registry."""
 
 from __future__ import annotations
 
@@ -11,24 +12,28 @@ from torch import nn
 
 from crt_video.data.feature_dataset import FeatureData
 from crt_video.data.splits import SPLITS
-from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo
+from crt_video.engine.checkpoint import Checkpoint
+from crt_video.engine.inference import VideoLabeler
+from crt_video.engine.labeler import Labeler
 from crt_video.engine.train_task import TrainTask
-from crt_video.errors import ConfigError
 from crt_video.features.frame_encoder import FrameEncoder
 from crt_video.features.source import expected_identity
-from crt_video.models.registry import task_name
+from crt_video.task_kinds import TASK_KINDS, TaskKind, task_kind
+from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo
 
 if TYPE_CHECKING:  # the run config types its sections with the tasks' protocols
     from crt_video.run_config import RunConfig
 
 
 class Task(ABC):
-    """One kind of work on cached features: its data, its training, its test report."""
+    """The work of one of :data:`~crt_video.task_kinds.TASK_KINDS`: its data, its training, its
+    test report."""
 
-    name: str  # the config's model.task, and the checkpoint's "task"
-    protocols: tuple[str, ...]  # the dataset's protocols, the first the default
-    val_modes: tuple[str, ...]
-    reads_features = True  # False: the model reads decoded frames, no encoder or features
+    kind: TaskKind  # what the task is: its name, protocols, inputs and outputs
+
+    @property
+    def name(self) -> str:
+        return self.kind.name
 
     @abstractmethod
     def class_names(self, run: RunConfig) -> tuple[str, ...]:
@@ -78,19 +83,33 @@ class Task(ABC):
     def summary(self, metrics: dict) -> str:
         """The test metrics in one line."""
 
+    def labeler(
+        self,
+        checkpoint: Checkpoint,
+        device: torch.device,
+        precision: str | None = None,
+        carry_memory: bool = False,
+    ) -> Labeler:
+        """What tools/infer.py labels videos with: here the checkpoint's encoder and model,
+        streamed segment by segment (``precision``: the encoder's, default the checkpoint's;
+        ``carry_memory`` is the video task's)."""
+        return VideoLabeler.from_checkpoint(checkpoint, device, precision)
 
+
+# The work of each task kind, by its name: filled by the adapter modules (crt_video.tasks).
 TASKS: dict[str, Task] = {}
 
 
 def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: ``model.task=cls.name`` selects an instance of ``cls``."""
-    TASKS[cls.name] = cls()
+    """Class decorator: ``model.task=cls.kind.name`` selects an instance of ``cls``."""
+    if TASK_KINDS.get(cls.kind.name) is not cls.kind:
+        raise ValueError(f"{cls.__name__}.kind is not one of crt_video.task_kinds.TASK_KINDS")
+    if cls.kind.name in TASKS:
+        raise ValueError(f"task {cls.kind.name!r} already has its work: {TASKS[cls.kind.name]}")
+    TASKS[cls.kind.name] = cls()
     return cls
 
 
 def task_of(model_cfg: dict) -> Task:
     """The task adapter a model config (or a checkpoint) names in ``task``."""
-    name = task_name(model_cfg)
-    if name not in TASKS:
-        raise ConfigError(f"model.task={name!r} is not one of {', '.join(TASKS)}")
-    return TASKS[name]
+    return TASKS[task_kind(model_cfg).name]

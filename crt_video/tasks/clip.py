@@ -25,16 +25,18 @@ from crt_video.data.feature_dataset import (
     FeatureData,
     collate_clips,
 )
-from crt_video.data.smarthome import PROTOCOLS, VAL_MODES, class_names
+from crt_video.data.smarthome import class_names
 from crt_video.data.splits import SPLITS
 from crt_video.data.video_files import list_videos
-from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.engine.evaluate import evaluate
-from crt_video.engine.train_task import TrainConfig, TrainTask
+from crt_video.engine.train_task import TrainTask
 from crt_video.errors import DatasetError
 from crt_video.features.frame_encoder import FrameEncoder
 from crt_video.features.source import prepare_features
+from crt_video.run_config import TrainConfig
+from crt_video.task_kinds import TASK_KINDS
 from crt_video.tasks.base import Task, register_task
+from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.utils.logging import get_logger
 
 if TYPE_CHECKING:
@@ -171,9 +173,7 @@ def clip_step(
 
 @register_task
 class ClipTask(Task):
-    name = "clip"
-    protocols = PROTOCOLS
-    val_modes = VAL_MODES
+    kind = TASK_KINDS["clip"]
 
     def class_names(self, run: RunConfig) -> tuple[str, ...]:
         return tuple(class_names(run.data.protocol))

@@ -21,19 +21,13 @@ from torch import nn
 from crt_video.data.feature_dataset import EpochSampler, FeatureData
 from crt_video.data.splits import SPLITS
 from crt_video.data.tsu import (
-    TSU_PROTOCOLS,
-    TSU_VAL_MODES,
     read_tsu_annotations,
     split_videos,
     tsu_class_names,
 )
 from crt_video.data.window_dataset import WindowDataset, collate_windows, load_video
-from crt_video.engine.distributed import (
-    SINGLE_PROCESS,
-    DistInfo,
-    barrier,
-    broadcast_object,
-)
+from crt_video.engine.checkpoint import Checkpoint
+from crt_video.engine.dense_inference import ActivityDetector
 from crt_video.engine.evaluate import predict_logits
 from crt_video.engine.train_task import TrainTask
 from crt_video.errors import DatasetError
@@ -42,7 +36,14 @@ from crt_video.features.frame_encoder import FrameEncoder
 from crt_video.features.source import prepare_features
 from crt_video.models.crt import CRTConfig
 from crt_video.models.transformer import valid_mask
+from crt_video.task_kinds import TASK_KINDS
 from crt_video.tasks.base import Task, register_task
+from crt_video.utils.distributed import (
+    SINGLE_PROCESS,
+    DistInfo,
+    barrier,
+    broadcast_object,
+)
 from crt_video.utils.logging import get_logger
 from crt_video.utils.threads import cpu_threads
 
@@ -156,9 +157,7 @@ def memory_may_get_no_gradient(model: dict, dense: DenseConfig) -> bool:
 
 @register_task
 class DenseTask(Task):
-    name = "dense"
-    protocols = TSU_PROTOCOLS
-    val_modes = TSU_VAL_MODES
+    kind = TASK_KINDS["dense"]
 
     def class_names(self, run: RunConfig) -> tuple[str, ...]:
         return tuple(tsu_class_names(run.data.class_file))
@@ -240,3 +239,13 @@ class DenseTask(Task):
             f"frame-mAP {metrics['frame_map']:.4f}, event-mAP@0.5 {metrics['event_map']['0.5']:.4f}"
             f" over {metrics['num_videos']} videos"
         )
+
+    def labeler(
+        self,
+        checkpoint: Checkpoint,
+        device: torch.device,
+        precision: str | None = None,
+        carry_memory: bool = False,
+    ) -> ActivityDetector:
+        """Activity intervals instead of clip labels."""
+        return ActivityDetector.from_checkpoint(checkpoint, device, precision)

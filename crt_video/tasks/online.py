@@ -23,14 +23,11 @@ from torch import nn
 from crt_video.data.feature_dataset import EpochSampler, FeatureData
 from crt_video.data.splits import SPLITS
 from crt_video.data.thumos import (
-    ONLINE_PROTOCOLS,
-    ONLINE_VAL_MODES,
     OnlineDataset,
     load_targets,
     read_data_info,
 )
 from crt_video.data.window_dataset import WindowDataset, collate_windows
-from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.engine.evaluate import predict_logits
 from crt_video.engine.train_task import TrainTask
 from crt_video.errors import DatasetError
@@ -38,8 +35,10 @@ from crt_video.evaluation.online import perframe_map
 from crt_video.features.frame_encoder import FrameEncoder
 from crt_video.features.source import prepare_features
 from crt_video.models.transformer import valid_mask
+from crt_video.task_kinds import TASK_KINDS
 from crt_video.tasks.base import Task, register_task
 from crt_video.tasks.dense import memory_may_get_no_gradient
+from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
 from crt_video.utils.io import atomic_write_json
 from crt_video.utils.logging import get_logger
 from crt_video.utils.threads import cpu_threads
@@ -110,9 +109,7 @@ def frame_scores(logits: np.ndarray, ambiguous: int | None) -> np.ndarray:
 
 @register_task
 class OnlineTask(Task):
-    name = "online"
-    protocols = ONLINE_PROTOCOLS
-    val_modes = ONLINE_VAL_MODES
+    kind = TASK_KINDS["online"]
 
     def class_names(self, run: RunConfig) -> tuple[str, ...]:
         return read_data_info(self.video_dir(run), run.data.val_mode).class_names

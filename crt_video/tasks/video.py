@@ -22,12 +22,15 @@ from torch import nn
 from crt_video.data.feature_dataset import EpochSampler, FeatureData
 from crt_video.data.frame_clips import FrameClipConfig, FrameClipDataset, collate_frame_clips
 from crt_video.data.splits import SPLITS
-from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, broadcast_object
+from crt_video.engine.checkpoint import Checkpoint
+from crt_video.engine.clip_inference import FrameWindowLabeler
 from crt_video.engine.evaluate import autocast, predict_items, report_scores
 from crt_video.engine.train_task import TrainTask
 from crt_video.features.frame_encoder import FrameEncoder
+from crt_video.task_kinds import TASK_KINDS
 from crt_video.tasks.base import register_task
 from crt_video.tasks.clip import LOG_COLUMNS, ClipTask, annotation_tables
+from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo, broadcast_object
 
 if TYPE_CHECKING:
     from crt_video.run_config import RunConfig
@@ -82,8 +85,7 @@ def score_views(
 class VideoTask(ClipTask):
     """The clip task's data, labels and report, with a model that reads frames."""
 
-    name = "video"
-    reads_features = False
+    kind = TASK_KINDS["video"]
 
     def identity(self, run: RunConfig) -> tuple[dict, FrameEncoder | None]:
         return run.frames.identity, None
@@ -143,6 +145,16 @@ class VideoTask(ClipTask):
     ) -> dict:
         """metrics.json, the confusion matrix (CSV and picture) and predictions.csv."""
         return broadcast_object(self._report(run, model, data, split, out_dir, device, dist_info))
+
+    def labeler(
+        self,
+        checkpoint: Checkpoint,
+        device: torch.device,
+        precision: str | None = None,
+        carry_memory: bool = False,
+    ) -> FrameWindowLabeler:
+        """The model over windows of decoded frames; it has no encoder precision to choose."""
+        return FrameWindowLabeler.from_checkpoint(checkpoint, device, carry_memory)
 
     def _report(self, run, model, data, split, out_dir, device, dist_info) -> dict:
         tcfg = run.train

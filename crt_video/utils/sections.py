@@ -39,6 +39,11 @@ def section_from_dict(cls: type[Section], section: Any, name: str) -> Section:
     return cls(**section)
 
 
+def optional_section(cls: type[Section], section: Any) -> Section | None:
+    """``cls.from_dict(section)``, or None for a section the config leaves out (None)."""
+    return None if section is None else cls.from_dict(section)
+
+
 def is_int_at_least(value: object, low: int) -> bool:
     """An int (not a bool) of at least ``low``."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= low

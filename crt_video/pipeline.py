@@ -11,11 +11,12 @@ import torch
 
 from crt_video.data.feature_dataset import FeatureData
 from crt_video.engine.checkpoint import load_model
-from crt_video.engine.distributed import SINGLE_PROCESS, DistInfo, barrier
 from crt_video.engine.trainer import prepare_work_dir, train
 from crt_video.errors import DatasetError
 from crt_video.evaluation.plots import plot_training_curves
 from crt_video.run_config import RunConfig
+from crt_video.tasks import task_of
+from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo, barrier
 from crt_video.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -33,7 +34,7 @@ def run_pipeline(
 
     ``device`` and ``dist_info`` come from the entry point (``distributed_session``).
     """
-    task = run.task
+    task = task_of(run.model)
     resume = prepare_work_dir(run, work_dir, resume, dist_info)
     data = task.prepare_data(run, device, dist_info=dist_info)
     training = task.training(run, data, device, dist_info)
@@ -62,7 +63,7 @@ def test_checkpoint(
 
     Under torchrun the split is scored by all ranks, a share each, and rank 0 writes the report.
     """
-    task = run.task
+    task = task_of(run.model)
     # The checkpoint is checked before any video is decoded: a wrong one fails in seconds.
     if data is None:
         identity, encoder = task.identity(run)

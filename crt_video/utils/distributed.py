@@ -1,4 +1,7 @@
-"""torchrun support: device and process-group setup, once per entry point, and a few collectives."""
+"""torchrun support: device and process-group setup, once per entry point, and a few collectives.
+
+Below every other package: the entry points (tools/) set the device and process group up with
+:func:`distributed_session` and pass them down; features, engine and tasks only use them."""
 
 from __future__ import annotations
 

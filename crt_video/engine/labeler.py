@@ -1,0 +1,48 @@
+"""What tools/infer.py runs: a :class:`Labeler`, which each task builds from its checkpoint
+(:meth:`crt_video.tasks.Task.labeler`): :class:`~crt_video.engine.inference.VideoLabeler` on
+features, :class:`~crt_video.engine.clip_inference.FrameWindowLabeler` on frames,
+:class:`~crt_video.engine.dense_inference.ActivityDetector` for activity intervals."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from crt_video.engine.inference import SegmentLabel
+
+
+class Labeler(Protocol):
+    """Labels of video files or a live source, as JSON-able dicts, and how to show them."""
+
+    class_names: tuple[str, ...]
+
+    def label_video(
+        self,
+        path: str | os.PathLike,
+        top_k: int,
+        window: float | None,
+        on_segment: Callable[[SegmentLabel], None] | None,
+    ) -> dict:
+        """The labels of a file, with its "video" and "duration"; ``top_k`` classes and a
+        timeline of ``window`` seconds where the labels have them, each segment's label to
+        ``on_segment`` as soon as it is known where the model streams."""
+
+    def label_live(
+        self,
+        source: str,
+        top_k: int,
+        window: float | None,
+        on_segment: Callable[[SegmentLabel], None] | None,
+        stop: threading.Event | None,
+        timeout: float,
+    ) -> dict:
+        """The labels of a live source until it ends, stalls or ``stop`` is set; a labeler that
+        cannot label a live source raises CheckpointError."""
+
+    def describe(self, result: dict) -> str:
+        """``result`` as the lines tools/infer.py prints."""
+
+    def timeline(self, result: dict) -> list[tuple[float, float, str, float]]:
+        """The (start, end, label, score) windows that --plot draws; none: no picture."""
