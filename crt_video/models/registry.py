@@ -21,6 +21,10 @@ DEFAULT_TASK = "clip"
 # The tasks whose models answer per frame: one head per frame.
 PER_FRAME_TASKS = ("dense", "online")
 FEATURE_TASKS = ("clip", "dense", "online")
+# What a per-frame model's output for a frame waits for (each feature model's ``latency``): the
+# frame itself, the end of its segment (attention inside a segment runs both ways), or the whole
+# video (offline).
+LATENCIES = ("frame", "segment", "video")
 _MODELS: dict[tuple[str, str], tuple[type[nn.Module], type]] = {}
 # The models whose settings include durations in seconds: they are built with a frame rate.
 _TIMED: set[type[nn.Module]] = set()
