@@ -27,11 +27,16 @@ from crt_video.models.transformer import (
 @dataclass(frozen=True)
 class SegmentConfig(TransformerConfig):
     segment_len: int = 16
+    # Inside a segment a frame attends only to itself and the frames before it (and to CRT's
+    # memory token), so its output never waits for the segment's end: online per frame.
+    causal: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not isinstance(self.segment_len, int) or self.segment_len < 1:
             raise ConfigError(f"model.segment_len={self.segment_len!r} must be a positive integer")
+        if not isinstance(self.causal, bool):
+            raise ConfigError(f"model.causal={self.causal!r} must be True or False")
 
 
 @dataclass(frozen=True)
@@ -49,9 +54,10 @@ class SegmentTransformer(nn.Module):
     ) -> None:
         super().__init__()
         self.per_frame = per_frame
+        self.latency = "frame" if cfg.causal else "segment"
         self.segment_len = cfg.segment_len
         self.embed = SegmentEmbedding(in_dim, cfg.d_model, cfg.segment_len, cfg.embed_norm)
-        self.encoder = TransformerStack(cfg)
+        self.encoder = TransformerStack(cfg, causal=cfg.causal)
         self.head = nn.Linear(cfg.d_model, num_classes)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -104,6 +110,7 @@ class FullTransformer(nn.Module):
     ) -> None:
         super().__init__()
         self.per_frame = per_frame
+        self.latency = "video"
         self.norm = FeatureNorm(in_dim)
         self.proj = nn.Linear(in_dim, cfg.d_model)
         self.embed_norm = cfg.embed_norm
@@ -155,6 +162,7 @@ class MeanPool(nn.Module):
 
     def __init__(self, in_dim: int, num_classes: int, cfg: MeanPoolConfig) -> None:
         super().__init__()
+        self.latency = "video"
         self.norm = FeatureNorm(in_dim)
         self.head = nn.Linear(in_dim, num_classes)
 

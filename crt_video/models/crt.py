@@ -92,6 +92,11 @@ class CRTConfig(SegmentConfig, MemoryGateConfig):
                 f"model.position_dim={self.position_dim!r} must be a positive number of state "
                 "values, or None (as wide as d_model)"
             )
+        if self.causal and self.memory_read != "sequence":
+            raise ConfigError(
+                f"model.causal=True needs model.memory_read='sequence' (it is "
+                f"{self.memory_read!r}): a causal memory token sees none of its segment"
+            )
         if "hidden" in self.frame_read and self.memory_read != "sequence":
             raise ConfigError(
                 f"model.frame_read={self.frame_read!r} reads the memory RNN's per-frame states, "
@@ -169,7 +174,9 @@ class CRT(nn.Module):
         self.memory_type = nn.Parameter(torch.empty(cfg.d_model))
         nn.init.trunc_normal_(self.memory_init, std=0.02)
         nn.init.trunc_normal_(self.memory_type, std=0.02)
-        self.encoder = TransformerStack(cfg)
+        self.causal = cfg.causal
+        self.latency = "frame" if cfg.causal else "segment"
+        self.encoder = TransformerStack(cfg, causal=cfg.causal)
         # The memory RNN steps once per frame ('sequence' read), else once per segment.
         steps_per_second = frame_rate
         if frame_rate is not None and cfg.memory_read != "sequence":
@@ -195,14 +202,14 @@ class CRT(nn.Module):
         all) and return the logits from the new memory (per frame: the segment's [B, s, C]),
         with the new state."""
         after, outputs = self._step(segment, state, lengths)
-        logits = self._frame_logits(state, outputs) if self.per_frame else self._logits(after)
+        logits = self.frame_logits(state.memory, outputs) if self.per_frame else self._logits(after)
         return logits, after
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         state, frame_logits = self.init_state(features.shape[0]), []
         for before, after, outputs in self.scan_segments(features, lengths, state):
             if self.per_frame:
-                frame_logits.append(self._frame_logits(before, outputs))
+                frame_logits.append(self.frame_logits(before.memory, outputs))
             state = after
         return torch.cat(frame_logits, dim=1) if self.per_frame else self._logits(state)
 
@@ -297,7 +304,9 @@ class CRT(nn.Module):
             features = torch.cat([features, mean], dim=-1)
         return self.head(features)
 
-    def _frame_logits(self, before: CRTState, outputs: SegmentOutputs) -> torch.Tensor:
+    def frame_logits(self, start: torch.Tensor, outputs: SegmentOutputs) -> torch.Tensor:
+        """Per-frame logits [B, s, C] of a segment's ``outputs``, which started from memory
+        ``start`` [B, d], by ``frame_read``."""
         if self.frame_read == "hidden":
             return self.head(self.norm(outputs.hidden))
         frames = outputs.frames
@@ -305,7 +314,7 @@ class CRT(nn.Module):
             # A direct path from the past to every frame's logits: on the TSU demo a linear
             # read of the memory told the two square classes apart better than the frames'
             # attention to the memory token did.
-            frames = frames + before.memory[:, None]
+            frames = frames + start[:, None]
         elif self.frame_read == "output+hidden":
             frames = frames + outputs.hidden
         return self.head(self.norm(frames))

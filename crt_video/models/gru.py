@@ -62,6 +62,7 @@ class GRUClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.per_frame = per_frame
+        self.latency = "frame"
         self.depth = cfg.depth
         self.d_model = cfg.d_model
         self.feature_norm = FeatureNorm(in_dim)

@@ -18,6 +18,10 @@ from crt_video.errors import ConfigError
 from crt_video.task_kinds import TASK_KINDS, task_kind, task_name
 
 FEATURE_TASKS = tuple(name for name, kind in TASK_KINDS.items() if kind.reads_features)
+# What a per-frame model's output for a frame waits for (each feature model's ``latency``): the
+# frame itself, the end of its segment (attention inside a segment runs both ways), or the whole
+# video (offline).
+LATENCIES = ("frame", "segment", "video")
 _MODELS: dict[tuple[str, str], tuple[type[nn.Module], type]] = {}
 # The models whose settings include durations in seconds: they are built with a frame rate.
 _TIMED: set[type[nn.Module]] = set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -98,18 +99,33 @@ class SelfAttention(nn.Module):
         key_mask: torch.Tensor,
         rotary: tuple | None = None,
         query_start: int = 0,
+        causal: bool = False,
     ) -> torch.Tensor:
-        """Every position of x [B, N, d] is a key; outputs [B, N - query_start, d] for the
-        queries from ``query_start`` on."""
+        """Every position of x [B, N, d] is a key (with ``causal``, only for the queries at or
+        after it); outputs [B, N - query_start, d] for the queries from ``query_start`` on."""
+        q, k, v = self.heads_of(x, rotary)
+        mask = key_mask[:, None, None, :]
+        if causal:
+            num = x.shape[1]
+            earlier = torch.ones(num, num, dtype=torch.bool, device=x.device).tril()
+            mask = mask & earlier[query_start:]
+        return self.attend(q[:, :, query_start:], k, v, mask)
+
+    def heads_of(
+        self, x: torch.Tensor, rotary: tuple | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values [B, heads, N, head_dim] of x [B, N, d], rotated by
+        ``rotary`` (tables of the N positions, or per row: [B, 1, N, head_dim])."""
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         if rotary is not None:
             q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
+        return q, k, v
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         out = F.scaled_dot_product_attention(
-            q[:, :, query_start:],
-            k,
-            v,
-            attn_mask=key_mask[:, None, None, :],
-            dropout_p=self.dropout if self.training else 0.0,
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
@@ -133,16 +149,44 @@ class TransformerLayer(nn.Module):
         key_mask: torch.Tensor,
         rotary: tuple | None = None,
         query_start: int = 0,
+        causal: bool = False,
     ) -> torch.Tensor:
-        x = x[:, query_start:] + self.drop(self.attn(self.norm1(x), key_mask, rotary, query_start))
+        attended = self.attn(self.norm1(x), key_mask, rotary, query_start, causal)
+        x = x[:, query_start:] + self.drop(attended)
         return x + self.drop(self.mlp(self.norm2(x)))
+
+    def step(
+        self,
+        x: torch.Tensor,
+        cache: KeyValueCache,
+        key_mask: torch.Tensor,
+        slot: torch.Tensor,
+        rotary: tuple | None = None,
+    ) -> tuple[torch.Tensor, KeyValueCache]:
+        """One new token per row, x [B, d], whose key and value go to ``slot`` [B] of this
+        layer's cache (keys and values [B, heads, N, head_dim]); it attends to the slots
+        ``key_mask`` [B, N] marks, its own included. Returns its output and the cache."""
+        q, k, v = self.attn.heads_of(self.norm1(x)[:, None], rotary)
+        index = slot[:, None, None, None].expand(-1, k.shape[1], 1, k.shape[-1])
+        cache = KeyValueCache(cache.keys.scatter(2, index, k), cache.values.scatter(2, index, v))
+        attended = self.attn.attend(q, cache.keys, cache.values, key_mask[:, None, None, :])
+        x = x + self.drop(attended[:, 0])
+        return x + self.drop(self.mlp(self.norm2(x))), cache
+
+
+class KeyValueCache(NamedTuple):
+    keys: torch.Tensor  # [B, heads, N, head_dim] (with a leading [L] for a whole stack)
+    values: torch.Tensor
 
 
 class TransformerStack(nn.Module):
-    """``depth`` bidirectional pre-norm layers and a final LayerNorm."""
+    """``depth`` pre-norm layers and a final LayerNorm: bidirectional, or ``causal`` (a position
+    attends to the positions up to itself)."""
 
-    def __init__(self, cfg: TransformerConfig) -> None:
+    def __init__(self, cfg: TransformerConfig, causal: bool = False) -> None:
         super().__init__()
+        self.causal = causal
+        self.heads = cfg.heads
         self.layers = nn.ModuleList(
             TransformerLayer(cfg.d_model, cfg.heads, cfg.dropout) for _ in range(cfg.depth)
         )
@@ -164,8 +208,34 @@ class TransformerStack(nn.Module):
         mask = mask | ~mask.any(dim=1, keepdim=True)
         for index, layer in enumerate(self.layers):
             last = index == len(self.layers) - 1
-            x = layer(x, mask, rotary, query_start=int(skip_first_output and last))
+            x = layer(x, mask, rotary, int(skip_first_output and last), self.causal)
         return self.norm(x)
+
+    def empty_cache(self, batch_size: int, slots: int, like: torch.Tensor) -> KeyValueCache:
+        """Keys and values [L, B, heads, slots, head_dim] of zeros, for :meth:`step`."""
+        head_dim = like.shape[-1] // self.heads
+        shape = (len(self.layers), batch_size, self.heads, slots, head_dim)
+        return KeyValueCache(like.new_zeros(shape), like.new_zeros(shape))
+
+    def step(
+        self,
+        x: torch.Tensor,
+        cache: KeyValueCache,
+        key_mask: torch.Tensor,
+        slot: torch.Tensor,
+        rotary: tuple | None = None,
+    ) -> tuple[torch.Tensor, KeyValueCache]:
+        """The causal stack one token at a time: x [B, d] at ``slot`` [B] of every layer's
+        cache, attending to the slots ``key_mask`` [B, N] marks. Its output [B, d] equals the
+        causal forward's at that position when the cache holds the positions before it."""
+        keys, values = [], []
+        for layer, layer_keys, layer_values in zip(self.layers, *cache, strict=True):
+            x, (k, v) = layer.step(
+                x, KeyValueCache(layer_keys, layer_values), key_mask, slot, rotary
+            )
+            keys.append(k)
+            values.append(v)
+        return self.norm(x), KeyValueCache(torch.stack(keys), torch.stack(values))
 
 
 class FeatureNorm(nn.Module):
@@ -222,10 +292,17 @@ class SegmentEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., s, in_dim] with s <= segment_len -> [..., s, d]."""
-        x = self.proj(self.norm(x))
-        if self.normalize:
-            x = F.layer_norm(x, x.shape[-1:])
+        x = self._project(x)
         return x if self.pos is None else x + self.pos[: x.shape[-2]]
+
+    def at(self, x: torch.Tensor, place: torch.Tensor) -> torch.Tensor:
+        """One frame per row, x [B, in_dim], at ``place`` [B] of its segment -> [B, d]."""
+        x = self._project(x)
+        return x if self.pos is None else x + self.pos[place]
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(self.norm(x))
+        return F.layer_norm(x, x.shape[-1:]) if self.normalize else x
 
 
 class RecurrentPositions(nn.Module):
@@ -246,5 +323,14 @@ class RecurrentPositions(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, s, d] -> [B, s, d]. Causal, so padding after a clip's end changes nothing."""
         every_step = x.new_ones(x.shape[:2], dtype=torch.bool)
-        states = self.cell(x, x.new_zeros(x.shape[0], self.cell.hidden_size), every_step)
+        states = self.cell(x, self.initial_state(x), every_step)
         return x + self.project(states)
+
+    def initial_state(self, x: torch.Tensor) -> torch.Tensor:
+        """The zero state a segment starts from, [B, dim] for x [B, ...]."""
+        return x.new_zeros(x.shape[0], self.cell.hidden_size)
+
+    def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One frame per row, x [B, d], after ``state`` [B, dim] -> (x placed, the new state)."""
+        state = self.cell(x, state, x.new_ones(x.shape[0], dtype=torch.bool))
+        return x + self.project(state), state

@@ -65,11 +65,13 @@ def relative_positions(
 
 class RelativeAttention(nn.Module):
     """Multi-head attention of the segment's frames over [cache, segment] with XL's scores
-    (q_i + u)^T k_j + (q_i + v)^T W_r R_{i-j}; explicit matmuls, at most 2S keys."""
+    (q_i + u)^T k_j + (q_i + v)^T W_r R_{i-j}; explicit matmuls, at most 2S keys. ``causal``:
+    XL's own mask (``triu(1 + mlen)``), a frame sees the cache and the frames up to itself."""
 
-    def __init__(self, d_model: int, heads: int, dropout: float) -> None:
+    def __init__(self, d_model: int, heads: int, dropout: float, causal: bool = False) -> None:
         super().__init__()
         self.heads = heads
+        self.causal = causal
         self.scale = (d_model // heads) ** -0.5
         self.query = nn.Linear(d_model, d_model)
         self.key_value = nn.Linear(d_model, 2 * d_model)
@@ -100,7 +102,14 @@ class RelativeAttention(nn.Module):
         by_offset = (q + self.position_bias[:, None]) @ r.transpose(-1, -2)
         position = by_offset.gather(-1, index.expand(*by_offset.shape[:2], -1, -1))
         scores = (content + position) * self.scale
-        scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        mask = key_mask[:, None, None, :]
+        if self.causal:
+            num_queries, num_keys = x.shape[1], context.shape[1]
+            cached = num_keys - num_queries
+            keys = torch.arange(num_keys, device=x.device)
+            queries = torch.arange(num_queries, device=x.device)
+            mask = mask & (keys[None, :] <= cached + queries[:, None])
+        scores = scores.masked_fill(~mask, float("-inf"))
         out = self.drop(scores.softmax(dim=-1)) @ v
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
@@ -108,9 +117,9 @@ class RelativeAttention(nn.Module):
 class XLLayer(TransformerLayer):
     """Pre-norm layer whose attention also reads this layer's cached inputs."""
 
-    def __init__(self, d_model: int, heads: int, dropout: float) -> None:
+    def __init__(self, d_model: int, heads: int, dropout: float, causal: bool = False) -> None:
         super().__init__(d_model, heads, dropout)
-        self.attn = RelativeAttention(d_model, heads, dropout)
+        self.attn = RelativeAttention(d_model, heads, dropout, causal)
 
     def forward(
         self,
@@ -128,14 +137,16 @@ class XLLayer(TransformerLayer):
 class TransformerXL(nn.Module):
     """Segment Transformer with XL's per-layer cache of the previous segment; classifies
     LayerNorm(mean of all valid frame outputs so far), or with ``per_frame`` (dense) each
-    frame's output: online up to its own segment, which it sees in both directions, plus the
-    cached previous segment (and, layer by layer, further back)."""
+    frame's output: online up to its own segment, which it sees in both directions (with
+    ``causal``, up to itself), plus the cached previous segment (and, layer by layer, further
+    back)."""
 
     def __init__(
         self, in_dim: int, num_classes: int, cfg: XLConfig, per_frame: bool = False
     ) -> None:
         super().__init__()
         self.per_frame = per_frame
+        self.latency = "frame" if cfg.causal else "segment"
         self.segment_len = cfg.segment_len
         self.d_model = cfg.d_model
         # No learned positions: relative encodings in every layer say where frames are.
@@ -143,7 +154,7 @@ class TransformerXL(nn.Module):
             in_dim, cfg.d_model, cfg.segment_len, cfg.embed_norm, learned_positions=False
         )
         self.layers = nn.ModuleList(
-            XLLayer(cfg.d_model, cfg.heads, cfg.dropout) for _ in range(cfg.depth)
+            XLLayer(cfg.d_model, cfg.heads, cfg.dropout, cfg.causal) for _ in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, num_classes)

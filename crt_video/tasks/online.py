@@ -49,9 +49,6 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_perframe_map", "lr", "seconds")
-# What a frame's output waits for: the frame itself (gru), or the end of its segment (crt, xl:
-# attention inside a segment runs both ways). The others see the whole video (offline).
-ONLINE_LATENCY = {"gru": "frame", "crt": "segment", "xl": "segment"}
 
 
 @dataclass
@@ -193,11 +190,11 @@ class OnlineTask(Task):
         """metrics.json: perframe_map, mcap, the per-class APs, and whether the model is online."""
         with cpu_threads(device, 1):
             metrics = self._score(model, data, data.splits[split], device, dist_info)
-        latency = ONLINE_LATENCY.get(run.model["type"])
+        # what a frame's output waits for (crt_video.models.registry.LATENCIES)
         metrics |= {
             "num_videos": len(data.splits[split]),
-            "online": latency is not None,
-            "latency": latency or "video",
+            "online": model.latency != "video",
+            "latency": model.latency,
         }
         if dist_info.is_main:
             atomic_write_json(Path(out_dir) / "metrics.json", metrics)
