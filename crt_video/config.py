@@ -37,7 +37,7 @@ from crt_video.utils.io import atomic_write_text
 BASE_KEY = "_base_"
 DELETE_KEY = "_delete_"
 # Dotted paths whose contents belong to another component that checks them itself.
-FREE_FORM_KEYS = ("model", "encoder.kwargs")
+FREE_FORM_KEYS = ("model", "encoder.kwargs", "serve")
 REQUIRED_KEYS = (
     "data_root",
     "protocol",
@@ -52,13 +52,18 @@ REQUIRED_KEYS = (
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 
-def load_config(path: str | Path, cfg_options: list[str] | None = None) -> dict:
+def load_config(
+    path: str | Path,
+    cfg_options: list[str] | None = None,
+    required: tuple[str, ...] = REQUIRED_KEYS,
+) -> dict:
     """Load ``path`` with its bases and apply ``--cfg-options`` items (``a.b=value``); the values
-    are checked when :func:`crt_video.run_config.parse_run_config` types the sections."""
+    are checked when :func:`crt_video.run_config.parse_run_config` types the sections (or their
+    own entry point's). ``required``: the top-level keys it must have (a training run's)."""
     path = Path(path)
     cfg = _load_file(path, chain=())
     cfg.pop(BASE_KEY, None)
-    _require_keys(cfg, path)
+    _require_keys(cfg, path, required)
     if cfg_options:
         apply_cfg_options(cfg, cfg_options)
     cfg["_config_path"] = str(path)
@@ -224,8 +229,8 @@ def _suggestion(key: str, known: dict, prefix: str, rest: str = "") -> str:
     return f"; valid keys {where}: {', '.join(sorted(candidates))}"
 
 
-def _require_keys(cfg: dict, path: Path) -> None:
-    missing = [key for key in REQUIRED_KEYS if key not in cfg]
+def _require_keys(cfg: dict, path: Path, required: tuple[str, ...]) -> None:
+    missing = [key for key in required if key not in cfg]
     if missing:
         raise ConfigError(
             f"{path}: missing keys {', '.join(missing)}; inherit them with "

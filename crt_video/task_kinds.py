@@ -22,13 +22,17 @@ class TaskKind:
     val_modes: tuple[str, ...]
     reads_features: bool = True  # False: the model reads decoded frames, no encoder or features
     per_frame: bool = False  # one output per frame (a per-frame head) instead of one per clip
+    # how logits become scores: one distribution over the classes, or each class on its own
+    # (multi-label)
+    scores: str = "softmax"
 
 
 TASK_KINDS: dict[str, TaskKind] = {
     kind.name: kind
     for kind in (
         TaskKind("clip", PROTOCOLS, VAL_MODES),  # Smarthome: features -> one label per clip
-        TaskKind("dense", TSU_PROTOCOLS, TSU_VAL_MODES, per_frame=True),  # TSU detection
+        # TSU detection: several activities at once
+        TaskKind("dense", TSU_PROTOCOLS, TSU_VAL_MODES, per_frame=True, scores="sigmoid"),
         TaskKind("online", ONLINE_PROTOCOLS, ONLINE_VAL_MODES, per_frame=True),  # THUMOS'14
         TaskKind("video", PROTOCOLS, VAL_MODES, reads_features=False),  # Smarthome on frames
     )

@@ -15,7 +15,10 @@ def load(path: Path, options: list[str] | None = None) -> dict:
 
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SHIPPED = sorted(p for p in CONFIGS.rglob("*.py") if "_base_" not in p.parts)
+# Training configs; configs/serve/ holds the home service's (tests/test_serve_parts.py)
+SHIPPED = sorted(
+    p for p in CONFIGS.rglob("*.py") if "_base_" not in p.parts and "serve" not in p.parts
+)
 
 
 def write(folder: Path, name: str, text: str) -> Path:

@@ -34,7 +34,7 @@ from crt_video.engine.feature_stream import FeatureChunk, FeatureStream, segment
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, Feed, open_live, sample_live
 from crt_video.errors import CheckpointError, VideoDecodeError
 from crt_video.features.precision import PRECISION_KEYS, without_precision
-from crt_video.models.streaming import StreamingModel
+from crt_video.models.streaming import StreamingModel, state_batch_dims
 from crt_video.utils.distributed import resolve_device
 from crt_video.utils.logging import get_logger
 
@@ -114,7 +114,7 @@ class SegmentRunner:
         # segment, not two (a CRT step of two rows took 3.2-4.3 ms, of one 2.1-3.0 ms).
         rows = 1 if window_frames is None else 2
         state, fresh = self.model.init_state(rows), self.model.init_state(1)
-        batch_dims = _state_batch_dims(self.model)
+        batch_dims = state_batch_dims(self.model)
         logits, window_logits = None, []
         frames_done = 0
         for segment, arrival in segments(chunks, self.segment_len):
@@ -342,19 +342,6 @@ def top_k_labels(class_names: tuple[str, ...], logits: torch.Tensor, k: int) -> 
         {"label": class_names[int(label)], "score": float(score)}
         for score, label in zip(scores, labels, strict=True)
     ]
-
-
-def _state_batch_dims(model: StreamingModel) -> tuple[int, ...]:
-    """The batch dimension of each field of ``model``'s recurrent state (the GRU's and XL's
-    are not the first): where a state of two differs in shape from a state of one."""
-    one, two = model.init_state(1), model.init_state(2)
-    dims = []
-    for name, a, b in zip(one._fields, one, two, strict=True):
-        differ = [d for d, (m, n) in enumerate(zip(a.shape, b.shape, strict=True)) if m != n]
-        if not differ:
-            raise TypeError(f"{type(model).__name__}'s state field {name!r} has no batch dimension")
-        dims.append(differ[0])
-    return tuple(dims)
 
 
 def _restart_last_row(state, fresh, batch_dims: tuple[int, ...]):

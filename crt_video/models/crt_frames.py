@@ -57,6 +57,10 @@ class CRTFrameStepper:
         filled = torch.zeros(batch_size, dtype=torch.long, device=memory.device)
         return CRTFrameState(memory, memory, position, self._with_memory(memory, cache), filled)
 
+    def reset(self, state: CRTFrameState, rows: torch.Tensor) -> CRTFrameState:
+        """``state`` with the rows marked in ``rows`` [B] back at the start."""
+        return _where(rows, self.init_state(len(rows)), state)
+
     def step(
         self, frame: torch.Tensor, state: CRTFrameState, active: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, CRTFrameState]:
