@@ -40,9 +40,13 @@ def test_smoke_run_reports_runtimes_latency_and_memory(tmp_path):
         assert clip["of_sustained"] == rate / clip["sustained_frames_per_s"] > 0
         assert clip["all_of_sustained"] == [clip["of_sustained"]]
     assert figures["long"]["duration"] == 2 * figures["short"]["duration"]
-    live = figures["live"]
-    assert live["segments"] >= 2 and 0 < live["latency_median_s"] <= live["latency_max_s"]
-    assert live["frames_sampled"] == round(live["duration"] * 4)
+    live, per_frame = figures["live"], figures["live_per_frame"]
+    for row in (live, per_frame):
+        assert 0 < row["latency_median_s"] <= row["latency_p95_s"] <= row["latency_max_s"]
+        assert row["frames_sampled"] == round(row["duration"] * 4)
+    assert live["labels"] >= 2  # one a segment of 4 frames
+    assert per_frame["labels"] == per_frame["frames_sampled"]  # one a frame
+    assert "per frame as it is encoded" in result["markdown"]
     markdown = result["markdown"]
     assert "| onnx |" in markdown and "real-time factor" in markdown and "latency" in markdown
     assert f"| auto ({figures['auto_precision']}) |" in markdown and "real-time bound" in markdown

@@ -19,9 +19,10 @@ import av
 import numpy as np
 import pytest
 import torch
-from test_infer import CLASSES, infer_main, make_checkpoint
+from test_infer import CLASSES, CRT, infer_main, make_checkpoint
 
-from crt_video.engine.checkpoint import load_checkpoint
+from crt_video.engine.checkpoint import load_checkpoint, open_checkpoint
+from crt_video.engine.dense_inference import ActivityDetector
 from crt_video.engine.inference import VideoLabeler
 from crt_video.engine.live import Feed, SampledFrame, is_live_source
 from crt_video.errors import VideoDecodeError
@@ -220,3 +221,60 @@ def test_feed_hands_over_every_item_then_the_end_or_the_error():
         while batch := feed.take():
             taken += batch
     assert taken == [0, 1, 2]
+
+
+CAUSAL_DENSE = {**CRT, "task": "dense", "causal": True}
+
+
+@pytest.fixture(scope="module")
+def causal_dense(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("causal") / "dense.pth", model=CAUSAL_DENSE)
+
+
+def check_frame_lines(lines: list[dict], num_frames: int) -> None:
+    """One line per sampled frame (4 frames/s), each at its frame's end, top activities first."""
+    assert [line["time"] for line in lines] == pytest.approx(
+        [(n + 1) / 4 for n in range(num_frames)]
+    )
+    for line in lines:
+        assert set(line) == {"time", "label", "score", "top_k"}
+        assert line["label"] in CLASSES and line["top_k"][0]["label"] == line["label"]
+        scores = [item["score"] for item in line["top_k"]]
+        assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+
+
+def test_a_causal_per_frame_checkpoint_writes_a_line_per_frame_from_a_pipe(causal_dense, tmp_path):
+    lines, summary = tmp_path / "frames.jsonl", tmp_path / "summary.json"
+    process = start_infer(
+        "-", "--checkpoint", str(causal_dense), "--jsonl", str(lines), "--json", str(summary),
+        "--top-k", "3",
+    )  # fmt: skip
+    write_mpegts(process.stdin, seconds=6.0)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err.decode()
+    check_frame_lines(read_jsonl(lines), 24)
+    assert all(len(line["top_k"]) == 3 for line in read_jsonl(lines))
+    result = json.loads(summary.read_text())
+    assert result["source"] == "-" and result["end"] == "ended" and result["duration"] == 6.0
+    for item in result["intervals"]:
+        assert item["label"] in CLASSES and 0 <= item["start"] < item["end"] <= 6.0
+
+
+def test_per_frame_lines_of_a_file_are_those_of_its_whole_forward(
+    causal_dense, write_test_video, tmp_path
+):
+    """Frame by frame through the causal stepper, a file gets the scores the model gives all of
+    its frames at once, and as many lines."""
+    video = write_test_video(tmp_path / "three_seconds.mp4", seconds=3.0, fps=10)
+    lines = tmp_path / "frames.jsonl"
+    assert infer_main(str(video), "--checkpoint", str(causal_dense), "--jsonl", str(lines)) == 0
+    written = read_jsonl(lines)
+    check_frame_lines(written, 12)
+
+    labeler = ActivityDetector.from_checkpoint(open_checkpoint(causal_dense), torch.device("cpu"))
+    chunks = labeler.stream.file_chunks(labeler.stream.sample(video))
+    features = torch.cat([chunk.features for chunk in chunks])
+    with torch.inference_mode():
+        whole = labeler.runner.model(features[None], torch.tensor([len(features)]))[0].sigmoid()
+    best = [line["score"] for line in written]
+    assert best == pytest.approx(whole.max(-1).values.tolist(), abs=1e-4)

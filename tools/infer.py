@@ -11,8 +11,11 @@ video of any length runs in constant memory. --json writes one object
 {"video", "top_k": [{"label", "score"}], "timeline": [{"start", "end", "label", "score"}]} for one
 video and a list of them for several (videos that fail to decode are left out and reported);
 each object also holds the video's "duration" in seconds. Scores are softmax probabilities.
-With a TSU detection checkpoint it prints and writes {"video", "duration", "intervals": [{"label",
-"start", "end", "score"}]} instead: activity intervals in seconds, which may overlap.
+With a per-frame checkpoint (TSU detection, online detection) it prints and writes {"video",
+"duration", "intervals": [{"label", "start", "end", "score"}]} instead: activity intervals in
+seconds, which may overlap, and --jsonl gets one line per frame; a causal checkpoint
+(model.causal=True) writes each frame's line as soon as the frame is encoded, the others at the
+end of the frame's segment.
 
 A live SOURCE is "-" (standard input: any container FFmpeg reads from a pipe, e.g. MPEG-TS), a URL
 (rtsp://, rtmp://, http(s)://, udp://, tcp://) or a camera (/dev/videoN). It is labelled until it
@@ -39,7 +42,6 @@ from crt_video.engine.inference import (
     DEFAULT_WINDOW_SECONDS,
     LONG_VIDEO_SECONDS,
     SegmentLabel,
-    top_k_labels,
 )
 from crt_video.engine.labeler import Labeler
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, STDIN, is_live_source
@@ -144,9 +146,7 @@ def segment_writer(labeler: Labeler, out: IO[str], top_k: int):
     """A callback writing each segment's label as one JSON line, flushed at once."""
 
     def write(segment: SegmentLabel) -> None:
-        ranked = top_k_labels(labeler.class_names, segment.logits, top_k)
-        line = {"time": round(segment.time, 3), **ranked[0], "top_k": ranked}
-        out.write(json.dumps(line) + "\n")
+        out.write(json.dumps(labeler.line(segment, top_k)) + "\n")
         out.flush()
 
     return write

@@ -9,12 +9,15 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from crt_video.engine.checkpoint import load_checkpoint
+from crt_video.engine.checkpoint import open_checkpoint
 from crt_video.engine.feature_stream import FeatureStream
 from crt_video.engine.inference import VideoLabeler
+from crt_video.engine.labeler import Labeler
 from crt_video.features.video import iter_frames
+from crt_video.tasks import task_of
 
 STEP_REPEATS = 50
 # Distinct frames the encoder alone cycles through right after each labelling run, as many frames
@@ -23,14 +26,13 @@ STEP_REPEATS = 50
 SUSTAINED_POOL = 240
 
 
-def _labeler(spec: dict) -> VideoLabeler:
+def _labeler(spec: dict) -> Labeler:
     if spec["runtime"] == "onnx":
         from crt_video.engine.onnx_export import onnx_labeler
 
         return onnx_labeler(spec["model"], threads=spec["threads"])
-    return VideoLabeler.from_checkpoint(
-        load_checkpoint(spec["model"]), "cpu", precision=spec["precision"]
-    )
+    ckpt = open_checkpoint(spec["model"])
+    return task_of(ckpt.model).labeler(ckpt, torch.device("cpu"), spec["precision"])
 
 
 def _pin(threads: int) -> None:
@@ -77,18 +79,20 @@ def _sustained_rate(stream: FeatureStream, num_frames: int) -> float:
 
 
 def measure_stdin(spec: dict) -> dict:
-    """Runs in its own process: label standard input live, report per-segment latency."""
+    """Runs in its own process: label standard input live, report the latency of each label
+    (per segment, or per frame for a per-frame causal model)."""
     _pin(spec["threads"])
     labeler = _labeler(spec)
     latencies: list[float] = []
     print("ready", flush=True)
     result = labeler.label_live(
-        "-", window=0, on_segment=lambda segment: latencies.append(segment.latency)
+        "-", window=0, on_segment=lambda label: latencies.append(label.latency)
     )
     return dict(
         duration=result["duration"],
-        segments=len(latencies),
+        labels=len(latencies),
         latency_median_s=statistics.median(latencies),
+        latency_p95_s=float(np.percentile(latencies, 95)),
         latency_max_s=max(latencies),
         frames_sampled=result["frames_sampled"],
         frames_dropped=result["frames_dropped"],

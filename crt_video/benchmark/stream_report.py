@@ -11,6 +11,7 @@ def stream_figures(
     rows: dict,
     long: dict,
     live: dict,
+    live_per_frame: dict,
     encoder_alone: dict,
     *,
     encoder_cfg: FrameEncoderConfig,
@@ -24,7 +25,8 @@ def stream_figures(
     pipeline_repeats: int,
     sweep_repeats: int,
 ) -> dict:
-    """The figures of one run: each runtime's clip, the long clip, the live pipe, and the encoder
+    """The figures of one run: each runtime's clip, the long clip, the live pipe (labels per
+    segment, and per frame from a causal per-frame model), and the encoder
     alone per precision with the real-time bound it sets and each row's share of it."""
     default = rows[default_runtime]
     alone = {p: {**m, "bound": m["frames_per_s"] / fps} for p, m in encoder_alone.items()}
@@ -56,6 +58,7 @@ def stream_figures(
         "short": _video_figures(default, alone),
         "long": _video_figures(long, alone),
         "live": live,
+        "live_per_frame": live_per_frame,
         "peak_rss_growth_mib": long["peak_rss_mib"] - default["peak_rss_mib"],
     }
 
@@ -114,7 +117,7 @@ def stream_markdown(figures: dict) -> str:
             (f"{figures['default_runtime']}, long clip", figures["long"]),
         ]
     )
-    live = figures["live"]
+    live, per_frame = figures["live"], figures["live_per_frame"]
     return f"""## Streaming inference (stream)
 
 This CPU: {figures["cpu"]}; flags {", ".join(figures["cpu_flags"]) or "none of AMX, AVX512-BF16, VNNI, NEON"}
@@ -141,10 +144,15 @@ other processes shared the cores and the times are slower than this machine can 
 
 Live pipe (`{figures["default_runtime"]}`, {live["duration"]:.0f} s of MPEG-TS written into
 `tools/infer.py -` at the clip's pace): arrival-to-label latency per segment median
-{live["latency_median_s"]:.2f} s, max {live["latency_max_s"]:.2f} s over {live["segments"]}
-segments (target: within the segment's {figures["segment_seconds"]:g} s + 1 s);
-{live["frames_dropped"]} of {live["frames_sampled"]} frames dropped; peak RSS
-{live["peak_rss_mib"]:.0f} MiB; load avg {live["load_average"]:.1f}.
+{live["latency_median_s"]:.2f} s, p95 {live["latency_p95_s"]:.2f} s, max
+{live["latency_max_s"]:.2f} s over {live["labels"]} segments (target: within the segment's
+{figures["segment_seconds"]:g} s + 1 s); {live["frames_dropped"]} of {live["frames_sampled"]}
+frames dropped; peak RSS {live["peak_rss_mib"]:.0f} MiB; load avg {live["load_average"]:.1f}.
+The same pipe into a causal per-frame CRT (`model.task='dense'`, `model.causal=True`), one label
+per frame as it is encoded: latency median {per_frame["latency_median_s"]:.2f} s, p95
+{per_frame["latency_p95_s"]:.2f} s, max {per_frame["latency_max_s"]:.2f} s over
+{per_frame["labels"]} frames; {per_frame["frames_dropped"]} of {per_frame["frames_sampled"]}
+frames dropped.
 
 One streaming step ({figures["segment_len"]}-frame segment through the CRT, median of
 {figures["step_repeats"]}): {figures["step_latency_ms"]:.2f} ms. Encoder ({figures["default_runtime"]}):

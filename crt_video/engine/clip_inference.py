@@ -25,6 +25,7 @@ from crt_video.engine.inference import (
     SegmentLabel,
     WindowPrediction,
     describe_labels,
+    label_line,
     label_summary,
     label_timeline,
 )
@@ -113,6 +114,9 @@ class FrameWindowLabeler:
             f"{source}: live sources need a model on features (model.task=clip); this "
             "checkpoint's model reads frames"
         )
+
+    def line(self, label: SegmentLabel, top_k: int) -> dict:
+        return label_line(self.class_names, label, top_k)
 
     def describe(self, result: dict) -> str:
         return describe_labels(result)

@@ -34,6 +34,7 @@ from crt_video.engine.feature_stream import FeatureChunk, FeatureStream, segment
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, Feed, open_live, sample_live
 from crt_video.errors import CheckpointError, VideoDecodeError
 from crt_video.features.precision import PRECISION_KEYS, without_precision
+from crt_video.models.frame_steps import frame_stepper
 from crt_video.models.streaming import StreamingModel, state_batch_dims
 from crt_video.utils.distributed import resolve_device
 from crt_video.utils.logging import get_logger
@@ -130,16 +131,40 @@ class SegmentRunner:
                 on_segment(SegmentLabel(frames_done / rate, logits[0], latency))
         return None if logits is None else logits[0], window_logits
 
-    def frames(self, chunks: Iterator[FeatureChunk]) -> torch.Tensor | None:
-        """Per-frame logits [n, C] of a dense model (None without a frame)."""
-        if self.streaming:
-            state, rows = self.model.init_state(1), []
-            for segment, _ in segments(chunks, self.segment_len):
-                logits, state = self.model.step(segment, state)
-                rows.append(logits[0])
-            return torch.cat(rows) if rows else None
-        features = [chunk.features for chunk in chunks]
-        return self.classify(torch.cat(features)) if features else None
+    def frames(
+        self,
+        chunks: Iterator[FeatureChunk],
+        rate: float,
+        on_frame: Callable[[SegmentLabel], None] | None = None,
+    ) -> torch.Tensor | None:
+        """Per-frame logits [n, C] of a per-frame model (None without a frame). ``on_frame``
+        gets each frame's label as soon as it is known: as the frame is encoded where the model
+        has a frame-by-frame stepper (a causal CRT, the GRU), else at its segment's end."""
+        stepper = frame_stepper(self.model) if self.streaming else None
+        if stepper is not None:
+            return self._frame_by_frame(stepper, chunks, rate, on_frame)
+        if not self.streaming:
+            features = [chunk.features for chunk in chunks]
+            logits = self.classify(torch.cat(features)) if features else None
+            _report_frames(logits, 0, rate, None, on_frame)
+            return logits
+        state, rows, done = self.model.init_state(1), [], 0
+        for segment, arrival in segments(chunks, self.segment_len):
+            logits, state = self.model.step(segment, state)
+            rows.append(logits[0])
+            _report_frames(logits[0], done, rate, arrival, on_frame)
+            done += segment.shape[1]
+        return torch.cat(rows) if rows else None
+
+    def _frame_by_frame(self, stepper, chunks, rate, on_frame) -> torch.Tensor | None:
+        state, rows = stepper.init_state(1), []
+        for chunk in chunks:
+            for index, features in enumerate(chunk.features):
+                logits, state = stepper.step(features[None], state)
+                rows.append(logits)
+                arrival = None if chunk.arrivals is None else float(chunk.arrivals[index])
+                _report_frames(logits, len(rows) - 1, rate, arrival, on_frame)
+        return torch.cat(rows) if rows else None
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """``forward`` on all of [n, D]: one clip's logits [C] (or per-frame logits [n, C])."""
@@ -244,37 +269,22 @@ class VideoLabeler:
                 f"{source}: a live source needs a model with recurrent memory (model.type='crt')"
             )
         fps = self.stream.fps
-        feed = Feed(sample_live(open_live(source, timeout), fps, source))
-        counts = {"frames_sampled": 0, "frames_dropped": 0}
-        errors: list[str] = []
         window_frames = self._window_frames(window or 0.0, fps)
-        try:
-            keep = self.runner.segment_len
-            with self.stream.torch_threads():
-                chunks = self.stream.live_chunks(feed, keep, stop, counts, errors)
-                logits, window_logits = self.runner.clip(chunks, window_frames, fps, on_segment)
-        finally:
-            feed.close()
-        error = errors[0] if errors else None
-        if logits is None:
-            stopped = stop is not None and stop.is_set()
-            raise VideoDecodeError(
-                error or f"{source}: {'stopped' if stopped else 'ended'} before its first frame"
-            )
-        end = "error" if error else "ended" if feed.finished else "stopped"
-        duration = counts["frames_sampled"] / fps
-        windows = _windows(window_logits, window_frames, fps, duration)
-        return {
-            "source": source,
-            "duration": round(duration, 3),
-            **self.summary(logits, windows, top_k),
-            **counts,
-            "end": end,
-            "error": error,
-        }
+
+        def label(chunks: Iterator[FeatureChunk]):
+            return self.runner.clip(chunks, window_frames, fps, on_segment)
+
+        (logits, window_logits), session = run_live(
+            self.stream, self.runner.segment_len, source, label, stop, timeout
+        )
+        windows = _windows(window_logits, window_frames, fps, session["duration"])
+        return {"source": source, **self.summary(logits, windows, top_k), **session}
 
     def summary(self, logits: torch.Tensor, windows: list[WindowPrediction], top_k: int) -> dict:
         return label_summary(self.class_names, logits, windows, top_k)
+
+    def line(self, label: SegmentLabel, top_k: int) -> dict:
+        return label_line(self.class_names, label, top_k)
 
     def describe(self, result: dict) -> str:
         return describe_labels(result)
@@ -333,6 +343,63 @@ def label_timeline(result: dict) -> list[tuple[float, float, str, float]]:
         return [(w["start"], w["end"], w["label"], w["score"]) for w in result["timeline"]]
     best = result["top_k"][0]
     return [(0.0, result["duration"], best["label"], best["score"])]
+
+
+def run_live(
+    stream: FeatureStream,
+    segment_len: int,
+    source: str,
+    label: Callable[[Iterator[FeatureChunk]], tuple],
+    stop: threading.Event | None,
+    timeout: float,
+) -> tuple[tuple, dict]:
+    """``label``'s output on a live source's feature chunks, labelled until the source ends,
+    stalls or ``stop`` is set, never falling behind (see :meth:`VideoLabeler.label_live`); and
+    the session's "duration", "frames_sampled", "frames_dropped", "end" and "error". ``label``
+    returns a tuple whose first item is None when no frame came."""
+    fps = stream.fps
+    feed = Feed(sample_live(open_live(source, timeout), fps, source))
+    counts = {"frames_sampled": 0, "frames_dropped": 0}
+    errors: list[str] = []
+    try:
+        with stream.torch_threads():
+            output = label(stream.live_chunks(feed, segment_len, stop, counts, errors))
+    finally:
+        feed.close()
+    error = errors[0] if errors else None
+    if output[0] is None:
+        stopped = stop is not None and stop.is_set()
+        raise VideoDecodeError(
+            error or f"{source}: {'stopped' if stopped else 'ended'} before its first frame"
+        )
+    return output, {
+        "duration": round(counts["frames_sampled"] / fps, 3),
+        **counts,
+        "end": "error" if error else "ended" if feed.finished else "stopped",
+        "error": error,
+    }
+
+
+def _report_frames(
+    logits: torch.Tensor | None,
+    first: int,
+    rate: float,
+    arrival: float | None,
+    on_frame: Callable[[SegmentLabel], None] | None,
+) -> None:
+    """Each row of ``logits`` [n, C] (frames ``first``...) to ``on_frame``, timed at the frame's
+    end; the latency runs from ``arrival``, the newest frame's (live sources)."""
+    if on_frame is None or logits is None:
+        return
+    latency = None if arrival is None else time.perf_counter() - arrival
+    for offset, row in enumerate(logits):
+        on_frame(SegmentLabel((first + offset + 1) / rate, row, latency))
+
+
+def label_line(class_names: tuple[str, ...], label: SegmentLabel, top_k: int) -> dict:
+    """A clip label's JSON line: its time and its ``top_k`` classes by softmax score."""
+    ranked = top_k_labels(class_names, label.logits, top_k)
+    return {"time": round(label.time, 3), **ranked[0], "top_k": ranked}
 
 
 def top_k_labels(class_names: tuple[str, ...], logits: torch.Tensor, k: int) -> list[dict]:

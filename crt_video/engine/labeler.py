@@ -41,6 +41,10 @@ class Labeler(Protocol):
         """The labels of a live source until it ends, stalls or ``stop`` is set; a labeler that
         cannot label a live source raises CheckpointError."""
 
+    def line(self, label: SegmentLabel, top_k: int) -> dict:
+        """One label as tools/infer.py's --jsonl writes it: {"time", "label", "score",
+        "top_k": [{"label", "score"}]}."""
+
     def describe(self, result: dict) -> str:
         """``result`` as the lines tools/infer.py prints."""
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from crt_video.data.thumos import AMBIGUOUS, BACKGROUND
 from crt_video.engine.checkpoint import Checkpoint
+from crt_video.engine.dense_inference import NOT_ACTIVITIES
 from crt_video.engine.feature_stream import FeatureStream
 from crt_video.engine.inference import SegmentRunner
 from crt_video.errors import CheckpointError
@@ -114,7 +114,7 @@ class Engine:
         if not self.per_frame:
             return Track(camera, row, ActivityTracker(camera.name, names))
         threshold = self.cfg.episodes.threshold or self.ckpt.dense.event_threshold
-        skip = frozenset({BACKGROUND, AMBIGUOUS})
+        skip = frozenset(NOT_ACTIVITIES)
         return Track(
             camera, row, EpisodeTracker(camera.name, names, self.cfg.episodes, threshold, skip)
         )

@@ -13,6 +13,7 @@ from torch import nn
 from crt_video.data.feature_dataset import FeatureData
 from crt_video.data.splits import SPLITS
 from crt_video.engine.checkpoint import Checkpoint
+from crt_video.engine.dense_inference import ActivityDetector
 from crt_video.engine.inference import VideoLabeler
 from crt_video.engine.labeler import Labeler
 from crt_video.engine.train_task import TrainTask
@@ -91,8 +92,11 @@ class Task(ABC):
         carry_memory: bool = False,
     ) -> Labeler:
         """What tools/infer.py labels videos with: here the checkpoint's encoder and model,
-        streamed segment by segment (``precision``: the encoder's, default the checkpoint's;
-        ``carry_memory`` is the video task's)."""
+        streamed through the model's memory: clip labels, or for a per-frame task activity
+        intervals and each frame's label (``precision``: the encoder's, default the
+        checkpoint's; ``carry_memory`` is the video task's)."""
+        if self.kind.per_frame:
+            return ActivityDetector.from_checkpoint(checkpoint, device, precision)
         return VideoLabeler.from_checkpoint(checkpoint, device, precision)
 
 

@@ -26,8 +26,6 @@ from crt_video.data.tsu import (
     tsu_class_names,
 )
 from crt_video.data.window_dataset import WindowDataset, collate_windows, load_video
-from crt_video.engine.checkpoint import Checkpoint
-from crt_video.engine.dense_inference import ActivityDetector
 from crt_video.engine.evaluate import predict_logits
 from crt_video.engine.train_task import TrainTask
 from crt_video.errors import DatasetError
@@ -239,13 +237,3 @@ class DenseTask(Task):
             f"frame-mAP {metrics['frame_map']:.4f}, event-mAP@0.5 {metrics['event_map']['0.5']:.4f}"
             f" over {metrics['num_videos']} videos"
         )
-
-    def labeler(
-        self,
-        checkpoint: Checkpoint,
-        device: torch.device,
-        precision: str | None = None,
-        carry_memory: bool = False,
-    ) -> ActivityDetector:
-        """Activity intervals instead of clip labels."""
-        return ActivityDetector.from_checkpoint(checkpoint, device, precision)
