@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import signal
 import socket
 import subprocess
 import sys
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             app, host=cfg.host, port=cfg.port, log_level="warning", timeout_graceful_shutdown=2
         )
     )
+    # uvicorn catches SIGTERM and Ctrl-C, shuts down, then raises the signal again with the
+    # handlers it found: these take it, so the service is stopped below and the exit is 0
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda signum, frame: None)
     try:
         server.run()  # returns on SIGTERM or Ctrl-C
     finally:

@@ -29,7 +29,8 @@ from crt_video.engine.feature_stream import FeatureStream
 from crt_video.engine.inference import SegmentRunner
 from crt_video.errors import CheckpointError
 from crt_video.models.frame_steps import frame_stepper
-from crt_video.models.streaming import StateRows
+from crt_video.models.registry import model_config
+from crt_video.models.streaming import StateRows, StreamingModel
 from crt_video.serve.activity import ActivityTracker, Change, EpisodeTracker
 from crt_video.serve.cameras import Camera, CameraFrame
 from crt_video.serve.config import ServeConfig
@@ -76,14 +77,15 @@ class Engine:
     ) -> None:
         self.cfg, self.ckpt, self.device = cfg, ckpt, device
         self.store, self.bus, self.metrics = store, bus, Metrics()
-        stream = FeatureStream.from_checkpoint(ckpt, device)
-        self.encoder, self.fps = stream.encoder, stream.fps
-        runner = SegmentRunner.from_checkpoint(ckpt, stream)
-        if not runner.streaming:
+        # refused before the encoder and the model are built (which warn about such a model)
+        if not issubclass(model_config(ckpt.model)[0], StreamingModel):
             raise CheckpointError(
                 f"{ckpt.path}: model type {ckpt.model['type']!r} sees a whole video at once and "
                 "cannot label a live camera; serve a crt, xl or gru checkpoint"
             )
+        stream = FeatureStream.from_checkpoint(ckpt, device)
+        self.encoder, self.fps = stream.encoder, stream.fps
+        runner = SegmentRunner.from_checkpoint(ckpt, stream)
         self.model, self.segment_len = runner.model.eval(), runner.segment_len
         self.frames = frame_stepper(self.model)
         self.per_frame = ckpt.task.per_frame
