@@ -10,7 +10,7 @@ _base_ = [
 ann_file = "data/tsu/smarthome_CS_51.json"
 protocol = "cs"
 # lr 2e-3: at 5e-4 a class on 0.5% of the frames (TSU has many) was still not learned after 30
-# epochs of a small set; batches of 4 windows give twice the steps of 8, which one of three seeds
-# needed to learn the memory in 30 epochs (README, TSU). The memory spans the whole training
+# epochs of a small set; small batches give more steps in 30 epochs, which learning the memory
+# needed (docs/benchmarks.md, TSU-format memory test). The memory spans the whole training
 # window (the base's truncate_every=None): a disk and its square can lie a minute apart.
 train = dict(batch_size=2, lr=2e-3)

@@ -10,7 +10,7 @@ demo = dict(seed=0, num_videos=72, min_seconds=120.0, max_seconds=180.0)
 encoder = dict(name="vit_tiny_patch16_224", pretrained=False, kwargs=dict(img_size=32))
 # The paper's crt with the base's memory settings (update-gate bias 4, no truncation); whole
 # videos of 480-720 frames, so no training window.
-# A position RNN of 32 numbers: the demo's table (README) was measured with it.
+# A position RNN of 32 numbers: the demo's table (docs/benchmarks.md) was measured with it.
 model = dict(d_model=128, depth=1, segment_len=16, position_dim=32)
 dense = dict(window=None, gt_stride=1)
 train = dict(epochs=40, batch_size=2, lr=1e-3, warmup_epochs=2)

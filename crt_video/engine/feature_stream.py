@@ -34,8 +34,8 @@ from crt_video.utils.progress import progress_bar
 from crt_video.utils.threads import cpu_threads
 
 # Frames decoded ahead of the encoder. A file is decoded in chunks of the encoder's batch: its
-# first forward pass starts after 8 frames, not 64 (0.03 s against 0.15-0.45 s into a 60 s clip
-# on 2 cores), and decoding spreads over the encoding instead of bursting beside its first calls.
+# first forward pass starts after one batch of frames, not 64, and decoding spreads over the
+# encoding instead of bursting beside its first calls.
 DECODE_AHEAD_FRAMES = 32
 
 logger = get_logger(__name__)
@@ -103,11 +103,8 @@ class FeatureStream:
     def torch_threads(self) -> contextlib.AbstractContextManager:
         """Where labelling runs: on one torch thread while the encoder computes in another runtime
         (``computes_in_torch`` False: int8, ONNX). Torch is then left the resize, the
-        normalisation and the CRT steps, and its second OpenMP thread, spinning after each of
-        them, took a core from the runtime's threads. Labelling the 60 s benchmark clip in int8
-        (AMD EPYC, 2 cores, alternated fresh-process pairs) was faster in 10 of 12 pairs (median
-        3.03 against 3.17 s), then in 7 of 12 (3.40 against 3.45 s) on a noisier machine, where
-        its ratio to the encoder alone timed in the same process rose from 0.81 to 0.88."""
+        normalisation and the CRT steps, and a second OpenMP thread, spinning after each of
+        them, would take a core from the runtime's threads."""
         if getattr(self.encoder, "computes_in_torch", True):
             return contextlib.nullcontext()
         return cpu_threads(self.device, 1)

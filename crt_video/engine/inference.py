@@ -112,7 +112,7 @@ class SegmentRunner:
         if not self.streaming:
             return self._forward(chunks, window_frames)
         # Row 0 of the state carries the whole stream, row 1 the current window: one step a
-        # segment, not two (a CRT step of two rows took 3.2-4.3 ms, of one 2.1-3.0 ms).
+        # segment, not two (a step of two rows costs much less than two steps of one).
         rows = 1 if window_frames is None else 2
         state, fresh = self.model.init_state(rows), self.model.init_state(1)
         batch_dims = state_batch_dims(self.model)

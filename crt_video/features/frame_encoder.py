@@ -46,9 +46,9 @@ from crt_video.utils.sections import require_auto_or_int, require_int, section_f
 logger = logging.getLogger(__name__)
 
 # Frames per forward pass with batch_size='auto'. On a CPU a larger batch buys no speed and costs
-# memory (the streaming benchmark, vit_small on 2 cores: an AMD EPYC without AVX-VNNI, fp32 15.8
-# frames/s at 8, 15.0 at 64; bf16 26.2 and 24.6; int8 46.1 and 39.8; one with AVX-VNNI, int8 84.4
-# and 53.9; ONNX Runtime's int8 peaked at 1.5 GiB resident at 8, 2.5 at 64).
+# memory: a CPU's cores are already busy with 8 frames, and a bigger batch only holds more
+# activations at once (the streaming benchmark's batch table, docs/benchmarks.md). A GPU needs
+# large batches to fill its cores.
 AUTO_BATCH = {"cuda": 64, "cpu": 8}
 
 
@@ -187,8 +187,9 @@ class FrameEncoder(nn.Module):
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N, H, W, 3] of any size -> normalised float [N, 3, h, w] on the encoder's device."""
         frames = resize_frames(frames, self.input_size, self.interpolation)
-        # Laid out as NCHW while still uint8: normalising the channels-last view and copying after
-        # took 1-7 ms a batch of 8 at 224 px, this 0.3-0.6 ms, to the same bits.
+        # Laid out as NCHW while still uint8 (a quarter of the bytes of float32) and normalised in
+        # place: normalising the channels-last view and copying after gives the same bits but
+        # moves the data more times.
         x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).contiguous().float()
         return x.sub_(self.mean).div_(self.std)
 

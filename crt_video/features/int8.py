@@ -10,8 +10,9 @@ That is why 'auto' may choose it, unlike dynamic quantisation (torch.ao's scales
 batch's largest value).
 
 The runtimes run the same graph but round differently, so the identity names the one that ran
-(``Int8Runner.quantization``). OpenVINO ran vit_small's int8 graph at 49.1 frames/s against ONNX
-Runtime's 37.8 (AMD EPYC, 2 threads, batch 8), 1.3x, at the same cosine to fp32 (0.9986).
+(``Int8Runner.quantization``). OpenVINO is preferred on x86 because it runs this graph faster than
+ONNX Runtime at the same cosine to fp32 (the streaming benchmark's int8 runtime table,
+docs/benchmarks.md).
 
 Quantising takes seconds to a minute, so the quantised graph is kept in
 ``$CRT_VIDEO_HOME/int8/`` (default ``~/.cache/crt_video``) under a hash of the encoder's identity,

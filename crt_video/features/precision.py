@@ -44,8 +44,8 @@ PRECISION_KEYS = ("precision", "quantization")
 # 0.9999 and int8 0.998 on vit_small; a precision that damages a model's features lands far below.
 MIN_COSINE = 0.99
 PROBE_REPEATS = 3
-# Untimed calls first: weight packing, kernel choice, and OpenVINO's warm-up (its first call ran
-# at about two thirds of its steady speed, the second at 0.85-1.0: vit_small int8, AMD EPYC).
+# Untimed calls first: weight packing, kernel choice, and OpenVINO's warm-up (its first calls
+# run slower than its steady speed, and would make int8 look slower than it is).
 WARMUP_CALLS = 2
 
 
@@ -119,7 +119,7 @@ def choose_precision(measured: dict[str, dict[str, float]]) -> str:
 
 
 def describe(measured: dict[str, dict[str, float]]) -> str:
-    """'fp32 12.4 frames/s, bf16 24.9 frames/s (cosine 0.99996), ...' for the log."""
+    """'fp32 <rate> frames/s, bf16 <rate> frames/s (cosine <c>), ...' for the log."""
     return ", ".join(
         f"{p} {m['frames_per_s']:.1f} frames/s"
         + ("" if p == "fp32" else f" (cosine {m['cosine']:.5f})")

@@ -1,11 +1,10 @@
 """Frame sampling at a fixed rate of video time, decoded with PyAV or decord.
 
 Read in order (sampling at a rate: feature extraction, inference), PyAV decodes by default: it
-converts to RGB only the frames sampled, in one thread and through one scaler, and took 0.22
-CPU-seconds where decord took 0.46 for 60 s of 640x480 20 fps H.264 sampled at 4 frames/s (AMD
-EPYC with AVX-VNNI, resize included, best of 5): on a streaming CPU, time the encoder does not
-get. Frames fetched by index (video clips for end-to-end training) use decord where it installs,
-for its seeking.
+converts to RGB only the frames sampled, in one thread and through one scaler, so it spends fewer
+CPU-seconds per clip than decord, and on a streaming CPU every CPU-second decoding takes is one
+the encoder does not get. Frames fetched by index (video clips for end-to-end training) use
+decord where it installs, for its seeking.
 
 Both backends sample the same frames: target times ``start + k / fps`` over the whole clip,
 each taking the last frame that starts at or before it. The container's frame timestamps
@@ -147,9 +146,8 @@ def _open_container(path: Path) -> av.container.InputContainer:
 
 def decoding_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
     """The container's video stream, decoded in one thread as decord's readers are: on one-slice
-    H.264 (x264's default) PyAV's default slice threads took 0.14-0.18 CPU-seconds for the 60 s
-    clip where one thread took 0.08, and were no faster; on a streaming CPU that time is the
-    encoder's."""
+    H.264 (x264's default) PyAV's default slice threads cost more CPU time than one thread and
+    finish no sooner; on a streaming CPU that time is the encoder's."""
     stream = container.streams.video[0]
     if stream.codec_context is not None:
         stream.codec_context.thread_count = 1
@@ -158,8 +156,8 @@ def decoding_stream(container: av.container.InputContainer) -> av.video.stream.V
 
 def rgb_converter() -> Callable[[av.VideoFrame], np.ndarray]:
     """frame -> uint8 RGB [H, W, 3] through one scaler kept across frames: a scaler made per
-    frame (what ``frame.to_ndarray(format='rgb24')`` does) took twice as long, 0.09 against
-    0.045 CPU-seconds for the 60 s clip's 240 sampled frames, to the same bytes."""
+    frame (what ``frame.to_ndarray(format='rgb24')`` does) gives the same bytes but pays for
+    setting the scaler up again on every frame."""
     reformatter = VideoReformatter()
     return lambda frame: reformatter.reformat(frame, format="rgb24").to_ndarray()
 

@@ -60,7 +60,7 @@ class CRTConfig(SegmentConfig, MemoryGateConfig):
     positions: str = "recurrent"
     position_cell: str | None = None  # the position RNN's cell; None: the same as memory_cell
     # The position RNN's state size, at most d_model (projected to it); None: d_model, the paper's.
-    # 32 costs 2.4 d² FLOPs per frame instead of 12 d², and accuracy (README, ablations).
+    # 32 costs 2.4 d² FLOPs per frame instead of 12 d², and accuracy (docs/benchmarks.md, ablations).
     position_dim: int | None = None
     frame_read: str = "output"  # dense only: see FRAME_READS
 

@@ -312,7 +312,7 @@ class RecurrentPositions(nn.Module):
     position terms: where a frame sits, and what came before it in the segment, is in its input,
     so two close events are ordered by construction. The state can be narrower than the
     embeddings (``dim``, at most d_model): cheaper per frame, but it carries less of the segment's
-    content than a full-width one (README, ablations)."""
+    content than a full-width one (docs/benchmarks.md, ablations)."""
 
     def __init__(self, kind: str, d_model: int, dim: int | None = None) -> None:
         super().__init__()

@@ -63,15 +63,14 @@ def openvino_model(
 ):
     """``path`` compiled by OpenVINO for the CPU: one request at a time (the encoder's calls are
     sequential), its compute on ``threads`` threads (None: OpenVINO's choice), and int8 graphs
-    kept in int8 with the rest in fp32 (OpenVINO's default there is bf16 where the CPU has it:
-    other features than ONNX Runtime's, and on the AMD EPYC slower, 32.2 against 49.1 frames/s).
+    kept in int8 with the rest in fp32 (OpenVINO's default there is bf16 where the CPU has it,
+    which gives other features than ONNX Runtime's and was not faster).
 
-    ``batch``: compiled for that many frames only. Static shapes ran vit_small's int8 graph
-    3-18% faster than the same graph compiled for any batch (AMD EPYC, 2 threads, batch 8,
-    calls alternated, three runs), to the same bits, and without compiling kernels on the first
-    call.
-    ``cache_dir``: where OpenVINO keeps compiled blobs, so that later processes load in a
-    fraction of the compile time (1.6 s -> 0.2 s).
+    ``batch``: compiled for that many frames only. Static shapes let OpenVINO pick kernels for
+    the one batch the encoder sends, which runs faster than a graph compiled for any batch, to
+    the same bits, and compiles no kernels on the first call.
+    ``cache_dir``: where OpenVINO keeps compiled blobs, so that later processes load them
+    instead of compiling again.
     """
     config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32"}
     if threads:

@@ -14,7 +14,7 @@ def cpu_threads(device: torch.device, count: int) -> Iterator[None]:
     """Run with ``count`` torch intra-op threads when on the CPU; restore the previous count after.
 
     OpenMP threads spin while they wait for each other: on two cores shared with decode workers
-    or other jobs, two threads measured 5-8x slower per step than one.
+    or other jobs, two threads can be several times slower per step than one.
     """
     previous = torch.get_num_threads()
     if device.type == "cpu":

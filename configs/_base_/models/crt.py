@@ -33,6 +33,6 @@ model = dict(
     # gates start at time scales spread log-uniformly from 2 steps to this; crt and gru
     memory_horizon=None,
     frame_read="output",  # dense crt: 'output', 'output+memory', 'output+hidden' or 'hidden'
-    embed_norm=False,  # LayerNorm the projected frames before adding positions (see the README)
+    embed_norm=False,  # LayerNorm the projected frames before adding positions (docs/benchmarks.md, the recipe of full)
     pool="mean",  # full only: read out the mean of the frame outputs ('mean') or a class token
 )
