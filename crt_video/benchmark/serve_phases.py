@@ -147,12 +147,11 @@ def peer_trial(bench, count: int) -> dict:
         lateness = np.array([at - line["time"] for at, line in peer.lines])
         window = [i for i, (at, _) in enumerate(peer.lines) if at >= started + bench.warmup]
         latencies += list(lateness[window] - lateness.min())
-        ends = [peer.lines[i] for i in window[:: max(1, len(window) - 1)]]
-        paces.append(
-            (ends[-1][1]["time"] - ends[0][1]["time"]) / (ends[-1][0] - ends[0][0])
-            if len(window) > 1
-            else 0.0
-        )
+        if len(window) < 2:  # a peer that labelled at most one segment in the window
+            paces.append(0.0)
+            continue
+        (first_at, first), (last_at, last) = peer.lines[window[0]], peer.lines[window[-1]]
+        paces.append((last["time"] - first["time"]) / (last_at - first_at))
     sampled = sum(s["frames_sampled"] for s in summaries)
     figures = dict(
         cameras=count,
