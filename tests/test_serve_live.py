@@ -23,10 +23,10 @@ import httpx
 import pytest
 from test_infer import CLASSES, CRT, make_checkpoint
 
+from crt_video.benchmark.rtsp_cameras import RtspCameras, missing_packages
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, where python3-gi lives
-RTSP_CAMERAS = Path(__file__).with_name("rtsp_cameras.py")
 TIMEOUT = 90.0  # generous: other work may share the cores
 # Short waits, so that a camera's failure and its return show within seconds.
 FAST = dict(stall_seconds=2.0, backoff_seconds=(0.5, 1.0))
@@ -189,46 +189,11 @@ def run_service(tmp_path, checkpoint) -> Iterator[Callable[..., Service]]:
 # 1. RTSP cameras and reconnection.
 
 
-class RtspCameras:
-    """tests/rtsp_cameras.py in Debian's Python: a mount per camera on 127.0.0.1."""
-
-    def __init__(self, mounts: dict[str, Path]) -> None:
-        self.mounts, self.port = mounts, 0
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        """Listen (again on the same port, once it has one)."""
-        mounts = [f"{name}={path}" for name, path in self.mounts.items()]
-        self.process = subprocess.Popen(
-            [SYSTEM_PYTHON, str(RTSP_CAMERAS), str(self.port), *mounts],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        line = self.process.stdout.readline().split()
-        if line[:1] != ["ready"]:
-            self.process.wait(10)
-            raise AssertionError(f"the RTSP server did not start: {self.process.stderr.read()}")
-        self.port = int(line[1])
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-    def url(self, name: str) -> str:
-        return f"rtsp://127.0.0.1:{self.port}/{name}"
-
-
 @pytest.fixture
 def rtsp_cameras() -> Iterator[Callable[[dict[str, Path]], RtspCameras]]:
-    if not Path(SYSTEM_PYTHON).is_file():
-        lacking(f"needs {SYSTEM_PYTHON} with python3-gi and gir1.2-gst-rtsp-server-1.0")
-    check = subprocess.run(
-        [SYSTEM_PYTHON, str(RTSP_CAMERAS), "--check"], capture_output=True, text=True
-    )
-    if check.returncode != 0:
-        lacking(f"the RTSP server needs the Debian packages {check.stdout.strip()}")
+    reason = missing_packages()
+    if reason:
+        lacking(reason)
     servers: list[RtspCameras] = []
 
     def start(mounts: dict[str, Path]) -> RtspCameras:

@@ -1,4 +1,5 @@
-"""Measure the toolkit: decoding, extraction, model cost, accuracy vs cost, streaming inference.
+"""Measure the toolkit: decoding, extraction, model cost, accuracy vs cost, streaming inference,
+the home service.
 
 python tools/benchmark.py all --out work_dirs/benchmark
 python tools/benchmark.py model --smoke

@@ -12,7 +12,7 @@ import torch
 from crt_video.utils.cpu import cpu_name
 from crt_video.utils.io import atomic_write_json, atomic_write_text
 
-BENCHMARKS = ("decode", "extract", "model", "accuracy", "memory", "stream", "crvit")
+BENCHMARKS = ("decode", "extract", "model", "accuracy", "memory", "stream", "crvit", "serve")
 
 
 def benchmark_module(name: str) -> ModuleType:
