@@ -7,7 +7,4 @@ _base_ = [
     "_base_/schedules/adamw_cosine.py",
 ]
 
-# Each frame reads its output plus the memory RNN's state after it (the paper's memory, per
-# frame): on the demo, the plain output read left the cue unread (per-frame mAP 0.53 against 1.0).
-model = dict(frame_read="output+hidden")
 train = dict(batch_size=16, lr=1e-3, epochs=30)

@@ -21,7 +21,7 @@ def test_a_gap_bin_ranks_its_own_frames_against_every_frame_without_the_class():
 def test_smoke_run_reports_every_row_and_resumes_finished_runs(tmp_path):
     result = run(tmp_path, smoke=True)
     table = result["figures"]["results"]["sweep"]
-    assert set(table) == {"crt, bias 4, output", "segment"}
+    assert set(table) == {"crt, time scales to 30 min, output+hidden", "segment"}
     for row in table.values():
         assert len(row["ap"]) == 1 and len(row["ap"][0]) == len(GAP_EDGES) - 1
         assert any(0.0 <= ap <= 1.0 for ap in row["ap"][0] if not np.isnan(ap))

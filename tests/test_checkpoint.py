@@ -179,6 +179,20 @@ def test_checkpoints_of_crt_video_0_2_0_predict_as_before(task):
     torch.testing.assert_close(logits, expected[task], **SAME_LOGITS)
 
 
+def test_dense_checkpoints_of_crt_video_0_3_0_keep_their_output_frame_read():
+    """Saved by crt_video 0.3.0, whose per-frame crt read each frame's output alone, with no
+    frame_read key in the config: it still does, though the default now adds the memory."""
+    expected = torch.load(DATA / "crt_0.3.0_logits.pt", weights_only=True)
+    model, ckpt = load_model(DATA / "crt_0.3.0_dense.pth")
+    assert (
+        ckpt["crt_video_version"] == "0.3.0" and ckpt["config"]["model"]["frame_read"] == "output"
+    )
+    assert model.frame_read == "output" and CRTConfig.frame_read == "output+hidden"
+    with torch.no_grad():
+        logits = model(expected["features"], expected["lengths"])
+    torch.testing.assert_close(logits, expected["dense"], **SAME_LOGITS)
+
+
 def test_new_checkpoints_keep_the_new_defaults(tmp_path):
     model = build_model(
         {"type": "crt", "d_model": 16, "heads": 2, "depth": 1}, 8, 3, frame_rate=4.0

@@ -303,15 +303,16 @@ def test_the_gru_baseline_starts_every_layer_at_the_same_time_scales():
         assert not getattr(model.gru, f"bias_hh_l{layer}")[16:32].any()
 
 
-def test_a_horizon_in_seconds_needs_the_frame_rate_and_excludes_a_constant_bias():
+def test_a_horizon_in_seconds_needs_the_frame_rate_and_a_constant_bias_replaces_it():
     cfg = {"type": "crt", **SMALL, "memory_horizon": 300.0, "memory_gate_bias": None}
     with pytest.raises(ConfigError, match="memory_horizon=300.0 is in seconds.*sampling.fps"):
         build_model(cfg, IN_DIM, NUM_CLASSES)
-    with pytest.raises(ConfigError, match="both say where the memory's gates start"):
-        build_model({**cfg, "memory_gate_bias": 4.0}, IN_DIM, NUM_CLASSES, frame_rate=2.0)
-    model = build_model({**cfg, "memory_gate_bias": 4.0, "memory_horizon": None}, IN_DIM, 5)
-    bias = model.cell.cell.bias_ih[SMALL["d_model"] : 2 * SMALL["d_model"]]
-    assert (bias == 4.0).all()
+    for horizon in (300.0, None):  # a bias set in a config wins over the default horizon
+        model = build_model(
+            {**cfg, "memory_gate_bias": 4.0, "memory_horizon": horizon}, IN_DIM, NUM_CLASSES
+        )
+        bias = model.cell.cell.bias_ih[SMALL["d_model"] : 2 * SMALL["d_model"]]
+        assert (bias == 4.0).all()
     with pytest.raises(ConfigError, match="memory_horizon=-1"):
         build_model({**cfg, "memory_horizon": -1}, IN_DIM, NUM_CLASSES, frame_rate=2.0)
 

@@ -100,7 +100,7 @@ VARIANTS: dict[str, dict] = {
     "segment": {"type": "segment"},
 }
 BASELINE = "segment"
-SMOKE_VARIANTS = ("crt, bias 4, output", "segment")
+SMOKE_VARIANTS = ("crt, time scales to 30 min, output+hidden", "segment")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

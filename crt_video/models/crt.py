@@ -42,8 +42,12 @@ HEADS = ("memory", "memory+mean")
 # 'output+memory': y_i plus the memory the segment started from; 'output+hidden': y_i plus the
 # memory RNN's state after frame i (memory_read='sequence' only); 'hidden': that state alone.
 FRAME_READS = ("output", "output+memory", "output+hidden", "hidden")
-# Defaults of crt_video 0.1.0, where a checkpoint's config may not name them.
-LEGACY_DEFAULTS = {"memory_read": "token", "positions": "learned"}
+# Defaults a checkpoint's config may not name, by the version that changed them: a checkpoint
+# saved before that version was trained with the older value.
+CHANGED_DEFAULTS = {
+    (0, 2): {"memory_read": "token", "positions": "learned"},
+    (0, 4): {"frame_read": "output"},
+}
 
 
 @dataclass(frozen=True)
@@ -52,9 +56,6 @@ class CRTConfig(SegmentConfig, MemoryGateConfig):
     memory_read: str = "sequence"
     head: str = "memory"
     truncate_every: int | None = None
-    # The memory RNN steps once per frame: at torch's initialisation its update gate keeps about
-    # half of the memory per step, and a disk seen 30 frames before is gone.
-    memory_gate_bias: float | None = 4.0
     # How frames know their place in the segment: 'recurrent' (the paper's position RNN),
     # 'learned' (an embedding added to each), or 'rotary' (queries and keys, memory at place 0).
     positions: str = "recurrent"
@@ -62,7 +63,9 @@ class CRTConfig(SegmentConfig, MemoryGateConfig):
     # The position RNN's state size, at most d_model (projected to it); None: d_model, the paper's.
     # 32 costs 2.4 d² FLOPs per frame instead of 12 d², and accuracy (docs/benchmarks.md, ablations).
     position_dim: int | None = None
-    frame_read: str = "output"  # dense only: see FRAME_READS
+    # Per-frame tasks only (see FRAME_READS): each frame's head also reads the memory RNN's state
+    # after it, the only read that held at every gap of the memory benchmark.
+    frame_read: str = "output+hidden"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -97,19 +100,18 @@ class CRTConfig(SegmentConfig, MemoryGateConfig):
                 f"model.causal=True needs model.memory_read='sequence' (it is "
                 f"{self.memory_read!r}): a causal memory token sees none of its segment"
             )
-        if "hidden" in self.frame_read and self.memory_read != "sequence":
-            raise ConfigError(
-                f"model.frame_read={self.frame_read!r} reads the memory RNN's per-frame states, "
-                f"which only model.memory_read='sequence' has (it is {self.memory_read!r})"
-            )
 
 
 def resolve_trained_defaults(model_cfg: dict, version: str | None) -> dict:
     """``model_cfg`` of a checkpoint saved by crt_video ``version``, with the defaults it was
     trained with filled in where later versions changed them."""
-    if model_cfg.get("type") != "crt" or _version_tuple(version) >= (0, 2):
+    if model_cfg.get("type") != "crt":
         return model_cfg
-    resolved = {**LEGACY_DEFAULTS, **model_cfg}
+    saved_by = _version_tuple(version)
+    resolved = dict(model_cfg)
+    for changed_in, defaults in sorted(CHANGED_DEFAULTS.items(), reverse=True):
+        if saved_by < changed_in:
+            resolved = {**defaults, **resolved}
     # 0.1.0's frame_memory flag is frame_read 'output+memory'.
     if resolved.pop("frame_memory", False):
         resolved["frame_read"] = "output+memory"
@@ -151,6 +153,12 @@ class CRT(nn.Module):
         frame_rate: float | None = None,
     ) -> None:
         super().__init__()
+        if per_frame and "hidden" in cfg.frame_read and cfg.memory_read != "sequence":
+            raise ConfigError(
+                f"model.frame_read={cfg.frame_read!r} reads the memory RNN's per-frame states, "
+                f"which only model.memory_read='sequence' has (it is {cfg.memory_read!r}); set "
+                "model.frame_read='output' or 'output+memory'"
+            )
         self.per_frame = per_frame
         self.frame_read = cfg.frame_read
         self.segment_len = cfg.segment_len

@@ -120,12 +120,15 @@ class MemoryGateConfig:
 
     With ``memory_horizon`` (seconds) the units' time scales spread log-uniformly from 2 steps to
     the horizon (:func:`timescale_gate_biases`), converted to steps with the features' frame
-    rate, so no single constant decides how far back the memory reaches. ``memory_gate_bias``
-    gives every unit one bias instead (a time scale of 1 + e^bias steps); one of the two is
-    None. With both None the cell keeps torch's initialisation (z about 0.5: half the memory is
-    gone after every step)."""
+    rate, so no single constant decides how far back the memory reaches. ``memory_gate_bias``,
+    when set, gives every unit one bias instead (a time scale of 1 + e^bias steps) and the
+    horizon is not used. With both None the cell keeps torch's initialisation (z about 0.5: half
+    the memory is gone after every step)."""
 
-    memory_horizon: float | None = None
+    # Half an hour: past the longest gap between a cue and the activity that needs it in the
+    # generated sets (6 min), with the fastest units still at 2 steps; one constant bias instead
+    # holds at one time scale only and fails beyond it (README, how long the memory holds).
+    memory_horizon: float | None = 1800.0
     memory_gate_bias: float | None = None
 
     def check_memory_gate(self) -> None:
@@ -139,11 +142,6 @@ class MemoryGateConfig:
         bias = self.memory_gate_bias
         if bias is not None and (isinstance(bias, bool) or not isinstance(bias, int | float)):
             raise ConfigError(f"model.memory_gate_bias={bias!r} must be a number or None")
-        if bias is not None and horizon is not None:
-            raise ConfigError(
-                f"model.memory_gate_bias={bias!r} and model.memory_horizon={horizon!r} both say "
-                "where the memory's gates start; set the one you do not want to None"
-            )
 
     def update_gate_bias(
         self, hidden_size: int, steps_per_second: float | None

@@ -26,13 +26,15 @@ model = dict(
     position_dim=None,  # the position RNN's state size (at most d_model); None: d_model
     head="memory",  # classify from the final memory ('memory') or memory + mean of frame outputs
     truncate_every=None,  # cut gradients every k segments; None: backpropagate through the clip
-    # initial update-gate bias: 4 keeps 98% per step (a time scale of 1 + e^4 = 56 frames) at the
-    # start; with torch's init (None) the memory RNN halves what it holds at every frame
-    memory_gate_bias=4.0,
-    # seconds (sampling.fps converts them to steps): with memory_gate_bias=None, the units' update
-    # gates start at time scales spread log-uniformly from 2 steps to this; crt and gru
-    memory_horizon=None,
-    frame_read="output",  # dense crt: 'output', 'output+memory', 'output+hidden' or 'hidden'
+    # where the memory's update gates start, crt and gru: time scales spread log-uniformly from 2
+    # steps to memory_horizon seconds (sampling.fps converts them to steps), so that the memory
+    # holds at every gap up to it; memory_gate_bias=b, when set, puts every unit at one time scale
+    # of 1 + e^b steps instead. With both None, torch's init halves the memory at every step.
+    memory_horizon=1800.0,
+    memory_gate_bias=None,
+    # per-frame crt (TSU, THUMOS'14): what each frame's head reads: 'output+hidden' (its output
+    # and the memory RNN's state after it), 'output', 'output+memory' or 'hidden'
+    frame_read="output+hidden",
     embed_norm=False,  # LayerNorm the projected frames before adding positions (docs/benchmarks.md, the recipe of full)
     pool="mean",  # full only: read out the mean of the frame outputs ('mean') or a class token
 )
