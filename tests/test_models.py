@@ -90,6 +90,22 @@ def test_streaming_segments_equals_batched_forward(overrides):
         torch.testing.assert_close(logits, batched[i : i + 1], rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "head,task,fields",
+    [
+        ("memory", "clip", ("memory",)),
+        ("memory+mean", "dense", ("memory",)),  # a frame's head reads no running mean
+        ("memory+mean", "clip", ("memory", "output_sum", "num_frames")),
+    ],
+)
+def test_the_state_between_segments_holds_only_what_the_head_reads(head, task, fields):
+    model = build("crt", head=head, task=task)
+    _, state = model.step(torch.randn(2, 4, IN_DIM, dtype=torch.float64), model.init_state(2))
+    assert state._fields == fields
+    d = SMALL["d_model"]
+    assert sum(field[0].numel() for field in state) == (d if len(fields) == 1 else 2 * d + 1)
+
+
 def test_streaming_float32_with_padded_last_segment():
     model = build_model(
         {"type": "crt", **SMALL, "memory_cell": "ncgru"}, IN_DIM, NUM_CLASSES, frame_rate=4.0

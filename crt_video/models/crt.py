@@ -126,9 +126,20 @@ class SegmentOutputs(NamedTuple):
 
 
 class CRTState(NamedTuple):
+    """Head 'memory': all a stream carries between segments is the memory."""
+
     memory: torch.Tensor  # [B, d] m_n
-    output_sum: torch.Tensor  # [B, d] sum of the frame outputs so far (head 'memory+mean')
+
+
+class CRTMeanState(NamedTuple):
+    """Head 'memory+mean' (clips): the memory and the running mean of the frame outputs."""
+
+    memory: torch.Tensor  # [B, d] m_n
+    output_sum: torch.Tensor  # [B, d] sum of the valid frame outputs so far
     num_frames: torch.Tensor  # [B] long, valid frames seen so far
+
+
+AnyCRTState = CRTState | CRTMeanState
 
 
 @register_model("crt", CRTConfig, timed=True)
@@ -188,16 +199,20 @@ class CRT(nn.Module):
         self.read_mean = cfg.head == "memory+mean" and not per_frame
         self.head = nn.Linear(cfg.d_model * (2 if self.read_mean else 1), num_classes)
 
-    def init_state(self, batch_size: int) -> CRTState:
+    def init_state(self, batch_size: int) -> AnyCRTState:
+        """The state before the first frame: just the memory m_0, plus the running sum and
+        count of the frame outputs where the head reads their mean."""
         # A copy, not an expanded view: under no_grad a view of a parameter still claims to
         # require grad without a grad_fn, which breaks module hooks such as FlopCounterMode's.
         memory = self.memory_init.repeat(batch_size, 1)
+        if not self.read_mean:
+            return CRTState(memory)
         num_frames = torch.zeros(batch_size, dtype=torch.long, device=memory.device)
-        return CRTState(memory, torch.zeros_like(memory), num_frames)
+        return CRTMeanState(memory, torch.zeros_like(memory), num_frames)
 
     def step(
-        self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, CRTState]:
+        self, segment: torch.Tensor, state: AnyCRTState, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, AnyCRTState]:
         """Consume segment [B, s, D] (s <= segment_len, ``lengths`` valid frames of it, default
         all) and return the logits from the new memory (per frame: the segment's [B, s, C]),
         with the new state."""
@@ -214,8 +229,8 @@ class CRT(nn.Module):
         return torch.cat(frame_logits, dim=1) if self.per_frame else self._logits(state)
 
     def scan_segments(
-        self, features: torch.Tensor, lengths: torch.Tensor, state: CRTState
-    ) -> Iterator[tuple[CRTState, CRTState, SegmentOutputs]]:
+        self, features: torch.Tensor, lengths: torch.Tensor, state: AnyCRTState
+    ) -> Iterator[tuple[AnyCRTState, AnyCRTState, SegmentOutputs]]:
         """(state before, state after, outputs) of each segment of the clip, the memory cut from
         its gradient every ``truncate_every`` segments (truncated backpropagation)."""
         # One orthogonal matrix per forward, not one per segment (NC-GRU).
@@ -243,8 +258,8 @@ class CRT(nn.Module):
         return frames[:, :num_frames]
 
     def _step(
-        self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None
-    ) -> tuple[CRTState, SegmentOutputs]:
+        self, segment: torch.Tensor, state: AnyCRTState, lengths: torch.Tensor | None
+    ) -> tuple[AnyCRTState, SegmentOutputs]:
         if segment.shape[1] > self.segment_len:
             raise ValueError(
                 f"segment of {segment.shape[1]} frames; this CRT takes at most "
@@ -253,8 +268,8 @@ class CRT(nn.Module):
         return self._advance(self.embed_frames(segment), state, lengths)
 
     def _advance(
-        self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None
-    ) -> tuple[CRTState, SegmentOutputs]:
+        self, segment: torch.Tensor, state: AnyCRTState, lengths: torch.Tensor | None
+    ) -> tuple[AnyCRTState, SegmentOutputs]:
         """The next state and what the segment gave: frame outputs y [B, s, d] and, with
         memory_read='sequence', the memory RNN's state after each frame [B, s, d]. segment:
         the segment's frames from :meth:`embed_frames`."""
@@ -278,8 +293,11 @@ class CRT(nn.Module):
                 else frame_sum / lengths.clamp(min=1)[:, None]
             )
             memory = self.cell(read, state.memory, lengths > 0)
-        state = CRTState(memory, state.output_sum + frame_sum, state.num_frames + lengths)
-        return state, SegmentOutputs(frames, hidden)
+        if self.read_mean:
+            after = CRTMeanState(memory, state.output_sum + frame_sum, state.num_frames + lengths)
+        else:
+            after = CRTState(memory)
+        return after, SegmentOutputs(frames, hidden)
 
     def _encode(
         self, frames: torch.Tensor, memory: torch.Tensor, frame_mask: torch.Tensor
@@ -297,7 +315,7 @@ class CRT(nn.Module):
             tokens, key_mask, rotary, skip_first_output=self.memory_read == "sequence"
         )
 
-    def _logits(self, state: CRTState) -> torch.Tensor:
+    def _logits(self, state: AnyCRTState) -> torch.Tensor:
         features = self.norm(state.memory)
         if self.read_mean:
             mean = state.output_sum / state.num_frames.clamp(min=1)[:, None]
