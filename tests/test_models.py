@@ -29,6 +29,8 @@ CRT_VARIANTS = [
     dict(positions="rotary", memory_cell="ncgru"),
     dict(positions="learned", memory_read="token"),
     dict(positions="recurrent", memory_cell="ncgru", position_cell="gru"),
+    dict(memory_init="zero", head="memory+mean"),
+    dict(memory_init="zero", memory_read="token"),
 ]
 
 
@@ -104,6 +106,19 @@ def test_the_state_between_segments_holds_only_what_the_head_reads(head, task, f
     assert state._fields == fields
     d = SMALL["d_model"]
     assert sum(field[0].numel() for field in state) == (d if len(fields) == 1 else 2 * d + 1)
+
+
+def test_memory_init_zero_starts_from_zeros_without_a_parameter():
+    learned, zero = build("crt"), build("crt", memory_init="zero")
+    assert "memory_init" in learned.state_dict() and "memory_init" not in zero.state_dict()
+    assert zero.memory_init is None
+    assert len(list(learned.parameters())) == len(list(zero.parameters())) + 1
+    assert not zero.init_state(3).memory.any()
+    assert zero.init_state(3).memory.shape == (3, SMALL["d_model"])
+    with pytest.raises(
+        ConfigError, match=r"^model.memory_init='random' is not one of learned, zero$"
+    ):
+        build("crt", memory_init="random")
 
 
 def test_streaming_float32_with_padded_last_segment():

@@ -38,6 +38,7 @@ from crt_video.models.transformer import (
 MEMORY_READS = ("sequence", "token", "mean")
 SEGMENT_POSITIONS = ("recurrent", "learned", "rotary")
 HEADS = ("memory", "memory+mean")
+MEMORY_INITS = ("learned", "zero")
 # Dense only: what each frame's head reads. 'output': the frame's final output y_i;
 # 'output+memory': y_i plus the memory the segment started from; 'output+hidden': y_i plus the
 # memory RNN's state after frame i (memory_read='sequence' only); 'hidden': that state alone.
@@ -50,6 +51,7 @@ LEGACY_DEFAULTS = {"memory_read": "token", "positions": "learned"}
 class CRTConfig(SegmentConfig, MemoryGateConfig):
     memory_cell: str = "gru"
     memory_read: str = "sequence"
+    memory_init: str = "learned"  # m_0: a learned vector, or zeros (no parameter)
     head: str = "memory"
     truncate_every: int | None = None
     # The memory RNN steps once per frame: at torch's initialisation its update gate keeps about
@@ -72,6 +74,7 @@ class CRTConfig(SegmentConfig, MemoryGateConfig):
             ("memory_cell", tuple(MEMORY_CELLS)),
             ("position_cell", (None, *MEMORY_CELLS)),
             ("memory_read", MEMORY_READS),
+            ("memory_init", MEMORY_INITS),
             ("head", HEADS),
             ("frame_read", FRAME_READS),
         ):
@@ -181,9 +184,11 @@ class CRT(nn.Module):
             self.positions = RecurrentPositions(
                 cfg.position_cell or cfg.memory_cell, cfg.d_model, cfg.position_dim
             )
-        self.memory_init = nn.Parameter(torch.empty(cfg.d_model))
+        self.register_parameter("memory_init", None)
+        if cfg.memory_init == "learned":
+            self.memory_init = nn.Parameter(torch.empty(cfg.d_model))
+            nn.init.trunc_normal_(self.memory_init, std=0.02)
         self.memory_type = nn.Parameter(torch.empty(cfg.d_model))
-        nn.init.trunc_normal_(self.memory_init, std=0.02)
         nn.init.trunc_normal_(self.memory_type, std=0.02)
         self.causal = cfg.causal
         self.latency = "frame" if cfg.causal else "segment"
@@ -202,13 +207,19 @@ class CRT(nn.Module):
     def init_state(self, batch_size: int) -> AnyCRTState:
         """The state before the first frame: just the memory m_0, plus the running sum and
         count of the frame outputs where the head reads their mean."""
-        # A copy, not an expanded view: under no_grad a view of a parameter still claims to
-        # require grad without a grad_fn, which breaks module hooks such as FlopCounterMode's.
-        memory = self.memory_init.repeat(batch_size, 1)
+        memory = self.initial_memory(batch_size)
         if not self.read_mean:
             return CRTState(memory)
         num_frames = torch.zeros(batch_size, dtype=torch.long, device=memory.device)
         return CRTMeanState(memory, torch.zeros_like(memory), num_frames)
+
+    def initial_memory(self, batch_size: int) -> torch.Tensor:
+        """m_0 [B, d]: the learned vector (``memory_init='learned'``) or zeros."""
+        if self.memory_init is None:
+            return self.memory_type.new_zeros(batch_size, self.memory_type.shape[0])
+        # A copy, not an expanded view: under no_grad a view of a parameter still claims to
+        # require grad without a grad_fn, which breaks module hooks such as FlopCounterMode's.
+        return self.memory_init.repeat(batch_size, 1)
 
     def step(
         self, segment: torch.Tensor, state: AnyCRTState, lengths: torch.Tensor | None = None
