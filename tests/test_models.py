@@ -5,6 +5,7 @@ import torch
 
 from crt_video.errors import ConfigError
 from crt_video.models import build_model, list_models
+from crt_video.models.streaming import StateRows
 from crt_video.models.transformer import apply_rotary, rotary_tables, sinusoidal_positions
 
 IN_DIM, NUM_CLASSES = 12, 5
@@ -106,6 +107,23 @@ def test_the_state_between_segments_holds_only_what_the_head_reads(head, task, f
     assert state._fields == fields
     d = SMALL["d_model"]
     assert sum(field[0].numel() for field in state) == (d if len(fields) == 1 else 2 * d + 1)
+
+
+@pytest.mark.parametrize("head", ["memory", "memory+mean"])
+def test_state_rows_step_some_streams_and_restart_one(head):
+    """The home service steps the cameras whose segment is complete: their rows gathered,
+    stepped and put back; a camera that reconnects starts again from the first state."""
+    model = build("crt", head=head)
+    rows = StateRows(model)
+    segments = torch.randn(3, 4, IN_DIM, dtype=torch.float64)
+    _, state = model.step(segments, model.init_state(3))
+    picked = torch.tensor([2, 0])
+    _, part = model.step(segments[picked], rows.take(state, picked))
+    state = rows.restart(rows.put(state, picked, part), torch.tensor([1]))
+    _, twice = model.step(segments, model.step(segments, model.init_state(3))[1])
+    for field, stepped, first in zip(state, twice, model.init_state(1), strict=True):
+        torch.testing.assert_close(field[picked], stepped[picked])
+        torch.testing.assert_close(field[1:2], first)
 
 
 def test_memory_init_zero_starts_from_zeros_without_a_parameter():
