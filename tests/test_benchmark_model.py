@@ -94,8 +94,8 @@ def test_side_by_side_state_and_flops_of_crt_against_xl():
     rows = result["figures"]["rows"]
     for S in segment_lens:
         crt, xl = ([r for r in rows if r["model"] == m and r["S"] == S][0] for m in ("crt", "xl"))
-        # CRT: one d-vector memory plus the head's running output sum and frame count.
-        assert crt["state_numbers"] == d + (d + 1)
+        # CRT: the one d-vector memory, all its memory head reads.
+        assert crt["state_numbers"] == d
         # XL: L x S x d cached layer inputs plus its mask, output sum and frame count.
         assert xl["state_numbers"] == L * S * d + (S + d + 1)
         assert 10 * crt["state_numbers"] < xl["state_numbers"]

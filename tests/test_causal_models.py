@@ -27,7 +27,7 @@ CRT_VARIANTS = [
         ("output+memory", "rotary", "gru"),
         ("output+hidden", "recurrent", "gru"),
     ]
-]
+] + [dict(frame_read="output+memory", positions="rotary", memory_init="zero")]
 
 
 @pytest.mark.parametrize(

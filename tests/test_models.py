@@ -5,6 +5,7 @@ import torch
 
 from crt_video.errors import ConfigError
 from crt_video.models import build_model, list_models
+from crt_video.models.streaming import StateRows
 from crt_video.models.transformer import apply_rotary, rotary_tables, sinusoidal_positions
 
 IN_DIM, NUM_CLASSES = 12, 5
@@ -29,6 +30,8 @@ CRT_VARIANTS = [
     dict(positions="rotary", memory_cell="ncgru"),
     dict(positions="learned", memory_read="token"),
     dict(positions="recurrent", memory_cell="ncgru", position_cell="gru"),
+    dict(memory_init="zero", head="memory+mean"),
+    dict(memory_init="zero", memory_read="token"),
 ]
 
 
@@ -88,6 +91,52 @@ def test_streaming_segments_equals_batched_forward(overrides):
         for segment in features[i : i + 1, :n].split(4, dim=1):
             logits, state = model.step(segment, state)
         torch.testing.assert_close(logits, batched[i : i + 1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "head,task,fields",
+    [
+        ("memory", "clip", ("memory",)),
+        ("memory+mean", "dense", ("memory",)),  # a frame's head reads no running mean
+        ("memory+mean", "clip", ("memory", "output_sum", "num_frames")),
+    ],
+)
+def test_the_state_between_segments_holds_only_what_the_head_reads(head, task, fields):
+    model = build("crt", head=head, task=task)
+    _, state = model.step(torch.randn(2, 4, IN_DIM, dtype=torch.float64), model.init_state(2))
+    assert state._fields == fields
+    d = SMALL["d_model"]
+    assert sum(field[0].numel() for field in state) == (d if len(fields) == 1 else 2 * d + 1)
+
+
+@pytest.mark.parametrize("head", ["memory", "memory+mean"])
+def test_state_rows_step_some_streams_and_restart_one(head):
+    """The home service steps the cameras whose segment is complete: their rows gathered,
+    stepped and put back; a camera that reconnects starts again from the first state."""
+    model = build("crt", head=head)
+    rows = StateRows(model)
+    segments = torch.randn(3, 4, IN_DIM, dtype=torch.float64)
+    _, state = model.step(segments, model.init_state(3))
+    picked = torch.tensor([2, 0])
+    _, part = model.step(segments[picked], rows.take(state, picked))
+    state = rows.restart(rows.put(state, picked, part), torch.tensor([1]))
+    _, twice = model.step(segments, model.step(segments, model.init_state(3))[1])
+    for field, stepped, first in zip(state, twice, model.init_state(1), strict=True):
+        torch.testing.assert_close(field[picked], stepped[picked])
+        torch.testing.assert_close(field[1:2], first)
+
+
+def test_memory_init_zero_starts_from_zeros_without_a_parameter():
+    learned, zero = build("crt"), build("crt", memory_init="zero")
+    assert "memory_init" in learned.state_dict() and "memory_init" not in zero.state_dict()
+    assert zero.memory_init is None
+    assert len(list(learned.parameters())) == len(list(zero.parameters())) + 1
+    assert not zero.init_state(3).memory.any()
+    assert zero.init_state(3).memory.shape == (3, SMALL["d_model"])
+    with pytest.raises(
+        ConfigError, match=r"^model.memory_init='random' is not one of learned, zero$"
+    ):
+        build("crt", memory_init="random")
 
 
 def test_streaming_float32_with_padded_last_segment():

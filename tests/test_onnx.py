@@ -13,17 +13,19 @@ from test_infer import CRT, REPO, infer_main, make_checkpoint
 from crt_video.engine.checkpoint import load_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.errors import CheckpointError
-from crt_video.models.crt import CRTState
 from crt_video.models.streaming import StreamingModel
 
 pytest.importorskip("onnxruntime")
 onnx_export = pytest.importorskip("crt_video.engine.onnx_export")
 
 
-@pytest.fixture(scope="module", params=["gru", "ncgru"])
+@pytest.fixture(
+    scope="module", params=[("gru", "memory"), ("ncgru", "memory+mean")], ids=["gru", "ncgru-mean"]
+)
 def exported(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp(f"onnx_{request.param}")
-    checkpoint = make_checkpoint(root / "crt.pth", model={**CRT, "memory_cell": request.param})
+    cell, head = request.param
+    root = tmp_path_factory.mktemp(f"onnx_{cell}")
+    checkpoint = make_checkpoint(root / "crt.pth", model={**CRT, "memory_cell": cell, "head": head})
     done = subprocess.run(
         [sys.executable, "tools/export.py", str(checkpoint), "--out", str(root / "export")],
         cwd=REPO,
@@ -64,7 +66,14 @@ def test_onnx_logits_match_pytorch_fp32_on_the_same_features(exported, demo_vide
         expected, torch_state = torch_labeler.runner.model.step(segment, torch_state)
         logits, onnx_state = onnx_labeler.runner.model.step(segment, onnx_state)
         assert (logits - expected).abs().max() < 1e-3
-    assert int(onnx_state.num_frames) == 11
+    # The graph carries what the head reads: the memory, or with the mean's sum and count too.
+    assert onnx_state._fields == torch_state._fields
+    if "num_frames" in onnx_state._fields:
+        assert int(onnx_state.num_frames) == 11
+    step_inputs = [
+        graph_input.name for graph_input in onnx_labeler.runner.model.session.get_inputs()
+    ]
+    assert step_inputs == ["features", "lengths", *torch_state._fields]
 
     frames = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
     encoded = onnx_labeler.stream.encoder.encode(frames)
@@ -88,7 +97,7 @@ def test_exported_step_takes_two_streams_at_once(exported, any_batch):
     step.any_batch = any_batch
     segments = torch.randn(2, 4, json.loads((export_dir / "crt.json").read_text())["feature_dim"])
     _, state = step.step(segments[:1], step.init_state(1))
-    logits, pair = step.step(segments, CRTState(*(torch.cat([f, f]) for f in state)))
+    logits, pair = step.step(segments, type(state)(*(torch.cat([f, f]) for f in state)))
     for row in range(2):
         alone, alone_state = step.step(segments[row : row + 1], state)
         torch.testing.assert_close(logits[row : row + 1], alone)

@@ -151,7 +151,7 @@ def _state_formula(label: str, S: int | None, settings: dict, T: int) -> str:
     """Table 1's "memory" row in this toolkit's terms: what the state should hold."""
     d, L, in_dim = settings["d_model"], settings["depth"], settings["in_dim"]
     if label in ("crt", CRT_TOKEN):
-        return f"d = {d} (+ d + 1 = {d + 1}: output sum, frame count)"
+        return f"d = {d} (head 'memory+mean': + d + 1 = {d + 1}, output sum and frame count)"
     if label == "xl":
         return f"L·S·d = {L * S * d} (+ S + d + 1 = {S + d + 1}: mask, output sum, count)"
     if label == "gru":

@@ -5,9 +5,10 @@
 - ``encoder.onnx``: uint8 frames [N, H, W, 3] already at the input size -> features [N, D]
   (normalisation inside the graph, fp32);
 - ``crt_step.onnx``: (features [B, segment_len, D], lengths [B] int64 (valid frames of the
-  segment), memory [B, d], output_sum [B, d], num_frames [B] int64) -> (logits [B, C], memory,
-  output_sum, num_frames): ``CRT.step``. The recurrences are unrolled over a whole segment, so a
-  shorter last segment is padded and its length given;
+  segment), memory [B, d]) -> (logits [B, C], memory_out): ``CRT.step``; with head
+  'memory+mean' the state also holds output_sum [B, d] and num_frames [B] int64, after memory in
+  inputs and outputs. The recurrences are unrolled over a whole segment, so a shorter last
+  segment is padded and its length given;
 - ``crt.json``: class names, sampling rate, segment length, state shapes and the preprocessing
   (input size, mean, std, interpolation) a runtime applies before the encoder.
 
@@ -34,14 +35,13 @@ from crt_video.engine.inference import SegmentRunner, VideoLabeler
 from crt_video.errors import CheckpointError
 from crt_video.features.frame_encoder import FrameEncoder, resolve_batch_size
 from crt_video.features.resize import resize_frames
-from crt_video.models.crt import CRT, CRTState
+from crt_video.models.crt import CRT, AnyCRTState, CRTMeanState, CRTState
 from crt_video.utils.io import atomic_write_json
 from crt_video.utils.onnx import export_graph, runtime_session
 
 METADATA = "crt.json"
 ENCODER_FILE = "encoder.onnx"
 STEP_FILE = "crt_step.onnx"
-STATE_NAMES = ("memory", "output_sum", "num_frames")
 
 
 class _EncoderGraph(nn.Module):
@@ -68,11 +68,14 @@ class _StepGraph(nn.Module):
                 for name in list(module.parametrizations):
                     parametrize.remove_parametrizations(module, name, leave_parametrized=True)
 
-    def forward(self, features, lengths, memory, output_sum, num_frames):
-        state = CRTState(memory, output_sum, num_frames)
-        logits, state = self.model.step(features, state, lengths)
-        # Traced, the frame count of a segment of dynamic length comes out as a float.
-        return logits, state.memory, state.output_sum, state.num_frames.to(torch.int64)
+        self.state_type = type(model.init_state(1))
+
+    def forward(self, features, lengths, *state):
+        logits, state = self.model.step(features, self.state_type(*state), lengths)
+        if isinstance(state, CRTMeanState):
+            # Traced, the frame count of a segment of dynamic length comes out as a float.
+            state = state._replace(num_frames=state.num_frames.to(torch.int64))
+        return logits, *state
 
 
 def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
@@ -99,16 +102,15 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
         state = labeler.runner.model.init_state(1)
         segment = torch.zeros(1, labeler.runner.segment_len, encoder.feature_dim)
         lengths = torch.full((1,), labeler.runner.segment_len, dtype=torch.int64)
-        batch = {0: "batch"}
+        inputs = ["features", "lengths", *state._fields]
+        outputs = ["logits", *(f"{name}_out" for name in state._fields)]
         export_graph(
             _StepGraph(labeler.runner.model),
             (segment, lengths, *state),
             out_dir / STEP_FILE,
-            ["features", "lengths", *STATE_NAMES],
-            ["logits", *(f"{name}_out" for name in STATE_NAMES)],
-            {"features": batch, "lengths": batch, "logits": batch}
-            | {name: batch for name in STATE_NAMES}
-            | {f"{name}_out": batch for name in STATE_NAMES},
+            inputs,
+            outputs,
+            {name: {0: "batch"} for name in inputs + outputs},
         )
     atomic_write_json(
         out_dir / METADATA,
@@ -164,32 +166,36 @@ class OnnxStep:
         self.session = runtime_session(path, threads)
         self.initial_memory = torch.tensor(meta["initial_memory"], dtype=torch.float32)
         self.segment_len = int(meta["segment_len"])
+        graph_inputs = {graph_input.name for graph_input in self.session.get_inputs()}
         # Exports of crt_video 0.1.0 take segments of any length and no lengths input.
-        self.pads_segments = "lengths" in {
-            graph_input.name for graph_input in self.session.get_inputs()
-        }
+        self.pads_segments = "lengths" in graph_inputs
         # Earlier exports step one stream at a time: their graph fixed the batch at 1.
         self.any_batch = meta.get("step_batch") == "any"
+        # The graph's inputs say which state it carries: exports made before the state held only
+        # what the head reads carry the mean head's sum and count whatever the head.
+        self.state_type = CRTMeanState if "output_sum" in graph_inputs else CRTState
 
-    def init_state(self, batch_size: int) -> CRTState:
+    def init_state(self, batch_size: int) -> AnyCRTState:
         memory = self.initial_memory.repeat(batch_size, 1)
+        if self.state_type is CRTState:
+            return CRTState(memory)
         num_frames = torch.zeros(batch_size, dtype=torch.long)
-        return CRTState(memory, torch.zeros_like(memory), num_frames)
+        return CRTMeanState(memory, torch.zeros_like(memory), num_frames)
 
     def step(
-        self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, CRTState]:
+        self, segment: torch.Tensor, state: AnyCRTState, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, AnyCRTState]:
         if len(segment) > 1 and not self.any_batch:
             rows = [
                 self.step(
                     segment[i : i + 1],
-                    CRTState(*(field[i : i + 1] for field in state)),
+                    self.state_type(*(field[i : i + 1] for field in state)),
                     None if lengths is None else lengths[i : i + 1],
                 )
                 for i in range(len(segment))
             ]
             logits, states = zip(*rows, strict=True)
-            return torch.cat(logits), CRTState(*map(torch.cat, zip(*states, strict=True)))
+            return torch.cat(logits), self.state_type(*map(torch.cat, zip(*states, strict=True)))
         if lengths is None:
             lengths = torch.full((len(segment),), segment.shape[1], dtype=torch.int64)
         feeds = {}
@@ -203,9 +209,9 @@ class OnnxStep:
                 "an export of crt_video 0.1.0 steps whole segments only; export the checkpoint again"
             )
         feeds["features"] = segment.float().numpy()
-        feeds |= {name: value.numpy() for name, value in zip(STATE_NAMES, state, strict=True)}
+        feeds |= {name: value.numpy() for name, value in zip(state._fields, state, strict=True)}
         logits, *new_state = self.session.run(None, feeds)
-        return torch.from_numpy(logits), CRTState(*map(torch.from_numpy, new_state))
+        return torch.from_numpy(logits), self.state_type(*map(torch.from_numpy, new_state))
 
 
 def onnx_labeler(export_dir: str | os.PathLike, threads: int | None = None) -> VideoLabeler:

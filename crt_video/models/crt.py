@@ -38,6 +38,7 @@ from crt_video.models.transformer import (
 MEMORY_READS = ("sequence", "token", "mean")
 SEGMENT_POSITIONS = ("recurrent", "learned", "rotary")
 HEADS = ("memory", "memory+mean")
+MEMORY_INITS = ("learned", "zero")
 # Dense only: what each frame's head reads. 'output': the frame's final output y_i;
 # 'output+memory': y_i plus the memory the segment started from; 'output+hidden': y_i plus the
 # memory RNN's state after frame i (memory_read='sequence' only); 'hidden': that state alone.
@@ -54,6 +55,7 @@ CHANGED_DEFAULTS = {
 class CRTConfig(SegmentConfig, MemoryGateConfig):
     memory_cell: str = "gru"
     memory_read: str = "sequence"
+    memory_init: str = "learned"  # m_0: a learned vector, or zeros (no parameter)
     head: str = "memory"
     truncate_every: int | None = None
     # How frames know their place in the segment: 'recurrent' (the paper's position RNN),
@@ -75,6 +77,7 @@ class CRTConfig(SegmentConfig, MemoryGateConfig):
             ("memory_cell", tuple(MEMORY_CELLS)),
             ("position_cell", (None, *MEMORY_CELLS)),
             ("memory_read", MEMORY_READS),
+            ("memory_init", MEMORY_INITS),
             ("head", HEADS),
             ("frame_read", FRAME_READS),
         ):
@@ -128,9 +131,20 @@ class SegmentOutputs(NamedTuple):
 
 
 class CRTState(NamedTuple):
+    """Head 'memory': all a stream carries between segments is the memory."""
+
     memory: torch.Tensor  # [B, d] m_n
-    output_sum: torch.Tensor  # [B, d] sum of the frame outputs so far (head 'memory+mean')
+
+
+class CRTMeanState(NamedTuple):
+    """Head 'memory+mean' (clips): the memory and the running mean of the frame outputs."""
+
+    memory: torch.Tensor  # [B, d] m_n
+    output_sum: torch.Tensor  # [B, d] sum of the valid frame outputs so far
     num_frames: torch.Tensor  # [B] long, valid frames seen so far
+
+
+AnyCRTState = CRTState | CRTMeanState
 
 
 @register_model("crt", CRTConfig, timed=True)
@@ -178,9 +192,11 @@ class CRT(nn.Module):
             self.positions = RecurrentPositions(
                 cfg.position_cell or cfg.memory_cell, cfg.d_model, cfg.position_dim
             )
-        self.memory_init = nn.Parameter(torch.empty(cfg.d_model))
+        self.register_parameter("memory_init", None)
+        if cfg.memory_init == "learned":
+            self.memory_init = nn.Parameter(torch.empty(cfg.d_model))
+            nn.init.trunc_normal_(self.memory_init, std=0.02)
         self.memory_type = nn.Parameter(torch.empty(cfg.d_model))
-        nn.init.trunc_normal_(self.memory_init, std=0.02)
         nn.init.trunc_normal_(self.memory_type, std=0.02)
         self.causal = cfg.causal
         self.latency = "frame" if cfg.causal else "segment"
@@ -196,16 +212,26 @@ class CRT(nn.Module):
         self.read_mean = cfg.head == "memory+mean" and not per_frame
         self.head = nn.Linear(cfg.d_model * (2 if self.read_mean else 1), num_classes)
 
-    def init_state(self, batch_size: int) -> CRTState:
+    def init_state(self, batch_size: int) -> AnyCRTState:
+        """The state before the first frame: just the memory m_0, plus the running sum and
+        count of the frame outputs where the head reads their mean."""
+        memory = self.initial_memory(batch_size)
+        if not self.read_mean:
+            return CRTState(memory)
+        num_frames = torch.zeros(batch_size, dtype=torch.long, device=memory.device)
+        return CRTMeanState(memory, torch.zeros_like(memory), num_frames)
+
+    def initial_memory(self, batch_size: int) -> torch.Tensor:
+        """m_0 [B, d]: the learned vector (``memory_init='learned'``) or zeros."""
+        if self.memory_init is None:
+            return self.memory_type.new_zeros(batch_size, self.memory_type.shape[0])
         # A copy, not an expanded view: under no_grad a view of a parameter still claims to
         # require grad without a grad_fn, which breaks module hooks such as FlopCounterMode's.
-        memory = self.memory_init.repeat(batch_size, 1)
-        num_frames = torch.zeros(batch_size, dtype=torch.long, device=memory.device)
-        return CRTState(memory, torch.zeros_like(memory), num_frames)
+        return self.memory_init.repeat(batch_size, 1)
 
     def step(
-        self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, CRTState]:
+        self, segment: torch.Tensor, state: AnyCRTState, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, AnyCRTState]:
         """Consume segment [B, s, D] (s <= segment_len, ``lengths`` valid frames of it, default
         all) and return the logits from the new memory (per frame: the segment's [B, s, C]),
         with the new state."""
@@ -222,8 +248,8 @@ class CRT(nn.Module):
         return torch.cat(frame_logits, dim=1) if self.per_frame else self._logits(state)
 
     def scan_segments(
-        self, features: torch.Tensor, lengths: torch.Tensor, state: CRTState
-    ) -> Iterator[tuple[CRTState, CRTState, SegmentOutputs]]:
+        self, features: torch.Tensor, lengths: torch.Tensor, state: AnyCRTState
+    ) -> Iterator[tuple[AnyCRTState, AnyCRTState, SegmentOutputs]]:
         """(state before, state after, outputs) of each segment of the clip, the memory cut from
         its gradient every ``truncate_every`` segments (truncated backpropagation)."""
         # One orthogonal matrix per forward, not one per segment (NC-GRU).
@@ -251,8 +277,8 @@ class CRT(nn.Module):
         return frames[:, :num_frames]
 
     def _step(
-        self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None
-    ) -> tuple[CRTState, SegmentOutputs]:
+        self, segment: torch.Tensor, state: AnyCRTState, lengths: torch.Tensor | None
+    ) -> tuple[AnyCRTState, SegmentOutputs]:
         if segment.shape[1] > self.segment_len:
             raise ValueError(
                 f"segment of {segment.shape[1]} frames; this CRT takes at most "
@@ -261,8 +287,8 @@ class CRT(nn.Module):
         return self._advance(self.embed_frames(segment), state, lengths)
 
     def _advance(
-        self, segment: torch.Tensor, state: CRTState, lengths: torch.Tensor | None
-    ) -> tuple[CRTState, SegmentOutputs]:
+        self, segment: torch.Tensor, state: AnyCRTState, lengths: torch.Tensor | None
+    ) -> tuple[AnyCRTState, SegmentOutputs]:
         """The next state and what the segment gave: frame outputs y [B, s, d] and, with
         memory_read='sequence', the memory RNN's state after each frame [B, s, d]. segment:
         the segment's frames from :meth:`embed_frames`."""
@@ -286,8 +312,11 @@ class CRT(nn.Module):
                 else frame_sum / lengths.clamp(min=1)[:, None]
             )
             memory = self.cell(read, state.memory, lengths > 0)
-        state = CRTState(memory, state.output_sum + frame_sum, state.num_frames + lengths)
-        return state, SegmentOutputs(frames, hidden)
+        if self.read_mean:
+            after = CRTMeanState(memory, state.output_sum + frame_sum, state.num_frames + lengths)
+        else:
+            after = CRTState(memory)
+        return after, SegmentOutputs(frames, hidden)
 
     def _encode(
         self, frames: torch.Tensor, memory: torch.Tensor, frame_mask: torch.Tensor
@@ -305,7 +334,7 @@ class CRT(nn.Module):
             tokens, key_mask, rotary, skip_first_output=self.memory_read == "sequence"
         )
 
-    def _logits(self, state: CRTState) -> torch.Tensor:
+    def _logits(self, state: AnyCRTState) -> torch.Tensor:
         features = self.norm(state.memory)
         if self.read_mean:
             mean = state.output_sum / state.num_frames.clamp(min=1)[:, None]

@@ -41,13 +41,13 @@ class CRTFrameStepper:
         self.slots = model.segment_len + 1
         self.rotary = None
         if model.rotary:
-            param = model.memory_init
+            param = model.memory_type
             cos, sin = rotary_tables(self.slots, model.head_dim, param.device, param.dtype)
             self.rotary = (cos, sin)
 
     def init_state(self, batch_size: int) -> CRTFrameState:
         model = self.model
-        memory = model.memory_init.repeat(batch_size, 1)
+        memory = model.initial_memory(batch_size)
         position = (
             model.positions.initial_state(memory)
             if model.positions is not None

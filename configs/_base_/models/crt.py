@@ -20,6 +20,7 @@ model = dict(
     # 'sequence' (the paper's): the memory RNN runs over the segment's outputs in order, from the
     # previous memory; ablations: one cell step on the memory token's output ('token') or the mean
     memory_read="sequence",
+    memory_init="learned",  # crt's first memory m_0: a learned vector ('learned') or zeros ('zero')
     # crt's positions inside a segment default to 'recurrent' (the paper's position RNN; or
     # 'learned', 'rotary'); it is not set here because `full` reads the same key
     position_cell=None,  # the position RNN's cell; None: memory_cell
