@@ -36,6 +36,8 @@ from crt_video.benchmark.accuracy_variants import (
 )
 from crt_video.models import build_model
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from crt_video.benchmark.crvit import run
+
+pytestmark = pytest.mark.slow
 
 
 def test_smoke_run_reports_demo_rows_costs_and_flops(tmp_path):

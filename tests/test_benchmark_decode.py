@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from crt_video.benchmark import decode
+
+pytestmark = pytest.mark.slow
 
 
 def test_smoke_run_reports_rates_and_backend_agreement(tmp_path):

@@ -1,9 +1,12 @@
 """The memory benchmark: AP per gap bin, and a whole run on tiny settings that resumes."""
 
 import numpy as np
+import pytest
 
 from crt_video.benchmark.memory import GAP_EDGES, gap_bin_ap, run
 from crt_video.benchmark.memory_report import PLOT_NAME, bin_labels
+
+pytestmark = pytest.mark.slow
 
 
 def test_a_gap_bin_ranks_its_own_frames_against_every_frame_without_the_class():

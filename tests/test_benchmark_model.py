@@ -13,6 +13,8 @@ from crt_video.benchmark.model import DEFAULTS, PLOT, SMOKE, run
 from crt_video.models import build_model
 from crt_video.utils.flops import count_flops
 
+pytestmark = pytest.mark.slow
+
 
 def test_smoke_run_reports_a_table_and_a_plot(tmp_path):
     result = run(tmp_path, smoke=True)

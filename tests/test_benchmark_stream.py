@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from crt_video.benchmark import stream
 from crt_video.features.int8 import installed_int8_runtimes
 from crt_video.features.precision import cpu_precisions
 from crt_video.features.video import probe_video
 from crt_video.utils.cpu import cpu_flags
+
+pytestmark = pytest.mark.slow
 
 
 def test_smoke_run_reports_runtimes_latency_and_memory(tmp_path):

@@ -140,6 +140,7 @@ def test_a_checkpoint_of_another_task_does_not_resume_dense_training(tmp_path):
         train_dense(dense_cfg(), data, tmp_path / "w2", resume=str(tmp_path / "clip.pth"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
 def test_torchrun_trains_a_crt_whose_memory_cell_gets_no_gradient(tmp_path):
     """Memory cut after every segment: the cell's parameters get no gradient, and DDP must allow it."""

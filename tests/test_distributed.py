@@ -69,6 +69,7 @@ def run_two_ranks(tmp_path: Path, timeout_minutes: float, mode: str):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
 def test_collective_timeout_is_configured_and_file_wait_outlasts_it(tmp_path):
     # 0.05 min = 3 s: a barrier waiting 6 s for the slow rank fails ...

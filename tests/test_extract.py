@@ -197,6 +197,7 @@ def test_hung_decode_is_abandoned(video_dir, tmp_path, monkeypatch):
     assert "timed out" in summary.failures[0][1]
 
 
+@pytest.mark.slow
 def test_two_ranks_extract_the_same_features_as_one(video_dir, clean_run, tmp_path):
     out = tmp_path / "store"
     result = run_cli(

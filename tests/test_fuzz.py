@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from crt_video.benchmark.fuzz import (
     ENCODER,
     MODEL,
@@ -28,6 +30,7 @@ def test_corpus_is_seeded(tmp_path):
     assert digests(first) != digests(make_corpus(tmp_path / "c", seed=4, num_files=20))
 
 
+@pytest.mark.slow
 def test_every_damaged_file_ends_in_a_result_or_one_error_line(tmp_path):
     corpus = tmp_path / "corpus"
     files = make_corpus(corpus, seed=1, num_files=30)

@@ -83,6 +83,7 @@ def write_i3d_tsu_set(root: Path) -> None:
     (root / "Action_list").write_text("0\tFlash\n1\tNever\n")
 
 
+@pytest.mark.slow
 def test_tsu_config_trains_and_tests_on_i3d_npy_files_without_videos(tmp_path):
     write_i3d_tsu_set(tmp_path)
     options = [

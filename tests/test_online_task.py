@@ -21,6 +21,7 @@ def demo_options(root: Path, model: str = "gru", epochs: int = 3) -> list[str]:
     return [f"data_root={root / 'thumos'}", f"model.type={model}", f"train.epochs={epochs}"]
 
 
+@pytest.mark.slow
 def test_demo_trains_and_tests_in_the_published_layout(tmp_path):
     work = tmp_path / "work"
     run_tool("tools/train.py", "configs/thumos_demo.py", "--work-dir", str(work), "--device",

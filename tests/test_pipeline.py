@@ -186,6 +186,7 @@ def run_two_ranks(*args: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_train_and_test(trained):
     work = trained / "ddp"
     result = run_two_ranks(
@@ -213,6 +214,7 @@ def run_test_tool_on_two_ranks(
     return result, single, json.loads((work / "test" / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_torchrun_test_tool_scores_each_clip_once_and_reports_once(trained):
     work = trained / "ddp_test"
     result, single, metrics = run_test_tool_on_two_ranks(

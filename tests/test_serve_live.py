@@ -25,6 +25,8 @@ from test_infer import CLASSES, CRT, make_checkpoint
 
 from crt_video.benchmark.rtsp_cameras import RtspCameras, missing_packages
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 TIMEOUT = 90.0  # generous: other work may share the cores

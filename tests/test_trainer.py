@@ -76,6 +76,8 @@ def train_sections(epochs: int = 2, **train) -> dict:
             "depth": 1,
             "heads": 2,
             "dropout": 0.1,
+            # the clips last at most 10 s: the memory's time scales need not reach further
+            "memory_horizon": 10.0,
         },
         "train": {
             "epochs": epochs,
@@ -176,6 +178,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1, 2, 3]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
 def test_torchrun_two_cpu_ranks_gather_exactly_all_clips(tmp_path):
     data = make_clip_data(tmp_path / "store")

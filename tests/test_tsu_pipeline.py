@@ -83,6 +83,7 @@ def written_files(work: Path) -> set[str]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
 def test_torchrun_two_cpu_processes_train_dense_to_the_files_of_one(trained):
     work = trained / "ddp"
@@ -101,6 +102,7 @@ def test_torchrun_two_cpu_processes_train_dense_to_the_files_of_one(trained):
     assert (result.stdout + result.stderr).count("test: frame-mAP") == 1  # only rank 0 reports
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
 def test_torchrun_test_tool_scores_each_dense_video_once_and_reports_once(trained):
     result, single, metrics = run_test_tool_on_two_ranks(

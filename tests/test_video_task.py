@@ -126,6 +126,7 @@ def test_labelling_gives_a_timeline_with_or_without_the_memory_carried(
         FrameWindowLabeler.from_checkpoint(ckpt, CPU, carry_memory=True)
 
 
+@pytest.mark.slow
 def test_test_and_infer_tools_take_a_crvit_checkpoint(stage1, tmp_path, write_test_video):
     options = tiny_options(stage1, epochs=1)
     run_pipeline(
