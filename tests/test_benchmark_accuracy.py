@@ -34,6 +34,7 @@ from crt_video.benchmark.accuracy_variants import (
     ablation_variants,
     model_variants,
 )
+from crt_video.errors import ConfigError
 from crt_video.models import build_model
 
 pytestmark = pytest.mark.slow
@@ -227,6 +228,8 @@ def test_ablations_and_recipe_search_are_separate_runs(tmp_path):
     assert parser.parse_args(["--ablations"]).ablations
     with pytest.raises(SystemExit):
         parser.parse_args(["--ablations", "--select-full"])
+    with pytest.raises(ConfigError, match="--folds 2: each run needs a test fold"):
+        run(tmp_path, folds=2)
     with pytest.raises(ValueError, match="separate runs"):
         run(tmp_path, smoke=True, ablations=True, select_full=True)
 

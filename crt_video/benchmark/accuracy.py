@@ -44,6 +44,7 @@ from crt_video.data.feature_dataset import FeatureData
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.evaluate import predict
 from crt_video.engine.trainer import train
+from crt_video.errors import ConfigError
 from crt_video.evaluation.metrics import mean_class_accuracy
 from crt_video.features.extract import extract_features
 from crt_video.features.frame_encoder import FrameEncoderConfig, build_frame_encoder
@@ -294,6 +295,11 @@ def run(
     ``full`` (``select_full``); returns the report section and its figures."""
     if select_full and ablations:
         raise ValueError("select_full and ablations are separate runs: choose one")
+    if folds < 3:
+        raise ConfigError(
+            f"--folds {folds}: each run needs a test fold, a validation fold and one to train on; "
+            "use 3 or more"
+        )
     gaps = list(gaps or [0.5, 2, 4, 8, 12])
     if smoke:
         clips, folds, seconds, fps, epochs, gaps = 24, 3, 8.0, 4.0, 2, [0.5, 2]
