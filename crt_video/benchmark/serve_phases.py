@@ -80,14 +80,19 @@ def observe(service: ServiceProcess, bench, seconds: float) -> dict:
     )
 
 
-def service_trial(bench, count: int) -> dict:
+def _service_run(bench, count: int, seconds: float) -> dict:
+    """A fresh service with ``count`` cameras, observed for ``seconds`` after the warm-up."""
     service = ServiceProcess(bench.root, bench.cameras(count), bench.cores, **bench.service_keys)
     try:
         service.start()
         time.sleep(bench.warmup)
-        figures = observe(service, bench, bench.window)
+        return observe(service, bench, seconds)
     finally:
         service.stop()
+
+
+def service_trial(bench, count: int) -> dict:
+    figures = _service_run(bench, count, bench.window)
     figures.pop("rss_mib")
     return _judged("service", figures, bench.segment_seconds)
 
@@ -177,13 +182,7 @@ def peer_capacity(bench, start: int) -> dict:
 
 def overload(bench, count: int) -> dict:
     """``count`` cameras (more than the encoder can take) for the overload run."""
-    service = ServiceProcess(bench.root, bench.cameras(count), bench.cores, **bench.service_keys)
-    try:
-        service.start()
-        time.sleep(bench.warmup)
-        figures = observe(service, bench, bench.overload_seconds)
-    finally:
-        service.stop()
+    figures = _service_run(bench, count, bench.overload_seconds)
     skipped = [camera["skipped"] for camera in figures["per_camera"].values()]
     figures["skipped_max_over_min"] = (
         max(skipped) / min(skipped) if min(skipped) else (1.0 if not max(skipped) else None)
