@@ -367,15 +367,16 @@ def run_live(
     finally:
         feed.close()
     error = errors[0] if errors else None
+    # a stop asked for is reported as such, though the source may have closed on the way out
+    stopped = (stop is not None and stop.is_set()) or not feed.finished
     if output[0] is None:
-        stopped = stop is not None and stop.is_set()
         raise VideoDecodeError(
             error or f"{source}: {'stopped' if stopped else 'ended'} before its first frame"
         )
     return output, {
         "duration": round(counts["frames_sampled"] / fps, 3),
         **counts,
-        "end": "error" if error else "ended" if feed.finished else "stopped",
+        "end": "error" if error else "stopped" if stopped else "ended",
         "error": error,
     }
 
