@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from crt_video.engine.feature_stream import FeatureChunk
-from crt_video.engine.inference import SegmentRunner
+from crt_video.engine.segment_runner import SegmentRunner
 from crt_video.errors import ConfigError
 from crt_video.models import build_model
 from crt_video.models.streaming import StreamingModel

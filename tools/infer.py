@@ -41,10 +41,10 @@ from crt_video.engine.checkpoint import open_checkpoint
 from crt_video.engine.inference import (
     DEFAULT_WINDOW_SECONDS,
     LONG_VIDEO_SECONDS,
-    SegmentLabel,
 )
 from crt_video.engine.labeler import Labeler
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, STDIN, is_live_source
+from crt_video.engine.segment_runner import SegmentLabel
 from crt_video.errors import ConfigError, VideoDecodeError
 from crt_video.evaluation.plots import plot_timeline
 from crt_video.features.precision import PRECISIONS

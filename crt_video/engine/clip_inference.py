@@ -22,13 +22,13 @@ from crt_video.engine.checkpoint import Checkpoint, model_from_checkpoint, open_
 from crt_video.engine.inference import (
     DEFAULT_WINDOW_SECONDS,
     LONG_VIDEO_SECONDS,
-    SegmentLabel,
     WindowPrediction,
     describe_labels,
     label_line,
     label_summary,
     label_timeline,
 )
+from crt_video.engine.segment_runner import SegmentLabel
 from crt_video.errors import CheckpointError
 from crt_video.features.video import probe_video
 from crt_video.utils.distributed import resolve_device

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from crt_video.engine.inference import SegmentLabel
+from crt_video.engine.segment_runner import SegmentLabel
 
 
 class Labeler(Protocol):

@@ -31,7 +31,8 @@ from torch.nn.utils import parametrize
 
 from crt_video.engine.checkpoint import open_checkpoint
 from crt_video.engine.feature_stream import FeatureStream
-from crt_video.engine.inference import SegmentRunner, VideoLabeler
+from crt_video.engine.inference import VideoLabeler
+from crt_video.engine.segment_runner import SegmentRunner
 from crt_video.errors import CheckpointError
 from crt_video.features.frame_encoder import FrameEncoder, resolve_batch_size
 from crt_video.features.resize import resize_frames

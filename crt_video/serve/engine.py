@@ -26,7 +26,7 @@ import torch
 from crt_video.engine.checkpoint import Checkpoint
 from crt_video.engine.dense_inference import NOT_ACTIVITIES
 from crt_video.engine.feature_stream import FeatureStream
-from crt_video.engine.inference import SegmentRunner
+from crt_video.engine.segment_runner import SegmentRunner
 from crt_video.errors import CheckpointError
 from crt_video.models.frame_steps import frame_stepper
 from crt_video.models.registry import model_config
