@@ -217,7 +217,7 @@ def run_one(job: dict) -> dict:
     done = Path(job["work_dir"]) / "gap_result.json"
     if done.exists():
         cached = json.loads(done.read_text())
-        if cached["job"] == json.loads(json.dumps(job)):
+        if _same_run(cached["job"], job):
             return cached["result"]
     torch.set_num_threads(1)
     run = _run_config(job)
@@ -234,6 +234,13 @@ def run_one(job: dict) -> dict:
     }
     atomic_write_json(done, {"job": job, "result": result})
     return result
+
+
+def _same_run(cached: dict, job: dict) -> bool:
+    """Whether a finished run trained what ``job`` asks: the same row, seed, options and resolved
+    config. Where the checkout or the output folder lies does not matter."""
+    keys = ("family", "variant", "seed", "options", "model", "resolved")
+    return all(cached.get(key) == json.loads(json.dumps(job[key])) for key in keys)
 
 
 def test_scores(run: RunConfig, checkpoint: Path, family: Family) -> dict:
