@@ -190,7 +190,9 @@ def _job(runs_dir: Path, family: str, variant: str, seed: int, smoke: bool) -> d
         "work_dir": str(runs_dir / family / slug / f"seed{seed}"),
     }
     # What the run trains, resolved: a finished run is reused only while its config is unchanged.
-    return {**job, "resolved": config_hash(_run_config(job).source)}
+    # The loader's own keys (``_config_path``: which checkout) are not what it trains.
+    source = _run_config(job).source
+    return {**job, "resolved": config_hash({k: v for k, v in source.items() if k[0] != "_"})}
 
 
 def _run_config(job: dict) -> RunConfig:
