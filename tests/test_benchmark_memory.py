@@ -1,9 +1,19 @@
 """The memory benchmark: AP per gap bin, and a whole run on tiny settings that resumes."""
 
+import shutil
+
 import numpy as np
 import pytest
 
-from crt_video.benchmark.memory import GAP_EDGES, gap_bin_ap, run
+from crt_video.benchmark import memory
+from crt_video.benchmark.memory import (
+    BASELINE,
+    GAP_EDGES,
+    TARGET_SECONDS,
+    _worst_cases,
+    gap_bin_ap,
+    run,
+)
 from crt_video.benchmark.memory_report import PLOT_NAME, bin_labels
 
 pytestmark = pytest.mark.slow
@@ -39,3 +49,37 @@ def test_smoke_run_reports_every_row_and_resumes_finished_runs(tmp_path):
     for name, row in again["figures"]["results"]["sweep"].items():
         np.testing.assert_equal(row["ap"], table[name]["ap"])
         assert row["frame_map"] == table[name]["frame_map"]
+
+
+def test_the_margin_to_segment_compares_the_same_seed_and_skips_seeds_segment_lacks():
+    bins = len(GAP_EDGES) - 1
+    target = int(np.sum(np.array(GAP_EDGES[:-1]) < TARGET_SECONDS))
+    table = {
+        BASELINE: {"seeds": [1], "ap": [[0.5] * bins]},
+        "crt": {"seeds": [0, 1], "ap": [[0.1] * bins, [0.9] * target + [0.0] * (bins - target)]},
+        "gru": {"seeds": [2], "ap": [[0.7] * bins]},
+    }
+    _worst_cases(table)
+    assert table["crt"]["worst"] == pytest.approx(0.1)  # the lowest of any seed in a target bin
+    assert table["crt"]["worst_margin"] == pytest.approx(0.4)  # seed 1 only, target bins only
+    assert table["gru"]["worst_margin"] is None and table[BASELINE]["worst_margin"] is None
+
+
+def test_finished_runs_are_reused_from_another_checkout_and_reported_without_training(
+    tmp_path, monkeypatch
+):
+    first = run(tmp_path, smoke=True)
+    done = sorted((tmp_path / "memory_runs").glob("sweep/*/seed0/gap_result.json"))
+    stamps = [path.stat().st_mtime_ns for path in done]
+    shutil.copytree(memory.CONFIGS_DIR, tmp_path / "checkout" / "configs")
+    monkeypatch.setattr(memory, "CONFIGS_DIR", tmp_path / "checkout" / "configs")
+    rows = ["crt, time scales to 30 min, output+hidden", "segment", "xl"]
+    again = run(tmp_path, smoke=True, variants=rows, finished_only=True)
+    assert [path.stat().st_mtime_ns for path in done] == stamps
+    assert set(again["figures"]["results"]["sweep"]) == set(rows[:2])  # xl never trained
+    assert not (tmp_path / "memory_runs" / "sweep" / "xl").exists()
+    for name, row in again["figures"]["results"]["sweep"].items():
+        np.testing.assert_equal(row["ap"], first["figures"]["results"]["sweep"][name]["ap"])
+    assert "no training in this call" in again["markdown"]
+    with pytest.raises(ValueError, match="no finished run"):
+        run(tmp_path / "elsewhere", smoke=True, finished_only=True)

@@ -47,6 +47,7 @@ from crt_video.tasks.dense import video_features
 from crt_video.utils.io import atomic_write_json
 
 BOOTSTRAP = 500
+RESULT_FILE = "gap_result.json"
 # Gap bins in seconds, [a, b): the last one is open.
 GAP_EDGES = (10.0, 30.0, 60.0, 120.0, 180.0, 270.0, float("inf"))
 # Where the target applies: every bin that starts before 3 minutes.
@@ -118,6 +119,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="runs at once (default: one per core)"
     )
+    parser.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="train nothing: report the runs of these families, rows and seeds already finished",
+    )
 
 
 def run(
@@ -127,8 +133,10 @@ def run(
     seeds: list[int] | None = None,
     variants: list[str] | None = None,
     workers: int | None = None,
+    finished_only: bool = False,
 ) -> dict:
-    """Train every (family, variant, seed) once, resuming finished runs, and report."""
+    """Train every (family, variant, seed) once, resuming finished runs, and report; with
+    ``finished_only``, report the finished runs among them and train none."""
     families = list(families or FAMILIES)
     seeds = list(seeds if seeds is not None else [0, 1, 2])
     names = list(variants or (SMOKE_VARIANTS if smoke else VARIANTS))
@@ -145,12 +153,18 @@ def run(
         for seed in seeds
     ]
     started = time.perf_counter()
-    for family in families:  # generated and extracted once, before the workers share them
-        _prepare_data(_job(runs_dir, family, names[0], seeds[0], smoke))
-    data_seconds = time.perf_counter() - started
     workers = max(1, min(len(jobs), workers or os.cpu_count() or 1))
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        finished = list(pool.map(run_one, jobs))
+    if finished_only:
+        finished = [result for result in map(finished_result, jobs) if result is not None]
+        if not finished:
+            raise ValueError(f"no finished run under {runs_dir} for these families, rows and seeds")
+        data_seconds, workers = 0.0, 0
+    else:
+        for family in families:  # generated and extracted once, before the workers share them
+            _prepare_data(_job(runs_dir, family, names[0], seeds[0], smoke))
+        data_seconds = time.perf_counter() - started
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            finished = list(pool.map(run_one, jobs))
     figures = {
         "families": {name: vars(FAMILIES[name]) for name in families},
         "variants": {name: VARIANTS[name] for name in names},
@@ -216,11 +230,9 @@ def _prepare_data(job: dict) -> None:
 def run_one(job: dict) -> dict:
     """One training run and its test scores cut by gap (in a worker process); kept beside the run
     with the job that made it, so an interrupted benchmark resumes."""
-    done = Path(job["work_dir"]) / "gap_result.json"
-    if done.exists():
-        cached = json.loads(done.read_text())
-        if _same_run(cached["job"], job):
-            return cached["result"]
+    cached = finished_result(job)
+    if cached is not None:
+        return cached
     torch.set_num_threads(1)
     run = _run_config(job)
     work_dir = Path(job["work_dir"])
@@ -234,8 +246,17 @@ def run_one(job: dict) -> dict:
         "per_class_ap": metrics["per_class_ap"],
         **test_scores(run, work_dir / "best.pth", FAMILIES[job["family"]]),
     }
-    atomic_write_json(done, {"job": job, "result": result})
+    atomic_write_json(Path(work_dir) / RESULT_FILE, {"job": job, "result": result})
     return result
+
+
+def finished_result(job: dict) -> dict | None:
+    """The result of a finished run that trained what ``job`` asks, if there is one."""
+    done = Path(job["work_dir"]) / RESULT_FILE
+    if not done.exists():
+        return None
+    cached = json.loads(done.read_text())
+    return cached["result"] if _same_run(cached["job"], job) else None
 
 
 def _same_run(cached: dict, job: dict) -> bool:
@@ -299,7 +320,8 @@ def summarise(
     finished: list[dict], families: list[str], names: list[str], seeds: list[int]
 ) -> dict:
     """family -> variant -> AP per seed and bin, the mean over seeds with its bootstrap interval,
-    and the worst case where the target applies (alone and above the baseline's same seed)."""
+    and the worst case where the target applies (alone and above the baseline's same seed). A row
+    without a finished run in a family is left out of that family."""
     results = {}
     rng = np.random.default_rng(0)
     for family in families:
@@ -311,6 +333,9 @@ def summarise(
             )
             for name in names
         }
+        by_variant = {name: runs for name, runs in by_variant.items() if runs}
+        if not by_variant:
+            continue
         num_videos = len(next(iter(by_variant.values()))[0]["videos"])
         picks = rng.integers(0, num_videos, size=(BOOTSTRAP, num_videos))
         for name, runs in by_variant.items():
@@ -330,20 +355,23 @@ def summarise(
                 "per_class_ap": [r["per_class_ap"] for r in runs],
                 "train_seconds": float(np.mean([r["train_seconds"] for r in runs])),
             }
-        _worst_cases(results[family], names)
-    return results
+        _worst_cases(results[family])
+    return {family: table for family, table in results.items() if table}
 
 
-def _worst_cases(table: dict, names: list[str]) -> None:
+def _worst_cases(table: dict) -> None:
     """Adds ``worst`` (the lowest AP over seeds and target bins) and ``worst_margin`` (the lowest
-    AP minus the baseline's in the same seed and bin) to every row."""
+    AP minus the baseline's in the same seed and bin, over the seeds both have) to every row."""
     target = np.array(GAP_EDGES[:-1]) < TARGET_SECONDS
-    baseline = np.array(table[BASELINE]["ap"]) if BASELINE in table else None
-    for name in names:
-        ap = np.array(table[name]["ap"])[:, target]
-        table[name]["worst"] = float(np.nanmin(ap)) if not np.isnan(ap).all() else None
-        if baseline is None or name == BASELINE:
-            table[name]["worst_margin"] = None
+    baseline = table.get(BASELINE)
+    for name, row in table.items():
+        ap = np.array(row["ap"])[:, target]
+        row["worst"] = float(np.nanmin(ap)) if not np.isnan(ap).all() else None
+        shared = [s for s in row["seeds"] if baseline is not None and s in baseline["seeds"]]
+        if name == BASELINE or not shared:
+            row["worst_margin"] = None
             continue
-        margin = ap - baseline[: len(ap), target]
-        table[name]["worst_margin"] = None if np.isnan(margin).all() else float(np.nanmin(margin))
+        ours = ap[[row["seeds"].index(s) for s in shared]]
+        theirs = np.array(baseline["ap"])[[baseline["seeds"].index(s) for s in shared]][:, target]
+        margin = ours - theirs
+        row["worst_margin"] = None if np.isnan(margin).all() else float(np.nanmin(margin))
