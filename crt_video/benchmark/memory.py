@@ -96,6 +96,13 @@ VARIANTS: dict[str, dict] = {
     "crt, bias 4, output": {"type": "crt", **BIAS_4, "frame_read": "output"},
     "crt, bias 4, output+hidden": {"type": "crt", **BIAS_4, "frame_read": "output+hidden"},
     "crt, bias 4, hidden": {"type": "crt", **BIAS_4, "frame_read": "hidden"},
+    # Each frame's output sees its segment's frames up to its own only (online per frame).
+    "crt causal, time scales to 30 min, output+hidden": {
+        "type": "crt",
+        **HORIZON,
+        "frame_read": "output+hidden",
+        "causal": True,
+    },
     "gru, time scales to 30 min": {"type": "gru", **HORIZON},
     "xl": {"type": "xl"},
     "segment": {"type": "segment"},
