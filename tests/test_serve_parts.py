@@ -11,6 +11,7 @@ from crt_video.serve.activity import ActivityTracker, EpisodeTracker
 from crt_video.serve.config import EpisodeConfig, ServeConfig, load_serve_config
 from crt_video.serve.engine import evenly_spaced, fair_shares
 from crt_video.serve.events import EventStore
+from crt_video.serve.stats import LATENCY_WINDOW_SECONDS, RATE_WINDOW_SECONDS, Latencies, RateMeter
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -139,3 +140,19 @@ def test_the_store_survives_a_restart_and_closes_what_a_crash_left_open(tmp_path
     assert [e.label for e in again.query(since=105)] == ["Drink"]
     assert [e.label for e in again.query(camera="hall")] == []
     assert again.query(until=101)[0].label == "Cook"
+
+
+def test_latency_and_rate_cover_the_last_seconds_not_the_last_labels():
+    now = [0.0]
+    latencies, rate = Latencies(clock=lambda: now[0]), RateMeter(clock=lambda: now[0])
+    for _ in range(5000):  # a busy minute long ago
+        latencies.add(9.0)
+        rate.add(3)
+    now[0] = LATENCY_WINDOW_SECONDS + 1.0
+    assert latencies.percentiles() == {"p50": None, "p95": None}
+    assert rate.rate() == 0.0
+    for seconds in (0.2, 0.4, 0.6):
+        latencies.add(seconds)
+    rate.add(20)
+    assert latencies.percentiles()["p50"] == 0.4
+    assert rate.rate() == 20 / RATE_WINDOW_SECONDS

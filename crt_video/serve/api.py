@@ -37,6 +37,8 @@ class ActivityOut(BaseModel):
 
 
 class LatencyOut(BaseModel):
+    """Seconds from a frame's capture to its label over the last minute; None without labels."""
+
     p50: float | None
     p95: float | None
 

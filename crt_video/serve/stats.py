@@ -6,49 +6,59 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 RATE_WINDOW_SECONDS = 10.0
-LATENCY_SAMPLES = 2000
+# Latency percentiles cover a time span, not a count of labels: a count would span minutes for
+# one camera and seconds for twenty.
+LATENCY_WINDOW_SECONDS = 60.0
 
 
-class RateMeter:
+class TimedWindow:
+    """Values added over the last ``seconds`` (on ``clock``), safe across threads."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self._clock = seconds, clock
+        self._entries: collections.deque[tuple[float, float]] = collections.deque()
+        self._lock = threading.Lock()
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            self._entries.append((self._clock(), value))
+
+    def values(self) -> np.ndarray:
+        oldest = self._clock() - self.seconds
+        with self._lock:
+            while self._entries and self._entries[0][0] < oldest:
+                self._entries.popleft()
+            return np.array([value for _, value in self._entries], dtype=float)
+
+
+class RateMeter(TimedWindow):
     """Events per second over the last ``RATE_WINDOW_SECONDS``."""
 
-    def __init__(self) -> None:
-        self._events: collections.deque[tuple[float, int]] = collections.deque()
-        self._lock = threading.Lock()
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(RATE_WINDOW_SECONDS, clock)
 
     def add(self, count: int = 1) -> None:
         if count:
-            with self._lock:
-                self._events.append((time.monotonic(), count))
+            super().add(count)
 
     def rate(self) -> float:
-        now = time.monotonic()
-        with self._lock:
-            while self._events and self._events[0][0] < now - RATE_WINDOW_SECONDS:
-                self._events.popleft()
-            total = sum(count for _, count in self._events)
-        return total / RATE_WINDOW_SECONDS
+        return float(self.values().sum()) / self.seconds
 
 
-class Latencies:
-    """Seconds from a frame's capture to its label: the last ``LATENCY_SAMPLES``."""
+class Latencies(TimedWindow):
+    """Seconds from a frame's capture to its label, over the last ``LATENCY_WINDOW_SECONDS``."""
 
-    def __init__(self) -> None:
-        self._values: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
-        self._lock = threading.Lock()
-
-    def add(self, seconds: float) -> None:
-        with self._lock:
-            self._values.append(seconds)
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(LATENCY_WINDOW_SECONDS, clock)
 
     def percentiles(self) -> dict[str, float | None]:
-        with self._lock:
-            values = np.array(self._values)
+        values = self.values()
         if not len(values):
             return {"p50": None, "p95": None}
         p50, p95 = np.percentile(values, [50, 95])
