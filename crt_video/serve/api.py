@@ -95,107 +95,123 @@ def create_app(service: Service) -> FastAPI:
         version=service.version,
     )
     app.state.service = service
-
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict:
-        """The process is alive (no token needed)."""
-        return {"status": "ok"}
-
-    guarded = APIRouter(dependencies=[Depends(_token_check(service.cfg.token))])
-
-    @guarded.get("/readyz", tags=["health"])
-    def readyz() -> JSONResponse:
-        """The model is loaded and at least one camera is online."""
-        ready = service.engine.ready and service.engine.error is None
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
-
-    @guarded.get("/api/cameras", tags=["cameras"])
-    def cameras() -> list[CameraOut]:
-        return [_camera(service, track) for track in service.engine.tracks]
-
-    @guarded.post("/api/cameras/{name}/enable", tags=["cameras"])
-    def enable(name: str) -> CameraOut:
-        track = _track(service, name)
-        track.camera.enable()
-        return _camera(service, track)
-
-    @guarded.post("/api/cameras/{name}/disable", tags=["cameras"])
-    def disable(name: str) -> CameraOut:
-        track = _track(service, name)
-        track.camera.disable()
-        return _camera(service, track)
-
-    @guarded.get("/api/events", tags=["events"])
-    def events(
-        camera: str | None = None,
-        label: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: Annotated[int, Query(ge=1, le=10000)] = 500,
-    ) -> list[EpisodeOut]:
-        """Episodes that overlap [since, until], newest first."""
-        found = service.store.query(camera, label, _seconds(since), _seconds(until), limit)
-        return [_episode(episode) for episode in found]
-
-    @guarded.get("/api/events/stream", tags=["events"], response_class=EventSourceResponse)
-    async def stream(request: Request) -> AsyncIterator[ServerSentEvent]:
-        """Server-Sent Events: ``episode`` (opened, updated or closed) and ``activity`` (a
-        camera's activity changed)."""
-        queue: asyncio.Queue[Change] = asyncio.Queue(STREAM_QUEUE)
-        loop = asyncio.get_running_loop()
-
-        def hand_over(change: Change) -> None:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(change)
-
-        remove = service.bus.listen(lambda change: loop.call_soon_threadsafe(hand_over, change))
-        try:
-            yield ServerSentEvent(event="hello", data={"cameras": len(service.engine.tracks)})
-            while True:
-                yield _sse(await queue.get())
-        finally:
-            remove()
-
-    @guarded.get("/api/stats", tags=["stats"])
-    def stats() -> StatsOut:
-        return StatsOut(
-            cameras=[_camera(service, track) for track in service.engine.tracks],
-            encoder=EncoderOut(**service.engine.encoder_figures()),
-        )
-
-    @guarded.get("/metrics", tags=["stats"])
-    def metrics() -> Response:
-        """Prometheus metrics."""
-        for track in service.engine.tracks:
-            service.engine.camera_figures(track)  # brings the camera gauges up to date
-        body = generate_latest(service.engine.metrics.registry)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
-
-    @guarded.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> str:
-        return resources.files("crt_video.serve").joinpath("page.html").read_text()
-
-    app.include_router(guarded)
+    app.include_router(health)
+    app.include_router(guarded, dependencies=[Depends(_token_check)])
     return app
 
 
-def _token_check(token: str | None):
-    def check(
-        authorization: Annotated[str | None, Header()] = None,
-        token_query: Annotated[str | None, Query(alias="token")] = None,
-    ) -> None:
-        if token is None:
-            return
-        given = token_query
-        if authorization and authorization.lower().startswith("bearer "):
-            given = authorization[7:].strip()
-        if given is None or not secrets.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(
-                401, "a valid token is needed", headers={"WWW-Authenticate": "Bearer"}
-            )
+def _service(request: Request) -> Service:
+    return request.app.state.service
 
-    return check
+
+ServiceDep = Annotated[Service, Depends(_service)]
+health = APIRouter(tags=["health"])
+# Every route but /healthz: the token check is added where create_app includes it.
+guarded = APIRouter()
+
+
+@health.get("/healthz")
+def healthz() -> dict:
+    """The process is alive (no token needed)."""
+    return {"status": "ok"}
+
+
+@guarded.get("/readyz", tags=["health"])
+def readyz(service: ServiceDep) -> JSONResponse:
+    """The model is loaded and at least one camera is online."""
+    ready = service.engine.ready and service.engine.error is None
+    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+
+@guarded.get("/api/cameras", tags=["cameras"])
+def cameras(service: ServiceDep) -> list[CameraOut]:
+    return [_camera(service, track) for track in service.engine.tracks]
+
+
+@guarded.post("/api/cameras/{name}/enable", tags=["cameras"])
+def enable(name: str, service: ServiceDep) -> CameraOut:
+    track = _track(service, name)
+    track.camera.enable()
+    return _camera(service, track)
+
+
+@guarded.post("/api/cameras/{name}/disable", tags=["cameras"])
+def disable(name: str, service: ServiceDep) -> CameraOut:
+    track = _track(service, name)
+    track.camera.disable()
+    return _camera(service, track)
+
+
+@guarded.get("/api/events", tags=["events"])
+def events(
+    service: ServiceDep,
+    camera: str | None = None,
+    label: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 500,
+) -> list[EpisodeOut]:
+    """Episodes that overlap [since, until], newest first."""
+    found = service.store.query(camera, label, _seconds(since), _seconds(until), limit)
+    return [_episode(episode) for episode in found]
+
+
+@guarded.get("/api/events/stream", tags=["events"], response_class=EventSourceResponse)
+async def stream(service: ServiceDep) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events: ``episode`` (opened, updated or closed) and ``activity`` (a camera's
+    activity changed)."""
+    queue: asyncio.Queue[Change] = asyncio.Queue(STREAM_QUEUE)
+    loop = asyncio.get_running_loop()
+
+    def hand_over(change: Change) -> None:
+        if queue.full():
+            queue.get_nowait()
+        queue.put_nowait(change)
+
+    remove = service.bus.listen(lambda change: loop.call_soon_threadsafe(hand_over, change))
+    try:
+        yield ServerSentEvent(event="hello", data={"cameras": len(service.engine.tracks)})
+        while True:
+            yield _sse(await queue.get())
+    finally:
+        remove()
+
+
+@guarded.get("/api/stats", tags=["stats"])
+def stats(service: ServiceDep) -> StatsOut:
+    return StatsOut(
+        cameras=[_camera(service, track) for track in service.engine.tracks],
+        encoder=EncoderOut(**service.engine.encoder_figures()),
+    )
+
+
+@guarded.get("/metrics", tags=["stats"])
+def metrics(service: ServiceDep) -> Response:
+    """Prometheus metrics."""
+    for track in service.engine.tracks:
+        service.engine.camera_figures(track)  # brings the camera gauges up to date
+    body = generate_latest(service.engine.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+@guarded.get("/", response_class=HTMLResponse, include_in_schema=False)
+def page() -> str:
+    return resources.files("crt_video.serve").joinpath("page.html").read_text()
+
+
+def _token_check(
+    service: ServiceDep,
+    authorization: Annotated[str | None, Header()] = None,
+    token_query: Annotated[str | None, Query(alias="token")] = None,
+) -> None:
+    token = service.cfg.token
+    if token is None:
+        return
+    given = token_query
+    if authorization and authorization.lower().startswith("bearer "):
+        given = authorization[7:].strip()
+    if given is None or not secrets.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(401, "a valid token is needed", headers={"WWW-Authenticate": "Bearer"})
 
 
 def _track(service: Service, name: str):
