@@ -9,8 +9,8 @@ import pytest
 from crt_video.errors import ConfigError
 from crt_video.serve.activity import ActivityTracker, EpisodeTracker
 from crt_video.serve.config import EpisodeConfig, ServeConfig, load_serve_config
-from crt_video.serve.engine import evenly_spaced, fair_shares
 from crt_video.serve.events import EventStore
+from crt_video.serve.frame_budget import evenly_spaced, fair_shares, frames_to_keep
 from crt_video.serve.stats import LATENCY_WINDOW_SECONDS, RATE_WINDOW_SECONDS, Latencies, RateMeter
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -76,6 +76,7 @@ def test_shares_are_even_and_the_newest_frame_is_kept():
     assert [s[0] for s in uneven] != [uneven[0][0]] * 3  # the extra frame goes round
     assert evenly_spaced(10, 1) == [9] and evenly_spaced(10, 3) == [0, 4, 9]
     assert evenly_spaced(4, 8) == [0, 1, 2, 3] and evenly_spaced(5, 0) == []
+    assert frames_to_keep({0: 10, 1: 2}, 5) == {0: [0, 4, 9], 1: [0, 1]}
 
 
 def test_an_episode_opens_after_min_seconds_and_closes_with_hysteresis():

@@ -2,9 +2,8 @@
 
 A tick takes what the cameras sampled, once the batch is full (``batch_frames``) or
 ``tick_seconds`` after its first frame. Over budget, each camera keeps an even share of the batch
-(its frames thinned evenly, the newest kept) and the rest are skipped: a skipped frame takes the
-features of the camera's last encoded frame before it, so segments still cover their time, and
-is counted. The kept frames of all cameras go through the encoder in one call. Then the model
+(``frame_budget.py``) and the rest are skipped: a skipped frame takes the features of the
+camera's last encoded frame before it, so segments still cover their time, and is counted. The kept frames of all cameras go through the encoder in one call. Then the model
 advances every camera whose segment is complete in one step, their states gathered into one
 batch and scattered back; a causal per-frame checkpoint steps every frame as it comes instead.
 
@@ -35,6 +34,7 @@ from crt_video.serve.activity import ActivityTracker, Change, EpisodeTracker
 from crt_video.serve.cameras import Camera, CameraFrame
 from crt_video.serve.config import ServeConfig
 from crt_video.serve.events import EventBus, EventStore
+from crt_video.serve.frame_budget import frames_to_keep
 from crt_video.serve.stats import Latencies, Metrics, RateMeter
 from crt_video.utils.cpu import cpu_name
 from crt_video.utils.logging import get_logger
@@ -176,21 +176,15 @@ class Engine:
         return taken
 
     def _tick(self, taken: dict[int, list[CameraFrame]]) -> None:
-        shares = fair_shares({index: len(frames) for index, frames in taken.items()},
-                             self.batch_frames, offset=int(time.monotonic() * 1000))  # fmt: skip
-        kept_frames, plans = [], {}
-        for index, frames in taken.items():
-            kept = evenly_spaced(len(frames), shares[index])
-            plans[index] = (frames, kept)
-            kept_frames += [frames[i].rgb for i in kept]
-        features = self._encode(kept_frames)
+        counts = {index: len(frames) for index, frames in taken.items()}
+        plan = frames_to_keep(counts, self.batch_frames, offset=int(time.monotonic() * 1000))
+        features = self._encode([taken[index][i].rgb for index, kept in plan.items() for i in kept])
         offset = 0
         per_camera: dict[int, list[tuple[torch.Tensor, CameraFrame]]] = {}
-        for index, (frames, kept) in plans.items():
-            track = self.tracks[index]
+        for index, kept in plan.items():
             mine = features[offset : offset + len(kept)]
             offset += len(kept)
-            per_camera[index] = self._with_skipped(track, frames, kept, mine)
+            per_camera[index] = self._with_skipped(self.tracks[index], taken[index], kept, mine)
         if self.frames is not None:
             self._step_frames(per_camera)
         else:
@@ -369,37 +363,3 @@ class Engine:
             "uptime": round(time.time() - self.started, 1),
             "error": self.error,
         }
-
-
-def fair_shares(counts: dict[int, int], budget: int, offset: int = 0) -> dict[int, int]:
-    """How many frames each camera keeps: all if they fit in ``budget``, else an even share each
-    (a camera with fewer frames than its share leaves the rest to the others); the share's
-    remainder goes to cameras in turn from ``offset``, so no camera is always the one short."""
-    if sum(counts.values()) <= budget:
-        return dict(counts)
-    shares, left, open_ = dict.fromkeys(counts, 0), budget, sorted(counts, key=counts.get)
-    while open_ and left > 0:
-        share = left // len(open_)
-        if share == 0:
-            order = sorted(open_)
-            start = offset % len(order)
-            for index in (order[start:] + order[:start])[:left]:
-                shares[index] += 1
-            break
-        for index in list(open_):
-            give = min(share, counts[index] - shares[index])
-            shares[index] += give
-            left -= give
-            if shares[index] == counts[index]:
-                open_.remove(index)
-    return shares
-
-
-def evenly_spaced(count: int, keep: int) -> list[int]:
-    """``keep`` of ``count`` indices, evenly spread, the last always among them."""
-    if keep >= count:
-        return list(range(count))
-    if keep <= 0:
-        return []
-    # from the newest back, so that one frame kept is the newest
-    return sorted(np.round(np.linspace(count - 1, 0, keep)).astype(int).tolist())
