@@ -15,6 +15,7 @@ from crt_video.benchmark.memory import (
     run,
 )
 from crt_video.benchmark.memory_report import PLOT_NAME, bin_labels
+from crt_video.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 
@@ -81,5 +82,5 @@ def test_finished_runs_are_reused_from_another_checkout_and_reported_without_tra
     for name, row in again["figures"]["results"]["sweep"].items():
         np.testing.assert_equal(row["ap"], first["figures"]["results"]["sweep"][name]["ap"])
     assert "no training in this call" in again["markdown"]
-    with pytest.raises(ValueError, match="no finished run"):
+    with pytest.raises(ConfigError, match="no finished run"):
         run(tmp_path / "elsewhere", smoke=True, finished_only=True)

@@ -39,6 +39,7 @@ from crt_video.data.tsu import frame_targets
 from crt_video.data.tsu_generated import generator_of
 from crt_video.engine.checkpoint import load_model
 from crt_video.engine.evaluate import predict_logits
+from crt_video.errors import ConfigError
 from crt_video.evaluation.detection import average_precision
 from crt_video.pipeline import run_pipeline
 from crt_video.run_config import CONFIGS_DIR, RunConfig, load_run_config
@@ -164,7 +165,10 @@ def run(
     if finished_only:
         finished = [result for result in map(finished_result, jobs) if result is not None]
         if not finished:
-            raise ValueError(f"no finished run under {runs_dir} for these families, rows and seeds")
+            raise ConfigError(
+                f"--finished-only: no finished run under {runs_dir} for these families, rows and "
+                "seeds; give the --out of the benchmark that trained them"
+            )
         data_seconds, workers = 0.0, 0
     else:
         for family in families:  # generated and extracted once, before the workers share them
