@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from crt_video.benchmark import accuracy
-from crt_video.benchmark.accuracy import (
+from benchmarks import accuracy
+from benchmarks.accuracy import (
     add_arguments,
     bootstrap_interval,
     choose_variants,
@@ -18,8 +18,8 @@ from crt_video.benchmark.accuracy import (
     run,
     run_one,
 )
-from crt_video.benchmark.accuracy_clips import fold_splits, fold_table
-from crt_video.benchmark.accuracy_report import (
+from benchmarks.accuracy_clips import fold_splits, fold_table
+from benchmarks.accuracy_report import (
     ABLATION_GAP_PLOT_NAME,
     ABLATION_PLOT_NAME,
     GAP_PLOT_NAME,
@@ -27,7 +27,7 @@ from crt_video.benchmark.accuracy_report import (
     ablation_verdict,
     xl_verdict,
 )
-from crt_video.benchmark.accuracy_variants import (
+from benchmarks.accuracy_variants import (
     ABLATION_REFERENCE,
     FULL_RECIPE,
     TRANSFORMER,

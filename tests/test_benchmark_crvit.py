@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crt_video.benchmark.crvit import run
+from benchmarks.crvit import run
 
 pytestmark = pytest.mark.slow
 

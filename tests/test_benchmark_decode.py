@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from crt_video.benchmark import decode
+from benchmarks import decode
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from crt_video.benchmark import extract
+from benchmarks import extract
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from crt_video.benchmark import memory
-from crt_video.benchmark.memory import (
+from benchmarks import memory
+from benchmarks.memory import (
     BASELINE,
     GAP_EDGES,
     TARGET_SECONDS,
@@ -14,7 +14,7 @@ from crt_video.benchmark.memory import (
     gap_bin_ap,
     run,
 )
-from crt_video.benchmark.memory_report import PLOT_NAME, bin_labels
+from benchmarks.memory_report import PLOT_NAME, bin_labels
 from crt_video.errors import ConfigError
 
 pytestmark = pytest.mark.slow

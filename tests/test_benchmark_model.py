@@ -2,14 +2,14 @@ import json
 
 import pytest
 
-from crt_video.benchmark.cost_table import (
+from benchmarks.cost_table import (
     CRT_TOKEN,
     SIDE_MODELS,
     flop_breakdown,
     side_by_side,
     table1_flops,
 )
-from crt_video.benchmark.model import DEFAULTS, PLOT, SMOKE, run
+from benchmarks.model import DEFAULTS, PLOT, SMOKE, run
 from crt_video.models import build_model
 from crt_video.utils.flops import count_flops
 

@@ -7,8 +7,8 @@ import argparse
 import pytest
 from test_serve_live import lacking
 
-from crt_video.benchmark import serve
-from crt_video.benchmark.rtsp_cameras import missing_packages
+from benchmarks import serve
+from benchmarks.rtsp_cameras import missing_packages
 from crt_video.utils.cpu import cpu_name
 
 pytestmark = pytest.mark.slow

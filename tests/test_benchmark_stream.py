@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from crt_video.benchmark import stream
+from benchmarks import stream
 from crt_video.features.int8 import installed_int8_runtimes
 from crt_video.features.precision import cpu_precisions
 from crt_video.features.video import probe_video

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from crt_video.benchmark.fuzz import (
+from benchmarks.fuzz import (
     ENCODER,
     MODEL,
     SAMPLING_FPS,
@@ -14,7 +14,7 @@ from crt_video.benchmark.fuzz import (
     run_extract,
     run_infer,
 )
-from crt_video.benchmark.stream import write_checkpoint
+from benchmarks.stream import write_checkpoint
 
 ALWAYS_LABELLED = {"valid", "wrong-extension"}
 ALWAYS_REFUSED = {"empty", "not-a-video", "audio-only", "unknown-codec"}

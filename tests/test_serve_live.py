@@ -23,7 +23,7 @@ import httpx
 import pytest
 from test_infer import CLASSES, CRT, make_checkpoint
 
-from crt_video.benchmark.rtsp_cameras import RtspCameras, missing_packages
+from benchmarks.rtsp_cameras import RtspCameras, missing_packages
 
 pytestmark = pytest.mark.slow
 

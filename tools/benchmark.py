@@ -8,10 +8,15 @@ python tools/benchmark.py model --smoke
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from crt_video.benchmark.runner import BENCHMARKS, benchmark_module, run_benchmarks
-from crt_video.utils.cli import run_cli
+# benchmarks/ lies at the repository root beside crt_video and is not installed with it: this
+# checkout's root goes first on the path, whatever the current folder.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.runner import BENCHMARKS, benchmark_module, run_benchmarks  # noqa: E402
+from crt_video.utils.cli import run_cli  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

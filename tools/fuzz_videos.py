@@ -10,10 +10,15 @@ there is any. Details per file go to <out>/results.json.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from crt_video.benchmark.fuzz import run_fuzz
-from crt_video.utils.cli import run_cli
+# benchmarks/ lies at the repository root beside crt_video and is not installed with it: this
+# checkout's root goes first on the path, whatever the current folder.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.fuzz import run_fuzz  # noqa: E402
+from crt_video.utils.cli import run_cli  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

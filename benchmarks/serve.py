@@ -23,17 +23,17 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crt_video.benchmark.rtsp_cameras import RtspCameras, missing_packages
-from crt_video.benchmark.serve_phases import (
+from benchmarks.rtsp_cameras import RtspCameras, missing_packages
+from benchmarks.serve_phases import (
     overload,
     peer_capacity,
     reconnection,
     service_capacity,
     soak,
 )
-from crt_video.benchmark.serve_procs import measure_encoder_alone
-from crt_video.benchmark.serve_report import serve_checks, serve_markdown
-from crt_video.benchmark.stream import SMOKE_ENCODER, SMOKE_MODEL, write_checkpoint, write_clip
+from benchmarks.serve_procs import measure_encoder_alone
+from benchmarks.serve_report import serve_checks, serve_markdown
+from benchmarks.stream import SMOKE_ENCODER, SMOKE_MODEL, write_checkpoint, write_clip
 from crt_video.engine.checkpoint import open_checkpoint
 from crt_video.errors import ConfigError
 from crt_video.features.frame_encoder import FrameEncoderConfig

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import numpy as np
 from matplotlib.figure import Figure
 
-from crt_video.benchmark.accuracy_variants import ABLATION_REFERENCE, FULL_RECIPE, TRANSFORMER
+from benchmarks.accuracy_variants import ABLATION_REFERENCE, FULL_RECIPE, TRANSFORMER
 from crt_video.utils.io import atomic_write
 
 PLOT_NAME = "accuracy_vs_flops.png"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crt_video.benchmark.serve_phases import LATENCY_SLACK, MAX_SKIPPED, MIN_PACE, RECONNECT_SLACK
+from benchmarks.serve_phases import LATENCY_SLACK, MAX_SKIPPED, MIN_PACE, RECONNECT_SLACK
 
 OF_BOUND = 0.8  # capacity over the encoder-alone bound
 OVER_PEER = 2.0  # service cameras over peer cameras

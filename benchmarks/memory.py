@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crt_video.benchmark.memory_report import report
+from benchmarks.memory_report import report
 from crt_video.config import config_hash
 from crt_video.data.tsu import frame_targets
 from crt_video.data.tsu_generated import generator_of

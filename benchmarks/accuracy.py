@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from crt_video.benchmark.accuracy_clips import CLASS_NAMES, fold_splits, fold_table, make_clips
-from crt_video.benchmark.accuracy_report import report, selection_markdown
-from crt_video.benchmark.accuracy_variants import (
+from benchmarks.accuracy_clips import CLASS_NAMES, fold_splits, fold_table, make_clips
+from benchmarks.accuracy_report import report, selection_markdown
+from benchmarks.accuracy_variants import (
     ABLATION_REFERENCE,
     FULL_CANDIDATES,
     ablation_variants,

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from crt_video.benchmark.cost_notes import CRT_TOKEN, FULL, core_flops, find_row, side_notes
+from benchmarks.cost_notes import CRT_TOKEN, FULL, core_flops, find_row, side_notes
 from crt_video.models import build_model
 from crt_video.utils.flops import flop_counter
 

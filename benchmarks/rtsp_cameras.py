@@ -2,7 +2,7 @@
 own stream from the start of its file, at the file's pace. The service's tests and the serve
 benchmark use it as their cameras.
 
-/usr/bin/python3 crt_video/benchmark/rtsp_cameras.py PORT NAME=FILE [NAME=FILE ...]  (PORT 0: any
+/usr/bin/python3 benchmarks/rtsp_cameras.py PORT NAME=FILE [NAME=FILE ...]  (PORT 0: any
 free port) prints "ready PORT" once it listens. With --check it prints the Debian packages it
 lacks (exit 1) or nothing (exit 0). It runs in Debian's Python, where python3-gi lives, so this
 file imports nothing outside the standard library; :class:`RtspCameras` runs it from the

@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from crt_video.benchmark.rtsp_cameras import RtspCameras
-from crt_video.benchmark.serve_procs import (
+from benchmarks.rtsp_cameras import RtspCameras
+from benchmarks.serve_procs import (
     START_TIMEOUT,
     PeerProcess,
     ServiceProcess,

@@ -29,8 +29,8 @@ import av
 import numpy as np
 import torch
 
-from crt_video.benchmark.stream_measure import STEP_REPEATS
-from crt_video.benchmark.stream_report import stream_figures, stream_markdown
+from benchmarks.stream_measure import STEP_REPEATS
+from benchmarks.stream_report import stream_figures, stream_markdown
 from crt_video.config import load_config
 from crt_video.data.smarthome import CLASSES_31
 from crt_video.engine.checkpoint import save_checkpoint
@@ -242,10 +242,10 @@ def write_clip(path: Path, seconds: float, width: int, height: int, fps: int) ->
 def _child(function: str, spec: dict, **popen) -> subprocess.Popen:
     """``function(spec)`` of stream_measure in a new interpreter, printing its result as JSON."""
     code = (
-        f"import json, sys; from crt_video.benchmark.stream_measure import {function}; "
+        f"import json, sys; from benchmarks.stream_measure import {function}; "
         f"print(json.dumps({function}(json.loads(sys.argv[1]))))"
     )
-    package_root = str(Path(__file__).resolve().parents[2])
+    package_root = str(Path(__file__).resolve().parents[1])
     pythonpath = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     return subprocess.Popen(
         [sys.executable, "-c", code, json.dumps(spec)],

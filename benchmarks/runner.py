@@ -16,7 +16,7 @@ BENCHMARKS = ("decode", "extract", "model", "accuracy", "memory", "stream", "crv
 
 
 def benchmark_module(name: str) -> ModuleType:
-    return importlib.import_module(f"crt_video.benchmark.{name}")
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def machine_description() -> str:

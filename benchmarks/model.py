@@ -7,7 +7,7 @@ over one run, after a warm-up on a short clip: activations, gradients and alloca
 not the weights nor the input. Times are the best of a few runs on a fixed number of threads (default one:
 small per-segment kernels on a shared, busy pool measure thread contention, not the model).
 
-A second table, cost side by side (``crt_video.benchmark.cost_table``), sets every model beside
+A second table, cost side by side (``benchmarks.cost_table``), sets every model beside
 the paper's table-1 formulas.
 """
 
@@ -23,8 +23,7 @@ from pathlib import Path
 
 import torch
 
-import crt_video
-from crt_video.benchmark.cost_table import FULL, side_by_side
+from benchmarks.cost_table import FULL, side_by_side
 from crt_video.models import build_model
 from crt_video.utils.flops import count_flops
 from crt_video.utils.io import atomic_write
@@ -160,10 +159,10 @@ def measure(
     return {"peak_bytes": peak_bytes, "seconds": seconds}
 
 
-def measure_in_fresh_process(target: str = "crt_video.benchmark.model:measure", **kwargs) -> dict:
+def measure_in_fresh_process(target: str = "benchmarks.model:measure", **kwargs) -> dict:
     """``target`` (module:function, by default :func:`measure`) called with ``kwargs`` in a new
     interpreter, so its peak memory inherits no other run's heap; it returns a JSON-able dict."""
-    package_root = str(Path(crt_video.__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[1])
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]),

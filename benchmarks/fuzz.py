@@ -30,7 +30,7 @@ from crt_video.features.store import FeatureStore
 from crt_video.features.video import SamplingConfig
 from crt_video.utils.io import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 ENCODER = FrameEncoderConfig(
     "vit_tiny_patch16_224", pretrained=False, kwargs={"img_size": 32}, batch_size=32, num_workers=1
 )
@@ -280,7 +280,7 @@ def run_extract(files: list[FuzzFile], root: Path, decode_timeout: float = 60.0)
 
 def run_fuzz(out_dir: Path, seed: int = 0, num_files: int = 300, batch: int = 40) -> dict:
     """Make the corpus, run both tools over it, write results.json; returns the counts."""
-    from crt_video.benchmark.stream import write_checkpoint
+    from benchmarks.stream import write_checkpoint
 
     started = time.perf_counter()
     corpus = out_dir / "corpus"

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 TOOLS = PACKAGE_ROOT / "tools"
 START_TIMEOUT = 300.0  # loading torch, timm and the encoder on two busy cores
 ENCODER_REPEATS = 5
@@ -220,7 +220,7 @@ def measure_encoder_alone(checkpoint: Path, cores: set[int]) -> dict:
     """``encoder_alone`` in a fresh process, so nothing of the benchmark's own shares its cores."""
     spec = dict(checkpoint=str(checkpoint), cores=sorted(cores))
     code = (
-        "import json, sys; from crt_video.benchmark.serve_procs import encoder_alone; "
+        "import json, sys; from benchmarks.serve_procs import encoder_alone; "
         "print(json.dumps(encoder_alone(json.loads(sys.argv[1]))))"
     )
     process = _spawn(["-c", code, json.dumps(spec)], cores, stdout=subprocess.PIPE)

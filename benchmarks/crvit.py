@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from crt_video.benchmark.model import (
+from benchmarks.model import (
     measure_in_fresh_process,
     process_memory_kib,
     reset_peak_memory,
@@ -167,7 +167,7 @@ def model_costs(run: RunConfig, train_batch: int, test: bool = True) -> dict:
     """Training and test clips per second and peak memory, each in a fresh process."""
     spec = {"model_cfg": run.model, "num_frames": run.frames.num_frames}
     spec["size"], spec["views"] = run.frames.input_size, run.frames.num_views
-    target = "crt_video.benchmark.crvit:measure"
+    target = "benchmarks.crvit:measure"
     costs = {"train": measure_in_fresh_process(target, **spec, batch=train_batch, train=True)}
     if test:
         costs["test"] = measure_in_fresh_process(target, **spec, batch=1, train=False)
