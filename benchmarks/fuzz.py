@@ -10,7 +10,6 @@ or in one error line naming it, never in a traceback, a crash or a hang.
 
 from __future__ import annotations
 
-import os
 import struct
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import av
 import numpy as np
 import torch
 
+from benchmarks.checkout import REPO_ROOT, checkout_env
 from crt_video.data.demo import make_event_order_dataset
 from crt_video.features.extract import extract_features
 from crt_video.features.frame_encoder import FrameEncoderConfig
@@ -30,7 +30,6 @@ from crt_video.features.store import FeatureStore
 from crt_video.features.video import SamplingConfig
 from crt_video.utils.io import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[1]
 ENCODER = FrameEncoderConfig(
     "vit_tiny_patch16_224", pretrained=False, kwargs={"img_size": 32}, batch_size=32, num_workers=1
 )
@@ -198,11 +197,11 @@ def run_infer(files: list[FuzzFile], checkpoint: Path, batch: int = 40) -> list[
         chunk = todo[:batch]
         limit = STARTUP_SECONDS + SECONDS_PER_FILE * len(chunk)
         command = [sys.executable, "tools/infer.py", *(str(f.path) for f in chunk)]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        env = checkout_env(OMP_NUM_THREADS="1")
         try:
             done = subprocess.run(
                 [*command, "--checkpoint", str(checkpoint), "--device", "cpu", "--window", "0"],
-                cwd=REPO, env=env, capture_output=True, text=True, timeout=limit,
+                cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=limit,
             )  # fmt: skip
             stdout, stderr, code = done.stdout, done.stderr, done.returncode
         except subprocess.TimeoutExpired as err:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.checkout import checkout_env
 from benchmarks.cost_table import FULL, side_by_side
 from crt_video.models import build_model
 from crt_video.utils.flops import count_flops
@@ -162,18 +162,16 @@ def measure(
 def measure_in_fresh_process(target: str = "benchmarks.model:measure", **kwargs) -> dict:
     """``target`` (module:function, by default :func:`measure`) called with ``kwargs`` in a new
     interpreter, so its peak memory inherits no other run's heap; it returns a JSON-able dict."""
-    package_root = str(Path(__file__).resolve().parents[1])
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]),
-    }
     module, function = target.split(":")
     code = (
         f"import json, sys; from {module} import {function}; "
         f"print(json.dumps({function}(**json.loads(sys.argv[1]))))"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True, env=env
+        [sys.executable, "-c", code, json.dumps(kwargs)],
+        capture_output=True,
+        text=True,
+        env=checkout_env(),
     )
     if proc.returncode:
         raise RuntimeError(f"model cost measurement {kwargs} failed: {proc.stderr.strip()[-2000:]}")

@@ -18,8 +18,9 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-TOOLS = PACKAGE_ROOT / "tools"
+from benchmarks.checkout import REPO_ROOT, checkout_env
+
+TOOLS = REPO_ROOT / "tools"
 START_TIMEOUT = 300.0  # loading torch, timm and the encoder on two busy cores
 ENCODER_REPEATS = 5
 
@@ -41,14 +42,12 @@ def wait_for(check: Callable[[], object], what: str, timeout: float) -> object:
 
 
 def _spawn(argv: list[str], cores: set[int], **popen) -> subprocess.Popen:
-    """A Python tool of this package on ``cores``, with as many torch threads as cores (more
+    """A Python tool of this checkout on ``cores``, with as many torch threads as cores (more
     threads than cores spin against each other)."""
-    pythonpath = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": str(len(cores))}
     return subprocess.Popen(
         [sys.executable, *argv],
-        cwd=PACKAGE_ROOT,
-        env=env,
+        cwd=REPO_ROOT,
+        env=checkout_env(OMP_NUM_THREADS=str(len(cores))),
         preexec_fn=lambda: os.sched_setaffinity(0, cores),
         **popen,
     )

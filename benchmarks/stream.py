@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import av
 import numpy as np
 import torch
 
+from benchmarks.checkout import checkout_env
 from benchmarks.stream_measure import STEP_REPEATS
 from benchmarks.stream_report import stream_figures, stream_markdown
 from crt_video.config import load_config
@@ -245,11 +245,9 @@ def _child(function: str, spec: dict, **popen) -> subprocess.Popen:
         f"import json, sys; from benchmarks.stream_measure import {function}; "
         f"print(json.dumps({function}(json.loads(sys.argv[1]))))"
     )
-    package_root = str(Path(__file__).resolve().parents[1])
-    pythonpath = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     return subprocess.Popen(
         [sys.executable, "-c", code, json.dumps(spec)],
-        env={**os.environ, "PYTHONPATH": pythonpath},
+        env=checkout_env(),
         stdout=subprocess.PIPE,
         **popen,
     )
