@@ -1,6 +1,3 @@
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,17 +24,6 @@ def touch(root: Path, *names: str) -> None:
     for name in names:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).touch()
-
-
-def run_tool(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run(
-        [sys.executable, "tools/make_annotations.py", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
 
 
 @pytest.mark.skipif(REFERENCE is None, reason="shared reference split lists not available")
@@ -143,9 +129,10 @@ def test_read_annotations_errors(tmp_path):
         read_annotations(tmp_path / "bad.csv")
 
 
-def test_cli_writes_csvs_and_prints_counts(tmp_path):
+def test_cli_writes_csvs_and_prints_counts(tmp_path, run_tool):
     touch(tmp_path / "clips", "Walk_p03_r01_v16_c06.mp4", "Walk_p02_r00_v01_c02.mp4")
     result = run_tool(
+        "tools/make_annotations.py",
         "--video-dir",
         str(tmp_path / "clips"),
         "--out-dir",
@@ -163,8 +150,14 @@ def test_cli_writes_csvs_and_prints_counts(tmp_path):
     assert not annotation_path(tmp_path / "ann", "cv1", "test").exists()
 
 
-def test_cli_missing_folder_is_one_line_error(tmp_path):
-    result = run_tool("--video-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path))
+def test_cli_missing_folder_is_one_line_error(tmp_path, run_tool):
+    result = run_tool(
+        "tools/make_annotations.py",
+        "--video-dir",
+        str(tmp_path / "nowhere"),
+        "--out-dir",
+        str(tmp_path),
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "nowhere" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

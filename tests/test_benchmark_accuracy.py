@@ -2,10 +2,6 @@
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -38,8 +34,6 @@ from crt_video.errors import ConfigError
 from crt_video.models import build_model
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_folds_test_every_clip_once_and_keep_splits_disjoint():
@@ -150,13 +144,9 @@ def test_scratch_of_other_settings_is_started_afresh(tmp_path):
     assert not (resumable_scratch(tmp_path / "work", {"clips": 48}) / "clip.mp4").exists()
 
 
-def test_benchmark_command_writes_report_json_and_plots_only(tmp_path):
+def test_benchmark_command_writes_report_json_and_plots_only(tmp_path, run_tool):
     out = tmp_path / "report"
-    subprocess.run(
-        [sys.executable, "tools/benchmark.py", "model", "--smoke", "--out", str(out)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, timeout=300,
-        capture_output=True,
-    )  # fmt: skip
+    run_tool("tools/benchmark.py", "model", "--smoke", "--out", str(out), check=True)
     assert sorted(p.name for p in out.iterdir()) == ["model_cost.png", "report.md", "results.json"]
     figures = json.loads((out / "results.json").read_text())
     assert figures["smoke"] is True and "model" in figures

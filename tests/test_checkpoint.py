@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,6 @@ from crt_video.evaluation.detection import DenseConfig
 from crt_video.models import build_model
 from crt_video.models.crt import CRTConfig
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 CLASSES = ["Cook", "Drink", "Eat", "Walk"]
 MODEL = {"type": "meanpool"}
 IDENTITY = {"name": "vit_tiny_patch16_224", "weights": "random:seed=0"}
@@ -52,12 +49,6 @@ def checkpoint_content(**extra) -> dict:
     }
 
 
-def run_tool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300
-    )
-
-
 def one_error_line(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -83,7 +74,7 @@ def test_saved_checkpoint_is_plain_data(tmp_path):
 
 
 def test_hostile_checkpoint_is_refused_by_infer_and_test_without_running_code(
-    tmp_path, write_test_video
+    tmp_path, write_test_video, run_tool
 ):
     marker = tmp_path / "code_ran"
     hostile = tmp_path / "hostile.pth"
@@ -107,7 +98,7 @@ def test_hostile_checkpoint_is_refused_by_infer_and_test_without_running_code(
     assert marker.is_dir()
 
 
-def test_older_pickled_checkpoint_converts_once(tmp_path):
+def test_older_pickled_checkpoint_converts_once(tmp_path, run_tool):
     old = tmp_path / "old.pth"
     torch.save(checkpoint_content(best_metric=np.float64(0.75), epoch=np.int64(3)), old)
     with pytest.raises(CheckpointError, match="convert_checkpoint.py"):

@@ -1,6 +1,3 @@
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +10,6 @@ from crt_video.errors import ConfigError, DatasetError
 from crt_video.features.video import probe_video, read_frames
 from crt_video.tasks.clip import resolve_data_root
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DISK_AREA_LIMIT = 2500  # pixels at 160x120: disks stay below, squares above
 
 
@@ -82,22 +78,13 @@ def test_bad_generator_arguments(tmp_path):
         make_event_order_dataset(tmp_path, min_seconds=5.0, max_seconds=2.0)
 
 
-def test_cli(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "tools/make_demo_data.py", "--out", str(tmp_path / "demo")]
-    result = subprocess.run(
-        [*command, "--num-clips", "8", "--seed", "2"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+def test_cli(tmp_path, run_tool):
+    command = ["tools/make_demo_data.py", "--out", str(tmp_path / "demo")]
+    result = run_tool(*command, "--num-clips", "8", "--seed", "2")
     assert result.returncode == 0, result.stderr
     assert "8 clips" in result.stdout and "cs: train" in result.stdout
     assert len(list((tmp_path / "demo").glob("*.mp4"))) == 8
-    result = subprocess.run(
-        [*command, "--num-clips", "0"], cwd=REPO_ROOT, env=env, capture_output=True, text=True
-    )
+    result = run_tool(*command, "--num-clips", "0")
     assert result.returncode == 2 and result.stderr.startswith("error: num_clips")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,7 +22,6 @@ from crt_video.tasks.dense import dense_task
 from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo
 from tests.test_trainer import interrupt_at_epoch_3
 
-REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Disk", "Square")
 DIM = 8
 
@@ -142,7 +139,7 @@ def test_a_checkpoint_of_another_task_does_not_resume_dense_training(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
-def test_torchrun_trains_a_crt_whose_memory_cell_gets_no_gradient(tmp_path):
+def test_torchrun_trains_a_crt_whose_memory_cell_gets_no_gradient(tmp_path, run_tool):
     """Memory cut after every segment: the cell's parameters get no gradient, and DDP must allow it."""
     script = tmp_path / "ranks.py"
     script.write_text(
@@ -158,12 +155,7 @@ def test_torchrun_trains_a_crt_whose_memory_cell_gets_no_gradient(tmp_path):
         "train_dense(cfg, data, root / 'work', dist_info=info)\n"
         "torch.distributed.destroy_process_group()\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         str(script), str(tmp_path)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180,
-    )  # fmt: skip
+    result = run_tool(str(script), str(tmp_path), nproc=2, cwd=tmp_path, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert pd.read_csv(tmp_path / "work" / "log.csv")["epoch"].tolist() == [1, 2]
     assert load_checkpoint(tmp_path / "work" / "last.pth")["epoch"] == 2

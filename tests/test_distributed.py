@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,8 +13,6 @@ import torch
 
 from crt_video.errors import ConfigError
 from crt_video.utils.distributed import resolve_device
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_cpu_and_auto_without_cuda(monkeypatch):
@@ -58,25 +56,27 @@ with distributed_session("cpu", float(sys.argv[1])) as (device, info):
 """
 
 
-def run_two_ranks(tmp_path: Path, timeout_minutes: float, mode: str):
+def run_two_ranks(
+    run_tool: Callable[..., subprocess.CompletedProcess],
+    tmp_path: Path,
+    timeout_minutes: float,
+    mode: str,
+) -> subprocess.CompletedProcess:
     script = tmp_path / "ranks.py"
     script.write_text(RANKS_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         str(script), str(timeout_minutes), str(tmp_path), mode],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180,
-    )  # fmt: skip
+    return run_tool(
+        str(script), str(timeout_minutes), str(tmp_path), mode, nproc=2, cwd=tmp_path, timeout=180
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
-def test_collective_timeout_is_configured_and_file_wait_outlasts_it(tmp_path):
+def test_collective_timeout_is_configured_and_file_wait_outlasts_it(tmp_path, run_tool):
     # 0.05 min = 3 s: a barrier waiting 6 s for the slow rank fails ...
-    timed_out = run_two_ranks(tmp_path, 0.05, "barrier")
+    timed_out = run_two_ranks(run_tool, tmp_path, 0.05, "barrier")
     assert timed_out.returncode != 0
     # ... while the file-based gather waits as long as the slow rank needs.
-    gathered = run_two_ranks(tmp_path, 0.05, "files")
+    gathered = run_two_ranks(run_tool, tmp_path, 0.05, "files")
     assert gathered.returncode == 0, gathered.stderr[-3000:]
     for rank in (0, 1):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [{"rank": 0}, {"rank": 1}]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -159,7 +157,7 @@ def test_features_of_another_encoder_are_refused(video_dir, tmp_path):
         extract_on_cpu(video_dir, videos, tmp_path, sampling=SamplingConfig(fps=2.0))
 
 
-def test_corrupt_clips_are_listed_and_the_cli_fails(video_dir, clean_run, tmp_path):
+def test_corrupt_clips_are_listed_and_the_cli_fails(video_dir, clean_run, tmp_path, run_tool):
     clips = tmp_path / "clips"
     clips.mkdir()
     for video in videos_in(video_dir):
@@ -171,9 +169,10 @@ def test_corrupt_clips_are_listed_and_the_cli_fails(video_dir, clean_run, tmp_pa
     (clips / "Truncated_p01_r00_v01_c01.mp4").write_bytes(whole[: len(whole) // 3])
     out = tmp_path / "store"
 
-    result = run_cli(
-        str(REPO / "configs" / "demo.py"), "--video-dir", str(clips), "--out", str(out)
-    )
+    result = run_tool(
+        CLI, str(REPO / "configs" / "demo.py"), "--video-dir", str(clips), "--out", str(out),
+        *CLI_OPTIONS, timeout=180,
+    )  # fmt: skip
 
     assert result.returncode == 1, result.stderr
     failures = dict(FeatureStore.open(out).read_failures())
@@ -198,16 +197,12 @@ def test_hung_decode_is_abandoned(video_dir, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_ranks_extract_the_same_features_as_one(video_dir, clean_run, tmp_path):
+def test_two_ranks_extract_the_same_features_as_one(video_dir, clean_run, tmp_path, run_tool):
     out = tmp_path / "store"
-    result = run_cli(
-        str(REPO / "configs" / "demo.py"),
-        "--video-dir",
-        str(video_dir),
-        "--out",
-        str(out),
-        launcher=[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"],
-    )
+    result = run_tool(
+        CLI, str(REPO / "configs" / "demo.py"), "--video-dir", str(video_dir), "--out", str(out),
+        *CLI_OPTIONS, nproc=2, timeout=180,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert_same_features(stored(out, videos_in(video_dir)), clean_run)
     assert FeatureStore.open(out).read_failures() == []
@@ -224,16 +219,16 @@ def write_avi(path: Path, frames: int = 12) -> Path:
     return path
 
 
-def test_cli_extracts_avi_clips_and_logs_no_progress_frames(video_dir, tmp_path):
+def test_cli_extracts_avi_clips_and_logs_no_progress_frames(video_dir, tmp_path, run_tool):
     clips = tmp_path / "clips"
     clips.mkdir()
     (clips / "Walk_p01_r00_v01_c01.mp4").symlink_to(video_dir / videos_in(video_dir)[0])
     write_avi(clips / "Walk_p02_r00_v01_c01.avi")
     out = tmp_path / "store"
     options = [option for option in CLI_OPTIONS if option != "--no-progress"]
-    result = run_cli(
-        str(REPO / "configs" / "demo.py"), "--video-dir", str(clips), "--out", str(out),
-        options=options,
+    result = run_tool(
+        CLI, str(REPO / "configs" / "demo.py"), "--video-dir", str(clips), "--out", str(out),
+        *options, timeout=180,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     features, timestamps = FeatureStore.open(out).load("Walk_p02_r00_v01_c01.avi")
@@ -249,20 +244,6 @@ def test_decode_workers_follow_the_machine(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 32)
     assert (decode_workers("auto", cpu), decode_workers("auto", gpu)) == (2, 8)
     assert decode_workers(3, gpu) == 3
-
-
-def run_cli(
-    *args: str, launcher: list[str] | None = None, options: list[str] = CLI_OPTIONS
-) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [*(launcher or [sys.executable]), CLI, *args, *options],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=180,
-    )
 
 
 @pytest.mark.parametrize(

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from test_extract import ENCODER, SAMPLING, extract_on_cpu, stored, videos_in
-from test_pipeline import ENV, REPO, run_tool, tiny_options
+from test_pipeline import tiny_options
 
 from crt_video.features.extract import extract_features
 
@@ -55,55 +53,53 @@ def test_cuda_extraction_equals_cpu_extraction(clips, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained_on_cuda(tmp_path_factory):
+def trained_on_cuda(tmp_path_factory, run_tool):
     root = tmp_path_factory.mktemp("gpu_pipeline")
     run_tool(
         "tools/train.py", "configs/demo.py", "--work-dir", str(root / "work"), "--device", "cuda",
-        "--cfg-options", *tiny_options(root, epochs=2),
+        "--cfg-options", *tiny_options(root, epochs=2), check=True,
     )  # fmt: skip
     return root
 
 
-def test_amp_training_and_test_on_cuda(trained_on_cuda):
+def test_amp_training_and_test_on_cuda(trained_on_cuda, run_tool):
     work = trained_on_cuda / "work"
     assert json.loads((work / "test" / "metrics.json").read_text())["num_clips"] > 0
     result = run_tool(
         "tools/test.py", "configs/demo.py", str(work / "best.pth"), "--split", "val",
         "--work-dir", str(work), "--device", "cuda:0",
-        "--cfg-options", *tiny_options(trained_on_cuda),
+        "--cfg-options", *tiny_options(trained_on_cuda), check=True,
     )  # fmt: skip
     assert "mean per-class accuracy" in result.stdout
 
 
-def test_infer_on_cuda(trained_on_cuda):
+def test_infer_on_cuda(trained_on_cuda, run_tool):
     clip = sorted((trained_on_cuda / "data").glob("*.mp4"))[0]
     out = trained_on_cuda / "labels.json"
     run_tool(
         "tools/infer.py", str(clip), "--checkpoint", str(trained_on_cuda / "work" / "best.pth"),
-        "--device", "cuda", "--json", str(out),
+        "--device", "cuda", "--json", str(out), check=True,
     )  # fmt: skip
     assert len(json.loads(out.read_text())["top_k"]) > 0
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs one GPU per rank")
-def test_torchrun_two_gpus_train_and_test(trained_on_cuda):
+def test_torchrun_two_gpus_train_and_test(trained_on_cuda, run_tool):
     work = trained_on_cuda / "ddp"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "tools/train.py", "configs/demo.py", "--work-dir", str(work), "--device", "cuda",
-         "--cfg-options", *tiny_options(trained_on_cuda, epochs=1)],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    result = run_tool(
+        "tools/train.py", "configs/demo.py", "--work-dir", str(work), "--device", "cuda",
+        "--cfg-options", *tiny_options(trained_on_cuda, epochs=1), nproc=2,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     assert json.loads((work / "test" / "metrics.json").read_text())["num_clips"] > 0
 
 
-def test_crvit_demo_trains_on_cuda(tmp_path):
+def test_crvit_demo_trains_on_cuda(tmp_path, run_tool):
     from test_video_task import tiny_options as video_options
 
     run_tool(
         "tools/train.py", "configs/crvit_demo.py", "--work-dir", str(tmp_path / "work"),
-        "--device", "cuda", "--cfg-options", *video_options(tmp_path),
+        "--device", "cuda", "--cfg-options", *video_options(tmp_path), check=True,
     )  # fmt: skip
     metrics = json.loads((tmp_path / "work" / "test" / "metrics.json").read_text())
     assert metrics["num_clips"] > 0

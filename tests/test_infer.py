@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 
@@ -90,18 +88,6 @@ def clip_features(labeler: VideoLabeler, video: Path, max_frames: int | None = N
     return labeler.stream.encoder.encode(frames.frames).half().float()
 
 
-def run_infer(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "tools/infer.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def infer_main(*args: str) -> int:
     return runpy.run_path(str(REPO / "tools" / "infer.py"))["main"](list(args))
 
@@ -182,12 +168,16 @@ def test_model_without_memory_uses_forward(write_test_video, tmp_path):
     assert len(prediction.windows) == 3
 
 
-def test_cli_prints_labels_and_writes_json_and_plot(checkpoint, write_test_video, tmp_path):
+def test_cli_prints_labels_and_writes_json_and_plot(
+    checkpoint, write_test_video, tmp_path, run_tool
+):
     video = write_test_video(tmp_path / "kitchen.mp4", seconds=3.0, fps=10, size=(64, 80))
     out = tmp_path / "out" / "labels.json"
     plot = tmp_path / "timeline.png"
     args = [str(video), "--checkpoint", str(checkpoint), "--top-k", "3", "--window", "1"]
-    done = run_infer(*args, "--json", str(out), "--plot", str(plot), "--device", "cpu")
+    done = run_tool(
+        "tools/infer.py", *args, "--json", str(out), "--plot", str(plot), "--device", "cpu"
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == str(video)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,7 +26,6 @@ from crt_video.engine.inference import VideoLabeler
 from crt_video.engine.live import Feed, SampledFrame, is_live_source
 from crt_video.errors import VideoDecodeError
 
-REPO = Path(__file__).resolve().parents[1]
 FPS = 10
 # The test checkpoint samples 4 frames/s in segments of 4 frames: one label per second.
 SEGMENT_SECONDS = 1.0
@@ -69,15 +67,11 @@ def write_mpegts(out: BinaryIO, seconds: float | None, realtime: bool = False) -
         pass  # the reader stopped
 
 
-def start_infer(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "tools/infer.py", *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+@pytest.fixture
+def start_infer(start_tool) -> Callable[..., subprocess.Popen]:
+    """``start_infer(*args)``: ``tools/infer.py ARGS`` started, stdin, stdout and stderr piped."""
+    pipe = subprocess.PIPE
+    return functools.partial(start_tool, "tools/infer.py", stdin=pipe, stdout=pipe, stderr=pipe)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -102,7 +96,7 @@ def test_live_sources_are_told_from_files():
         assert not is_live_source(source)
 
 
-def test_pipe_mpegts_gets_one_line_per_segment_and_a_summary(checkpoint, tmp_path):
+def test_pipe_mpegts_gets_one_line_per_segment_and_a_summary(checkpoint, tmp_path, start_infer):
     lines, summary = tmp_path / "segments.jsonl", tmp_path / "summary.json"
     process = start_infer(
         "-", "--checkpoint", str(checkpoint), "--jsonl", str(lines), "--json", str(summary),
@@ -120,7 +114,7 @@ def test_pipe_mpegts_gets_one_line_per_segment_and_a_summary(checkpoint, tmp_pat
     assert "standard input" not in err.decode() and "stream ended after 6.0 s" in err.decode()
 
 
-def test_http_stream_from_a_local_server(checkpoint, tmp_path):
+def test_http_stream_from_a_local_server(checkpoint, tmp_path, start_infer):
     with open(tmp_path / "clip.ts", "wb") as clip:
         write_mpegts(clip, seconds=4.0)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
@@ -138,7 +132,7 @@ def test_http_stream_from_a_local_server(checkpoint, tmp_path):
     assert len(read_jsonl(lines)) == 4
 
 
-def test_sigterm_ends_a_live_stream_with_its_summary_and_exit_0(checkpoint, tmp_path):
+def test_sigterm_ends_a_live_stream_with_its_summary_and_exit_0(checkpoint, tmp_path, start_infer):
     lines, summary = tmp_path / "segments.jsonl", tmp_path / "summary.json"
     process = start_infer(
         "-", "--checkpoint", str(checkpoint), "--jsonl", str(lines), "--json", str(summary)
@@ -158,7 +152,7 @@ def test_sigterm_ends_a_live_stream_with_its_summary_and_exit_0(checkpoint, tmp_
     check_segment_lines(read_jsonl(lines), stopped=True)
 
 
-def test_stalled_pipe_is_one_error_line_after_the_summary(checkpoint, tmp_path):
+def test_stalled_pipe_is_one_error_line_after_the_summary(checkpoint, tmp_path, start_infer):
     summary = tmp_path / "summary.json"
     process = start_infer(
         "-", "--checkpoint", str(checkpoint), "--timeout", "1", "--json", str(summary)
@@ -243,7 +237,9 @@ def check_frame_lines(lines: list[dict], num_frames: int) -> None:
         assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
 
 
-def test_a_causal_per_frame_checkpoint_writes_a_line_per_frame_from_a_pipe(causal_dense, tmp_path):
+def test_a_causal_per_frame_checkpoint_writes_a_line_per_frame_from_a_pipe(
+    causal_dense, tmp_path, start_infer
+):
     lines, summary = tmp_path / "frames.jsonl", tmp_path / "summary.json"
     process = start_infer(
         "-", "--checkpoint", str(causal_dense), "--jsonl", str(lines), "--json", str(summary),

@@ -12,7 +12,7 @@ import pytest
 from crt_video.engine.checkpoint import load_checkpoint
 from crt_video.errors import ConfigError, DatasetError
 from crt_video.features.npy_features import FeaturesConfig, NpyFeatures
-from tests.test_pipeline import error_line, run_tool
+from tests.test_pipeline import error_line
 
 
 def npy(dir_: str | Path, streams=None) -> NpyFeatures:
@@ -84,7 +84,7 @@ def write_i3d_tsu_set(root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_tsu_config_trains_and_tests_on_i3d_npy_files_without_videos(tmp_path):
+def test_tsu_config_trains_and_tests_on_i3d_npy_files_without_videos(tmp_path, run_tool):
     write_i3d_tsu_set(tmp_path)
     options = [
         "features.type=npy", f"features.dir={tmp_path / 'i3d'}",
@@ -95,7 +95,7 @@ def test_tsu_config_trains_and_tests_on_i3d_npy_files_without_videos(tmp_path):
     ]  # fmt: skip
     work = tmp_path / "work"
     run_tool("tools/train.py", "configs/tsu_cs.py", "--work-dir", str(work), "--device", "cpu",
-             "--cfg-options", *options)  # fmt: skip
+             "--cfg-options", *options, check=True)  # fmt: skip
     metrics = json.loads((work / "test" / "metrics.json").read_text())
     assert metrics["num_videos"] == 2 and metrics["per_class_ap"]["Flash"] > 0.8
     ckpt = load_checkpoint(work / "best.pth")
@@ -103,13 +103,14 @@ def test_tsu_config_trains_and_tests_on_i3d_npy_files_without_videos(tmp_path):
     assert not (tmp_path / "cache").exists()  # nothing extracted, nothing cached
     # the same checkpoint scored again by tools/test.py, then refused by tools/infer.py
     run_tool("tools/test.py", "configs/tsu_cs.py", str(work / "best.pth"), "--work-dir",
-             str(tmp_path / "again"), "--device", "cpu", "--cfg-options", *options)  # fmt: skip
+             str(tmp_path / "again"), "--device", "cpu", "--cfg-options", *options,
+             check=True)  # fmt: skip
     again = json.loads((tmp_path / "again" / "test" / "metrics.json").read_text())
     assert again["frame_map"] == pytest.approx(metrics["frame_map"])
     result = run_tool("tools/infer.py", str(tmp_path / "x.mp4"), "--checkpoint",
-                      str(work / "best.pth"), check=False)  # fmt: skip
+                      str(work / "best.pth"))  # fmt: skip
     assert "trained on pre-extracted .npy features" in error_line(result)
     (tmp_path / "i3d" / "P10T01C01.npy").unlink()
     result = run_tool("tools/train.py", "configs/tsu_cs.py", "--work-dir", str(tmp_path / "w2"),
-                      "--device", "cpu", "--cfg-options", *options, check=False)  # fmt: skip
+                      "--device", "cpu", "--cfg-options", *options)  # fmt: skip
     assert "P10T01C01.npy: no features for video P10T01C01.mp4" in error_line(result)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
-from test_infer import CRT, REPO, infer_main, make_checkpoint
+from test_infer import CRT, infer_main, make_checkpoint
 
 from crt_video.engine.checkpoint import load_checkpoint
 from crt_video.engine.inference import VideoLabeler
@@ -22,18 +20,14 @@ onnx_export = pytest.importorskip("crt_video.engine.onnx_export")
 @pytest.fixture(
     scope="module", params=[("gru", "memory"), ("ncgru", "memory+mean")], ids=["gru", "ncgru-mean"]
 )
-def exported(request, tmp_path_factory):
+def exported(request, tmp_path_factory, run_tool):
     cell, head = request.param
     root = tmp_path_factory.mktemp(f"onnx_{cell}")
     checkpoint = make_checkpoint(root / "crt.pth", model={**CRT, "memory_cell": cell, "head": head})
-    done = subprocess.run(
-        [sys.executable, "tools/export.py", str(checkpoint), "--out", str(root / "export")],
-        cwd=REPO,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_tool(
+        "tools/export.py", str(checkpoint), "--out", str(root / "export"),
+        env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return checkpoint, root / "export"
 

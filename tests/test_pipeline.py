@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -18,9 +17,6 @@ from crt_video.data.smarthome import class_names
 from crt_video.run_config import DataConfig
 from crt_video.tasks.clip import prepare_annotations
 from crt_video.utils.distributed import SINGLE_PROCESS
-
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
 def tiny_options(root: Path, epochs: int = 2) -> list[str]:
@@ -37,21 +33,12 @@ def tiny_options(root: Path, epochs: int = 2) -> list[str]:
     ]
 
 
-def run_tool(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    return result
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(tmp_path_factory, run_tool) -> Path:
     root = tmp_path_factory.mktemp("pipeline")
     run_tool(
         "tools/train.py", "configs/demo.py", "--work-dir", str(root / "work"),
-        "--cfg-options", *tiny_options(root),
+        "--cfg-options", *tiny_options(root), check=True,
     )  # fmt: skip
     return root
 
@@ -83,11 +70,11 @@ def test_train_writes_checkpoints_log_and_test_report(trained):
     assert ckpt["config"]["train"]["epochs"] == 2 and ckpt["class_names"] == list(class_names("cs"))
 
 
-def test_resume_continues_from_last_checkpoint(trained):
+def test_resume_continues_from_last_checkpoint(trained, run_tool):
     work = trained / "work"
     result = run_tool(
         "tools/train.py", "configs/demo.py", "--work-dir", str(work), "--resume",
-        "--cfg-options", *tiny_options(trained, epochs=3),
+        "--cfg-options", *tiny_options(trained, epochs=3), check=True,
     )  # fmt: skip
     assert "resumed from" in result.stderr
     assert "extracting" not in result.stderr  # the cached features were reused
@@ -95,52 +82,50 @@ def test_resume_continues_from_last_checkpoint(trained):
     assert torch.load(work / "last.pth", weights_only=False)["epoch"] == 3
 
 
-def test_test_tool_writes_the_validation_report(trained):
+def test_test_tool_writes_the_validation_report(trained, run_tool):
     result = run_tool(
         "tools/test.py", "configs/demo.py", str(trained / "work" / "best.pth"), "--split", "val",
-        "--work-dir", str(trained / "work"), "--cfg-options", *tiny_options(trained),
+        "--work-dir", str(trained / "work"), "--cfg-options", *tiny_options(trained), check=True,
     )  # fmt: skip
     assert "mean per-class accuracy" in result.stdout
     assert (trained / "work" / "val" / "metrics.json").is_file()
     assert (trained / "work" / "val" / "confusion_matrix.png").is_file()
 
 
-def test_infer_labels_a_demo_clip_with_the_trained_checkpoint(trained):
+def test_infer_labels_a_demo_clip_with_the_trained_checkpoint(trained, run_tool):
     clip = sorted((trained / "data").glob("*.mp4"))[0]
     out = trained / "infer.json"
     result = run_tool(
         "tools/infer.py", str(clip), "--checkpoint", str(trained / "work" / "best.pth"),
-        "--top-k", "3", "--json", str(out), "--device", "cpu",
+        "--top-k", "3", "--json", str(out), "--device", "cpu", check=True,
     )  # fmt: skip
     labels = json.loads(out.read_text())["top_k"]
     assert len(labels) == 3 and all(item["label"] in class_names("cs") for item in labels)
     assert f"{labels[0]['label']}:" in result.stdout
 
 
-def test_checkpoint_from_another_encoder_is_refused(trained):
+def test_checkpoint_from_another_encoder_is_refused(trained, run_tool):
     options = [*tiny_options(trained), "encoder.seed=1"]
     result = run_tool(
         "tools/test.py", "configs/demo.py", str(trained / "work" / "best.pth"),
-        "--work-dir", str(trained / "other"), "--cfg-options", *options, check=False,
+        "--work-dir", str(trained / "other"), "--cfg-options", *options,
     )  # fmt: skip
     assert "another encoder" in error_line(result)
     assert not (trained / "other").exists()
 
 
-def test_missing_data_root_and_config_typo_are_one_line_errors(tmp_path):
+def test_missing_data_root_and_config_typo_are_one_line_errors(tmp_path, run_tool):
     missing = tmp_path / "no_such_folder"
     result = run_tool(
         "tools/train.py", "configs/smarthome_cs.py", "--work-dir", str(tmp_path / "w"),
-        "--cfg-options", f"data_root={missing}", check=False,
+        "--cfg-options", f"data_root={missing}",
     )  # fmt: skip
     assert str(missing) in error_line(result)
-    result = run_tool(
-        "tools/train.py", "configs/demo.py", "--cfg-options", "train.epoch=3", check=False
-    )
+    result = run_tool("tools/train.py", "configs/demo.py", "--cfg-options", "train.epoch=3")
     assert "train.epochs" in error_line(result)
     result = run_tool(
         "tools/train.py", "configs/demo.py", "--work-dir", str(tmp_path / "w"),
-        "--cfg-options", f"data_root={missing}", "model.type=crtt", check=False,
+        "--cfg-options", f"data_root={missing}", "model.type=crtt",
     )  # fmt: skip
     assert "'crt'" in error_line(result)
     assert not missing.exists()  # failed before generating any demo data
@@ -154,17 +139,17 @@ def test_missing_data_root_and_config_typo_are_one_line_errors(tmp_path):
         ("encoder.precision=fp16", "encoder.precision='fp16' is not one of auto, fp32, bf16"),
     ],
 )
-def test_bad_encoder_option_is_one_line_error_before_any_work(tmp_path, option, message):
+def test_bad_encoder_option_is_one_line_error_before_any_work(tmp_path, option, message, run_tool):
     data = tmp_path / "data"
     result = run_tool(
         "tools/train.py", "configs/demo.py", "--work-dir", str(tmp_path / "w"),
-        "--cfg-options", f"data_root={data}", option, check=False,
+        "--cfg-options", f"data_root={data}", option,
     )  # fmt: skip
     assert message in error_line(result)
     assert not data.exists() and not (tmp_path / "w").exists()
 
 
-def test_empty_split_is_a_clear_error(tmp_path, trained):
+def test_empty_split_is_a_clear_error(tmp_path, trained, run_tool):
     data = tmp_path / "clips"
     data.mkdir()
     # only test-subject clips: the cross-subject training split is empty
@@ -173,25 +158,17 @@ def test_empty_split_is_a_clear_error(tmp_path, trained):
     options = [*tiny_options(tmp_path), f"data_root={data}"]
     result = run_tool(
         "tools/train.py", "configs/demo.py", "--work-dir", str(tmp_path / "w"),
-        "--cfg-options", *options, check=False,
+        "--cfg-options", *options,
     )  # fmt: skip
     assert "train split" in error_line(result)
 
 
-def run_two_ranks(*args: str) -> subprocess.CompletedProcess:
-    """A tool run by torchrun as 2 CPU processes (gloo)."""
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-
-
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes_train_and_test(trained):
+def test_torchrun_two_cpu_processes_train_and_test(trained, run_tool):
     work = trained / "ddp"
-    result = run_two_ranks(
+    result = run_tool(
         "tools/train.py", "configs/demo.py", "--work-dir", str(work), "--device", "cpu",
-        "--cfg-options", *tiny_options(trained, epochs=1),
+        "--cfg-options", *tiny_options(trained, epochs=1), nproc=2,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     metrics = json.loads((work / "test" / "metrics.json").read_text())
@@ -200,14 +177,17 @@ def test_torchrun_two_cpu_processes_train_and_test(trained):
 
 
 def run_test_tool_on_two_ranks(
-    trained: Path, config: str, options: list[str]
+    run_tool: Callable[..., subprocess.CompletedProcess],
+    trained: Path,
+    config: str,
+    options: list[str],
 ) -> tuple[subprocess.CompletedProcess, dict, dict]:
     """tools/test.py on the trained run's best.pth under a 2-rank torchrun: (the run, the
     1-process test metrics, the 2-rank test metrics); the 2-rank report is in ddp_test/test."""
     work = trained / "ddp_test"
-    result = run_two_ranks(
+    result = run_tool(
         "tools/test.py", config, str(trained / "work" / "best.pth"),
-        "--work-dir", str(work), "--device", "cpu", "--cfg-options", *options,
+        "--work-dir", str(work), "--device", "cpu", "--cfg-options", *options, nproc=2,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     single = json.loads((trained / "work" / "test" / "metrics.json").read_text())
@@ -215,10 +195,10 @@ def run_test_tool_on_two_ranks(
 
 
 @pytest.mark.slow
-def test_torchrun_test_tool_scores_each_clip_once_and_reports_once(trained):
+def test_torchrun_test_tool_scores_each_clip_once_and_reports_once(trained, run_tool):
     work = trained / "ddp_test"
     result, single, metrics = run_test_tool_on_two_ranks(
-        trained, "configs/demo.py", tiny_options(trained)
+        run_tool, trained, "configs/demo.py", tiny_options(trained)
     )
     predictions = pd.read_csv(work / "test" / "predictions.csv")
     assert metrics["num_clips"] == single["num_clips"] == predictions["video"].nunique()

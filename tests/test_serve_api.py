@@ -4,15 +4,13 @@ labels against tools/infer.py on the same file."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from test_infer import CLASSES, CRT, ENCODER, REPO
+from test_infer import CLASSES, CRT, ENCODER
 
 from crt_video.engine.checkpoint import open_checkpoint, save_checkpoint
 from crt_video.features.frame_encoder import build_frame_encoder
@@ -137,11 +135,13 @@ def test_the_event_stream_sends_episodes_as_they_happen(tmp_path, checkpoint, cl
         service.stop()
 
 
-def test_a_camera_replaying_a_file_gets_the_labels_infer_gives_it(tmp_path, checkpoint, clip):
-    done = subprocess.run(
-        [sys.executable, "tools/infer.py", str(clip), "--checkpoint", str(checkpoint),
-         "--jsonl", str(tmp_path / "segments.jsonl"), "--device", "cpu"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+def test_a_camera_replaying_a_file_gets_the_labels_infer_gives_it(
+    tmp_path, checkpoint, clip, run_tool
+):
+    done = run_tool(
+        "tools/infer.py", str(clip), "--checkpoint", str(checkpoint),
+        "--jsonl", str(tmp_path / "segments.jsonl"), "--device", "cpu",
+        threads=None,  # this process's threads: its service's labels are the ones compared
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     expected = [json.loads(line) for line in (tmp_path / "segments.jsonl").read_text().splitlines()]

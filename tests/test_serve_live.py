@@ -11,7 +11,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,8 +26,6 @@ from benchmarks.rtsp_cameras import RtspCameras, missing_packages
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 TIMEOUT = 90.0  # generous: other work may share the cores
 # Short waits, so that a camera's failure and its return show within seconds.
 FAST = dict(stall_seconds=2.0, backoff_seconds=(0.5, 1.0))
@@ -102,14 +99,10 @@ class Service:
         self.stderr_path = root / "serve.stderr"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> Service:
+    def start(self, start_tool: Callable[..., subprocess.Popen]) -> Service:
         with open(self.stderr_path, "wb") as stderr:
-            self.process = subprocess.Popen(
-                [sys.executable, "tools/serve.py", str(self.config)],
-                cwd=REPO,
-                env=ENV,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
+            self.process = start_tool(
+                "tools/serve.py", str(self.config), stdout=subprocess.DEVNULL, stderr=stderr
             )
         wait_for(self._healthy, "the service to answer /healthz")
         return self
@@ -172,14 +165,14 @@ class Service:
 
 
 @pytest.fixture
-def run_service(tmp_path, checkpoint) -> Iterator[Callable[..., Service]]:
+def run_service(tmp_path, checkpoint, start_tool) -> Iterator[Callable[..., Service]]:
     """``run_service(cameras, **serve_keys)``: a started service, stopped at the end."""
     started: list[Service] = []
 
     def run(cameras: list[dict], **keys) -> Service:
         service = Service(tmp_path, checkpoint, cameras, **keys)
         started.append(service)
-        return service.start()
+        return service.start(start_tool)
 
     yield run
     for service in started:
@@ -471,7 +464,7 @@ def full_checkpoint(root: Path) -> Path:
     ],
 )
 def test_a_start_up_error_is_one_line_and_a_non_zero_exit(
-    case, message, checkpoint, clips, tmp_path
+    case, message, checkpoint, clips, tmp_path, run_tool
 ):
     hall = dict(name="hall", url=str(clips.long))
     keys = dict(
@@ -498,14 +491,7 @@ def test_a_start_up_error_is_one_line_and_a_non_zero_exit(
     config = tmp_path / "serve.py"
     config.write_text(f"serve = {keys!r}\n")
     try:
-        result = subprocess.run(
-            [sys.executable, "tools/serve.py", str(config)],
-            cwd=REPO,
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = run_tool("tools/serve.py", str(config))
     finally:
         if taken is not None:
             taken.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -180,7 +179,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
-def test_torchrun_two_cpu_ranks_gather_exactly_all_clips(tmp_path):
+def test_torchrun_two_cpu_ranks_gather_exactly_all_clips(tmp_path, run_tool):
     data = make_clip_data(tmp_path / "store")
     data.splits["test"].to_csv(tmp_path / "test.csv", index=False)
     script = tmp_path / "predict_ranks.py"
@@ -200,12 +199,10 @@ def test_torchrun_two_cpu_ranks_gather_exactly_all_clips(tmp_path):
         "if info.is_main: np.save(sys.argv[3], scores)\n"
         "if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     for nproc, out in ((1, "one.npy"), (2, "two.npy")):
-        subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-             str(script), str(tmp_path / "store"), str(tmp_path / "test.csv"), str(tmp_path / out)],
-            check=True, env=env, cwd=tmp_path, timeout=120,
+        run_tool(
+            str(script), str(tmp_path / "store"), str(tmp_path / "test.csv"), str(tmp_path / out),
+            nproc=nproc, cwd=tmp_path, timeout=120, check=True,
         )  # fmt: skip
     one, two = np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy")
     assert one.shape == two.shape == (len(data.splits["test"]), len(CLASSES))

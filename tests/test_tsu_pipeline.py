@@ -12,7 +12,7 @@ import pytest
 from crt_video.data.tsu import read_tsu_annotations, split_videos
 from crt_video.engine.checkpoint import load_checkpoint, load_model
 from crt_video.evaluation.detection import read_events
-from tests.test_pipeline import error_line, run_test_tool_on_two_ranks, run_tool, run_two_ranks
+from tests.test_pipeline import error_line, run_test_tool_on_two_ranks
 
 
 def tsu_options(root: Path, epochs: int = 2) -> list[str]:
@@ -32,11 +32,11 @@ def tsu_options(root: Path, epochs: int = 2) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(tmp_path_factory, run_tool) -> Path:
     root = tmp_path_factory.mktemp("tsu")
     run_tool(
         "tools/train.py", "configs/tsu_demo.py", "--work-dir", str(root / "work"),
-        "--cfg-options", *tsu_options(root),
+        "--cfg-options", *tsu_options(root), check=True,
     )  # fmt: skip
     return root
 
@@ -62,11 +62,11 @@ def test_train_writes_frame_and_event_map_events_and_bars(trained):
     assert (work / "test" / "activity_bars.png").stat().st_size > 1000
 
 
-def test_test_tool_reproduces_the_training_run_metrics(trained):
+def test_test_tool_reproduces_the_training_run_metrics(trained, run_tool):
     work = trained / "work"
     result = run_tool(
         "tools/test.py", "configs/tsu_demo.py", str(work / "best.pth"), "--work-dir",
-        str(trained / "again"), "--cfg-options", *tsu_options(trained),
+        str(trained / "again"), "--cfg-options", *tsu_options(trained), check=True,
     )  # fmt: skip
     assert "frame-mAP" in result.stdout
     first = json.loads((work / "test" / "metrics.json").read_text())
@@ -85,11 +85,11 @@ def written_files(work: Path) -> set[str]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
-def test_torchrun_two_cpu_processes_train_dense_to_the_files_of_one(trained):
+def test_torchrun_two_cpu_processes_train_dense_to_the_files_of_one(trained, run_tool):
     work = trained / "ddp"
-    result = run_two_ranks(
+    result = run_tool(
         "tools/train.py", "configs/tsu_demo.py", "--work-dir", str(work), "--device", "cpu",
-        "--cfg-options", *tsu_options(trained),
+        "--cfg-options", *tsu_options(trained), nproc=2,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     assert written_files(work) == written_files(trained / "work")
@@ -104,16 +104,16 @@ def test_torchrun_two_cpu_processes_train_dense_to_the_files_of_one(trained):
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test runs on Linux/macOS")
-def test_torchrun_test_tool_scores_each_dense_video_once_and_reports_once(trained):
+def test_torchrun_test_tool_scores_each_dense_video_once_and_reports_once(trained, run_tool):
     result, single, metrics = run_test_tool_on_two_ranks(
-        trained, "configs/tsu_demo.py", tsu_options(trained)
+        run_tool, trained, "configs/tsu_demo.py", tsu_options(trained)
     )
     assert metrics["num_videos"] == single["num_videos"]
     assert metrics["frame_map"] == pytest.approx(single["frame_map"])
     assert result.stdout.count("frame-mAP") == 1  # only rank 0 reports
 
 
-def test_annotation_with_an_unknown_class_is_a_one_line_error(trained, tmp_path):
+def test_annotation_with_an_unknown_class_is_a_one_line_error(trained, tmp_path, run_tool):
     content = json.loads((trained / "data" / "annotations.json").read_text())
     video = sorted(content)[0]
     content[video]["actions"].append([9, 10, 20])
@@ -122,18 +122,18 @@ def test_annotation_with_an_unknown_class_is_a_one_line_error(trained, tmp_path)
     options = [*tsu_options(trained), f"ann_file={bad}"]
     result = run_tool(
         "tools/train.py", "configs/tsu_demo.py", "--work-dir", str(tmp_path / "work"),
-        "--cfg-options", *options, check=False,
+        "--cfg-options", *options,
     )  # fmt: skip
     line = error_line(result)
     assert str(bad) in line and video in line and "class index 9" in line
 
 
-def test_infer_prints_and_writes_overlapping_activity_intervals(trained, tmp_path):
+def test_infer_prints_and_writes_overlapping_activity_intervals(trained, tmp_path, run_tool):
     video = sorted((trained / "data" / "mp4").glob("*.mp4"))[0]
     out = tmp_path / "intervals.json"
     result = run_tool(
         "tools/infer.py", str(video), "--checkpoint", str(trained / "work" / "best.pth"),
-        "--json", str(out),
+        "--json", str(out), check=True,
     )  # fmt: skip
     assert video.name in result.stdout
     written = json.loads(out.read_text())
@@ -144,13 +144,13 @@ def test_infer_prints_and_writes_overlapping_activity_intervals(trained, tmp_pat
         assert 0 <= item["start"] < item["end"] <= written["duration"] + 1e-3
 
 
-def test_extract_features_on_a_tsu_config_extracts_the_tsu_videos(tmp_path):
+def test_extract_features_on_a_tsu_config_extracts_the_tsu_videos(tmp_path, run_tool):
     """tools/extract_features.py reads a TSU config's video folder (its demo generated there),
     not a Smarthome one, and fills the cache tools/train.py then reads."""
     from crt_video.features.store import FeatureStore
 
     run_tool("tools/extract_features.py", "configs/tsu_demo.py", "--no-progress",
-             "--cfg-options", *tsu_options(tmp_path))  # fmt: skip
+             "--cfg-options", *tsu_options(tmp_path), check=True)  # fmt: skip
     videos = read_tsu_annotations(tmp_path / "data" / "annotations.json", num_classes=4)
     assert len(videos) == 7
     (store_dir,) = (tmp_path / "cache" / "features").iterdir()

@@ -16,7 +16,6 @@ from crt_video.errors import CheckpointError, ConfigError
 from crt_video.pipeline import run_pipeline
 from crt_video.run_config import CONFIGS_DIR, load_run_config
 from crt_video.tasks import task_of
-from tests.test_pipeline import run_tool
 
 CPU = torch.device("cpu")
 
@@ -127,14 +126,14 @@ def test_labelling_gives_a_timeline_with_or_without_the_memory_carried(
 
 
 @pytest.mark.slow
-def test_test_and_infer_tools_take_a_crvit_checkpoint(stage1, tmp_path, write_test_video):
+def test_test_and_infer_tools_take_a_crvit_checkpoint(stage1, tmp_path, write_test_video, run_tool):
     options = tiny_options(stage1, epochs=1)
     run_pipeline(
         load_run_config(CONFIGS_DIR / "crvit_demo.py", options), tmp_path / "crvit", device=CPU
     )
     run_tool(
         "tools/test.py", "configs/crvit_demo.py", str(tmp_path / "crvit" / "best.pth"),
-        "--work-dir", str(tmp_path / "tested"), "--cfg-options", *options,
+        "--work-dir", str(tmp_path / "tested"), "--cfg-options", *options, check=True,
     )  # fmt: skip
     metrics = json.loads((tmp_path / "tested" / "test" / "metrics.json").read_text())
     assert "per_class" in metrics and (tmp_path / "tested" / "test" / "predictions.csv").is_file()
@@ -143,17 +142,16 @@ def test_test_and_infer_tools_take_a_crvit_checkpoint(stage1, tmp_path, write_te
     for extra in ([], ["--carry-memory"]):
         run_tool(
             "tools/infer.py", str(video), "--checkpoint", str(tmp_path / "crvit" / "best.pth"),
-            "--window", "4", "--json", str(out), *extra,
+            "--window", "4", "--json", str(out), *extra, check=True,
         )  # fmt: skip
         result = json.loads(out.read_text())
         assert len(result["timeline"]) == 3 and result["top_k"]
 
 
-def test_extracting_features_for_the_video_task_is_a_one_line_error(tmp_path):
+def test_extracting_features_for_the_video_task_is_a_one_line_error(tmp_path, run_tool):
     result = run_tool(
         "tools/extract_features.py", "configs/crvit_demo.py",
         "--cfg-options", f"data_root={tmp_path / 'absent'}",
-        check=False,
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip() == (
