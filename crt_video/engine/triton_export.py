@@ -32,6 +32,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -50,6 +51,9 @@ from crt_video.engine.onnx_export import (
 from crt_video.errors import CheckpointError, ConfigError
 from crt_video.utils.io import atomic_write, atomic_write_json, atomic_write_text
 from crt_video.utils.onnx import export_graph, runtime_session
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInput, ModelSequenceBatching
 
 ENCODER_MODEL = "encoder"
 STEP_MODEL = "crt_step"
@@ -250,7 +254,9 @@ def _write_step(
     atomic_write_text(model_dir / LABELS_FILE, "".join(f"{n}\n" for n in labeler.class_names))
 
 
-def _state_config(model_dir: Path, input_name: str, output_name: str, initial: torch.Tensor):
+def _state_config(
+    model_dir: Path, input_name: str, output_name: str, initial: torch.Tensor
+) -> ModelSequenceBatching.State:
     """The implicit state ``input_name`` -> ``output_name``, starting from ``initial`` [1, ...]:
     zeros as zero_data, anything else (a learned m_0) as bytes in initial_state/."""
     mc = _model_config_pb2()
@@ -293,7 +299,7 @@ CONFIG_HEADER = (
 )
 
 
-def _write_config(model_dir: Path, config) -> None:
+def _write_config(model_dir: Path, config: ModelConfig) -> None:
     from google.protobuf import text_format
 
     atomic_write_text(model_dir / CONFIG_FILE, CONFIG_HEADER + text_format.MessageToString(config))
@@ -422,7 +428,7 @@ a live server.
 """
 
 
-def read_model_config(path: str | os.PathLike):
+def read_model_config(path: str | os.PathLike) -> ModelConfig:
     """The ModelConfig in a config.pbtxt, as Triton parses it."""
     from google.protobuf import text_format
 
@@ -466,7 +472,7 @@ class SequenceReplay:
         self.controls = {item.name: item.control[0] for item in batching.control_input}
         self.sequences: dict[int, dict[str, np.ndarray]] = {}
 
-    def _initial_state(self, state) -> np.ndarray:
+    def _initial_state(self, state: ModelSequenceBatching.State) -> np.ndarray:
         """A state's initial value [*dims], from zero_data or its data_file as Triton reads it."""
         config_path = self.model_dir / CONFIG_FILE
         if len(state.initial_state) != 1:
@@ -522,7 +528,7 @@ class SequenceReplay:
                 raise ValueError(
                     f"sequence {request.sequence_id} has no state: its first request must start it"
                 )
-        feeds = {name: self._input(name, batch) for name in self._input_names()}
+        feeds = {tensor.name: self._input(tensor, batch) for tensor in self.config.input}
         feeds |= {name: self._control(name, batch) for name in self.controls}
         feeds |= {
             name: np.stack([self.sequences[request.sequence_id][name] for request in batch])
@@ -543,23 +549,21 @@ class SequenceReplay:
             )
         return responses
 
-    def _input_names(self) -> list[str]:
-        return [tensor.name for tensor in self.config.input]
-
-    def _input(self, name: str, batch: list[SequenceRequest]) -> np.ndarray:
-        """The batch of input ``name``, each row checked against the config as Triton does."""
-        (config,) = (tensor for tensor in self.config.input if tensor.name == name)
-        rows = [
-            np.asarray(request.inputs[name], _numpy_type(config.data_type)) for request in batch
-        ]
-        for request, row in zip(batch, rows, strict=True):
+    def _input(self, config: ModelInput, batch: list[SequenceRequest]) -> np.ndarray:
+        """The batch of input ``config``, each row checked against its dims as Triton does."""
+        rows = []
+        for request in batch:
+            if config.name not in request.inputs:
+                raise ValueError(f"sequence {request.sequence_id}: no input {config.name!r}")
+            row = np.asarray(request.inputs[config.name], _numpy_type(config.data_type))
             if len(row.shape) != len(config.dims) or any(
                 dim not in (-1, size) for dim, size in zip(config.dims, row.shape, strict=True)
             ):
                 raise ValueError(
-                    f"sequence {request.sequence_id}: input {name!r} of shape {list(row.shape)}, "
-                    f"the config says {list(config.dims)}"
+                    f"sequence {request.sequence_id}: input {config.name!r} of shape "
+                    f"{list(row.shape)}, the config says {list(config.dims)}"
                 )
+            rows.append(row)
         return np.stack(rows)
 
     def _control(self, name: str, batch: list[SequenceRequest]) -> np.ndarray:
