@@ -22,6 +22,7 @@ onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("tritonclient.grpc")
 triton_export = pytest.importorskip("crt_video.engine.triton_export")
+triton_replay = pytest.importorskip("crt_video.engine.triton_replay")
 import tritonclient.grpc as grpcclient  # noqa: E402
 from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
 from tritonclient.utils import triton_to_np_dtype  # noqa: E402
@@ -81,13 +82,13 @@ def _graph_tensors(values) -> dict[str, tuple[np.dtype, list[int]]]:
 
 
 def _numpy(data_type: int) -> np.dtype:
-    return triton_export._numpy_type(data_type)
+    return triton_export.numpy_type(data_type)
 
 
 @pytest.mark.parametrize("model", ["encoder", "crt_step"])
 def test_config_names_exactly_the_graphs_tensors(exported, model):
     _, repo = exported
-    config = triton_export.read_model_config(repo / model / "config.pbtxt")
+    config = triton_replay.read_model_config(repo / model / "config.pbtxt")
     graph = onnx.load(str(repo / model / "1" / "model.onnx")).graph
     graph_inputs, graph_outputs = _graph_tensors(graph.input), _graph_tensors(graph.output)
     assert config.name == model and config.platform == "onnxruntime_onnx"
@@ -135,7 +136,7 @@ def test_config_names_exactly_the_graphs_tensors(exported, model):
 
 def test_step_config_declares_sequence_batching(exported):
     checkpoint, repo = exported
-    config = triton_export.read_model_config(repo / "crt_step" / "config.pbtxt")
+    config = triton_replay.read_model_config(repo / "crt_step" / "config.pbtxt")
     batching = config.sequence_batching
     assert config.HasField("sequence_batching") and batching.HasField("oldest")
     assert batching.oldest.max_candidate_sequences == triton_export.MAX_SEQUENCES
@@ -159,11 +160,11 @@ def test_step_config_declares_sequence_batching(exported):
     }
     # The declared initial memory is the model's m_0, bytes as Triton reads them.
     model = model_from_checkpoint(ckpt)
-    replay = triton_export.SequenceReplay(repo)
+    replay = triton_replay.SequenceReplay(repo)
     np.testing.assert_array_equal(
         replay.initial["memory_in"], model.init_state(1).memory[0].detach().numpy()
     )
-    encoder = triton_export.read_model_config(repo / "encoder" / "config.pbtxt")
+    encoder = triton_replay.read_model_config(repo / "encoder" / "config.pbtxt")
     assert encoder.HasField("dynamic_batching")
     assert encoder.parameters["precision"].string_value == "fp32"
 
@@ -186,7 +187,7 @@ def _requests(model, feature_dim: int, segment_len: int):
             logits, state = model.step(segment, state)
             padded = np.zeros((segment_len, feature_dim), np.float32)
             padded[:length] = segment[0].numpy()
-            request = triton_export.SequenceRequest(
+            request = triton_replay.SequenceRequest(
                 sequence_id, {"features": padded, "lengths": np.array([length])}, start, end
             )
             memory = None if end else state.memory[0].numpy()
@@ -203,7 +204,7 @@ def test_sequence_replay_matches_pytorch_streaming_step(exported):
     ckpt = open_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
     events = _requests(model, ckpt.feature_dim, ckpt.model["segment_len"])
-    replay = triton_export.SequenceReplay(repo, threads=1)
+    replay = triton_replay.SequenceReplay(repo, threads=1)
     batch_sizes = []
     execute = replay.execute
     replay.execute = lambda batch: batch_sizes.append(len(batch)) or execute(batch)
@@ -233,14 +234,14 @@ def test_sequence_replay_matches_pytorch_streaming_step(exported):
 
 def test_replay_refuses_what_triton_refuses(exported):
     _, repo = exported
-    replay = triton_export.SequenceReplay(repo)
+    replay = triton_replay.SequenceReplay(repo)
     features = replay.config.input[0].dims
     segment = {"features": np.zeros(list(features), np.float32), "lengths": np.array([1])}
     with pytest.raises(ValueError, match="first request must start it"):
-        replay.run([triton_export.SequenceRequest(5, segment)])
+        replay.run([triton_replay.SequenceRequest(5, segment)])
     short = {**segment, "features": segment["features"][:1]}
     with pytest.raises(ValueError, match="input 'features' of shape"):
-        replay.run([triton_export.SequenceRequest(5, short, start=True)])
+        replay.run([triton_replay.SequenceRequest(5, short, start=True)])
 
 
 def test_export_without_tritonclient_names_the_pip_command(exported, monkeypatch, tmp_path):
@@ -264,7 +265,7 @@ class ReplayClient:
 
     def __init__(self, repo) -> None:
         self.encoder = onnxruntime.InferenceSession(str(repo / "encoder" / "1" / "model.onnx"))
-        self.replay = triton_export.SequenceReplay(repo)
+        self.replay = triton_replay.SequenceReplay(repo)
         self.requests = []
 
     def infer(self, model, inputs, sequence_id=0, sequence_start=False, sequence_end=False):
@@ -278,7 +279,7 @@ class ReplayClient:
             outputs = {"features": self.encoder.run(None, arrays)[0]}
         else:
             rows = {name: array[0] for name, array in arrays.items()}
-            request = triton_export.SequenceRequest(sequence_id, rows, sequence_start, sequence_end)
+            request = triton_replay.SequenceRequest(sequence_id, rows, sequence_start, sequence_end)
             self.requests.append(request)
             outputs = {k: v[None] for k, v in self.replay.run([request])[0].items()}
         return SimpleNamespace(as_numpy=outputs.__getitem__)
