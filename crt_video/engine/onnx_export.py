@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from crt_video.engine.checkpoint import open_checkpoint
+from crt_video.engine.checkpoint import Checkpoint, open_checkpoint
 from crt_video.engine.feature_stream import FeatureStream
 from crt_video.engine.inference import VideoLabeler
 from crt_video.engine.segment_runner import SegmentRunner
@@ -45,7 +45,7 @@ ENCODER_FILE = "encoder.onnx"
 STEP_FILE = "crt_step.onnx"
 
 
-class _EncoderGraph(nn.Module):
+class EncoderGraph(nn.Module):
     """uint8 NHWC frames at the input size -> features, as FrameEncoder.encode computes them."""
 
     def __init__(self, encoder: FrameEncoder) -> None:
@@ -57,7 +57,7 @@ class _EncoderGraph(nn.Module):
         return self.encoder.model((x - self.encoder.mean) / self.encoder.std)
 
 
-class _StepGraph(nn.Module):
+class StepGraph(nn.Module):
     """CRT.step on a copy whose parametrized weights (NC-GRU's Cayley map) are frozen to their
     values: the graph holds the orthogonal matrix, not the solve that makes it."""
 
@@ -79,61 +79,86 @@ class _StepGraph(nn.Module):
         return logits, *state
 
 
-def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Write encoder.onnx, crt_step.onnx and crt.json for ``checkpoint`` into ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def crt_labeler(checkpoint: str | os.PathLike) -> tuple[Checkpoint, VideoLabeler]:
+    """The checkpoint and its fp32 labeler on the CPU, which every export traces; only a CRT has
+    the streaming step the exports are made of."""
     ckpt = open_checkpoint(checkpoint)
     labeler = VideoLabeler.from_checkpoint(ckpt, device="cpu", precision="fp32")
     if not isinstance(labeler.runner.model, CRT):
         raise CheckpointError(
             f"{checkpoint}: only CRT checkpoints (model.type='crt') export a streaming step"
         )
-    encoder = labeler.stream.encoder
+    return ckpt, labeler
+
+
+def export_encoder(encoder: FrameEncoder, path: str | os.PathLike) -> None:
+    """The encoder as an ONNX graph at ``path``: uint8 frames [N, H, W, 3] -> features [N, D]."""
     height, width = encoder.input_size
     with torch.no_grad():
         export_graph(
-            _EncoderGraph(encoder),
+            EncoderGraph(encoder),
             (torch.zeros(2, height, width, 3, dtype=torch.uint8),),
-            out_dir / ENCODER_FILE,
+            path,
             ["frames"],
             ["features"],
             {"frames": {0: "frames"}, "features": {0: "frames"}},
         )
-        state = labeler.runner.model.init_state(1)
-        segment = torch.zeros(1, labeler.runner.segment_len, encoder.feature_dim)
-        lengths = torch.full((1,), labeler.runner.segment_len, dtype=torch.int64)
-        inputs = ["features", "lengths", *state._fields]
-        outputs = ["logits", *(f"{name}_out" for name in state._fields)]
+
+
+@torch.no_grad()
+def step_example(labeler: VideoLabeler) -> tuple[torch.Tensor, torch.Tensor, AnyCRTState]:
+    """What a step is traced on: one whole segment [1, segment_len, D], its length, and m_0's
+    state."""
+    segment_len = labeler.runner.segment_len
+    segment = torch.zeros(1, segment_len, labeler.stream.encoder.feature_dim)
+    lengths = torch.full((1,), segment_len, dtype=torch.int64)
+    return segment, lengths, labeler.runner.model.init_state(1)
+
+
+def export_metadata(ckpt: Checkpoint, labeler: VideoLabeler) -> dict:
+    """crt.json: what a runtime needs beside the graphs (class names, sampling, segment length,
+    the initial memory, the preprocessing before the encoder)."""
+    encoder = labeler.stream.encoder
+    memory = labeler.runner.model.init_state(1).memory
+    return {
+        "class_names": list(labeler.class_names),
+        "sampling": {"fps": labeler.stream.fps, "max_frames": labeler.stream.max_frames},
+        "segment_len": labeler.runner.segment_len,
+        "step_batch": "any",
+        "feature_dim": encoder.feature_dim,
+        "memory_dim": int(memory.shape[-1]),
+        "initial_memory": memory[0].tolist(),
+        "features_rounded_to": "float16",
+        "preprocessing": {
+            "input_size": list(encoder.input_size),
+            "mean": encoder.identity["mean"],
+            "std": encoder.identity["std"],
+            "interpolation": encoder.interpolation,
+            "layout": "uint8 RGB [N, H, W, 3], the whole frame resized to input_size",
+        },
+        "encoder": {**encoder.identity, "config": dataclasses.asdict(ckpt.encoder)},
+    }
+
+
+def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write encoder.onnx, crt_step.onnx and crt.json for ``checkpoint`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt, labeler = crt_labeler(checkpoint)
+    export_encoder(labeler.stream.encoder, out_dir / ENCODER_FILE)
+    segment, lengths, state = step_example(labeler)
+    inputs = ["features", "lengths", *state._fields]
+    outputs = ["logits", *(f"{name}_out" for name in state._fields)]
+    with torch.no_grad():
         export_graph(
-            _StepGraph(labeler.runner.model),
+            StepGraph(labeler.runner.model),
             (segment, lengths, *state),
             out_dir / STEP_FILE,
             inputs,
             outputs,
             {name: {0: "batch"} for name in inputs + outputs},
         )
-    atomic_write_json(
-        out_dir / METADATA,
-        {
-            "class_names": list(labeler.class_names),
-            "sampling": {"fps": labeler.stream.fps, "max_frames": labeler.stream.max_frames},
-            "segment_len": labeler.runner.segment_len,
-            "step_batch": "any",
-            "feature_dim": encoder.feature_dim,
-            "memory_dim": int(state.memory.shape[-1]),
-            "initial_memory": state.memory[0].tolist(),
-            "features_rounded_to": "float16",
-            "preprocessing": {
-                "input_size": [height, width],
-                "mean": encoder.identity["mean"],
-                "std": encoder.identity["std"],
-                "interpolation": encoder.interpolation,
-                "layout": "uint8 RGB [N, H, W, 3], the whole frame resized to input_size",
-            },
-            "encoder": {**encoder.identity, "config": dataclasses.asdict(ckpt.encoder)},
-        },
-    )
+    atomic_write_json(out_dir / METADATA, export_metadata(ckpt, labeler))
     return out_dir
 
 
