@@ -27,6 +27,9 @@ from crt_video.errors import ConfigError
 from crt_video.models.baselines import SegmentConfig
 from crt_video.models.memory_cells import MEMORY_CELLS, MaskedCell, MemoryGateConfig
 from crt_video.models.registry import register_model
+from crt_video.models.trained_defaults import (
+    resolve_trained_defaults as resolve_trained_defaults,  # re-exported: checkpoint.py's import
+)
 from crt_video.models.transformer import (
     RecurrentPositions,
     SegmentEmbedding,
@@ -43,12 +46,6 @@ MEMORY_INITS = ("learned", "zero")
 # 'output+memory': y_i plus the memory the segment started from; 'output+hidden': y_i plus the
 # memory RNN's state after frame i (memory_read='sequence' only); 'hidden': that state alone.
 FRAME_READS = ("output", "output+memory", "output+hidden", "hidden")
-# Defaults a checkpoint's config may not name, by the version that changed them: a checkpoint
-# saved before that version was trained with the older value.
-CHANGED_DEFAULTS = {
-    (0, 2): {"memory_read": "token", "positions": "learned"},
-    (0, 4): {"frame_read": "output"},
-}
 
 
 @dataclass(frozen=True)
@@ -103,26 +100,6 @@ class CRTConfig(SegmentConfig, MemoryGateConfig):
                 f"model.causal=True needs model.memory_read='sequence' (it is "
                 f"{self.memory_read!r}): a causal memory token sees none of its segment"
             )
-
-
-def resolve_trained_defaults(model_cfg: dict, version: str | None) -> dict:
-    """``model_cfg`` of a checkpoint saved by crt_video ``version``, with the defaults it was
-    trained with filled in where later versions changed them."""
-    if model_cfg.get("type") != "crt":
-        return model_cfg
-    saved_by = _version_tuple(version)
-    resolved = dict(model_cfg)
-    for changed_in, defaults in sorted(CHANGED_DEFAULTS.items(), reverse=True):
-        if saved_by < changed_in:
-            resolved = {**defaults, **resolved}
-    # 0.1.0's frame_memory flag is frame_read 'output+memory'.
-    if resolved.pop("frame_memory", False):
-        resolved["frame_read"] = "output+memory"
-    return resolved
-
-
-def _version_tuple(version: str | None) -> tuple[int, ...]:
-    return tuple(int(part) for part in (version or "0.1.0").split(".")[:2])
 
 
 class SegmentOutputs(NamedTuple):
