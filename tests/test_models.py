@@ -52,7 +52,10 @@ def test_any_length_gives_one_logit_row_per_clip(type_, num_frames):
 
 @pytest.mark.parametrize(
     "type_,overrides",
-    [("crt", v) for v in CRT_VARIANTS] + [("segment", {}), ("full", {}), ("meanpool", {})],
+    [("crt", v) for v in CRT_VARIANTS]
+    + [("segment", {"positions": p}) for p in ("learned", "recurrent", "rotary")]
+    + [("full", {})]
+    + [("meanpool", {})],
 )
 def test_padding_does_not_change_a_clips_logits(type_, overrides):
     model = build(type_, **overrides)
@@ -415,6 +418,38 @@ def test_full_pools_ignore_padding_with_rotary_positions(pool):
 def test_full_rejects_unknown_positions():
     with pytest.raises(ConfigError, match="model.positions='learned'"):
         build("full", positions="learned")
+
+
+@pytest.mark.parametrize("positions", ["recurrent", "learned", "rotary"])
+def test_segment_places_frames_as_crt_does_so_the_two_differ_in_the_memory_only(positions):
+    keys = dict(positions=positions, position_dim=8)
+    segment, crt = build("segment", **keys), build("crt", **keys)
+
+    # The same position modules, by name and shape: the position RNN, or the learned embedding.
+    def placing(model):
+        return {
+            name: tuple(tensor.shape)
+            for name, tensor in model.state_dict().items()
+            if name.startswith(("positions.", "embed.pos"))
+        }
+
+    assert placing(segment) == placing(crt) and (positions == "rotary") == (not placing(crt))
+    assert segment.rotary == crt.rotary == (positions == "rotary")
+    # Attention and a mean read alone are blind to the order inside a segment; the positions
+    # are not.
+    clip = torch.randn(1, 4, IN_DIM, dtype=torch.float64)
+    swapped, lengths = clip[:, [1, 0, 2, 3]], torch.tensor([4])
+    assert not torch.allclose(segment(clip, lengths), segment(swapped, lengths))
+
+
+def test_segment_keeps_learned_positions_by_default_and_rejects_others():
+    assert build("segment").embed.pos is not None and build("segment").positions is None
+    recurrent = build("segment", positions="recurrent", memory_cell="ncgru")
+    assert isinstance(recurrent.positions.cell.cell, torch.nn.GRUCell)  # memory_cell is crt's
+    with pytest.raises(
+        ConfigError, match="model.positions='sinusoidal' is not one of recurrent, learned, rotary"
+    ):
+        build("segment", positions="sinusoidal")
 
 
 # The paper's mechanism (arXiv 2505.00929, section 3), piece by piece.

@@ -14,10 +14,13 @@ from crt_video.errors import ConfigError
 from crt_video.models.registry import register_model
 from crt_video.models.transformer import (
     FeatureNorm,
+    PositionConfig,
+    RecurrentPositions,
     SegmentEmbedding,
     TransformerConfig,
     TransformerStack,
     masked_mean,
+    recurrent_positions,
     rotary_tables,
     sinusoidal_positions,
     valid_mask,
@@ -40,23 +43,53 @@ class SegmentConfig(TransformerConfig):
 
 
 @dataclass(frozen=True)
+class SegmentTransformerConfig(SegmentConfig, PositionConfig):
+    """The segment keys and crt's choice of positions inside a segment ('learned' by default,
+    as before crt_video 0.5), so that crt against segment set alike differs in the memory
+    only."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_positions()
+
+
+def place_in_segments(
+    in_dim: int, cfg: SegmentTransformerConfig
+) -> tuple[SegmentEmbedding, RecurrentPositions | None]:
+    """The frames' embedding (with a learned position embedding where ``positions='learned'``)
+    and the position RNN (where 'recurrent') of a model of segments; 'rotary' needs neither."""
+    embed = SegmentEmbedding(
+        in_dim,
+        cfg.d_model,
+        cfg.segment_len,
+        cfg.embed_norm,
+        learned_positions=cfg.positions == "learned",
+    )
+    return embed, recurrent_positions(cfg, cfg.d_model)
+
+
+@dataclass(frozen=True)
 class MeanPoolConfig:
     """No keys of its own: the Transformer keys of a shared config are ignored."""
 
 
-@register_model("segment", SegmentConfig)
+@register_model("segment", SegmentTransformerConfig)
 class SegmentTransformer(nn.Module):
     """CRT without memory: each segment encoded alone, frame outputs averaged over the clip (or,
-    with ``per_frame``, each frame's output classified: no memory of the past)."""
+    with ``per_frame``, each frame's output classified: no memory of the past). Frames know
+    their place in the segment as crt's do (``positions``): a learned embedding, the position
+    RNN restarted in every segment, or rotary attention."""
 
     def __init__(
-        self, in_dim: int, num_classes: int, cfg: SegmentConfig, per_frame: bool = False
+        self, in_dim: int, num_classes: int, cfg: SegmentTransformerConfig, per_frame: bool = False
     ) -> None:
         super().__init__()
         self.per_frame = per_frame
         self.latency = "frame" if cfg.causal else "segment"
         self.segment_len = cfg.segment_len
-        self.embed = SegmentEmbedding(in_dim, cfg.d_model, cfg.segment_len, cfg.embed_norm)
+        self.rotary = cfg.positions == "rotary"
+        self.head_dim = cfg.d_model // cfg.heads
+        self.embed, self.positions = place_in_segments(in_dim, cfg)
         self.encoder = TransformerStack(cfg, causal=cfg.causal)
         self.head = nn.Linear(cfg.d_model, num_classes)
 
@@ -64,9 +97,15 @@ class SegmentTransformer(nn.Module):
         num_frames = features.shape[1] + (-features.shape[1]) % self.segment_len
         x = F.pad(features, (0, 0, 0, num_frames - features.shape[1]))
         mask = valid_mask(lengths, num_frames)
+        # Every segment at once: the position RNN restarts in each, as crt's does.
+        frames = self.embed(rearrange(x, "b (n s) d -> (b n) s d", s=self.segment_len))
+        if self.positions is not None:
+            frames = self.positions(frames)
+        rotary = None
+        if self.rotary:
+            rotary = rotary_tables(self.segment_len, self.head_dim, x.device, torch.float32)
         out = self.encoder(
-            self.embed(rearrange(x, "b (n s) d -> (b n) s d", s=self.segment_len)),
-            rearrange(mask, "b (n s) -> (b n) s", s=self.segment_len),
+            frames, rearrange(mask, "b (n s) -> (b n) s", s=self.segment_len), rotary
         )
         out = rearrange(out, "(b n) s d -> b (n s) d", b=features.shape[0])
         if self.per_frame:

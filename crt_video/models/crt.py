@@ -24,22 +24,20 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from crt_video.errors import ConfigError
-from crt_video.models.baselines import SegmentConfig
+from crt_video.models.baselines import SegmentTransformerConfig, place_in_segments
 from crt_video.models.memory_cells import MEMORY_CELLS, MaskedCell, MemoryGateConfig
 from crt_video.models.registry import register_model
 from crt_video.models.trained_defaults import (
     resolve_trained_defaults as resolve_trained_defaults,  # re-exported: checkpoint.py's import
 )
 from crt_video.models.transformer import (
-    RecurrentPositions,
-    SegmentEmbedding,
     TransformerStack,
+    check_choices,
     rotary_tables,
     valid_mask,
 )
 
 MEMORY_READS = ("sequence", "token", "mean")
-SEGMENT_POSITIONS = ("recurrent", "learned", "rotary")
 HEADS = ("memory", "memory+mean")
 MEMORY_INITS = ("learned", "zero")
 # Dense only: what each frame's head reads. 'output': the frame's final output y_i;
@@ -49,7 +47,7 @@ FRAME_READS = ("output", "output+memory", "output+hidden", "hidden")
 
 
 @dataclass(frozen=True)
-class CRTConfig(SegmentConfig, MemoryGateConfig):
+class CRTConfig(SegmentTransformerConfig, MemoryGateConfig):
     memory_cell: str = "gru"
     memory_read: str = "sequence"
     memory_init: str = "learned"  # m_0: a learned vector, or zeros (no parameter)
@@ -58,10 +56,6 @@ class CRTConfig(SegmentConfig, MemoryGateConfig):
     # How frames know their place in the segment: 'recurrent' (the paper's position RNN),
     # 'learned' (an embedding added to each), or 'rotary' (queries and keys, memory at place 0).
     positions: str = "recurrent"
-    position_cell: str | None = None  # the position RNN's cell; None: the same as memory_cell
-    # The position RNN's state size, at most d_model (projected to it); None: d_model, the paper's.
-    # 32 costs 2.4 d² FLOPs per frame instead of 12 d², and accuracy (docs/benchmarks.md, ablations).
-    position_dim: int | None = None
     # Per-frame tasks only (see FRAME_READS): each frame's head also reads the memory RNN's state
     # after it, the only read that held at every gap of the memory benchmark.
     frame_read: str = "output+hidden"
@@ -69,18 +63,16 @@ class CRTConfig(SegmentConfig, MemoryGateConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check_memory_gate()
-        for key, choices in (
-            ("positions", SEGMENT_POSITIONS),
-            ("memory_cell", tuple(MEMORY_CELLS)),
-            ("position_cell", (None, *MEMORY_CELLS)),
-            ("memory_read", MEMORY_READS),
-            ("memory_init", MEMORY_INITS),
-            ("head", HEADS),
-            ("frame_read", FRAME_READS),
-        ):
-            if getattr(self, key) not in choices:
-                names = ", ".join(str(choice) for choice in choices)
-                raise ConfigError(f"model.{key}={getattr(self, key)!r} is not one of {names}")
+        check_choices(
+            self,
+            {
+                "memory_cell": tuple(MEMORY_CELLS),
+                "memory_read": MEMORY_READS,
+                "memory_init": MEMORY_INITS,
+                "head": HEADS,
+                "frame_read": FRAME_READS,
+            },
+        )
         if self.truncate_every is not None and (
             not isinstance(self.truncate_every, int) or self.truncate_every < 1
         ):
@@ -88,18 +80,15 @@ class CRTConfig(SegmentConfig, MemoryGateConfig):
                 f"model.truncate_every={self.truncate_every!r} must be None (full backpropagation) "
                 "or a positive number of segments"
             )
-        if self.position_dim is not None and (
-            not isinstance(self.position_dim, int) or self.position_dim < 1
-        ):
-            raise ConfigError(
-                f"model.position_dim={self.position_dim!r} must be a positive number of state "
-                "values, or None (as wide as d_model)"
-            )
         if self.causal and self.memory_read != "sequence":
             raise ConfigError(
                 f"model.causal=True needs model.memory_read='sequence' (it is "
                 f"{self.memory_read!r}): a causal memory token sees none of its segment"
             )
+
+    def position_rnn_cell(self) -> str:
+        """The position RNN's cell: ``position_cell``, else the memory's."""
+        return self.position_cell or self.memory_cell
 
 
 class SegmentOutputs(NamedTuple):
@@ -157,18 +146,7 @@ class CRT(nn.Module):
         self.truncate_every = cfg.truncate_every
         self.rotary = cfg.positions == "rotary"
         self.head_dim = cfg.d_model // cfg.heads
-        self.embed = SegmentEmbedding(
-            in_dim,
-            cfg.d_model,
-            cfg.segment_len,
-            cfg.embed_norm,
-            learned_positions=cfg.positions == "learned",
-        )
-        self.positions = None
-        if cfg.positions == "recurrent":
-            self.positions = RecurrentPositions(
-                cfg.position_cell or cfg.memory_cell, cfg.d_model, cfg.position_dim
-            )
+        self.embed, self.positions = place_in_segments(in_dim, cfg)
         self.register_parameter("memory_init", None)
         if cfg.memory_init == "learned":
             self.memory_init = nn.Parameter(torch.empty(cfg.d_model))

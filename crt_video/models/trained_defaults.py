@@ -1,8 +1,11 @@
 """What a checkpoint saved by an older crt_video was trained with, where later versions changed
 what its model config means: filled in when it is loaded, so it loads and predicts as before.
 
-``CHANGED_DEFAULTS``, by model type and the version that changed them: an older config that
-does not name such a key was trained with the older value.
+Two kinds of change, by model type and the version that made them. ``CHANGED_DEFAULTS``: an
+older config that does not name such a key was trained with the older value. ``NEW_KEYS``: keys
+a type reads since that version which other types read before, so an older config may set them
+for those (``positions='rotary'`` for crt meant nothing to segment before 0.5): the older
+behaviour holds whatever they say.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ CHANGED_DEFAULTS: dict[str, dict[Version, dict[str, object]]] = {
         (0, 4): {"frame_read": "output"},
     },
 }
+NEW_KEYS: dict[str, dict[Version, dict[str, object]]] = {
+    "segment": {(0, 5): {"positions": "learned"}},
+}
 
 
 def resolve_trained_defaults(model_cfg: dict, version: str | None) -> dict:
@@ -26,6 +32,9 @@ def resolve_trained_defaults(model_cfg: dict, version: str | None) -> dict:
     for changed_in, defaults in sorted(CHANGED_DEFAULTS.get(model_type, {}).items(), reverse=True):
         if saved_by < changed_in:
             resolved = {**defaults, **resolved}
+    for added_in, before in NEW_KEYS.get(model_type, {}).items():
+        if saved_by < added_in:
+            resolved.update(before)
     # 0.1.0's frame_memory flag is frame_read 'output+memory'.
     if resolved.pop("frame_memory", False):
         resolved["frame_read"] = "output+memory"
