@@ -54,7 +54,7 @@ def test_any_length_gives_one_logit_row_per_clip(type_, num_frames):
     "type_,overrides",
     [("crt", v) for v in CRT_VARIANTS]
     + [("segment", {"positions": p}) for p in ("learned", "recurrent", "rotary")]
-    + [("full", {})]
+    + [("full", {"positions": p}) for p in ("sinusoidal", "rotary", "recurrent")]
     + [("meanpool", {})],
 )
 def test_padding_does_not_change_a_clips_logits(type_, overrides):
@@ -416,7 +416,9 @@ def test_full_pools_ignore_padding_with_rotary_positions(pool):
 
 
 def test_full_rejects_unknown_positions():
-    with pytest.raises(ConfigError, match="model.positions='learned'"):
+    with pytest.raises(
+        ConfigError, match="model.positions='learned' is not one of sinusoidal, rotary, recurrent"
+    ):
         build("full", positions="learned")
 
 
@@ -450,6 +452,18 @@ def test_segment_keeps_learned_positions_by_default_and_rejects_others():
         ConfigError, match="model.positions='sinusoidal' is not one of recurrent, learned, rotary"
     ):
         build("segment", positions="sinusoidal")
+
+
+def test_full_with_recurrent_positions_runs_the_position_rnn_over_the_whole_video():
+    model = build("full", positions="recurrent", position_dim=8)
+    assert model.positions.cell.hidden_size == 8 and not model.sinusoidal
+    features = torch.randn(1, 9, IN_DIM, dtype=torch.float64)
+    projected = model.proj(model.norm(features))
+    torch.testing.assert_close(model.embed(features), model.positions(projected))
+    # one RNN over all nine frames, no restart: the last frame's place depends on the first
+    changed = features.clone()
+    changed[:, 0] += 1.0
+    assert not torch.allclose(model.embed(changed)[:, -1], model.embed(features)[:, -1])
 
 
 # The paper's mechanism (arXiv 2505.00929, section 3), piece by piece.
