@@ -31,6 +31,8 @@ CRT_VARIANTS = [
     dict(positions="learned", memory_read="token"),
     dict(positions="recurrent", memory_cell="ncgru", position_cell="gru"),
     dict(memory_init="zero", head="memory+mean"),
+    dict(head="mean", memory_cell="ncgru"),
+    dict(head="mean", memory_read="token", positions="learned"),
     dict(memory_init="zero", memory_read="token"),
 ]
 
@@ -102,6 +104,8 @@ def test_streaming_segments_equals_batched_forward(overrides):
         ("memory", "clip", ("memory",)),
         ("memory+mean", "dense", ("memory",)),  # a frame's head reads no running mean
         ("memory+mean", "clip", ("memory", "output_sum", "num_frames")),
+        ("mean", "dense", ("memory",)),
+        ("mean", "clip", ("memory", "output_sum", "num_frames")),
     ],
 )
 def test_the_state_between_segments_holds_only_what_the_head_reads(head, task, fields):
@@ -112,7 +116,7 @@ def test_the_state_between_segments_holds_only_what_the_head_reads(head, task, f
     assert sum(field[0].numel() for field in state) == (d if len(fields) == 1 else 2 * d + 1)
 
 
-@pytest.mark.parametrize("head", ["memory", "memory+mean"])
+@pytest.mark.parametrize("head", ["memory", "memory+mean", "mean"])
 def test_state_rows_step_some_streams_and_restart_one(head):
     """The home service steps the cameras whose segment is complete: their rows gathered,
     stepped and put back; a camera that reconnects starts again from the first state."""
@@ -127,6 +131,25 @@ def test_state_rows_step_some_streams_and_restart_one(head):
     for field, stepped, first in zip(state, twice, model.init_state(1), strict=True):
         torch.testing.assert_close(field[picked], stepped[picked])
         torch.testing.assert_close(field[1:2], first)
+
+
+def test_the_mean_head_reads_the_layer_normed_mean_of_the_frame_outputs_and_no_memory():
+    """As xl's 'mean' head does; the memory still reaches the logits through the frames, which
+    attend to it."""
+    model = build("crt", head="mean")
+    assert model.head.in_features == SMALL["d_model"]
+    features, lengths = torch.randn(2, 10, IN_DIM, dtype=torch.float64), torch.tensor([10, 6])
+    outputs = [
+        out.frames for _, _, out in model.scan_segments(features, lengths, model.init_state(2))
+    ]
+    frames = torch.cat(outputs, dim=1)
+    mask = torch.arange(10)[None] < lengths[:, None]
+    mean = (frames * mask[..., None]).sum(1) / lengths[:, None]
+    expected = model.head(model.norm(mean))
+    torch.testing.assert_close(model(features, lengths), expected, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        model.memory_init.add_(1.0)
+    assert not torch.allclose(model(features, lengths), expected)
 
 
 def test_memory_init_zero_starts_from_zeros_without_a_parameter():
@@ -182,7 +205,7 @@ def test_unknown_key_is_rejected_with_a_suggestion():
 
 
 @pytest.mark.parametrize(
-    "key,value", [("memory_cell", "lstm"), ("heads", 3), ("truncate_every", 0), ("head", "mean")]
+    "key,value", [("memory_cell", "lstm"), ("heads", 3), ("truncate_every", 0), ("head", "last")]
 )
 def test_bad_values_are_rejected(key, value):
     with pytest.raises(ConfigError, match=key):
@@ -538,6 +561,7 @@ def test_a_narrow_position_rnn_costs_less_and_still_orders_frames():
         ("positions", "recurent", "recurrent, learned, rotary"),
         ("memory_read", "seq", "sequence, token, mean"),
         ("position_cell", "lstm", "None, gru, ncgru"),
+        ("head", "last", r"memory, memory\+mean, mean"),
     ],
 )
 def test_misspelt_mechanism_values_name_the_key_and_the_choices(key, value, choices):

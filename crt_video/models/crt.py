@@ -38,7 +38,9 @@ from crt_video.models.transformer import (
 )
 
 MEMORY_READS = ("sequence", "token", "mean")
-HEADS = ("memory", "memory+mean")
+# What a clip's head reads: LayerNorm(m_N); that and the mean of the frame outputs; or
+# LayerNorm(the mean) alone, as xl's 'mean' head reads, so that the two compare like for like.
+HEADS = ("memory", "memory+mean", "mean")
 MEMORY_INITS = ("learned", "zero")
 # Dense only: what each frame's head reads. 'output': the frame's final output y_i;
 # 'output+memory': y_i plus the memory the segment started from; 'output+hidden': y_i plus the
@@ -103,7 +105,8 @@ class CRTState(NamedTuple):
 
 
 class CRTMeanState(NamedTuple):
-    """Head 'memory+mean' (clips): the memory and the running mean of the frame outputs."""
+    """Heads 'memory+mean' and 'mean' (clips): the memory and the running mean of the frame
+    outputs (the memory still carries the past to the next segment's frames)."""
 
     memory: torch.Tensor  # [B, d] m_n
     output_sum: torch.Tensor  # [B, d] sum of the valid frame outputs so far
@@ -115,7 +118,9 @@ AnyCRTState = CRTState | CRTMeanState
 
 @register_model("crt", CRTConfig, timed=True)
 class CRT(nn.Module):
-    """Segment Transformer with one recurrent memory token; classifies from the final memory.
+    """Segment Transformer with one recurrent memory token; classifies a clip from the final
+    memory (``head='memory'``), from it and the mean of the frame outputs ('memory+mean'), or
+    from that mean alone ('mean', whose frames still attend to the memory).
 
     With ``per_frame`` (dense) the frames are classified instead, online: a frame's logits come
     from its own segment's outputs, which attended to the memory token that carries the past;
@@ -163,9 +168,11 @@ class CRT(nn.Module):
         gate_bias = cfg.update_gate_bias(cfg.d_model, steps_per_second)
         self.cell = MaskedCell(cfg.memory_cell, cfg.d_model, cfg.d_model, gate_bias)
         self.norm = nn.LayerNorm(cfg.d_model)
-        # One frame read per row: the clip head's memory+mean width does not apply per frame.
-        self.read_mean = cfg.head == "memory+mean" and not per_frame
-        self.head = nn.Linear(cfg.d_model * (2 if self.read_mean else 1), num_classes)
+        # One frame read per row: the clip head's choice does not apply per frame.
+        self.clip_read = None if per_frame else cfg.head
+        self.read_mean = self.clip_read in ("memory+mean", "mean")
+        width = 2 if self.clip_read == "memory+mean" else 1
+        self.head = nn.Linear(cfg.d_model * width, num_classes)
 
     def init_state(self, batch_size: int) -> AnyCRTState:
         """The state before the first frame: just the memory m_0, plus the running sum and
@@ -290,11 +297,12 @@ class CRT(nn.Module):
         )
 
     def _logits(self, state: AnyCRTState) -> torch.Tensor:
-        features = self.norm(state.memory)
-        if self.read_mean:
-            mean = state.output_sum / state.num_frames.clamp(min=1)[:, None]
-            features = torch.cat([features, mean], dim=-1)
-        return self.head(features)
+        if not self.read_mean:
+            return self.head(self.norm(state.memory))
+        mean = state.output_sum / state.num_frames.clamp(min=1)[:, None]
+        if self.clip_read == "mean":
+            return self.head(self.norm(mean))
+        return self.head(torch.cat([self.norm(state.memory), mean], dim=-1))
 
     def frame_logits(self, start: torch.Tensor, outputs: SegmentOutputs) -> torch.Tensor:
         """Per-frame logits [B, s, C] of a segment's ``outputs``, which started from memory
