@@ -1,8 +1,10 @@
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
 
+from crt_video.config import load_config
 from crt_video.errors import ConfigError
 from crt_video.models import build_model, list_models
 from crt_video.models.streaming import StateRows
@@ -216,6 +218,15 @@ def test_bad_values_are_rejected(key, value):
 def test_one_config_switches_type(type_):
     crt_config = {"type": "crt", **SMALL, "memory_cell": "ncgru", "truncate_every": 2}
     model = build_model({**crt_config, "type": type_}, IN_DIM, NUM_CLASSES, frame_rate=4.0)
+    assert model(torch.randn(1, 5, IN_DIM), torch.tensor([5])).shape == (1, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("type_", ["crt", "xl", "gru", "segment", "full", "meanpool"])
+def test_the_base_configs_model_keys_build_every_type(type_):
+    """configs/_base_/models/crt.py leaves out the keys whose choices differ by type
+    (positions, head): switching model.type needs no other change."""
+    base = load_config(Path(__file__).resolve().parents[1] / "configs" / "smarthome_cs.py")
+    model = build_model({**base["model"], "type": type_}, IN_DIM, NUM_CLASSES, frame_rate=4.0)
     assert model(torch.randn(1, 5, IN_DIM), torch.tensor([5])).shape == (1, NUM_CLASSES)
 
 

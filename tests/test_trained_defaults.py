@@ -16,10 +16,11 @@ DATA = Path(__file__).parent / "data"
 SAME_LOGITS = {"rtol": 0, "atol": 1e-5}
 
 
-@pytest.mark.parametrize("kind", ["segment"])
+@pytest.mark.parametrize("kind", ["segment", "xl"])
 def test_baseline_checkpoints_of_crt_video_0_4_0_predict_exactly_as_before(kind):
     """Saved by crt_video 0.4.0 from shared configs, with keys their types did not read then:
-    segment's positions='rotary' (it had learned positions)."""
+    segment's positions='rotary' (it had learned positions), xl's head='memory' (crt's; xl read
+    the mean)."""
     expected = torch.load(DATA / "baselines_0.4.0_logits.pt", weights_only=True)
     model, ckpt = load_model(DATA / f"{kind}_0.4.0_clip.pth")
     assert ckpt["crt_video_version"] == "0.4.0"
@@ -32,6 +33,7 @@ def test_keys_a_type_reads_since_a_version_hold_their_old_meaning_for_older_chec
     shared = {"type": "segment", "positions": "rotary"}
     assert resolve_trained_defaults(shared, "0.4.0")["positions"] == "learned"
     assert resolve_trained_defaults(shared, "0.5.0") == shared
+    assert resolve_trained_defaults({"type": "xl", "head": "memory"}, "0.4.0")["head"] == "mean"
     # crt's changed defaults fill in only what the config leaves out
     named = {"type": "crt", "frame_read": "hidden"}
     assert resolve_trained_defaults(named, "0.3.0") == named

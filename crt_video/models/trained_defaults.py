@@ -20,6 +20,7 @@ CHANGED_DEFAULTS: dict[str, dict[Version, dict[str, object]]] = {
 }
 NEW_KEYS: dict[str, dict[Version, dict[str, object]]] = {
     "segment": {(0, 5): {"positions": "learned"}},
+    "xl": {(0, 5): {"head": "mean"}},
 }
 
 

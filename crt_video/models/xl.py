@@ -21,19 +21,55 @@ from torch import nn
 
 from crt_video.models.baselines import SegmentConfig
 from crt_video.models.registry import register_model
-from crt_video.models.transformer import SegmentEmbedding, TransformerLayer, valid_mask
+from crt_video.models.transformer import (
+    SegmentEmbedding,
+    TransformerLayer,
+    check_choices,
+    valid_mask,
+)
+
+# What a clip's head reads, in LayerNorm: the mean of all valid frame outputs so far, or the
+# last valid frame's output (the nearest XL has to a final summary, as crt's memory is).
+HEADS = ("mean", "last")
 
 
 @dataclass(frozen=True)
 class XLConfig(SegmentConfig):
-    """The segment Transformer's keys: XL adds a cache and relative positions, no new knobs."""
+    """The segment Transformer's keys and the clip head's read (``head``, see HEADS; per frame
+    each frame reads its own output)."""
+
+    head: str = "mean"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choices(self, {"head": HEADS})
 
 
 class XLState(NamedTuple):
+    """Per frame: all a stream carries is each layer's cache."""
+
     cache: torch.Tensor  # [L, B, S, d] each layer's inputs for the previous segment (detached)
     cache_mask: torch.Tensor  # [B, S] bool, True = a valid cached frame
+
+
+class XLMeanState(NamedTuple):
+    """Head 'mean' (clips): the cache and the running sum and count of the frame outputs."""
+
+    cache: torch.Tensor
+    cache_mask: torch.Tensor
     output_sum: torch.Tensor  # [B, d] sum of the valid frame outputs so far
     num_frames: torch.Tensor  # [B] long, valid frames seen so far
+
+
+class XLLastState(NamedTuple):
+    """Head 'last' (clips): the cache and the output of the last valid frame so far."""
+
+    cache: torch.Tensor
+    cache_mask: torch.Tensor
+    last_output: torch.Tensor  # [B, d] (zeros before the first frame)
+
+
+AnyXLState = XLState | XLMeanState | XLLastState
 
 
 def offset_encodings(offsets: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
@@ -135,11 +171,11 @@ class XLLayer(TransformerLayer):
 
 @register_model("xl", XLConfig)
 class TransformerXL(nn.Module):
-    """Segment Transformer with XL's per-layer cache of the previous segment; classifies
-    LayerNorm(mean of all valid frame outputs so far), or with ``per_frame`` (dense) each
-    frame's output: online up to its own segment, which it sees in both directions (with
-    ``causal``, up to itself), plus the cached previous segment (and, layer by layer, further
-    back)."""
+    """Segment Transformer with XL's per-layer cache of the previous segment; classifies a clip
+    from LayerNorm(mean of all valid frame outputs so far) or, with ``head='last'``, of the last
+    valid frame's output; with ``per_frame`` (dense) each frame's output: online up to its own
+    segment, which it sees in both directions (with ``causal``, up to itself), plus the cached
+    previous segment (and, layer by layer, further back)."""
 
     def __init__(
         self, in_dim: int, num_classes: int, cfg: XLConfig, per_frame: bool = False
@@ -149,6 +185,7 @@ class TransformerXL(nn.Module):
         self.latency = "frame" if cfg.causal else "segment"
         self.segment_len = cfg.segment_len
         self.d_model = cfg.d_model
+        self.clip_read = None if per_frame else cfg.head
         # No learned positions: relative encodings in every layer say where frames are.
         self.embed = SegmentEmbedding(
             in_dim, cfg.d_model, cfg.segment_len, cfg.embed_norm, learned_positions=False
@@ -159,19 +196,24 @@ class TransformerXL(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, num_classes)
 
-    def init_state(self, batch_size: int) -> XLState:
-        """An empty cache: S zero slots per layer, all masked out."""
+    def init_state(self, batch_size: int) -> AnyXLState:
+        """An empty cache (S zero slots per layer, all masked out) and nothing read yet."""
         param = self.head.weight
         cache = param.new_zeros(len(self.layers), batch_size, self.segment_len, self.d_model)
         cache_mask = torch.zeros(
             batch_size, self.segment_len, dtype=torch.bool, device=param.device
         )
+        if self.clip_read is None:
+            return XLState(cache, cache_mask)
+        nothing = param.new_zeros(batch_size, self.d_model)
+        if self.clip_read == "last":
+            return XLLastState(cache, cache_mask, nothing)
         num_frames = torch.zeros(batch_size, dtype=torch.long, device=param.device)
-        return XLState(cache, cache_mask, param.new_zeros(batch_size, self.d_model), num_frames)
+        return XLMeanState(cache, cache_mask, nothing, num_frames)
 
     def step(
-        self, segment: torch.Tensor, state: XLState, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, XLState]:
+        self, segment: torch.Tensor, state: AnyXLState, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, AnyXLState]:
         """Consume segment [B, s, D] (s <= segment_len, ``lengths`` valid frames of it, default
         all) and return the clip logits [B, C] so far (per frame: [B, s, C]), with the new
         state."""
@@ -189,8 +231,8 @@ class TransformerXL(nn.Module):
         return torch.cat(frame_logits, dim=1) if self.per_frame else self._logits(state)
 
     def _advance(
-        self, segment: torch.Tensor, state: XLState, lengths: torch.Tensor | None
-    ) -> tuple[torch.Tensor, XLState]:
+        self, segment: torch.Tensor, state: AnyXLState, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, AnyXLState]:
         """Final-layer outputs [B, s, d] of the segment's frames and the state after it."""
         batch_size, num_frames, _ = segment.shape
         if num_frames > self.segment_len:
@@ -215,15 +257,15 @@ class TransformerXL(nn.Module):
 
     def _next_state(
         self,
-        state: XLState,
+        state: AnyXLState,
         inputs: torch.Tensor,
         out: torch.Tensor,
         frame_mask: torch.Tensor,
         lengths: torch.Tensor,
-    ) -> XLState:
+    ) -> AnyXLState:
         """The layers' inputs [L, B, s, d] become the cache, right-aligned so that a short
         segment's last frame still sits just before the next segment; rows without frames keep
-        their cache, so padding a clip changes nothing."""
+        their cache and what the head read, so padding a clip changes nothing."""
         pad = self.segment_len - inputs.shape[2]
         # XL's stop-gradient: the cache carries values, not gradients, to the next segment.
         cache = F.pad(inputs.detach(), (0, 0, pad, 0))
@@ -233,9 +275,21 @@ class TransformerXL(nn.Module):
             has_frames[None, :, None, None], cache.to(state.cache.dtype), state.cache
         )
         cache_mask = torch.where(has_frames[:, None], cache_mask, state.cache_mask)
+        if self.clip_read is None:
+            return XLState(cache, cache_mask)
+        if self.clip_read == "last":
+            rows = torch.arange(out.shape[0], device=out.device)
+            last = out[rows, (lengths - 1).clamp(min=0)]
+            return XLLastState(
+                cache, cache_mask, torch.where(has_frames[:, None], last, state.last_output)
+            )
         frame_sum = (out * frame_mask[..., None]).sum(1)
-        return XLState(cache, cache_mask, state.output_sum + frame_sum, state.num_frames + lengths)
+        return XLMeanState(
+            cache, cache_mask, state.output_sum + frame_sum, state.num_frames + lengths
+        )
 
-    def _logits(self, state: XLState) -> torch.Tensor:
+    def _logits(self, state: XLMeanState | XLLastState) -> torch.Tensor:
+        if self.clip_read == "last":
+            return self.head(self.norm(state.last_output))
         mean = state.output_sum / state.num_frames.clamp(min=1)[:, None]
         return self.head(self.norm(mean))
