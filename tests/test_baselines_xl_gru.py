@@ -198,9 +198,31 @@ def test_xl_attention_sees_where_frames_are_and_its_biases_learn():
     assert not torch.allclose(logits, flipped)
     model.train()
     model(randn(2, 3 * S), torch.tensor([3 * S, 5])).sum().backward()
-    attn = model.layers[0].attn
-    for bias in (attn.content_bias, attn.position_bias):
+    for bias in (model.content_bias, model.position_bias):
         assert bias.grad is not None and bias.grad.abs().max() > 0
+
+
+def test_xl_layers_share_one_pair_of_global_biases_or_hold_their_own():
+    shared, per_layer = build("xl", depth=3), build("xl", depth=3, shared_biases=False)
+    d = SMALL["d_model"]
+
+    def count(model):
+        return sum(p.numel() for p in model.parameters())
+
+    # u and v are [heads, d_model / heads] each: 2 d values per pair
+    assert count(per_layer) - count(shared) == (3 - 1) * 2 * d
+    biases = ("content_bias", "position_bias")
+    assert {k for k in shared.state_dict() if k.endswith(biases)} == set(biases)
+    assert "layers.2.attn.position_bias" in per_layer.state_dict()
+    features, lengths = randn(1, 2 * S), torch.tensor([2 * S])
+    for model, bias in (
+        (shared, shared.content_bias),
+        (per_layer, per_layer.layers[2].attn.content_bias),
+    ):
+        before = model(features, lengths)
+        with torch.no_grad():
+            bias.add_(1.0)
+        assert not torch.allclose(model(features, lengths), before)
 
 
 def test_xl_step_rejects_a_segment_longer_than_segment_len():
@@ -304,6 +326,8 @@ def test_xl_last_head_streams_like_the_forward_and_ignores_padding():
     assert torch.equal(state.last_output[2], torch.zeros(16))  # a clip with no frame read none
 
 
-def test_xl_rejects_a_head_it_has_not():
+def test_xl_rejects_a_head_it_has_not_and_biases_that_are_not_a_flag():
     with pytest.raises(ConfigError, match="model.head='memory' is not one of mean, last"):
         build("xl", head="memory")
+    with pytest.raises(ConfigError, match="model.shared_biases='no' must be True or False"):
+        build("xl", shared_biases="no")

@@ -17,6 +17,7 @@ CHANGED_DEFAULTS: dict[str, dict[Version, dict[str, object]]] = {
         (0, 2): {"memory_read": "token", "positions": "learned"},
         (0, 4): {"frame_read": "output"},
     },
+    "xl": {(0, 5): {"shared_biases": False}},
 }
 NEW_KEYS: dict[str, dict[Version, dict[str, object]]] = {
     "segment": {(0, 5): {"positions": "learned"}},

@@ -4,8 +4,9 @@ Each segment of S frames is encoded by ``depth`` pre-norm layers; every layer al
 its own inputs for the previous segment, cached without gradient, so the context reaches one
 segment back per layer and the state carried between segments is L x S vectors (CRT carries
 one). Attention scores use XL's relative positions, so a cached frame means the same thing in
-every segment. The batched forward is the loop of streaming steps, so streaming a clip gives the
-same logits.
+every segment, with its global content and position biases u and v shared by all layers as in
+the paper (``shared_biases``). The batched forward is the loop of streaming steps, so streaming
+a clip gives the same logits.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from crt_video.errors import ConfigError
 from crt_video.models.baselines import SegmentConfig
 from crt_video.models.registry import register_model
 from crt_video.models.transformer import (
@@ -35,14 +37,19 @@ HEADS = ("mean", "last")
 
 @dataclass(frozen=True)
 class XLConfig(SegmentConfig):
-    """The segment Transformer's keys and the clip head's read (``head``, see HEADS; per frame
-    each frame reads its own output)."""
+    """The segment Transformer's keys, the clip head's read (``head``, see HEADS; per frame
+    each frame reads its own output) and whether the layers share XL's global biases."""
 
     head: str = "mean"
+    # One pair of global attention biases u, v for all layers, as Dai et al. have it; False:
+    # a pair per layer (before crt_video 0.5).
+    shared_biases: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choices(self, {"head": HEADS})
+        if not isinstance(self.shared_biases, bool):
+            raise ConfigError(f"model.shared_biases={self.shared_biases!r} must be True or False")
 
 
 class XLState(NamedTuple):
@@ -99,24 +106,32 @@ def relative_positions(
     return offset_encodings(offsets, dim, dtype), index
 
 
+def global_bias(heads: int, head_dim: int) -> nn.Parameter:
+    """One of XL's global attention biases, u or v: [heads, head_dim], small at first."""
+    bias = nn.Parameter(torch.empty(heads, head_dim))
+    nn.init.trunc_normal_(bias, std=0.02)
+    return bias
+
+
 class RelativeAttention(nn.Module):
     """Multi-head attention of the segment's frames over [cache, segment] with XL's scores
     (q_i + u)^T k_j + (q_i + v)^T W_r R_{i-j}; explicit matmuls, at most 2S keys. ``causal``:
-    XL's own mask (``triu(1 + mlen)``), a frame sees the cache and the frames up to itself."""
+    XL's own mask (``triu(1 + mlen)``), a frame sees the cache and the frames up to itself.
+    Without ``shared_biases`` the layer holds its own u and v (else the model's pair is used)."""
 
-    def __init__(self, d_model: int, heads: int, dropout: float, causal: bool = False) -> None:
+    def __init__(self, cfg: XLConfig) -> None:
         super().__init__()
+        d_model, heads = cfg.d_model, cfg.heads
         self.heads = heads
-        self.causal = causal
+        self.causal = cfg.causal
         self.scale = (d_model // heads) ** -0.5
         self.query = nn.Linear(d_model, d_model)
         self.key_value = nn.Linear(d_model, 2 * d_model)
         self.position = nn.Linear(d_model, d_model, bias=False)  # W_r
-        self.content_bias = nn.Parameter(torch.empty(heads, d_model // heads))  # u
-        self.position_bias = nn.Parameter(torch.empty(heads, d_model // heads))  # v
-        nn.init.trunc_normal_(self.content_bias, std=0.02)
-        nn.init.trunc_normal_(self.position_bias, std=0.02)
-        self.drop = nn.Dropout(dropout)
+        if not cfg.shared_biases:
+            self.content_bias = global_bias(heads, d_model // heads)  # u
+            self.position_bias = global_bias(heads, d_model // heads)  # v
+        self.drop = nn.Dropout(cfg.dropout)
         self.proj = nn.Linear(d_model, d_model)
 
     def forward(
@@ -125,17 +140,20 @@ class RelativeAttention(nn.Module):
         context: torch.Tensor,
         key_mask: torch.Tensor,
         relative: tuple[torch.Tensor, torch.Tensor],
+        biases: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
         """x [B, n, d] queries, context [B, m, d] keys (cache then x), key_mask [B, m] with at
-        least one True per row, ``relative`` from :func:`relative_positions` -> [B, n, d]."""
+        least one True per row, ``relative`` from :func:`relative_positions`, ``biases`` u and v
+        [heads, head_dim] -> [B, n, d]."""
         encodings, index = relative
+        content_bias, position_bias = biases
         q = rearrange(self.query(x), "b n (h d) -> b h n d", h=self.heads)
         k, v = rearrange(
             self.key_value(context), "b m (two h d) -> two b h m d", two=2, h=self.heads
         )
         r = rearrange(self.position(encodings), "p (h d) -> h p d", h=self.heads)
-        content = (q + self.content_bias[:, None]) @ k.transpose(-1, -2)
-        by_offset = (q + self.position_bias[:, None]) @ r.transpose(-1, -2)
+        content = (q + content_bias[:, None]) @ k.transpose(-1, -2)
+        by_offset = (q + position_bias[:, None]) @ r.transpose(-1, -2)
         position = by_offset.gather(-1, index.expand(*by_offset.shape[:2], -1, -1))
         scores = (content + position) * self.scale
         mask = key_mask[:, None, None, :]
@@ -153,9 +171,9 @@ class RelativeAttention(nn.Module):
 class XLLayer(TransformerLayer):
     """Pre-norm layer whose attention also reads this layer's cached inputs."""
 
-    def __init__(self, d_model: int, heads: int, dropout: float, causal: bool = False) -> None:
-        super().__init__(d_model, heads, dropout)
-        self.attn = RelativeAttention(d_model, heads, dropout, causal)
+    def __init__(self, cfg: XLConfig) -> None:
+        super().__init__(cfg.d_model, cfg.heads, cfg.dropout)
+        self.attn = RelativeAttention(cfg)
 
     def forward(
         self,
@@ -163,9 +181,11 @@ class XLLayer(TransformerLayer):
         cache: torch.Tensor,
         key_mask: torch.Tensor,
         relative: tuple[torch.Tensor, torch.Tensor],
+        biases: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
         context = self.norm1(torch.cat([cache.to(x.dtype), x], dim=1))
-        x = x + self.drop(self.attn(context[:, cache.shape[1] :], context, key_mask, relative))
+        queries = context[:, cache.shape[1] :]
+        x = x + self.drop(self.attn(queries, context, key_mask, relative, biases))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
@@ -190,9 +210,11 @@ class TransformerXL(nn.Module):
         self.embed = SegmentEmbedding(
             in_dim, cfg.d_model, cfg.segment_len, cfg.embed_norm, learned_positions=False
         )
-        self.layers = nn.ModuleList(
-            XLLayer(cfg.d_model, cfg.heads, cfg.dropout, cfg.causal) for _ in range(cfg.depth)
-        )
+        self.shared_biases = cfg.shared_biases
+        self.layers = nn.ModuleList(XLLayer(cfg) for _ in range(cfg.depth))
+        if cfg.shared_biases:
+            self.content_bias = global_bias(cfg.heads, cfg.d_model // cfg.heads)  # u
+            self.position_bias = global_bias(cfg.heads, cfg.d_model // cfg.heads)  # v
         self.norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, num_classes)
 
@@ -252,8 +274,13 @@ class TransformerXL(nn.Module):
         inputs = []
         for layer, cache in zip(self.layers, state.cache, strict=True):
             inputs.append(x)
-            x = layer(x, cache, key_mask, relative)
+            x = layer(x, cache, key_mask, relative, self._biases(layer))
         return x, self._next_state(state, torch.stack(inputs), x, frame_mask, lengths)
+
+    def _biases(self, layer: XLLayer) -> tuple[torch.Tensor, torch.Tensor]:
+        """u and v for ``layer``: the model's one pair, or the layer's own."""
+        owner = self if self.shared_biases else layer.attn
+        return owner.content_bias, owner.position_bias
 
     def _next_state(
         self,
