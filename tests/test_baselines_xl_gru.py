@@ -198,9 +198,31 @@ def test_xl_attention_sees_where_frames_are_and_its_biases_learn():
     assert not torch.allclose(logits, flipped)
     model.train()
     model(randn(2, 3 * S), torch.tensor([3 * S, 5])).sum().backward()
-    attn = model.layers[0].attn
-    for bias in (attn.content_bias, attn.position_bias):
+    for bias in (model.content_bias, model.position_bias):
         assert bias.grad is not None and bias.grad.abs().max() > 0
+
+
+def test_xl_layers_share_one_pair_of_global_biases_or_hold_their_own():
+    shared, per_layer = build("xl", depth=3), build("xl", depth=3, shared_biases=False)
+    d = SMALL["d_model"]
+
+    def count(model):
+        return sum(p.numel() for p in model.parameters())
+
+    # u and v are [heads, d_model / heads] each: 2 d values per pair
+    assert count(per_layer) - count(shared) == (3 - 1) * 2 * d
+    biases = ("content_bias", "position_bias")
+    assert {k for k in shared.state_dict() if k.endswith(biases)} == set(biases)
+    assert "layers.2.attn.position_bias" in per_layer.state_dict()
+    features, lengths = randn(1, 2 * S), torch.tensor([2 * S])
+    for model, bias in (
+        (shared, shared.content_bias),
+        (per_layer, per_layer.layers[2].attn.content_bias),
+    ):
+        before = model(features, lengths)
+        with torch.no_grad():
+            bias.add_(1.0)
+        assert not torch.allclose(model(features, lengths), before)
 
 
 def test_xl_step_rejects_a_segment_longer_than_segment_len():
@@ -251,3 +273,61 @@ def test_one_config_switches_type(type_):
     crt_config = {"type": "crt", **SMALL, "memory_cell": "ncgru", "positions": "rotary"}
     model = build_model({**crt_config, "type": type_}, IN_DIM, NUM_CLASSES, frame_rate=4.0)
     assert model(torch.randn(1, 5, IN_DIM), torch.tensor([5])).shape == (1, NUM_CLASSES)
+
+
+def xl_frame_outputs(model: torch.nn.Module, features: torch.Tensor, lengths: torch.Tensor):
+    """The final-layer outputs [B, T, d] of every frame of a clip, segment by segment."""
+    state, outputs = model.init_state(len(features)), []
+    for n, segment in enumerate(features.split(S, dim=1)):
+        out, state = model._advance(segment, state, (lengths - n * S).clamp(0, segment.shape[1]))
+        outputs.append(out)
+    return torch.cat(outputs, dim=1)
+
+
+def test_xl_heads_read_the_mean_of_the_frame_outputs_or_the_last_valid_ones():
+    mean, last = build("xl"), build("xl", head="last")
+    features, lengths = randn(2, 10), torch.tensor([10, 6])
+    outputs = xl_frame_outputs(mean, features, lengths)
+    valid = torch.arange(10)[None] < lengths[:, None]
+    averaged = (outputs * valid[..., None]).sum(1) / lengths[:, None]
+    expected = mean.head(mean.norm(averaged))
+    torch.testing.assert_close(mean(features, lengths), expected, rtol=0, atol=1e-12)
+    final = outputs[torch.arange(2), lengths - 1]
+    torch.testing.assert_close(
+        last(features, lengths), last.head(last.norm(final)), rtol=0, atol=1e-12
+    )
+    assert not torch.allclose(last(features, lengths), expected)
+
+
+@pytest.mark.parametrize(
+    "head,task,fields",
+    [
+        ("mean", "clip", ("cache", "cache_mask", "output_sum", "num_frames")),
+        ("last", "clip", ("cache", "cache_mask", "last_output")),
+        ("last", "dense", ("cache", "cache_mask")),  # a frame's head reads its own output
+    ],
+)
+def test_xl_state_holds_the_cache_and_only_what_the_head_reads(head, task, fields):
+    model = build("xl", task, head=head)
+    assert model.init_state(2)._fields == fields
+
+
+def test_xl_last_head_streams_like_the_forward_and_ignores_padding():
+    model = build("xl", head="last")
+    features, lengths = randn(3, 11), torch.tensor([11, 6, 0])
+    batched = model(features, lengths)
+    state = model.init_state(3)
+    for n, segment in enumerate(features.split(S, dim=1)):
+        padded = torch.nn.functional.pad(segment, (0, 0, 0, S - segment.shape[1]))
+        logits, state = model.step(padded, state, (lengths - S * n).clamp(0, segment.shape[1]))
+    torch.testing.assert_close(logits, batched, rtol=0, atol=1e-10)
+    alone = model(features[1:2, :6], lengths[1:2])
+    torch.testing.assert_close(batched[1:2], alone, rtol=0, atol=1e-10)
+    assert torch.equal(state.last_output[2], torch.zeros(16))  # a clip with no frame read none
+
+
+def test_xl_rejects_a_head_it_has_not_and_biases_that_are_not_a_flag():
+    with pytest.raises(ConfigError, match="model.head='memory' is not one of mean, last"):
+        build("xl", head="memory")
+    with pytest.raises(ConfigError, match="model.shared_biases='no' must be True or False"):
+        build("xl", shared_biases="no")

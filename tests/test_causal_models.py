@@ -31,7 +31,10 @@ CRT_VARIANTS = [
 
 
 @pytest.mark.parametrize(
-    "kind, keys", [("crt", keys) for keys in CRT_VARIANTS] + [("xl", {}), ("segment", {})]
+    "kind, keys",
+    [("crt", keys) for keys in CRT_VARIANTS]
+    + [("xl", {})]
+    + [("segment", {"positions": p}) for p in ("learned", "recurrent", "rotary")],
 )
 @torch.no_grad()
 def test_every_output_before_a_perturbed_frame_is_unchanged_exactly(kind, keys):

@@ -1,8 +1,10 @@
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
 
+from crt_video.config import load_config
 from crt_video.errors import ConfigError
 from crt_video.models import build_model, list_models
 from crt_video.models.streaming import StateRows
@@ -31,6 +33,8 @@ CRT_VARIANTS = [
     dict(positions="learned", memory_read="token"),
     dict(positions="recurrent", memory_cell="ncgru", position_cell="gru"),
     dict(memory_init="zero", head="memory+mean"),
+    dict(head="mean", memory_cell="ncgru"),
+    dict(head="mean", memory_read="token", positions="learned"),
     dict(memory_init="zero", memory_read="token"),
 ]
 
@@ -52,7 +56,10 @@ def test_any_length_gives_one_logit_row_per_clip(type_, num_frames):
 
 @pytest.mark.parametrize(
     "type_,overrides",
-    [("crt", v) for v in CRT_VARIANTS] + [("segment", {}), ("full", {}), ("meanpool", {})],
+    [("crt", v) for v in CRT_VARIANTS]
+    + [("segment", {"positions": p}) for p in ("learned", "recurrent", "rotary")]
+    + [("full", {"positions": p}) for p in ("sinusoidal", "rotary", "recurrent")]
+    + [("meanpool", {})],
 )
 def test_padding_does_not_change_a_clips_logits(type_, overrides):
     model = build(type_, **overrides)
@@ -99,6 +106,8 @@ def test_streaming_segments_equals_batched_forward(overrides):
         ("memory", "clip", ("memory",)),
         ("memory+mean", "dense", ("memory",)),  # a frame's head reads no running mean
         ("memory+mean", "clip", ("memory", "output_sum", "num_frames")),
+        ("mean", "dense", ("memory",)),
+        ("mean", "clip", ("memory", "output_sum", "num_frames")),
     ],
 )
 def test_the_state_between_segments_holds_only_what_the_head_reads(head, task, fields):
@@ -109,7 +118,7 @@ def test_the_state_between_segments_holds_only_what_the_head_reads(head, task, f
     assert sum(field[0].numel() for field in state) == (d if len(fields) == 1 else 2 * d + 1)
 
 
-@pytest.mark.parametrize("head", ["memory", "memory+mean"])
+@pytest.mark.parametrize("head", ["memory", "memory+mean", "mean"])
 def test_state_rows_step_some_streams_and_restart_one(head):
     """The home service steps the cameras whose segment is complete: their rows gathered,
     stepped and put back; a camera that reconnects starts again from the first state."""
@@ -124,6 +133,25 @@ def test_state_rows_step_some_streams_and_restart_one(head):
     for field, stepped, first in zip(state, twice, model.init_state(1), strict=True):
         torch.testing.assert_close(field[picked], stepped[picked])
         torch.testing.assert_close(field[1:2], first)
+
+
+def test_the_mean_head_reads_the_layer_normed_mean_of_the_frame_outputs_and_no_memory():
+    """As xl's 'mean' head does; the memory still reaches the logits through the frames, which
+    attend to it."""
+    model = build("crt", head="mean")
+    assert model.head.in_features == SMALL["d_model"]
+    features, lengths = torch.randn(2, 10, IN_DIM, dtype=torch.float64), torch.tensor([10, 6])
+    outputs = [
+        out.frames for _, _, out in model.scan_segments(features, lengths, model.init_state(2))
+    ]
+    frames = torch.cat(outputs, dim=1)
+    mask = torch.arange(10)[None] < lengths[:, None]
+    mean = (frames * mask[..., None]).sum(1) / lengths[:, None]
+    expected = model.head(model.norm(mean))
+    torch.testing.assert_close(model(features, lengths), expected, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        model.memory_init.add_(1.0)
+    assert not torch.allclose(model(features, lengths), expected)
 
 
 def test_memory_init_zero_starts_from_zeros_without_a_parameter():
@@ -179,7 +207,7 @@ def test_unknown_key_is_rejected_with_a_suggestion():
 
 
 @pytest.mark.parametrize(
-    "key,value", [("memory_cell", "lstm"), ("heads", 3), ("truncate_every", 0), ("head", "mean")]
+    "key,value", [("memory_cell", "lstm"), ("heads", 3), ("truncate_every", 0), ("head", "last")]
 )
 def test_bad_values_are_rejected(key, value):
     with pytest.raises(ConfigError, match=key):
@@ -190,6 +218,15 @@ def test_bad_values_are_rejected(key, value):
 def test_one_config_switches_type(type_):
     crt_config = {"type": "crt", **SMALL, "memory_cell": "ncgru", "truncate_every": 2}
     model = build_model({**crt_config, "type": type_}, IN_DIM, NUM_CLASSES, frame_rate=4.0)
+    assert model(torch.randn(1, 5, IN_DIM), torch.tensor([5])).shape == (1, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("type_", ["crt", "xl", "gru", "segment", "full", "meanpool"])
+def test_the_base_configs_model_keys_build_every_type(type_):
+    """configs/_base_/models/crt.py leaves out the keys whose choices differ by type
+    (positions, head): switching model.type needs no other change."""
+    base = load_config(Path(__file__).resolve().parents[1] / "configs" / "smarthome_cs.py")
+    model = build_model({**base["model"], "type": type_}, IN_DIM, NUM_CLASSES, frame_rate=4.0)
     assert model(torch.randn(1, 5, IN_DIM), torch.tensor([5])).shape == (1, NUM_CLASSES)
 
 
@@ -413,8 +450,54 @@ def test_full_pools_ignore_padding_with_rotary_positions(pool):
 
 
 def test_full_rejects_unknown_positions():
-    with pytest.raises(ConfigError, match="model.positions='learned'"):
+    with pytest.raises(
+        ConfigError, match="model.positions='learned' is not one of sinusoidal, rotary, recurrent"
+    ):
         build("full", positions="learned")
+
+
+@pytest.mark.parametrize("positions", ["recurrent", "learned", "rotary"])
+def test_segment_places_frames_as_crt_does_so_the_two_differ_in_the_memory_only(positions):
+    keys = dict(positions=positions, position_dim=8)
+    segment, crt = build("segment", **keys), build("crt", **keys)
+
+    # The same position modules, by name and shape: the position RNN, or the learned embedding.
+    def placing(model):
+        return {
+            name: tuple(tensor.shape)
+            for name, tensor in model.state_dict().items()
+            if name.startswith(("positions.", "embed.pos"))
+        }
+
+    assert placing(segment) == placing(crt) and (positions == "rotary") == (not placing(crt))
+    assert segment.rotary == crt.rotary == (positions == "rotary")
+    # Attention and a mean read alone are blind to the order inside a segment; the positions
+    # are not.
+    clip = torch.randn(1, 4, IN_DIM, dtype=torch.float64)
+    swapped, lengths = clip[:, [1, 0, 2, 3]], torch.tensor([4])
+    assert not torch.allclose(segment(clip, lengths), segment(swapped, lengths))
+
+
+def test_segment_keeps_learned_positions_by_default_and_rejects_others():
+    assert build("segment").embed.pos is not None and build("segment").positions is None
+    recurrent = build("segment", positions="recurrent", memory_cell="ncgru")
+    assert isinstance(recurrent.positions.cell.cell, torch.nn.GRUCell)  # memory_cell is crt's
+    with pytest.raises(
+        ConfigError, match="model.positions='sinusoidal' is not one of recurrent, learned, rotary"
+    ):
+        build("segment", positions="sinusoidal")
+
+
+def test_full_with_recurrent_positions_runs_the_position_rnn_over_the_whole_video():
+    model = build("full", positions="recurrent", position_dim=8)
+    assert model.positions.cell.hidden_size == 8 and not model.sinusoidal
+    features = torch.randn(1, 9, IN_DIM, dtype=torch.float64)
+    projected = model.proj(model.norm(features))
+    torch.testing.assert_close(model.embed(features), model.positions(projected))
+    # one RNN over all nine frames, no restart: the last frame's place depends on the first
+    changed = features.clone()
+    changed[:, 0] += 1.0
+    assert not torch.allclose(model.embed(changed)[:, -1], model.embed(features)[:, -1])
 
 
 # The paper's mechanism (arXiv 2505.00929, section 3), piece by piece.
@@ -489,6 +572,7 @@ def test_a_narrow_position_rnn_costs_less_and_still_orders_frames():
         ("positions", "recurent", "recurrent, learned, rotary"),
         ("memory_read", "seq", "sequence, token, mean"),
         ("position_cell", "lstm", "None, gru, ncgru"),
+        ("head", "last", r"memory, memory\+mean, mean"),
     ],
 )
 def test_misspelt_mechanism_values_name_the_key_and_the_choices(key, value, choices):

@@ -18,7 +18,9 @@ onnx_export = pytest.importorskip("crt_video.engine.onnx_export")
 
 
 @pytest.fixture(
-    scope="module", params=[("gru", "memory"), ("ncgru", "memory+mean")], ids=["gru", "ncgru-mean"]
+    scope="module",
+    params=[("gru", "memory"), ("ncgru", "memory+mean"), ("gru", "mean")],
+    ids=["gru", "ncgru-memory-mean", "gru-mean"],
 )
 def exported(request, tmp_path_factory, run_tool):
     cell, head = request.param

@@ -8,9 +8,9 @@ python tools/export.py work_dirs/demo/best.pth --format triton --out work_dirs/d
 encoder.onnx takes uint8 RGB frames [N, H, W, 3] already resized to the encoder's input size and
 gives features [N, D]; crt_step.onnx is one streaming step: (features [B, segment_len, D],
 lengths [B] (valid frames of the segment: a shorter last segment is padded), memory) ->
-(logits, memory_out); a checkpoint with head 'memory+mean' adds output_sum and num_frames to the
-state. crt.json holds the class names, sampling rate, segment length, the initial memory and the
-preprocessing.
+(logits, memory_out); a checkpoint whose head reads the mean ('memory+mean', 'mean') adds
+output_sum and num_frames to the state. crt.json holds the class names, sampling rate, segment
+length, the initial memory and the preprocessing.
 
 --format triton writes models encoder and crt_step (the step's state kept by Triton's sequence
 batcher, one sequence per camera), crt.json and a README.md with the server command and a client

@@ -5,10 +5,10 @@
 - ``encoder.onnx``: uint8 frames [N, H, W, 3] already at the input size -> features [N, D]
   (normalisation inside the graph, fp32);
 - ``crt_step.onnx``: (features [B, segment_len, D], lengths [B] int64 (valid frames of the
-  segment), memory [B, d]) -> (logits [B, C], memory_out): ``CRT.step``; with head
-  'memory+mean' the state also holds output_sum [B, d] and num_frames [B] int64, after memory in
-  inputs and outputs. The recurrences are unrolled over a whole segment, so a shorter last
-  segment is padded and its length given;
+  segment), memory [B, d]) -> (logits [B, C], memory_out): ``CRT.step``; with a head that
+  reads the mean ('memory+mean', 'mean') the state also holds output_sum [B, d] and num_frames
+  [B] int64, after memory in inputs and outputs. The recurrences are unrolled over a whole
+  segment, so a shorter last segment is padded and its length given;
 - ``crt.json``: class names, sampling rate, segment length, state shapes and the preprocessing
   (input size, mean, std, interpolation) a runtime applies before the encoder.
 

@@ -4,6 +4,7 @@ Transformer, and mean-pooled features with a linear layer."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -14,10 +15,14 @@ from crt_video.errors import ConfigError
 from crt_video.models.registry import register_model
 from crt_video.models.transformer import (
     FeatureNorm,
+    PositionConfig,
+    RecurrentPositions,
     SegmentEmbedding,
     TransformerConfig,
     TransformerStack,
+    check_choices,
     masked_mean,
+    recurrent_positions,
     rotary_tables,
     sinusoidal_positions,
     valid_mask,
@@ -40,23 +45,53 @@ class SegmentConfig(TransformerConfig):
 
 
 @dataclass(frozen=True)
+class SegmentTransformerConfig(SegmentConfig, PositionConfig):
+    """The segment keys and crt's choice of positions inside a segment ('learned' by default,
+    as before crt_video 0.5), so that crt against segment set alike differs in the memory
+    only."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_positions()
+
+
+def place_in_segments(
+    in_dim: int, cfg: SegmentTransformerConfig
+) -> tuple[SegmentEmbedding, RecurrentPositions | None]:
+    """The frames' embedding (with a learned position embedding where ``positions='learned'``)
+    and the position RNN (where 'recurrent') of a model of segments; 'rotary' needs neither."""
+    embed = SegmentEmbedding(
+        in_dim,
+        cfg.d_model,
+        cfg.segment_len,
+        cfg.embed_norm,
+        learned_positions=cfg.positions == "learned",
+    )
+    return embed, recurrent_positions(cfg, cfg.d_model)
+
+
+@dataclass(frozen=True)
 class MeanPoolConfig:
     """No keys of its own: the Transformer keys of a shared config are ignored."""
 
 
-@register_model("segment", SegmentConfig)
+@register_model("segment", SegmentTransformerConfig)
 class SegmentTransformer(nn.Module):
     """CRT without memory: each segment encoded alone, frame outputs averaged over the clip (or,
-    with ``per_frame``, each frame's output classified: no memory of the past)."""
+    with ``per_frame``, each frame's output classified: no memory of the past). Frames know
+    their place in the segment as crt's do (``positions``): a learned embedding, the position
+    RNN restarted in every segment, or rotary attention."""
 
     def __init__(
-        self, in_dim: int, num_classes: int, cfg: SegmentConfig, per_frame: bool = False
+        self, in_dim: int, num_classes: int, cfg: SegmentTransformerConfig, per_frame: bool = False
     ) -> None:
         super().__init__()
         self.per_frame = per_frame
         self.latency = "frame" if cfg.causal else "segment"
         self.segment_len = cfg.segment_len
-        self.embed = SegmentEmbedding(in_dim, cfg.d_model, cfg.segment_len, cfg.embed_norm)
+        self.rotary = cfg.positions == "rotary"
+        self.head_dim = cfg.d_model // cfg.heads
+        self.embed, self.positions = place_in_segments(in_dim, cfg)
         self.encoder = TransformerStack(cfg, causal=cfg.causal)
         self.head = nn.Linear(cfg.d_model, num_classes)
 
@@ -64,9 +99,15 @@ class SegmentTransformer(nn.Module):
         num_frames = features.shape[1] + (-features.shape[1]) % self.segment_len
         x = F.pad(features, (0, 0, 0, num_frames - features.shape[1]))
         mask = valid_mask(lengths, num_frames)
+        # Every segment at once: the position RNN restarts in each, as crt's does.
+        frames = self.embed(rearrange(x, "b (n s) d -> (b n) s d", s=self.segment_len))
+        if self.positions is not None:
+            frames = self.positions(frames)
+        rotary = None
+        if self.rotary:
+            rotary = rotary_tables(self.segment_len, self.head_dim, x.device, torch.float32)
         out = self.encoder(
-            self.embed(rearrange(x, "b (n s) d -> (b n) s d", s=self.segment_len)),
-            rearrange(mask, "b (n s) -> (b n) s", s=self.segment_len),
+            frames, rearrange(mask, "b (n s) -> (b n) s", s=self.segment_len), rotary
         )
         out = rearrange(out, "(b n) s d -> b (n s) d", b=features.shape[0])
         if self.per_frame:
@@ -75,22 +116,18 @@ class SegmentTransformer(nn.Module):
 
 
 POOLS = ("mean", "max", "token")
-POSITIONS = ("sinusoidal", "rotary")
 
 
 @dataclass(frozen=True)
-class FullConfig(TransformerConfig):
+class FullConfig(TransformerConfig, PositionConfig):
+    POSITIONS: ClassVar[tuple[str, ...]] = ("sinusoidal", "rotary", "recurrent")
     pool: str = "mean"
     positions: str = "sinusoidal"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.pool not in POOLS:
-            raise ConfigError(f"model.pool={self.pool!r} is not one of {', '.join(POOLS)}")
-        if self.positions not in POSITIONS:
-            raise ConfigError(
-                f"model.positions={self.positions!r} is not one of {', '.join(POSITIONS)}"
-            )
+        self.check_positions()
+        check_choices(self, {"pool": POOLS})
 
 
 @register_model("full", FullConfig)
@@ -99,10 +136,16 @@ class FullTransformer(nn.Module):
 
     ``positions='sinusoidal'`` adds fixed sin/cos positions to the frames; ``'rotary'`` rotates
     queries and keys instead, so attention sees the offset between two frames, not where they
-    are. ``pool='mean'`` averages the frame outputs, ``'max'`` takes their maximum, ``'token'``
-    reads a learned class token that attends to every frame, as CRT's memory token does within
-    a segment. With ``per_frame`` (dense, offline: every frame sees the future too) each frame
-    has its own output, so ``pool`` does not apply.
+    are; ``'recurrent'`` adds crt's position RNN (``position_cell``, ``position_dim``), run once
+    over all T frames. That costs T steps in sequence, where crt's restarts in every segment and
+    runs S steps on all segments at once, and 12 d² FLOPs per frame at full width (2.4 d² at
+    ``position_dim=32``), half what a layer's projections and MLP cost; its state carries the
+    frames before each one as well as its place, which full's attention sees anyway.
+
+    ``pool='mean'`` averages the frame outputs, ``'max'`` takes their maximum, ``'token'`` reads
+    a learned class token that attends to every frame, as CRT's memory token does within a
+    segment. With ``per_frame`` (dense, offline: every frame sees the future too) each frame has
+    its own output, so ``pool`` does not apply.
     """
 
     def __init__(
@@ -115,7 +158,9 @@ class FullTransformer(nn.Module):
         self.proj = nn.Linear(in_dim, cfg.d_model)
         self.embed_norm = cfg.embed_norm
         self.pool = cfg.pool
-        self.positions = cfg.positions
+        self.sinusoidal = cfg.positions == "sinusoidal"
+        self.rotary = cfg.positions == "rotary"
+        self.positions = recurrent_positions(cfg, cfg.d_model)
         self.head_dim = cfg.d_model // cfg.heads
         self.class_token = None
         if cfg.pool == "token":  # unused per frame, but kept: checkpoints hold it
@@ -125,13 +170,15 @@ class FullTransformer(nn.Module):
         self.head = nn.Linear(cfg.d_model, num_classes)
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
-        """Projected frames plus their sinusoidal positions, added in float32: in bf16 the
-        table's 8-bit mantissa cannot tell apart the slow channels of neighbouring frames far
-        into a clip."""
+        """Projected frames plus their positions: the position RNN's, or sinusoidal ones added
+        in float32, since in bf16 the table's 8-bit mantissa cannot tell apart the slow channels
+        of neighbouring frames far into a clip (rotary: none, attention places them)."""
         x = self.proj(self.norm(features))
         if self.embed_norm:
             x = F.layer_norm(x, x.shape[-1:])
-        if self.positions == "rotary":
+        if self.positions is not None:
+            return self.positions(x)
+        if not self.sinusoidal:
             return x
         dtype = torch.promote_types(x.dtype, torch.float32)
         return x.to(dtype) + sinusoidal_positions(x.shape[1], x.shape[2], x.device, dtype)
@@ -144,7 +191,7 @@ class FullTransformer(nn.Module):
             x = torch.cat([token, x], dim=1)
             mask = torch.cat([mask.new_ones(len(mask), 1), mask], dim=1)
         rotary = None
-        if self.positions == "rotary":
+        if self.rotary:
             rotary = rotary_tables(x.shape[1], self.head_dim, x.device, torch.float32)
         out = self.encoder(x, mask, rotary)
         if self.per_frame:

@@ -24,35 +24,32 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from crt_video.errors import ConfigError
-from crt_video.models.baselines import SegmentConfig
+from crt_video.models.baselines import SegmentTransformerConfig, place_in_segments
 from crt_video.models.memory_cells import MEMORY_CELLS, MaskedCell, MemoryGateConfig
 from crt_video.models.registry import register_model
+from crt_video.models.trained_defaults import (
+    resolve_trained_defaults as resolve_trained_defaults,  # re-exported: checkpoint.py's import
+)
 from crt_video.models.transformer import (
-    RecurrentPositions,
-    SegmentEmbedding,
     TransformerStack,
+    check_choices,
     rotary_tables,
     valid_mask,
 )
 
 MEMORY_READS = ("sequence", "token", "mean")
-SEGMENT_POSITIONS = ("recurrent", "learned", "rotary")
-HEADS = ("memory", "memory+mean")
+# What a clip's head reads: LayerNorm(m_N); that and the mean of the frame outputs; or
+# LayerNorm(the mean) alone, as xl's 'mean' head reads, so that the two compare like for like.
+HEADS = ("memory", "memory+mean", "mean")
 MEMORY_INITS = ("learned", "zero")
 # Dense only: what each frame's head reads. 'output': the frame's final output y_i;
 # 'output+memory': y_i plus the memory the segment started from; 'output+hidden': y_i plus the
 # memory RNN's state after frame i (memory_read='sequence' only); 'hidden': that state alone.
 FRAME_READS = ("output", "output+memory", "output+hidden", "hidden")
-# Defaults a checkpoint's config may not name, by the version that changed them: a checkpoint
-# saved before that version was trained with the older value.
-CHANGED_DEFAULTS = {
-    (0, 2): {"memory_read": "token", "positions": "learned"},
-    (0, 4): {"frame_read": "output"},
-}
 
 
 @dataclass(frozen=True)
-class CRTConfig(SegmentConfig, MemoryGateConfig):
+class CRTConfig(SegmentTransformerConfig, MemoryGateConfig):
     memory_cell: str = "gru"
     memory_read: str = "sequence"
     memory_init: str = "learned"  # m_0: a learned vector, or zeros (no parameter)
@@ -61,10 +58,6 @@ class CRTConfig(SegmentConfig, MemoryGateConfig):
     # How frames know their place in the segment: 'recurrent' (the paper's position RNN),
     # 'learned' (an embedding added to each), or 'rotary' (queries and keys, memory at place 0).
     positions: str = "recurrent"
-    position_cell: str | None = None  # the position RNN's cell; None: the same as memory_cell
-    # The position RNN's state size, at most d_model (projected to it); None: d_model, the paper's.
-    # 32 costs 2.4 d² FLOPs per frame instead of 12 d², and accuracy (docs/benchmarks.md, ablations).
-    position_dim: int | None = None
     # Per-frame tasks only (see FRAME_READS): each frame's head also reads the memory RNN's state
     # after it, the only read that held at every gap of the memory benchmark.
     frame_read: str = "output+hidden"
@@ -72,18 +65,16 @@ class CRTConfig(SegmentConfig, MemoryGateConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check_memory_gate()
-        for key, choices in (
-            ("positions", SEGMENT_POSITIONS),
-            ("memory_cell", tuple(MEMORY_CELLS)),
-            ("position_cell", (None, *MEMORY_CELLS)),
-            ("memory_read", MEMORY_READS),
-            ("memory_init", MEMORY_INITS),
-            ("head", HEADS),
-            ("frame_read", FRAME_READS),
-        ):
-            if getattr(self, key) not in choices:
-                names = ", ".join(str(choice) for choice in choices)
-                raise ConfigError(f"model.{key}={getattr(self, key)!r} is not one of {names}")
+        check_choices(
+            self,
+            {
+                "memory_cell": tuple(MEMORY_CELLS),
+                "memory_read": MEMORY_READS,
+                "memory_init": MEMORY_INITS,
+                "head": HEADS,
+                "frame_read": FRAME_READS,
+            },
+        )
         if self.truncate_every is not None and (
             not isinstance(self.truncate_every, int) or self.truncate_every < 1
         ):
@@ -91,38 +82,15 @@ class CRTConfig(SegmentConfig, MemoryGateConfig):
                 f"model.truncate_every={self.truncate_every!r} must be None (full backpropagation) "
                 "or a positive number of segments"
             )
-        if self.position_dim is not None and (
-            not isinstance(self.position_dim, int) or self.position_dim < 1
-        ):
-            raise ConfigError(
-                f"model.position_dim={self.position_dim!r} must be a positive number of state "
-                "values, or None (as wide as d_model)"
-            )
         if self.causal and self.memory_read != "sequence":
             raise ConfigError(
                 f"model.causal=True needs model.memory_read='sequence' (it is "
                 f"{self.memory_read!r}): a causal memory token sees none of its segment"
             )
 
-
-def resolve_trained_defaults(model_cfg: dict, version: str | None) -> dict:
-    """``model_cfg`` of a checkpoint saved by crt_video ``version``, with the defaults it was
-    trained with filled in where later versions changed them."""
-    if model_cfg.get("type") != "crt":
-        return model_cfg
-    saved_by = _version_tuple(version)
-    resolved = dict(model_cfg)
-    for changed_in, defaults in sorted(CHANGED_DEFAULTS.items(), reverse=True):
-        if saved_by < changed_in:
-            resolved = {**defaults, **resolved}
-    # 0.1.0's frame_memory flag is frame_read 'output+memory'.
-    if resolved.pop("frame_memory", False):
-        resolved["frame_read"] = "output+memory"
-    return resolved
-
-
-def _version_tuple(version: str | None) -> tuple[int, ...]:
-    return tuple(int(part) for part in (version or "0.1.0").split(".")[:2])
+    def position_rnn_cell(self) -> str:
+        """The position RNN's cell: ``position_cell``, else the memory's."""
+        return self.position_cell or self.memory_cell
 
 
 class SegmentOutputs(NamedTuple):
@@ -137,7 +105,8 @@ class CRTState(NamedTuple):
 
 
 class CRTMeanState(NamedTuple):
-    """Head 'memory+mean' (clips): the memory and the running mean of the frame outputs."""
+    """Heads 'memory+mean' and 'mean' (clips): the memory and the running mean of the frame
+    outputs (the memory still carries the past to the next segment's frames)."""
 
     memory: torch.Tensor  # [B, d] m_n
     output_sum: torch.Tensor  # [B, d] sum of the valid frame outputs so far
@@ -149,7 +118,9 @@ AnyCRTState = CRTState | CRTMeanState
 
 @register_model("crt", CRTConfig, timed=True)
 class CRT(nn.Module):
-    """Segment Transformer with one recurrent memory token; classifies from the final memory.
+    """Segment Transformer with one recurrent memory token; classifies a clip from the final
+    memory (``head='memory'``), from it and the mean of the frame outputs ('memory+mean'), or
+    from that mean alone ('mean', whose frames still attend to the memory).
 
     With ``per_frame`` (dense) the frames are classified instead, online: a frame's logits come
     from its own segment's outputs, which attended to the memory token that carries the past;
@@ -180,18 +151,7 @@ class CRT(nn.Module):
         self.truncate_every = cfg.truncate_every
         self.rotary = cfg.positions == "rotary"
         self.head_dim = cfg.d_model // cfg.heads
-        self.embed = SegmentEmbedding(
-            in_dim,
-            cfg.d_model,
-            cfg.segment_len,
-            cfg.embed_norm,
-            learned_positions=cfg.positions == "learned",
-        )
-        self.positions = None
-        if cfg.positions == "recurrent":
-            self.positions = RecurrentPositions(
-                cfg.position_cell or cfg.memory_cell, cfg.d_model, cfg.position_dim
-            )
+        self.embed, self.positions = place_in_segments(in_dim, cfg)
         self.register_parameter("memory_init", None)
         if cfg.memory_init == "learned":
             self.memory_init = nn.Parameter(torch.empty(cfg.d_model))
@@ -208,9 +168,11 @@ class CRT(nn.Module):
         gate_bias = cfg.update_gate_bias(cfg.d_model, steps_per_second)
         self.cell = MaskedCell(cfg.memory_cell, cfg.d_model, cfg.d_model, gate_bias)
         self.norm = nn.LayerNorm(cfg.d_model)
-        # One frame read per row: the clip head's memory+mean width does not apply per frame.
-        self.read_mean = cfg.head == "memory+mean" and not per_frame
-        self.head = nn.Linear(cfg.d_model * (2 if self.read_mean else 1), num_classes)
+        # One frame read per row: the clip head's choice does not apply per frame.
+        self.clip_read = None if per_frame else cfg.head
+        self.read_mean = self.clip_read in ("memory+mean", "mean")
+        width = 2 if self.clip_read == "memory+mean" else 1
+        self.head = nn.Linear(cfg.d_model * width, num_classes)
 
     def init_state(self, batch_size: int) -> AnyCRTState:
         """The state before the first frame: just the memory m_0, plus the running sum and
@@ -335,11 +297,12 @@ class CRT(nn.Module):
         )
 
     def _logits(self, state: AnyCRTState) -> torch.Tensor:
-        features = self.norm(state.memory)
-        if self.read_mean:
-            mean = state.output_sum / state.num_frames.clamp(min=1)[:, None]
-            features = torch.cat([features, mean], dim=-1)
-        return self.head(features)
+        if not self.read_mean:
+            return self.head(self.norm(state.memory))
+        mean = state.output_sum / state.num_frames.clamp(min=1)[:, None]
+        if self.clip_read == "mean":
+            return self.head(self.norm(mean))
+        return self.head(torch.cat([self.norm(state.memory), mean], dim=-1))
 
     def frame_logits(self, start: torch.Tensor, outputs: SegmentOutputs) -> torch.Tensor:
         """Per-frame logits [B, s, C] of a segment's ``outputs``, which started from memory

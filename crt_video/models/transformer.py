@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,7 @@ from einops import rearrange
 from torch import nn
 
 from crt_video.errors import ConfigError
-from crt_video.models.memory_cells import MaskedCell
+from crt_video.models.memory_cells import MEMORY_CELLS, MaskedCell
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,15 @@ class TransformerConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout={self.dropout!r} must be in [0, 1)")
+
+
+def check_choices(cfg: object, choices: dict[str, tuple]) -> None:
+    """A one-line ConfigError for the first key of ``cfg`` whose value is not one of its
+    ``choices``."""
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            names = ", ".join(str(choice) for choice in allowed)
+            raise ConfigError(f"model.{key}={getattr(cfg, key)!r} is not one of {names}")
 
 
 def valid_mask(lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -334,3 +343,43 @@ class RecurrentPositions(nn.Module):
         """One frame per row, x [B, d], after ``state`` [B, dim] -> (x placed, the new state)."""
         state = self.cell(x, state, x.new_ones(x.shape[0], dtype=torch.bool))
         return x + self.project(state), state
+
+
+@dataclass(frozen=True)
+class PositionConfig:
+    """How a frame knows its place: the model keys ``positions``, ``position_cell`` and
+    ``position_dim``, shared by the models that choose it (crt, segment, full), so that two of
+    them set alike differ in nothing else.
+
+    'recurrent': a position RNN (:class:`RecurrentPositions`) of ``position_cell`` with a state
+    of ``position_dim`` values (None: d_model); 'learned': an embedding added to each frame;
+    'rotary': queries and keys rotated by place; 'sinusoidal' (full only): fixed sin/cos added.
+    Each config names its own choices (``POSITIONS``) and default."""
+
+    POSITIONS: ClassVar[tuple[str, ...]] = ("recurrent", "learned", "rotary")
+    positions: str = "learned"
+    position_cell: str | None = None  # the position RNN's cell; None: position_rnn_cell()
+    # The position RNN's state size, at most d_model (projected to it); None: d_model, the paper's.
+    # 32 costs 2.4 d² FLOPs per frame instead of 12 d², and accuracy (docs/benchmarks.md, ablations).
+    position_dim: int | None = None
+
+    def check_positions(self) -> None:
+        check_choices(self, {"positions": self.POSITIONS, "position_cell": (None, *MEMORY_CELLS)})
+        if self.position_dim is not None and (
+            not isinstance(self.position_dim, int) or self.position_dim < 1
+        ):
+            raise ConfigError(
+                f"model.position_dim={self.position_dim!r} must be a positive number of state "
+                "values, or None (as wide as d_model)"
+            )
+
+    def position_rnn_cell(self) -> str:
+        """The position RNN's cell: ``position_cell``, else a GRU."""
+        return self.position_cell or "gru"
+
+
+def recurrent_positions(cfg: PositionConfig, d_model: int) -> RecurrentPositions | None:
+    """The position RNN of ``cfg``: None unless ``positions='recurrent'``."""
+    if cfg.positions != "recurrent":
+        return None
+    return RecurrentPositions(cfg.position_rnn_cell(), d_model, cfg.position_dim)

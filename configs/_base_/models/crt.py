@@ -22,10 +22,12 @@ model = dict(
     memory_read="sequence",
     memory_init="learned",  # crt's first memory m_0: a learned vector ('learned') or zeros ('zero')
     # crt's positions inside a segment default to 'recurrent' (the paper's position RNN; or
-    # 'learned', 'rotary'); it is not set here because `full` reads the same key
-    position_cell=None,  # the position RNN's cell; None: memory_cell
+    # 'learned', 'rotary'); it is not set here because `segment` (default 'learned', the same
+    # choices) and `full` ('sinusoidal', 'rotary', 'recurrent') read the same key
+    position_cell=None,  # the position RNN's cell; None: crt's memory_cell, else a GRU
     position_dim=None,  # the position RNN's state size (at most d_model); None: d_model
-    head="memory",  # classify from the final memory ('memory') or memory + mean of frame outputs
+    # crt's clip head defaults to 'memory' (the final memory; or 'memory+mean', 'mean'); it is
+    # not set here because `xl` reads the same key ('mean' or 'last')
     truncate_every=None,  # cut gradients every k segments; None: backpropagate through the clip
     # where the memory's update gates start, crt and gru: time scales spread log-uniformly from 2
     # steps to memory_horizon seconds (sampling.fps converts them to steps), so that the memory
