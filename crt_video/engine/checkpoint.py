@@ -30,7 +30,7 @@ from crt_video.evaluation.detection import DenseConfig
 from crt_video.features.frame_encoder import FrameEncoderConfig
 from crt_video.features.video import SamplingConfig
 from crt_video.models import build_model
-from crt_video.models.crt import resolve_trained_defaults
+from crt_video.models.trained_defaults import resolve_trained_defaults
 from crt_video.task_kinds import TaskKind, task_kind
 from crt_video.utils.io import atomic_write
 from crt_video.utils.logging import get_logger

@@ -27,9 +27,6 @@ from crt_video.errors import ConfigError
 from crt_video.models.baselines import SegmentTransformerConfig, place_in_segments
 from crt_video.models.memory_cells import MEMORY_CELLS, MaskedCell, MemoryGateConfig
 from crt_video.models.registry import register_model
-from crt_video.models.trained_defaults import (
-    resolve_trained_defaults as resolve_trained_defaults,  # re-exported: checkpoint.py's import
-)
 from crt_video.models.transformer import (
     TransformerStack,
     check_choices,
