@@ -15,7 +15,6 @@ import platform
 import time
 import uuid
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +40,7 @@ from crt_video.utils.distributed import (
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
 from crt_video.utils.threads import cpu_threads, spare_cores
+from crt_video.utils.versions import package_version
 
 logger = get_logger(__name__)
 
@@ -81,7 +81,7 @@ def feature_manifest(encoder: FrameEncoder, sampling: SamplingConfig) -> dict:
         "resize": RESIZE_METHOD,
         "feature_dim": encoder.feature_dim,
         "feature_dtype": "float16",
-        "versions": {name: _version(name) for name in RECORDED_PACKAGES}
+        "versions": {name: package_version(name) for name in RECORDED_PACKAGES}
         | {"crt_video": __version__, "python": platform.python_version()},
     }
 
@@ -252,10 +252,3 @@ class _ShardWriter:
         self.store.discard(video)  # features of the clip's previous version must not stay in use
         self.failures.append((video, reason))
         self.bar.update()
-
-
-def _version(package: str) -> str | None:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
