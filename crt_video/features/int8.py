@@ -49,13 +49,10 @@ _BATCH_AXES = {"x": {0: "frames"}, "features": {0: "frames"}}
 
 
 def int8_available() -> bool:
-    """Whether ONNX Runtime's quantiser and the ONNX exporter's package are installed."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime.quantization  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether ONNX Runtime (its quantiser) and onnx (the exporter's package) are installed,
+    found without importing them: loading a cached graph needs neither, and onnx is slow to
+    import."""
+    return all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime"))
 
 
 INT8_RUNTIMES = ("openvino", "onnxruntime")
@@ -74,28 +71,43 @@ def int8_runtime() -> str | None:
 class Int8Runner:
     """A quantised graph called like the model it replaces: normalised float [N, 3, H, W] ->
     float32 features [N, D]. OpenVINO runs batches of ``batch_size`` frames in a model compiled
-    for that shape (faster, and no slow first call), other sizes in one compiled for any."""
+    for that shape (faster, and no slow first call), other sizes in one compiled for any. The
+    one for ``batch_size`` is compiled on the first such batch: a clip shorter than one batch
+    never waits for it."""
 
     def __init__(self, path: Path, threads: int, runtime: str, batch_size: int) -> None:
         """``runtime``: one of INT8_RUNTIMES."""
-        self.path, self.runtime, self.batch_size = path, runtime, batch_size
+        self.path, self.runtime, self.batch_size, self.threads = path, runtime, batch_size, threads
         # What the identity records: the recipe, and the runtime, whose rounding the features carry.
         self.quantization = f"{QUANTIZATION}; run by {self.runtime}"
         if self.runtime == "openvino":
-            blobs = path.parent / "openvino"
-            self.compiled = openvino_model(path, threads, cache_dir=blobs)
-            self.compiled_for_batch = openvino_model(path, threads, batch_size, blobs)
+            # Compiled now: whether OpenVINO takes the graph on this CPU is known at once.
+            self.compiled = openvino_model(path, threads, cache_dir=self._blobs)
+            self._compiled_for_batch = None
         else:
             self.session = runtime_session(path, threads)
             self.input_name = self.session.get_inputs()[0].name
 
+    @property
+    def _blobs(self) -> Path:
+        return self.path.parent / "openvino"
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().cpu().float().contiguous().numpy()
         if self.runtime == "openvino":
-            compiled = self.compiled_for_batch if len(array) == self.batch_size else self.compiled
+            compiled = self._for_batch() if len(array) == self.batch_size else self.compiled
             # Copied in, so that the request keeps no view of an array numpy may free.
             return torch.from_numpy(compiled(array, share_inputs=False)[0])
         return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+
+    def _for_batch(self):
+        if self._compiled_for_batch is None:
+            # Under the graph's lock, as the first compile: OpenVINO writes a blob beside it.
+            with exclusive_lock(self.path):
+                self._compiled_for_batch = openvino_model(
+                    self.path, self.threads, self.batch_size, self._blobs
+                )
+        return self._compiled_for_batch
 
 
 def int8_runner(
