@@ -18,6 +18,9 @@ Quantising takes seconds to a minute, so the quantised graph is kept in
 ``$CRT_VIDEO_HOME/int8/`` (default ``~/.cache/crt_video``) under a hash of the encoder's identity,
 ``QUANTIZATION`` and the ONNX Runtime version, and later processes load it. OpenVINO keeps its
 compiled blobs beside it (``int8/openvino/``), so that loading takes a fraction of compiling.
+Beside them, ``int8/built/`` keeps what each build found about its model (its identity, feature
+size and graph) under a key its config gives, so that a later process can run the graph without
+building the model (``crt_video.features.encoder.open_encoder``).
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from crt_video.config import config_hash
 from crt_video.errors import ConfigError
-from crt_video.utils.io import crt_video_home, exclusive_lock
+from crt_video.utils.io import atomic_write_json, crt_video_home, exclusive_lock
 from crt_video.utils.onnx import export_graph, openvino_model, runtime_session
 
 logger = logging.getLogger(__name__)
@@ -131,6 +135,45 @@ def int8_runner(
             logger.info("quantising the encoder to int8 (once per encoder): %s", path)
             _quantize(model, calibration(), path)
         return _first_runner_that_loads(path, torch.get_num_threads(), batch_size)
+
+
+def cached_int8_runner(path: Path, batch_size: int) -> Int8Runner:
+    """The graph at ``path``, quantised before, loaded as :func:`int8_runner` loads it."""
+    with exclusive_lock(path):
+        return _first_runner_that_loads(path, torch.get_num_threads(), batch_size)
+
+
+def built_path(model_key: dict) -> Path:
+    """Where a build records what it found about the model that ``model_key`` (everything that
+    decides the model and its graph, from its config) names."""
+    return (
+        crt_video_home()
+        / "int8"
+        / "built"
+        / f"{model_key['name']}-{config_hash(model_key, 16)}.json"
+    )
+
+
+def save_built(model_key: dict, graph: Path, identity: dict, feature_dim: int) -> None:
+    """Record that the model ``model_key`` names has ``identity`` (without its precision),
+    ``feature_dim`` and the quantised ``graph``: written whole or not at all."""
+    record = {"graph": graph.name, "identity": identity, "feature_dim": feature_dim}
+    try:
+        atomic_write_json(built_path(model_key), record)
+    except OSError as err:
+        logger.warning("could not record the int8 encoder in %s (%s)", built_path(model_key), err)
+
+
+def load_built(model_key: dict) -> dict | None:
+    """What :func:`save_built` recorded for ``model_key``, with the graph's full path; None when
+    nothing was, or its graph is gone."""
+    path = built_path(model_key)
+    try:
+        record = json.loads(path.read_text())
+        graph = path.parent.parent / record["graph"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {**record, "graph": graph} if graph.is_file() else None
 
 
 def _first_runner_that_loads(path: Path, threads: int, batch_size: int) -> Int8Runner:
