@@ -1,9 +1,10 @@
 """The frozen encoder without timm: the config's ``encoder`` section, what every encoder runs
 (:class:`Encoder`), and the encoder for inference (:func:`open_encoder`).
 
-Nothing here imports timm, whose import pulls in torchvision and torch._dynamo: a checkpoint
-records its encoder section, and opening one must not pay for that. The timm model itself is
-:class:`~crt_video.features.frame_encoder.FrameEncoder`, built by ``build_frame_encoder``.
+This module does not import timm, whose import pulls in torchvision and torch._dynamo: a
+checkpoint records its encoder section, and opening one must not pay for that. The timm model
+is :class:`~crt_video.features.frame_encoder.FrameEncoder`, built by ``build_frame_encoder``,
+imported here only where a model must be built.
 
 In int8 on the CPU the timm model computes nothing: its quantised graph does. So once a build has
 quantised a model, :func:`open_encoder` runs that graph alone, with the identity and feature size
