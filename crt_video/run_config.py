@@ -30,7 +30,8 @@ from crt_video.config import load_config
 from crt_video.data.frame_clips import FrameClipConfig
 from crt_video.errors import ConfigError
 from crt_video.evaluation.detection import DenseConfig
-from crt_video.features.frame_encoder import FrameEncoderConfig
+from crt_video.features.encoder import FrameEncoderConfig
+from crt_video.features.frame_encoder import check_timm_name
 from crt_video.features.npy_features import FeaturesConfig
 from crt_video.features.source import FeatureSource
 from crt_video.features.video import SamplingConfig
@@ -229,12 +230,15 @@ def _parse(cfg: dict) -> RunConfig:
         _require_feature_sections(cfg, task.name, features)
     else:
         _check_frames(model_settings, frames)
+    encoder = optional_section(FrameEncoderConfig, cfg.get("encoder"))
+    if encoder is not None:
+        check_timm_name(encoder.name)
     return RunConfig(
         runtime=runtime,
         data=data,
         features=features,
         sampling=optional_section(SamplingConfig, cfg.get("sampling")),
-        encoder=optional_section(FrameEncoderConfig, cfg.get("encoder")),
+        encoder=encoder,
         model=model,
         train=TrainConfig.from_dict(cfg["train"]),
         dense=DenseConfig.from_dict(cfg.get("dense")),

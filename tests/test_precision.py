@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
 from importlib.util import find_spec
+from pathlib import Path
 
 import onnx
 import pytest
@@ -13,8 +18,9 @@ from crt_video.engine.feature_stream import inference_precision
 from crt_video.errors import ConfigError
 from crt_video.features import int8 as int8_module
 from crt_video.features import precision as precision_module
+from crt_video.features.encoder import FrameEncoderConfig, model_key
 from crt_video.features.frame_encoder import build_frame_encoder
-from crt_video.features.int8 import INT8_RUNTIMES, Int8Runner
+from crt_video.features.int8 import INT8_RUNTIMES, Int8Runner, int8_available
 from crt_video.features.precision import (
     cache_path,
     choose_precision,
@@ -23,6 +29,7 @@ from crt_video.features.precision import (
 )
 from crt_video.utils.cpu import cpu_flags, cpu_name
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = {"name": "vit_tiny_patch16_224", "kwargs": {"img_size": 32}, "batch_size": 4}
 
 
@@ -140,6 +147,55 @@ def test_int8_graph_is_quantised_once_per_encoder_and_cached(logs):
     assert len(quantising) == 2
     frames = probe_frames(3, (32, 32))
     torch.testing.assert_close(first.encode(frames), second.encode(frames))
+
+
+# A fresh process: opens the encoder, encodes the probe frames and reports what it imported.
+OPEN_CACHED = """
+import json, sys, torch
+from crt_video.features.encoder import FrameEncoderConfig, open_encoder
+from crt_video.features.precision import probe_frames
+encoder = open_encoder(FrameEncoderConfig.from_dict(json.loads(sys.argv[1])), torch.device("cpu"))
+torch.save(encoder.encode(probe_frames(5, (32, 32))), sys.argv[2])
+timm_before = "timm" in sys.modules
+fp32 = encoder.runner_for("fp32")
+print(json.dumps({"type": type(encoder).__name__, "identity": encoder.identity,
+                  "timm_before": timm_before, "fp32": type(fp32).__name__}))
+"""
+
+
+@pytest.mark.skipif(not int8_available(), reason="needs onnxruntime and onnx")
+def test_a_later_process_runs_the_cached_int8_graph_without_building_the_model(tmp_path):
+    cfg = {**TINY, "pretrained": False, "precision": "int8"}
+    built = build_frame_encoder(cfg)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-c", OPEN_CACHED, json.dumps(cfg), str(tmp_path / "features.pt")]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    opened = json.loads(out.splitlines()[-1])
+    assert opened["type"] == "CachedInt8Encoder" and not opened["timm_before"]
+    assert opened["identity"] == json.loads(json.dumps(built.identity))
+    features = torch.load(tmp_path / "features.pt")
+    torch.testing.assert_close(features, built.encode(probe_frames(5, (32, 32))))
+    assert opened["fp32"] == "VisionTransformer"  # another precision builds the model
+
+
+def test_the_cached_int8_graph_is_found_by_everything_that_decides_the_model(tmp_path):
+    weights = tmp_path / "encoder.safetensors"
+    weights.write_bytes(b"weights")
+    cfg = FrameEncoderConfig(**TINY, pretrained=str(weights))
+    key = model_key(cfg)
+    # The batch, decoding and precision asked for do not change the model.
+    assert model_key(replace(cfg, batch_size=8, num_workers=0, precision="auto")) == key
+    for other in (
+        replace(cfg, name="vit_small_patch16_224"),
+        replace(cfg, kwargs={"img_size": 64}),
+        replace(cfg, pretrained=True),
+        replace(cfg, seed=1),
+    ):
+        assert model_key(other) != key
+    os.utime(weights, ns=(0, 0))  # another file under the same name
+    assert model_key(cfg) != key
+    weights.unlink()
+    assert model_key(cfg) is None
 
 
 def test_int8_without_onnx_runtime_is_a_one_line_error_and_not_offered(monkeypatch):

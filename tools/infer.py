@@ -42,13 +42,11 @@ from crt_video.engine.inference import (
     DEFAULT_WINDOW_SECONDS,
     LONG_VIDEO_SECONDS,
 )
-from crt_video.engine.labeler import Labeler
+from crt_video.engine.labeler import Labeler, checkpoint_labeler
 from crt_video.engine.live import DEFAULT_READ_TIMEOUT, STDIN, is_live_source
 from crt_video.engine.segment_runner import SegmentLabel
 from crt_video.errors import ConfigError, VideoDecodeError
-from crt_video.evaluation.plots import plot_timeline
 from crt_video.features.precision import PRECISIONS
-from crt_video.tasks import task_of
 from crt_video.utils.cli import run_cli
 from crt_video.utils.distributed import DEVICE_NAMES, check_device_name, resolve_device
 from crt_video.utils.io import atomic_write_json
@@ -142,6 +140,13 @@ def plot_path(plot: Path, video: Path, several: bool) -> Path:
     return plot.with_name(f"{plot.stem}_{video.stem}{plot.suffix}") if several else plot
 
 
+def plot_timeline(windows: list[tuple[float, float, str, float]], path: Path, title: str) -> None:
+    # Imported here: matplotlib is slow to import and only --plot needs it.
+    from crt_video.evaluation import plots
+
+    plots.plot_timeline(windows, path, title)
+
+
 def segment_writer(labeler: Labeler, out: IO[str], top_k: int):
     """A callback writing each segment's label as one JSON line, flushed at once."""
 
@@ -213,9 +218,11 @@ def main(argv: list[str] | None = None) -> int:
 
         labeler = onnx_labeler(args.checkpoint)
     else:
-        checkpoint = open_checkpoint(args.checkpoint)
-        labeler = task_of(checkpoint.model).labeler(
-            checkpoint, resolve_device(args.device), args.precision, args.carry_memory
+        labeler = checkpoint_labeler(
+            open_checkpoint(args.checkpoint),
+            resolve_device(args.device),
+            args.precision,
+            args.carry_memory,
         )
     # With --jsonl - the segment lines own stdout; the summary goes to stderr.
     report = sys.stderr if args.jsonl == "-" else sys.stdout

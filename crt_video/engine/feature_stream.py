@@ -21,7 +21,7 @@ import torch
 from crt_video.engine.checkpoint import Checkpoint
 from crt_video.engine.live import Feed
 from crt_video.errors import CheckpointError, VideoDecodeError
-from crt_video.features.frame_encoder import build_frame_encoder
+from crt_video.features.encoder import open_encoder
 from crt_video.features.precision import native_bf16
 from crt_video.features.video import (
     VideoInfo,
@@ -88,7 +88,7 @@ class FeatureStream:
         precision = precision or inference_precision(trained, device)
         # The batch changes the speed, not the features: the device's best, not extraction's.
         encoder_cfg = replace(ckpt.encoder, precision=precision, batch_size="auto")
-        encoder = build_frame_encoder(encoder_cfg, device).to(device)
+        encoder = open_encoder(encoder_cfg, device).to(device)
         return cls(encoder, ckpt.sampling.fps, ckpt.sampling.max_frames, device)
 
     def sample(self, path: str | os.PathLike) -> SampledVideo:

@@ -1,6 +1,6 @@
-"""What tools/infer.py runs: a :class:`Labeler`, which each task builds from its checkpoint
-(:meth:`crt_video.tasks.Task.labeler`): :class:`~crt_video.engine.inference.VideoLabeler` on
-features, :class:`~crt_video.engine.clip_inference.FrameWindowLabeler` on frames,
+"""What tools/infer.py runs: a :class:`Labeler`, which :func:`checkpoint_labeler` builds from a
+checkpoint by its task: :class:`~crt_video.engine.inference.VideoLabeler` on features,
+:class:`~crt_video.engine.clip_inference.FrameWindowLabeler` on frames,
 :class:`~crt_video.engine.dense_inference.ActivityDetector` for activity intervals."""
 
 from __future__ import annotations
@@ -10,6 +10,12 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+import torch
+
+from crt_video.engine.checkpoint import Checkpoint
+from crt_video.engine.clip_inference import FrameWindowLabeler
+from crt_video.engine.dense_inference import ActivityDetector
+from crt_video.engine.inference import VideoLabeler
 from crt_video.engine.segment_runner import SegmentLabel
 
 
@@ -50,3 +56,21 @@ class Labeler(Protocol):
 
     def timeline(self, result: dict) -> list[tuple[float, float, str, float]]:
         """The (start, end, label, score) windows that --plot draws; none: no picture."""
+
+
+def checkpoint_labeler(
+    checkpoint: Checkpoint,
+    device: torch.device,
+    precision: str | None = None,
+    carry_memory: bool = False,
+) -> Labeler:
+    """The checkpoint's encoder and model on ``device``: clip labels, or for a per-frame task
+    activity intervals and each frame's label, streamed through the model's memory; for a model
+    on frames, windows of decoded frames. ``precision``: the encoder's, default the
+    checkpoint's (a model on frames has none); ``carry_memory``: CR-ViT's, from window to
+    window."""
+    if not checkpoint.task.reads_features:
+        return FrameWindowLabeler.from_checkpoint(checkpoint, device, carry_memory)
+    if checkpoint.task.per_frame:
+        return ActivityDetector.from_checkpoint(checkpoint, device, precision)
+    return VideoLabeler.from_checkpoint(checkpoint, device, precision)

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,11 +35,14 @@ from crt_video.engine.feature_stream import FeatureStream
 from crt_video.engine.inference import VideoLabeler
 from crt_video.engine.segment_runner import SegmentRunner
 from crt_video.errors import CheckpointError
-from crt_video.features.frame_encoder import FrameEncoder, resolve_batch_size
+from crt_video.features.encoder import resolve_batch_size
 from crt_video.features.resize import resize_frames
 from crt_video.models.crt import CRT, AnyCRTState, CRTMeanState, CRTState
 from crt_video.utils.io import atomic_write_json
 from crt_video.utils.onnx import export_graph, runtime_session
+
+if TYPE_CHECKING:  # its module imports timm, which onnx_labeler does not need
+    from crt_video.features.frame_encoder import FrameEncoder
 
 METADATA = "crt.json"
 ENCODER_FILE = "encoder.onnx"

@@ -15,7 +15,6 @@ import platform
 import time
 import uuid
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,8 @@ from crt_video import __version__
 from crt_video.config import config_hash
 from crt_video.features.batch_packer import BatchPacker
 from crt_video.features.clip_decoder import ClipDecoder, decode_loader, decode_workers
-from crt_video.features.frame_encoder import FrameEncoder, FrameEncoderConfig, build_frame_encoder
+from crt_video.features.encoder import FrameEncoderConfig
+from crt_video.features.frame_encoder import FrameEncoder, build_frame_encoder
 from crt_video.features.resize import RESIZE_METHOD
 from crt_video.features.store import FeatureStore
 from crt_video.features.video import SamplingConfig
@@ -41,6 +41,7 @@ from crt_video.utils.distributed import (
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
 from crt_video.utils.threads import cpu_threads, spare_cores
+from crt_video.utils.versions import package_version
 
 logger = get_logger(__name__)
 
@@ -81,7 +82,7 @@ def feature_manifest(encoder: FrameEncoder, sampling: SamplingConfig) -> dict:
         "resize": RESIZE_METHOD,
         "feature_dim": encoder.feature_dim,
         "feature_dtype": "float16",
-        "versions": {name: _version(name) for name in RECORDED_PACKAGES}
+        "versions": {name: package_version(name) for name in RECORDED_PACKAGES}
         | {"crt_video": __version__, "python": platform.python_version()},
     }
 
@@ -252,10 +253,3 @@ class _ShardWriter:
         self.store.discard(video)  # features of the clip's previous version must not stay in use
         self.failures.append((video, reason))
         self.bar.update()
-
-
-def _version(package: str) -> str | None:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None

@@ -6,7 +6,8 @@ center crop): Smarthome's cameras are wide 640x480 views of a room where the per
 either edge. The resize is ``crt_video.features.resize.resize_frames`` with the weights'
 interpolation, whether the decoder applies it (``read_frames(size=encoder.input_size)``, as
 extraction and inference do) or :meth:`FrameEncoder.preprocess` does: the same frame gives the
-same input either way.
+same input either way. What runs the model (preprocessing, batches, precision) is every
+encoder's, :class:`crt_video.features.encoder.Encoder`.
 
 Precision (``encoder.precision``): 'fp32', 'bf16', 'int8' (CPU only) or 'auto' (bf16 on CUDA,
 measured on a CPU): see ``crt_video.features.precision``. The resolved precision is part of the
@@ -22,7 +23,6 @@ import hashlib
 import logging
 import pickle
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import timm
@@ -30,73 +30,29 @@ import torch
 from torch import nn
 
 from crt_video.errors import CheckpointError, ConfigError
+from crt_video.features.encoder import (
+    Encoder,
+    FrameEncoderConfig,
+    remember_int8,
+    resolve_batch_size,
+)
 from crt_video.features.int8 import CALIBRATION_FRAMES, int8_runner
 from crt_video.features.precision import (
-    PRECISIONS,
     auto_cpu_precision,
     describe,
     probe_frames,
-    run_in_precision,
     without_precision,
 )
-from crt_video.features.resize import resize_frames
 from crt_video.utils.io import file_sha256
-from crt_video.utils.sections import require_auto_or_int, require_int, section_from_dict
 
 logger = logging.getLogger(__name__)
 
-# Frames per forward pass with batch_size='auto'. On a CPU a larger batch buys no speed and costs
-# memory: a CPU's cores are already busy with 8 frames, and a bigger batch only holds more
-# activations at once (the streaming benchmark's batch table, docs/benchmarks.md). A GPU needs
-# large batches to fill its cores.
-AUTO_BATCH = {"cuda": 64, "cpu": 8}
 
-
-@dataclass(frozen=True)
-class FrameEncoderConfig:
-    """The config's ``encoder`` section: the frozen timm image encoder and how extraction runs it.
-
-    ``pretrained``: True (timm's weights), False (random init seeded by ``seed``) or a weights file
-    path. ``kwargs`` go to ``timm.create_model``. ``batch_size``: frames per forward pass, a count or
-    'auto' (AUTO_BATCH for the device). ``num_workers``: video decoding processes, a count or
-    'auto'. ``precision``: one of PRECISIONS.
-    """
-
-    name: str
-    pretrained: bool | str = True
-    kwargs: dict = field(default_factory=dict)
-    batch_size: int | str = "auto"
-    seed: int = 0
-    num_workers: int | str = "auto"
-    precision: str = "auto"
-
-    @classmethod
-    def from_dict(cls, section: dict) -> FrameEncoderConfig:
-        return section_from_dict(cls, section, "encoder")
-
-    def __post_init__(self) -> None:
-        _check_timm_name(self.name)
-        if not isinstance(self.pretrained, bool | str):
-            raise ConfigError(
-                f"encoder.pretrained={self.pretrained!r} must be True, False or a weights file path"
-            )
-        if not isinstance(self.kwargs, dict | None):
-            raise ConfigError(f"encoder.kwargs={self.kwargs!r} must be a dict of timm arguments")
-        object.__setattr__(self, "kwargs", dict(self.kwargs or {}))
-        require_int("encoder.seed", self.seed, 0)
-        require_auto_or_int("encoder.batch_size", self.batch_size, 1, "frames")
-        require_auto_or_int("encoder.num_workers", self.num_workers, 0, "decoding processes")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(
-                f"encoder.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}"
-            )
-
-
-class FrameEncoder(nn.Module):
+class FrameEncoder(Encoder):
     """A timm model without its classifier, kept in eval mode with no gradients.
 
-    ``identity`` says exactly what produces the features (architecture, kwargs, weights source, a
-    hash of the actual parameters, preprocessing): equal identities give equal features.
+    Its ``identity`` names the architecture, kwargs, weights source, a hash of the actual
+    parameters and the preprocessing of the weights' data config.
     """
 
     def __init__(
@@ -107,48 +63,31 @@ class FrameEncoder(nn.Module):
         weights: str,
         batch_size: int,
     ):
-        super().__init__()
-        self.model = model.eval().requires_grad_(False)
-        self.batch_size = batch_size
-        self.data_config = _data_config(model)
-        self.input_size: tuple[int, int] = tuple(self.data_config["input_size"][1:])
-        # With num_classes=0 the output is the pre-logits vector (head_hidden_size where a model
-        # has a pre-logits layer, else num_features).
-        self.feature_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
-        self.interpolation = (
-            "bilinear" if self.data_config["interpolation"] == "bilinear" else "bicubic"
-        )
-        mean = torch.tensor(self.data_config["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(self.data_config["std"], dtype=torch.float32).view(1, 3, 1, 1)
-        self.register_buffer("mean", mean * 255, persistent=False)
-        self.register_buffer("std", std * 255, persistent=False)
-        self.identity = {
+        data_config = _data_config(model)
+        identity = {
             "name": name,
             "kwargs": kwargs,
             "weights": weights,
             "params_sha256": parameters_hash(model),
-            "input_size": list(self.input_size),
-            "mean": list(self.data_config["mean"]),
-            "std": list(self.data_config["std"]),
-            "interpolation": self.interpolation,
+            "input_size": list(data_config["input_size"][1:]),
+            "mean": list(data_config["mean"]),
+            "std": list(data_config["std"]),
+            "interpolation": (
+                "bilinear" if data_config["interpolation"] == "bilinear" else "bicubic"
+            ),
         }
+        # With num_classes=0 the output is the pre-logits vector (head_hidden_size where a model
+        # has a pre-logits layer, else num_features).
+        feature_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+        super().__init__(identity, feature_dim, batch_size)
+        self.model = model.eval().requires_grad_(False)
+        self.data_config = data_config
         self.use_precision("fp32")
 
     def use_precision(self, precision: str) -> None:
         """Run in 'fp32', 'bf16' or 'int8' (a quantised graph, CPU only: build_frame_encoder
         refuses it for another device)."""
-        runner = self.runner_for(precision)
-        self.precision = precision
-        self.identity = {**without_precision(self.identity), "precision": precision}
-        if precision == "int8":
-            self.identity["quantization"] = runner.quantization
-        # A plain attribute, not a submodule: .to(device) and state_dict() see the fp32 model only.
-        object.__setattr__(self, "runner", runner)
-
-    @property
-    def computes_in_torch(self) -> bool:
-        """False for int8, whose graph runs in OpenVINO or ONNX Runtime on threads of its own."""
-        return self.precision != "int8"
+        self.run_with(precision, self.runner_for(precision))
 
     def runner_for(self, precision: str):
         """What computes the features in ``precision``: the model, or for 'int8' its quantised
@@ -176,35 +115,6 @@ class FrameEncoder(nn.Module):
         )
         self.use_precision(choice["precision"])
 
-    def train(self, mode: bool = True) -> FrameEncoder:
-        # Frozen means frozen: a parent's .train() must not switch on dropout or drop-path here.
-        return super().train(False)
-
-    @property
-    def device(self) -> torch.device:
-        return self.mean.device
-
-    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, H, W, 3] of any size -> normalised float [N, 3, h, w] on the encoder's device."""
-        frames = resize_frames(frames, self.input_size, self.interpolation)
-        # Laid out as NCHW while still uint8 (a quarter of the bytes of float32) and normalised in
-        # place: normalising the channels-last view and copying after gives the same bits but
-        # moves the data more times.
-        x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).contiguous().float()
-        return x.sub_(self.mean).div_(self.std)
-
-    @torch.inference_mode()
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, H, W, 3] -> float32 [N, D] on the encoder's device, in chunks of batch_size."""
-        outputs = [torch.zeros(0, self.feature_dim, device=self.device)]
-        for start in range(0, len(frames), self.batch_size):
-            x = self.preprocess(frames[start : start + self.batch_size])
-            outputs.append(run_in_precision(self.runner, x, self.precision))
-        return torch.cat(outputs)
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.encode(frames)
-
 
 def build_frame_encoder(
     cfg: FrameEncoderConfig | dict, device: str | torch.device | None = None
@@ -221,6 +131,7 @@ def build_frame_encoder(
     """
     if not isinstance(cfg, FrameEncoderConfig):
         cfg = FrameEncoderConfig.from_dict(cfg)
+    check_timm_name(cfg.name)
     name, kwargs, seed = cfg.name, dict(cfg.kwargs), cfg.seed
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -244,16 +155,14 @@ def build_frame_encoder(
         encoder.use_precision("bf16")
     else:
         encoder.choose_cpu_precision()
+    if encoder.precision == "int8":
+        remember_int8(cfg, encoder)
     return encoder
 
 
-def resolve_batch_size(batch_size: int | str, device: str | torch.device) -> int:
-    """``encoder.batch_size`` as a count: 'auto' is AUTO_BATCH for the device's type."""
-    return AUTO_BATCH.get(torch.device(device).type, 8) if batch_size == "auto" else batch_size
-
-
-def _check_timm_name(name: str) -> None:
-    if not isinstance(name, str) or not timm.is_model(name.partition(".")[0]):
+def check_timm_name(name: str) -> None:
+    """A ConfigError with the closest names unless timm has a model called ``name``."""
+    if not timm.is_model(name.partition(".")[0]):
         close = difflib.get_close_matches(str(name), timm.list_models(), n=3)
         raise ConfigError(f"encoder.name {name!r} is not a timm model; close matches: {close}")
 

@@ -18,6 +18,9 @@ Quantising takes seconds to a minute, so the quantised graph is kept in
 ``$CRT_VIDEO_HOME/int8/`` (default ``~/.cache/crt_video``) under a hash of the encoder's identity,
 ``QUANTIZATION`` and the ONNX Runtime version, and later processes load it. OpenVINO keeps its
 compiled blobs beside it (``int8/openvino/``), so that loading takes a fraction of compiling.
+Beside them, ``int8/built/`` keeps what each build found about its model (its identity, feature
+size and graph) under a key its config gives, so that a later process can run the graph without
+building the model (``crt_video.features.encoder.open_encoder``).
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from crt_video.config import config_hash
 from crt_video.errors import ConfigError
-from crt_video.utils.io import crt_video_home, exclusive_lock
+from crt_video.utils.io import atomic_write_json, crt_video_home, exclusive_lock
 from crt_video.utils.onnx import export_graph, openvino_model, runtime_session
 
 logger = logging.getLogger(__name__)
@@ -49,13 +53,10 @@ _BATCH_AXES = {"x": {0: "frames"}, "features": {0: "frames"}}
 
 
 def int8_available() -> bool:
-    """Whether ONNX Runtime's quantiser and the ONNX exporter's package are installed."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime.quantization  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether ONNX Runtime (its quantiser) and onnx (the exporter's package) are installed,
+    found without importing them: loading a cached graph needs neither, and onnx is slow to
+    import."""
+    return all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime"))
 
 
 INT8_RUNTIMES = ("openvino", "onnxruntime")
@@ -74,28 +75,43 @@ def int8_runtime() -> str | None:
 class Int8Runner:
     """A quantised graph called like the model it replaces: normalised float [N, 3, H, W] ->
     float32 features [N, D]. OpenVINO runs batches of ``batch_size`` frames in a model compiled
-    for that shape (faster, and no slow first call), other sizes in one compiled for any."""
+    for that shape (faster, and no slow first call), other sizes in one compiled for any. The
+    one for ``batch_size`` is compiled on the first such batch: a clip shorter than one batch
+    never waits for it."""
 
     def __init__(self, path: Path, threads: int, runtime: str, batch_size: int) -> None:
         """``runtime``: one of INT8_RUNTIMES."""
-        self.path, self.runtime, self.batch_size = path, runtime, batch_size
+        self.path, self.runtime, self.batch_size, self.threads = path, runtime, batch_size, threads
         # What the identity records: the recipe, and the runtime, whose rounding the features carry.
         self.quantization = f"{QUANTIZATION}; run by {self.runtime}"
         if self.runtime == "openvino":
-            blobs = path.parent / "openvino"
-            self.compiled = openvino_model(path, threads, cache_dir=blobs)
-            self.compiled_for_batch = openvino_model(path, threads, batch_size, blobs)
+            # Compiled now: whether OpenVINO takes the graph on this CPU is known at once.
+            self.compiled = openvino_model(path, threads, cache_dir=self._blobs)
+            self._compiled_for_batch = None
         else:
             self.session = runtime_session(path, threads)
             self.input_name = self.session.get_inputs()[0].name
 
+    @property
+    def _blobs(self) -> Path:
+        return self.path.parent / "openvino"
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().cpu().float().contiguous().numpy()
         if self.runtime == "openvino":
-            compiled = self.compiled_for_batch if len(array) == self.batch_size else self.compiled
+            compiled = self._for_batch() if len(array) == self.batch_size else self.compiled
             # Copied in, so that the request keeps no view of an array numpy may free.
             return torch.from_numpy(compiled(array, share_inputs=False)[0])
         return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+
+    def _for_batch(self):
+        if self._compiled_for_batch is None:
+            # Under the graph's lock, as the first compile: OpenVINO writes a blob beside it.
+            with exclusive_lock(self.path):
+                self._compiled_for_batch = openvino_model(
+                    self.path, self.threads, self.batch_size, self._blobs
+                )
+        return self._compiled_for_batch
 
 
 def int8_runner(
@@ -119,6 +135,45 @@ def int8_runner(
             logger.info("quantising the encoder to int8 (once per encoder): %s", path)
             _quantize(model, calibration(), path)
         return _first_runner_that_loads(path, torch.get_num_threads(), batch_size)
+
+
+def cached_int8_runner(path: Path, batch_size: int) -> Int8Runner:
+    """The graph at ``path``, quantised before, loaded as :func:`int8_runner` loads it."""
+    with exclusive_lock(path):
+        return _first_runner_that_loads(path, torch.get_num_threads(), batch_size)
+
+
+def built_path(model_key: dict) -> Path:
+    """Where a build records what it found about the model that ``model_key`` (everything that
+    decides the model and its graph, from its config) names."""
+    return (
+        crt_video_home()
+        / "int8"
+        / "built"
+        / f"{model_key['name']}-{config_hash(model_key, 16)}.json"
+    )
+
+
+def save_built(model_key: dict, graph: Path, identity: dict, feature_dim: int) -> None:
+    """Record that the model ``model_key`` names has ``identity`` (without its precision),
+    ``feature_dim`` and the quantised ``graph``: written whole or not at all."""
+    record = {"graph": graph.name, "identity": identity, "feature_dim": feature_dim}
+    try:
+        atomic_write_json(built_path(model_key), record)
+    except OSError as err:
+        logger.warning("could not record the int8 encoder in %s (%s)", built_path(model_key), err)
+
+
+def load_built(model_key: dict) -> dict | None:
+    """What :func:`save_built` recorded for ``model_key``, with the graph's full path; None when
+    nothing was, or its graph is gone."""
+    path = built_path(model_key)
+    try:
+        record = json.loads(path.read_text())
+        graph = path.parent.parent / record["graph"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {**record, "graph": graph} if graph.is_file() else None
 
 
 def _first_runner_that_loads(path: Path, threads: int, batch_size: int) -> Int8Runner:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
+from crt_video.features.encoder import FrameEncoderConfig
 from crt_video.features.extract import ExtractionSummary, extract_features
-from crt_video.features.frame_encoder import FrameEncoder, FrameEncoderConfig, build_frame_encoder
+from crt_video.features.frame_encoder import FrameEncoder, build_frame_encoder
 from crt_video.features.npy_features import FeaturesConfig, NpyFeatures
 from crt_video.features.store import FeatureStore
 from crt_video.features.video import SamplingConfig

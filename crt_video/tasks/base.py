@@ -13,9 +13,7 @@ from torch import nn
 from crt_video.data.feature_dataset import FeatureData
 from crt_video.data.splits import SPLITS
 from crt_video.engine.checkpoint import Checkpoint
-from crt_video.engine.dense_inference import ActivityDetector
-from crt_video.engine.inference import VideoLabeler
-from crt_video.engine.labeler import Labeler
+from crt_video.engine.labeler import Labeler, checkpoint_labeler
 from crt_video.engine.train_task import TrainTask
 from crt_video.features.frame_encoder import FrameEncoder
 from crt_video.features.source import expected_identity
@@ -91,13 +89,10 @@ class Task(ABC):
         precision: str | None = None,
         carry_memory: bool = False,
     ) -> Labeler:
-        """What tools/infer.py labels videos with: here the checkpoint's encoder and model,
-        streamed through the model's memory: clip labels, or for a per-frame task activity
-        intervals and each frame's label (``precision``: the encoder's, default the
-        checkpoint's; ``carry_memory`` is the video task's)."""
-        if self.kind.per_frame:
-            return ActivityDetector.from_checkpoint(checkpoint, device, precision)
-        return VideoLabeler.from_checkpoint(checkpoint, device, precision)
+        """What tools/infer.py labels videos with: ``crt_video.engine.labeler.checkpoint_labeler``
+        picks it by the checkpoint's task kind alone, so that labelling needs none of the
+        tasks' training and evaluation code."""
+        return checkpoint_labeler(checkpoint, device, precision, carry_memory)
 
 
 # The work of each task kind, by its name: filled by the adapter modules (crt_video.tasks).

@@ -22,8 +22,6 @@ from torch import nn
 from crt_video.data.feature_dataset import EpochSampler, FeatureData
 from crt_video.data.frame_clips import FrameClipConfig, FrameClipDataset, collate_frame_clips
 from crt_video.data.splits import SPLITS
-from crt_video.engine.checkpoint import Checkpoint
-from crt_video.engine.clip_inference import FrameWindowLabeler
 from crt_video.engine.evaluate import autocast, predict_items, report_scores
 from crt_video.engine.train_task import TrainTask
 from crt_video.features.frame_encoder import FrameEncoder
@@ -145,16 +143,6 @@ class VideoTask(ClipTask):
     ) -> dict:
         """metrics.json, the confusion matrix (CSV and picture) and predictions.csv."""
         return broadcast_object(self._report(run, model, data, split, out_dir, device, dist_info))
-
-    def labeler(
-        self,
-        checkpoint: Checkpoint,
-        device: torch.device,
-        precision: str | None = None,
-        carry_memory: bool = False,
-    ) -> FrameWindowLabeler:
-        """The model over windows of decoded frames; it has no encoder precision to choose."""
-        return FrameWindowLabeler.from_checkpoint(checkpoint, device, carry_memory)
 
     def _report(self, run, model, data, split, out_dir, device, dist_info) -> dict:
         tcfg = run.train

@@ -78,9 +78,11 @@ def openvino_model(
     if cache_dir is not None:
         config["CACHE_DIR"] = str(cache_dir)
     core = _openvino_core()
+    if batch is None:
+        # From the file: with a cache_dir, a blob compiled before loads without reading the graph.
+        return core.compile_model(str(Path(path)), "CPU", config)
     model = core.read_model(str(Path(path)))
-    if batch is not None:
-        model.reshape({model.inputs[0].get_any_name(): [batch, *model.inputs[0].partial_shape[1:]]})
+    model.reshape({model.inputs[0].get_any_name(): [batch, *model.inputs[0].partial_shape[1:]]})
     return core.compile_model(model, "CPU", config)
 
 
