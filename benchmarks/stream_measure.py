@@ -15,9 +15,8 @@ import torch
 from crt_video.engine.checkpoint import open_checkpoint
 from crt_video.engine.feature_stream import FeatureStream
 from crt_video.engine.inference import VideoLabeler
-from crt_video.engine.labeler import Labeler
+from crt_video.engine.labeler import Labeler, checkpoint_labeler
 from crt_video.features.video import iter_frames
-from crt_video.tasks import task_of
 
 STEP_REPEATS = 50
 # Distinct frames the encoder alone cycles through right after each labelling run, as many frames
@@ -32,7 +31,7 @@ def _labeler(spec: dict) -> Labeler:
 
         return onnx_labeler(spec["model"], threads=spec["threads"])
     ckpt = open_checkpoint(spec["model"])
-    return task_of(ckpt.model).labeler(ckpt, torch.device("cpu"), spec["precision"])
+    return checkpoint_labeler(ckpt, torch.device("cpu"), spec["precision"])
 
 
 def _pin(threads: int) -> None:

@@ -281,7 +281,7 @@ def test_torch_keeps_one_thread_beside_an_int8_encoder_and_gets_its_threads_back
     assert threads_in_step == {"fp32": 2, "int8": 1}
 
 
-def test_labelling_imports_no_training_evaluation_or_timm_code():
+def test_labelling_imports_no_training_evaluation_or_timm_code(run_tool):
     """tools/infer.py starts on what labelling needs: not the trainer or the tasks' training and
     reports, not sklearn or matplotlib (--plot imports it when asked), not timm (and through it
     torchvision), which only an encoder that must be built needs."""
@@ -298,11 +298,7 @@ def test_labelling_imports_no_training_evaluation_or_timm_code():
         "import runpy, sys; runpy.run_path('tools/infer.py'); "
         "print(' '.join(name for name in sys.argv[1:] if name in sys.modules))"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-c", code, *unwanted], cwd=REPO, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_tool("-c", code, *unwanted, check=True)
     assert done.stdout.split() == []
 
 
