@@ -25,6 +25,7 @@ from crt_video.data.feature_dataset import (
     FeatureData,
     collate_clips,
 )
+from crt_video.data.first_use import generate_on_first_use
 from crt_video.data.smarthome import class_names
 from crt_video.data.splits import SPLITS
 from crt_video.data.video_files import list_videos
@@ -58,10 +59,15 @@ def resolve_data_root(
     if demo is not None:
         from crt_video.data.demo import SETTINGS_FILE, check_demo_settings, demo_settings
 
-        if not root.is_dir() and dist_info.is_main:
-            make_demo_data(root, demo)
-        barrier()
-        check_demo_settings(root / SETTINGS_FILE, demo_settings(demo), _demo_remedy(root))
+        generate_on_first_use(
+            root,
+            lambda: make_demo_data(root, demo),
+            lambda: check_demo_settings(
+                root / SETTINGS_FILE, demo_settings(demo), _demo_remedy(root)
+            ),
+            "the demo dataset",
+            dist_info,
+        )
     if not root.is_dir():
         raise DatasetError(
             f"data_root {root} does not exist; put the Smarthome .mp4 clips there "
@@ -82,7 +88,6 @@ def make_demo_data(root: Path, demo_cfg: dict) -> None:
 
     scratch = root.with_name(root.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
-    logger.info("generating the demo dataset in %s (first use only)", root)
     settings = demo_settings(demo_cfg)
     make_demo_dataset(scratch, **{k: v for k, v in settings.items() if k != "generator"})
     record_demo_settings(scratch / SETTINGS_FILE, settings, _demo_remedy(root))
