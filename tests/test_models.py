@@ -7,6 +7,7 @@ import torch
 from crt_video.config import load_config
 from crt_video.errors import ConfigError
 from crt_video.models import build_model, list_models
+from crt_video.models.crt import memory_may_get_no_gradient
 from crt_video.models.streaming import StateRows
 from crt_video.models.transformer import apply_rotary, rotary_tables, sinusoidal_positions
 
@@ -578,3 +579,11 @@ def test_a_narrow_position_rnn_costs_less_and_still_orders_frames():
 def test_misspelt_mechanism_values_name_the_key_and_the_choices(key, value, choices):
     with pytest.raises(ConfigError, match=rf"model.{key}='{value}' is not one of {choices}"):
         build("crt", **{key: value})
+
+
+def test_a_crt_memory_may_get_no_gradient_when_cut_every_segment_or_a_window_fits_one():
+    crt = {"type": "crt", "segment_len": 8}
+    assert memory_may_get_no_gradient(crt, 8) and memory_may_get_no_gradient(crt, 4)
+    assert not memory_may_get_no_gradient(crt, 16) and not memory_may_get_no_gradient(crt, None)
+    assert memory_may_get_no_gradient({**crt, "truncate_every": 1}, 64)
+    assert not memory_may_get_no_gradient({**crt, "type": "xl"}, 8)

@@ -90,6 +90,17 @@ class CRTConfig(SegmentTransformerConfig, MemoryGateConfig):
         return self.position_cell or self.memory_cell
 
 
+def memory_may_get_no_gradient(model_cfg: dict, window: int | None) -> bool:
+    """Whether a training step on windows of ``window`` frames can leave a crt's memory cell
+    without gradient, which distributed training must then look for: the memory is cut after
+    every segment, or a window fits in one segment (its last memory update feeds no logit)."""
+    if model_cfg.get("type", "crt") != "crt":
+        return False
+    segment_len = model_cfg.get("segment_len", CRTConfig.segment_len)
+    one_segment = window is not None and window <= segment_len
+    return model_cfg.get("truncate_every") == 1 or one_segment
+
+
 class SegmentOutputs(NamedTuple):
     frames: torch.Tensor  # [B, s, d] final-layer frame outputs y_1..y_s
     hidden: torch.Tensor | None  # [B, s, d] memory RNN state after each frame ('sequence' read)

@@ -1,10 +1,8 @@
 """The dense task, TSU activity detection: features -> labels per frame -> frame/event mAP.
 
-Selected by ``model.task='dense'``. Training draws one window of ``dense.window`` frames per training video per epoch (the whole video when
-it is shorter or the window is None), runs the model over it with the memory carried from
-segment to segment (``model.truncate_every`` cuts the gradient) and minimises the per-frame,
-per-class binary cross-entropy, in the clip trainer's loop (:func:`crt_video.engine.trainer.train`)
-with :func:`dense_task`. Validation and testing run each video whole. Under torchrun each rank
+Selected by ``model.task='dense'``. Training draws windows of frames (:mod:`crt_video.tasks.
+per_frame`) and minimises the per-frame, per-class binary cross-entropy, in the clip trainer's
+loop (:func:`crt_video.engine.trainer.train`) with :func:`dense_task`. Validation and testing run each video whole. Under torchrun each rank
 trains on a share of the videos, validates and tests a share, and rank 0 writes the files.
 """
 
@@ -18,35 +16,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crt_video.data.feature_dataset import EpochSampler, FeatureData
+from crt_video.data.feature_dataset import FeatureData
+from crt_video.data.first_use import generate_on_first_use
 from crt_video.data.splits import SPLITS
 from crt_video.data.tsu import (
     read_tsu_annotations,
     split_videos,
     tsu_class_names,
 )
-from crt_video.data.window_dataset import WindowDataset, collate_windows, load_video
+from crt_video.data.window_dataset import load_video
 from crt_video.engine.evaluate import predict_logits
 from crt_video.engine.train_task import TrainTask
 from crt_video.errors import DatasetError
 from crt_video.evaluation.detection_report import score_detection, write_detection_report
 from crt_video.features.frame_encoder import FrameEncoder
 from crt_video.features.source import prepare_features
-from crt_video.models.crt import CRTConfig
 from crt_video.models.transformer import valid_mask
 from crt_video.task_kinds import TASK_KINDS
 from crt_video.tasks.base import Task, register_task
+from crt_video.tasks.per_frame import per_frame_training
 from crt_video.utils.distributed import (
     SINGLE_PROCESS,
     DistInfo,
-    barrier,
     broadcast_object,
 )
 from crt_video.utils.logging import get_logger
 from crt_video.utils.threads import cpu_threads
 
 if TYPE_CHECKING:
-    from crt_video.run_config import DataConfig, DenseConfig, RunConfig
+    from crt_video.run_config import DataConfig, RunConfig
 
 logger = get_logger(__name__)
 
@@ -67,11 +65,13 @@ def resolve_tsu_paths(
     if demo is not None:
         from crt_video.data.tsu_generated import check_generated_tsu, make_generated_tsu
 
-        if not ann_file.is_file() and dist_info.is_main:
-            logger.info("generating the TSU-format videos in %s (first use only)", video_dir)
-            make_generated_tsu(video_dir, ann_file, data.class_file, demo)
-        barrier()
-        check_generated_tsu(video_dir, ann_file, demo)
+        generate_on_first_use(
+            ann_file,
+            lambda: make_generated_tsu(video_dir, ann_file, data.class_file, demo),
+            lambda: check_generated_tsu(video_dir, ann_file, demo),
+            f"the TSU-format videos of {video_dir}",
+            dist_info,
+        )
     if need_videos and not video_dir.is_dir():
         raise DatasetError(
             f"data_root {video_dir} does not exist; put the TSU .mp4 videos there "
@@ -99,23 +99,12 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tenso
     return (loss * mask).sum() / mask.sum().clamp(min=1)
 
 
-def dense_step(
-    model: nn.Module, batch: dict, device: torch.device
-) -> tuple[torch.Tensor, int, dict[str, float]]:
-    """The masked BCE of a batch of windows, weighted by its valid frames."""
-    lengths = batch["lengths"].to(device)
-    logits = model(batch["features"].to(device), lengths)
-    return masked_bce(logits, batch["targets"].to(device), lengths), int(lengths.sum()), {}
-
-
 def dense_task(
     run: RunConfig, data: FeatureData, device: torch.device, dist_info: DistInfo = SINGLE_PROCESS
 ) -> TrainTask:
     """Dense detection: BCE on training windows, best by validation frame-mAP (then BCE)."""
-    seed = run.runtime.seed
     train_videos, val_videos = data.splits["train"], data.splits.get("val", [])
-    items = [load_video(data, video) for video in train_videos]
-    dataset = WindowDataset(items, run.dense.window, seed)
+    videos = [(video.file_name, *load_video(data, video)) for video in train_videos]
     val_targets = [load_video(data, video)[1] for video in val_videos]
 
     def validate(model: nn.Module) -> dict:
@@ -127,30 +116,16 @@ def dense_task(
         metrics = score_detection(val_videos, scores, data.class_names, run.dense)[0]
         return {"loss": float(loss), "frame_map": metrics["frame_map"]}
 
-    return TrainTask(
-        name="dense",
-        train_videos=[video.file_name for video in train_videos],
-        dataset=dataset,
-        sampler=EpochSampler(
-            np.zeros(len(dataset), dtype=int), False, seed, dist_info.rank, dist_info.world_size
-        ),
-        collate=collate_windows,
-        step=dense_step,
-        validate=validate if val_videos else None,
-        metric="frame_map",
-        log_columns=LOG_COLUMNS,
-        find_unused_parameters=memory_may_get_no_gradient(run.model, run.dense),
+    return per_frame_training(
+        "dense",
+        run,
+        videos,
+        masked_bce,
+        validate if val_videos else None,
+        "frame_map",
+        LOG_COLUMNS,
+        dist_info,
     )
-
-
-def memory_may_get_no_gradient(model: dict, dense: DenseConfig) -> bool:
-    """Whether a CRT step can leave its memory cell without gradient: the memory is cut after
-    every segment, or a window fits in one segment (the last memory update feeds no logit)."""
-    window = dense.window
-    if model.get("type", "crt") != "crt":
-        return False
-    one_segment = window is not None and window <= model.get("segment_len", CRTConfig.segment_len)
-    return model.get("truncate_every") == 1 or one_segment
 
 
 @register_task

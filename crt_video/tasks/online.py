@@ -20,14 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crt_video.data.feature_dataset import EpochSampler, FeatureData
+from crt_video.data.feature_dataset import FeatureData
+from crt_video.data.first_use import generate_on_first_use
 from crt_video.data.splits import SPLITS
 from crt_video.data.thumos import (
     OnlineDataset,
     load_targets,
     read_data_info,
 )
-from crt_video.data.window_dataset import WindowDataset, collate_windows
 from crt_video.engine.evaluate import predict_logits
 from crt_video.engine.train_task import TrainTask
 from crt_video.errors import DatasetError
@@ -37,8 +37,8 @@ from crt_video.features.source import prepare_features
 from crt_video.models.transformer import valid_mask
 from crt_video.task_kinds import TASK_KINDS
 from crt_video.tasks.base import Task, register_task
-from crt_video.tasks.dense import memory_may_get_no_gradient
-from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo, barrier, broadcast_object
+from crt_video.tasks.per_frame import per_frame_training
+from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo, broadcast_object
 from crt_video.utils.io import atomic_write_json
 from crt_video.utils.logging import get_logger
 from crt_video.utils.threads import cpu_threads
@@ -68,11 +68,13 @@ def resolve_online_root(
     if demo is not None:
         from crt_video.data.thumos_demo import check_thumos_demo, make_thumos_demo
 
-        if not root.is_dir() and dist_info.is_main:
-            logger.info("generating the THUMOS-layout demo in %s (first use only)", root)
-            make_thumos_demo(root, **demo)
-        barrier()
-        check_thumos_demo(root, **demo)
+        generate_on_first_use(
+            root,
+            lambda: make_thumos_demo(root, **demo),
+            lambda: check_thumos_demo(root, **demo),
+            "the THUMOS-layout demo",
+            dist_info,
+        )
     if not root.is_dir():
         raise DatasetError(
             f"data_root {root} does not exist; put the THUMOS features there (the LSTR layout) "
@@ -143,38 +145,24 @@ class OnlineTask(Task):
         self, run: RunConfig, data: FeatureData, device: torch.device, dist_info: DistInfo
     ) -> TrainTask:
         ambiguous = _ambiguous(data)
-        seed = run.runtime.seed
-        train_videos, val_videos = data.splits["train"], data.splits.get("val", [])
-        items = [(session.features, session.targets) for session in train_videos]
-        dataset = WindowDataset(items, run.dense.window, seed)
+        val_videos = data.splits.get("val", [])
 
-        def step(model: nn.Module, batch: dict, device: torch.device):
-            lengths = batch["lengths"].to(device)
-            logits = model(batch["features"].to(device), lengths)
-            loss = soft_cross_entropy(logits, batch["targets"].to(device), lengths, ambiguous)
-            return loss, int(lengths.sum()), {}
+        def loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor):
+            return soft_cross_entropy(logits, targets, lengths, ambiguous)
 
         def validate(model: nn.Module) -> dict:
             metrics = self._score(model, data, val_videos, device, dist_info)
             return {"loss": metrics["loss"], "perframe_map": metrics["perframe_map"]}
 
-        return TrainTask(
-            name=self.name,
-            train_videos=[session.name for session in train_videos],
-            dataset=dataset,
-            sampler=EpochSampler(
-                np.zeros(len(dataset), dtype=int),
-                False,
-                seed,
-                dist_info.rank,
-                dist_info.world_size,
-            ),  # fmt: skip
-            collate=collate_windows,
-            step=step,
-            validate=validate if val_videos else None,
-            metric="perframe_map",
-            log_columns=LOG_COLUMNS,
-            find_unused_parameters=memory_may_get_no_gradient(run.model, run.dense),
+        return per_frame_training(
+            self.name,
+            run,
+            [(session.name, session.features, session.targets) for session in data.splits["train"]],
+            loss,
+            validate if val_videos else None,
+            "perframe_map",
+            LOG_COLUMNS,
+            dist_info,
         )
 
     def evaluate(
