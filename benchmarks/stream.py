@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from benchmarks.checkout import checkout_env
+from benchmarks.cold_start import CLIP_SECONDS, measure_cold_start
 from benchmarks.stream_measure import STEP_REPEATS
 from benchmarks.stream_report import stream_figures, stream_markdown
 from crt_video.config import load_config
@@ -120,6 +121,8 @@ def run(
             tmp / "per_frame.pth", encoder_cfg, fps, {**model_keys, **PER_FRAME_MODEL}
         )
         live_per_frame = measure_live(_spec(DEFAULT_RUNTIME, per_frame, "-", threads), live_video)
+        one_second = write_clip(tmp / "one_second.mp4", CLIP_SECONDS, *geometry)
+        cold_start = measure_cold_start(checkpoint, one_second, tmp / "home", threads, repeats)
     setup = dict(
         encoder_cfg=encoder_cfg,
         clip=clip,
@@ -133,6 +136,7 @@ def run(
         sweep_repeats=SWEEP_REPEATS,
     )
     figures = stream_figures(rows, long, live, live_per_frame, encoder_alone, **setup)
+    figures["cold_start"] = cold_start
     return {"markdown": stream_markdown(figures), "figures": figures}
 
 

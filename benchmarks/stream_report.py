@@ -117,7 +117,7 @@ def stream_markdown(figures: dict) -> str:
             (f"{figures['default_runtime']}, long clip", figures["long"]),
         ]
     )
-    live, per_frame = figures["live"], figures["live_per_frame"]
+    live, per_frame, cold = figures["live"], figures["live_per_frame"], figures["cold_start"]
     return f"""## Streaming inference (stream)
 
 This CPU: {figures["cpu"]}; flags {", ".join(figures["cpu_flags"]) or "none of AMX, AVX512-BF16, VNNI, NEON"}
@@ -159,6 +159,12 @@ One streaming step ({figures["segment_len"]}-frame segment through the CRT, medi
 {figures["encode_ms_per_frame"]:.1f} ms per frame; decoding the short clip alone:
 {figures["decode_seconds"]:.1f} s. Peak memory of the long clip minus the short one:
 {figures["peak_rss_growth_mib"]:+.0f} MiB.
+
+Cold start: `tools/infer.py` on a 1 s clip as a whole process, start to exit, median of
+{len(cold["all_wall_s"])} runs after the first: {cold["wall_s"]:.2f} s
+({cold["wall_s"] / cold["target_s"]:.2f} of the {cold["target_s"]:g} s target), of which imports
+{cold["imports_s"]:.2f} s; the first run for the checkpoint, which builds the encoder and fills the
+cache: {cold["first_run_s"]:.2f} s.
 """
 
 

@@ -62,6 +62,9 @@ def test_smoke_run_reports_runtimes_latency_and_memory(tmp_path):
         assert all(m["frames_per_s"] > 0 and m["cosine"] > 0.99 for m in by_runtime.values())
         assert all(f"| {runtime} |" in markdown for runtime in by_runtime)
     assert figures["cpu_flags"] == cpu_flags()
+    cold = figures["cold_start"]
+    assert len(cold["all_wall_s"]) == 1 and cold["wall_s"] > cold["imports_s"] > 0
+    assert cold["first_run_s"] > 0 and "Cold start: `tools/infer.py` on a 1 s clip" in markdown
     assert list(tmp_path.iterdir()) == []
 
 
