@@ -118,8 +118,8 @@ def _notes(figures: dict) -> list[str]:
         f"{soak['rss_mib'][0]:.0f} -> {soak['rss_mib'][-1]:.0f} MiB; "
         f"{soak['closed_episodes']} closed episodes before the restart, "
         f"{soak['closed_episodes_lost']} lost after it (exit status {soak['exit_code']}).",
-        "Service latency: /api/stats' p95 over the service's last minute of labels. Peer latency: each --jsonl line's arrival "
-        "minus its media time, less the smallest such difference of its process (a lower "
+        "Service latency: /api/stats' p95 over the service's last minute of labels. Peer "
+        "latency: each --jsonl line's arrival minus its media time, less the smallest such difference of its process (a lower "
         "bound); peer frames dropped count the whole run.",
         "Labels agree with tools/infer.py on the same file: tests/test_serve_api.py checks it.",
     ]
