@@ -119,8 +119,8 @@ def _notes(figures: dict) -> list[str]:
         f"{soak['closed_episodes']} closed episodes before the restart, "
         f"{soak['closed_episodes_lost']} lost after it (exit status {soak['exit_code']}).",
         "Service latency: /api/stats' p95 over the service's last minute of labels. Peer "
-        "latency: each --jsonl line's arrival minus its media time, less the smallest such difference of its process (a lower "
-        "bound); peer frames dropped count the whole run.",
+        "latency: each --jsonl line's arrival minus its media time, less the smallest such "
+        "difference of its process (a lower bound); peer frames dropped count the whole run.",
         "Labels agree with tools/infer.py on the same file: tests/test_serve_api.py checks it.",
     ]
 
