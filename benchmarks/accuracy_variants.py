@@ -72,6 +72,21 @@ def model_variants(num_frames: int, smoke: bool) -> dict[str, dict]:
         "model": {**TRANSFORMER, "type": "segment", "segment_len": num_frames // 8},
         "train": {},
     }
+    # one factor at a time against "crt gru S=T/4": the memory alone removed (crt's position
+    # RNN kept), and crt reading its clip as xl does (the mean of the frame outputs)
+    variants["segment S=T/4, recurrent positions"] = {
+        "model": {
+            **TRANSFORMER,
+            "type": "segment",
+            "segment_len": num_frames // 4,
+            "positions": "recurrent",
+        },
+        "train": {},
+    }
+    variants["crt gru S=T/4, mean head (as xl)"] = {
+        "model": crt_model(num_frames, 4, head="mean"),
+        "train": {},
+    }
     variants[f"full ({FULL_RECIPE})"] = FULL_CANDIDATES[FULL_RECIPE]
     variants["meanpool"] = {"model": {"type": "meanpool"}, "train": {}}
     if smoke:
