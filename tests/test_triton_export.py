@@ -252,6 +252,17 @@ def test_export_without_tritonclient_names_the_pip_command(exported, monkeypatch
     assert not (tmp_path / "repo").exists()
 
 
+def test_a_folder_with_files_is_written_over_only_with_force(exported):
+    checkpoint, repo = exported
+    with pytest.raises(
+        ConfigError, match="exists and is not empty; give another folder, or --force"
+    ):
+        export_main(str(checkpoint), "--format", "triton", "--out", str(repo))
+    before = (repo / "crt_step" / "config.pbtxt").read_text()
+    export_main(str(checkpoint), "--format", "triton", "--out", str(repo), "--force")
+    assert (repo / "crt_step" / "config.pbtxt").read_text() == before
+
+
 def test_max_sequences_is_for_triton_only(exported, tmp_path, capsys):
     checkpoint, _ = exported
     with pytest.raises(SystemExit):

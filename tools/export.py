@@ -44,9 +44,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="triton: cameras the server keeps a memory for at once (default 64)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="triton: write the repository into an --out folder that is not empty",
+    )
     args = parser.parse_args(argv)
-    if args.max_sequences is not None and args.format != "triton":
-        parser.error("--max-sequences applies to --format triton only")
+    for name, given in (
+        ("--max-sequences", args.max_sequences is not None),
+        ("--force", args.force),
+    ):
+        if given and args.format != "triton":
+            parser.error(f"{name} applies to --format triton only")
     return args
 
 
@@ -55,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.format == "triton":
         from crt_video.engine.triton_export import MAX_SEQUENCES, export_triton
 
-        out = export_triton(args.checkpoint, args.out, args.max_sequences or MAX_SEQUENCES)
+        out = export_triton(
+            args.checkpoint, args.out, args.max_sequences or MAX_SEQUENCES, args.force
+        )
     else:
         from crt_video.engine.onnx_export import export_onnx
 

@@ -130,13 +130,20 @@ def export_triton(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
     max_sequences: int = MAX_SEQUENCES,
+    force: bool = False,
 ) -> Path:
     """Write a Triton model repository for ``checkpoint`` into ``out_dir``; ``max_sequences``:
-    the cameras the step serves at once."""
+    the cameras the step serves at once. A folder with files in it is written over only with
+    ``force``: Triton serves every model folder it finds there, stale ones too."""
     if not isinstance(max_sequences, int) or max_sequences < 1:
         raise ConfigError(f"--max-sequences={max_sequences!r} must be a positive number of cameras")
-    model_config_pb2()  # a missing tritonclient is said before the slow part
     out_dir = Path(out_dir)
+    if not force and out_dir.is_dir() and any(out_dir.iterdir()):
+        raise ConfigError(
+            f"--out {out_dir} exists and is not empty; give another folder, or --force to write "
+            "the repository over it"
+        )
+    model_config_pb2()  # a missing tritonclient is said before the slow part
     ckpt, labeler = crt_labeler(checkpoint)
     meta = export_metadata(ckpt, labeler)
     _write_encoder(labeler, out_dir / ENCODER_MODEL)
