@@ -160,9 +160,19 @@ def test_rows_of_the_comparison_and_of_the_ablations():
         *(f"xl S=T/{k}" for k in (4, 8, 16)),
         "gru",
         "segment S=T/8",
+        "segment S=T/4, recurrent positions",
+        "crt gru S=T/4, mean head (as xl)",
         f"full ({FULL_RECIPE})",
         "meanpool",
     ]
+    # one factor from "crt gru S=T/4" each: the memory, or the clip's read
+    reference = main["crt gru S=T/4"]["model"]
+    no_memory = main["segment S=T/4, recurrent positions"]["model"]
+    assert (no_memory["segment_len"], no_memory["positions"]) == (
+        reference["segment_len"],
+        "recurrent",
+    )
+    assert main["crt gru S=T/4, mean head (as xl)"]["model"] == {**reference, "head": "mean"}
     assert not any(variant.get("ablation") for variant in main.values())
     for name, variant in main.items():  # one width and depth, the model defaults otherwise
         model = variant["model"]
