@@ -5,52 +5,7 @@ from __future__ import annotations
 
 from crt_video.engine.checkpoint import Checkpoint
 
-
-def repository_readme(
-    ckpt: Checkpoint,
-    meta: dict,
-    state: tuple[str, ...],
-    max_sequences: int,
-    step_batch: int,
-    idle_seconds: float,
-) -> str:
-    """The repository's README.md: how to serve it, what a client sends, what was checked.
-    ``state``: the names of the step's state fields; ``step_batch``: segments per execution;
-    ``idle_seconds``: the silence after which Triton drops a sequence's state."""
-    mean_state = ", with the mean's `output_sum` and `num_frames`" if len(state) > 1 else ""
-    pre, segment_len, fps = meta["preprocessing"], meta["segment_len"], meta["sampling"]["fps"]
-    height, width = pre["input_size"]
-    num_classes, dim = len(meta["class_names"]), meta["feature_dim"]
-    if ckpt.task.per_frame and ckpt.task.scores == "sigmoid":
-        logits = f"`logits` [{segment_len}, {num_classes}]: each frame's scores"
-        read = "[[labels[i] for i in np.flatnonzero(row > 0)] for row in logits[:n]]"
-    elif ckpt.task.per_frame:
-        logits = f"`logits` [{segment_len}, {num_classes}]: each frame's scores"
-        read = "[labels[i] for i in logits[:n].argmax(-1)]  # the valid frames' likeliest classes"
-    else:
-        logits = f"`logits` [{num_classes}]: the clip's scores from the memory so far"
-        read = "labels[int(logits.argmax())]  # the likeliest class so far"
-    scores = {
-        "softmax": "softmax over the classes",
-        "sigmoid": "sigmoid per class, several at once (here those above 0.5)",
-    }[ckpt.task.scores]
-    start = "zeros"
-    if any(meta["initial_memory"]):
-        start = "the learned m_0 in `crt_step/initial_state/memory_in.bin`"
-    precision = ckpt.encoder_identity.get("precision", "fp32")
-    precision_note = "The encoder is fp32, as the checkpoint's features were."
-    if precision != "fp32":
-        precision_note = (
-            f"The encoder is fp32 only; the checkpoint's features were {precision}, close to "
-            "fp32's but not equal (the toolkit keeps a precision only above a cosine of 0.99 to "
-            "fp32)."
-        )
-    if precision == "int8":
-        precision_note += (
-            " Triton's OpenVINO backend can run an int8 model, but this export writes no int8 "
-            "graph: the toolkit quantises a graph without the uint8 input and normalisation."
-        )
-    return f"""# Triton model repository: {num_classes}-class CRT ({ckpt.task.name})
+README_TEMPLATE = """# Triton model repository: {num_classes}-class CRT ({task})
 
 Written by `python tools/export.py CHECKPOINT --format triton --out DIR`.
 
@@ -76,8 +31,8 @@ docker run --rm -p8000:8000 -p8001:8001 -p8002:8002 -v $PWD/DIR:/models \\
 ## Send a camera's segments
 
 Sample each camera at {fps:g} frames/s and resize whole frames to {height}x{width}
-({pre["interpolation"]}, RGB); the encoder normalises them (mean and std are in its graph). Every
-{segment_len} frames ({segment_len / fps:g} s) make a segment. A camera is one sequence: its
+({interpolation}, RGB); the encoder normalises them (mean and std are in its graph). Every
+{segment_len} frames ({segment_seconds:g} s) make a segment. A camera is one sequence: its
 correlation ID (a non-zero integer) is `sequence_id`, its first segment has `sequence_start=True`
 and its last `sequence_end=True`.
 
@@ -135,3 +90,73 @@ graphs' tensors, and a replay of the sequence batcher with ONNX Runtime
 over interleaved and restarted sequences (`tests/test_triton_export.py`). It has not been run on
 a live server.
 """
+
+
+def repository_readme(
+    ckpt: Checkpoint,
+    meta: dict,
+    state: tuple[str, ...],
+    max_sequences: int,
+    step_batch: int,
+    idle_seconds: float,
+) -> str:
+    """The repository's README.md: how to serve it, what a client sends, what was checked.
+    ``state``: the names of the step's state fields; ``step_batch``: segments per execution;
+    ``idle_seconds``: the silence after which Triton drops a sequence's state."""
+    mean_state = ", with the mean's `output_sum` and `num_frames`" if len(state) > 1 else ""
+    pre, segment_len, fps = meta["preprocessing"], meta["segment_len"], meta["sampling"]["fps"]
+    height, width = pre["input_size"]
+    num_classes, dim = len(meta["class_names"]), meta["feature_dim"]
+    if ckpt.task.per_frame and ckpt.task.scores == "sigmoid":
+        logits = f"`logits` [{segment_len}, {num_classes}]: each frame's scores"
+        read = "[[labels[i] for i in np.flatnonzero(row > 0)] for row in logits[:n]]"
+    elif ckpt.task.per_frame:
+        logits = f"`logits` [{segment_len}, {num_classes}]: each frame's scores"
+        read = "[labels[i] for i in logits[:n].argmax(-1)]  # the valid frames' likeliest classes"
+    else:
+        logits = f"`logits` [{num_classes}]: the clip's scores from the memory so far"
+        read = "labels[int(logits.argmax())]  # the likeliest class so far"
+    scores = {
+        "softmax": "softmax over the classes",
+        "sigmoid": "sigmoid per class, several at once (here those above 0.5)",
+    }[ckpt.task.scores]
+    start = "zeros"
+    if any(meta["initial_memory"]):
+        start = "the learned m_0 in `crt_step/initial_state/memory_in.bin`"
+    return README_TEMPLATE.format(
+        task=ckpt.task.name,
+        num_classes=num_classes,
+        height=height,
+        width=width,
+        dim=dim,
+        segment_len=segment_len,
+        segment_seconds=segment_len / fps,
+        fps=fps,
+        interpolation=pre["interpolation"],
+        logits=logits,
+        read=read,
+        scores=scores,
+        mean_state=mean_state,
+        start=start,
+        precision_note=_precision_note(ckpt.encoder_identity.get("precision", "fp32")),
+        max_sequences=max_sequences,
+        step_batch=step_batch,
+        idle_seconds=idle_seconds,
+    )
+
+
+def _precision_note(precision: str) -> str:
+    """What the repository's fp32 encoder is beside the checkpoint's own precision."""
+    if precision == "fp32":
+        return "The encoder is fp32, as the checkpoint's features were."
+    note = (
+        f"The encoder is fp32 only; the checkpoint's features were {precision}, close to "
+        "fp32's but not equal (the toolkit keeps a precision only above a cosine of 0.99 to "
+        "fp32)."
+    )
+    if precision == "int8":
+        note += (
+            " Triton's OpenVINO backend can run an int8 model, but this export writes no int8 "
+            "graph: the toolkit quantises a graph without the uint8 input and normalisation."
+        )
+    return note
