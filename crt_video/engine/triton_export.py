@@ -225,46 +225,56 @@ def _write_step(
     if not ckpt.task.per_frame:
         # Triton's classification extension: a request asks for class_count and gets names.
         logits_config.label_filename = LABELS_FILE
-    batching, control = mc.ModelSequenceBatching, mc.ModelSequenceBatching.Control
-    flag = [False, True]
     config = mc.ModelConfig(
         name=STEP_MODEL,
         platform="onnxruntime_onnx",
         max_batch_size=STEP_BATCH,
         input=_tensor_configs(mc.ModelInput, inputs[:2], example[:2]),
         output=[logits_config],
-        sequence_batching=batching(
-            max_sequence_idle_microseconds=int(
-                idle_seconds(labeler.runner.segment_len, labeler.stream.fps) * 1e6
-            ),
-            oldest=batching.StrategyOldest(
-                max_candidate_sequences=max_sequences,
-                max_queue_delay_microseconds=QUEUE_DELAY_MICROSECONDS,
-            ),
-            control_input=[
-                batching.ControlInput(
-                    name="START",
-                    control=[control(kind=control.CONTROL_SEQUENCE_START, bool_false_true=flag)],
-                ),
-                batching.ControlInput(
-                    name="READY",
-                    control=[control(kind=control.CONTROL_SEQUENCE_READY, bool_false_true=flag)],
-                ),
-                batching.ControlInput(
-                    name="CORRID",
-                    control=[
-                        control(kind=control.CONTROL_SEQUENCE_CORRID, data_type=mc.TYPE_UINT64)
-                    ],
-                ),
-            ],
-            state=[
-                _state_config(model_dir, name_in, name_out, value)
-                for name_in, name_out, value in zip(input_names, output_names, state, strict=True)
-            ],
+        sequence_batching=_sequence_batching(
+            model_dir,
+            idle_seconds(labeler.runner.segment_len, labeler.stream.fps),
+            max_sequences,
+            list(zip(input_names, output_names, state, strict=True)),
         ),
     )
     _write_config(model_dir, config)
     atomic_write_text(model_dir / LABELS_FILE, "".join(f"{n}\n" for n in labeler.class_names))
+
+
+def _sequence_batching(
+    model_dir: Path, idle: float, max_sequences: int, states: list[tuple[str, str, torch.Tensor]]
+):
+    """The step's sequence_batching block: the oldest strategy, the START, READY and CORRID
+    controls, and each (input, output, initial value) of ``states`` as implicit state."""
+    mc = model_config_pb2()
+    batching, control = mc.ModelSequenceBatching, mc.ModelSequenceBatching.Control
+    flag = [False, True]
+    return batching(
+        max_sequence_idle_microseconds=int(idle * 1e6),
+        oldest=batching.StrategyOldest(
+            max_candidate_sequences=max_sequences,
+            max_queue_delay_microseconds=QUEUE_DELAY_MICROSECONDS,
+        ),
+        control_input=[
+            batching.ControlInput(
+                name="START",
+                control=[control(kind=control.CONTROL_SEQUENCE_START, bool_false_true=flag)],
+            ),
+            batching.ControlInput(
+                name="READY",
+                control=[control(kind=control.CONTROL_SEQUENCE_READY, bool_false_true=flag)],
+            ),
+            batching.ControlInput(
+                name="CORRID",
+                control=[control(kind=control.CONTROL_SEQUENCE_CORRID, data_type=mc.TYPE_UINT64)],
+            ),
+        ],
+        state=[
+            _state_config(model_dir, name_in, name_out, value)
+            for name_in, name_out, value in states
+        ],
+    )
 
 
 def _state_config(
