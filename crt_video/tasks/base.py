@@ -1,5 +1,5 @@
-"""What a kind of work supplies to the one pipeline (crt_video.pipeline) and to tools/infer.py,
-and its registry."""
+"""What a kind of work supplies to the one pipeline (crt_video.pipeline), and its registry.
+Labelling needs none of it: ``crt_video.engine.labeler.checkpoint_labeler``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from torch import nn
 
 from crt_video.data.feature_dataset import FeatureData
 from crt_video.data.splits import SPLITS
-from crt_video.engine.checkpoint import Checkpoint
-from crt_video.engine.labeler import Labeler, checkpoint_labeler
 from crt_video.engine.train_task import TrainTask
 from crt_video.features.frame_encoder import FrameEncoder
 from crt_video.features.source import expected_identity
@@ -81,18 +79,6 @@ class Task(ABC):
     @abstractmethod
     def summary(self, metrics: dict) -> str:
         """The test metrics in one line."""
-
-    def labeler(
-        self,
-        checkpoint: Checkpoint,
-        device: torch.device,
-        precision: str | None = None,
-        carry_memory: bool = False,
-    ) -> Labeler:
-        """What tools/infer.py labels videos with: ``crt_video.engine.labeler.checkpoint_labeler``
-        picks it by the checkpoint's task kind alone, so that labelling needs none of the
-        tasks' training and evaluation code."""
-        return checkpoint_labeler(checkpoint, device, precision, carry_memory)
 
 
 # The work of each task kind, by its name: filled by the adapter modules (crt_video.tasks).
