@@ -1,8 +1,9 @@
 """The dense task, TSU activity detection: features -> labels per frame -> frame/event mAP.
 
-Selected by ``model.task='dense'``. Training draws windows of frames (:mod:`crt_video.tasks.
-per_frame`) and minimises the per-frame, per-class binary cross-entropy, in the clip trainer's
-loop (:func:`crt_video.engine.trainer.train`) with :func:`dense_task`. Validation and testing run each video whole. Under torchrun each rank
+Selected by ``model.task='dense'``. Training draws windows of frames
+(:mod:`crt_video.tasks.per_frame`) and minimises the per-frame, per-class binary cross-entropy,
+in the clip trainer's loop (:func:`crt_video.engine.trainer.train`) with :func:`dense_task`.
+Validation and testing run each video whole. Under torchrun each rank
 trains on a share of the videos, validates and tests a share, and rank 0 writes the files.
 """
 
