@@ -20,6 +20,7 @@ bootstrap over test videos of the mean over seeds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -37,12 +38,14 @@ from benchmarks.memory_report import report
 from crt_video.config import config_hash
 from crt_video.data.tsu import frame_targets
 from crt_video.data.tsu_generated import generator_of
-from crt_video.engine.checkpoint import load_model
+from crt_video.engine.checkpoint import load_checkpoint, load_model
 from crt_video.engine.evaluate import predict_logits
 from crt_video.errors import ConfigError
 from crt_video.evaluation.detection import average_precision
+from crt_video.models.registry import model_config
 from crt_video.pipeline import run_pipeline
 from crt_video.run_config import CONFIGS_DIR, RunConfig, load_run_config
+from crt_video.task_kinds import task_name
 from crt_video.tasks import task_of
 from crt_video.tasks.dense import video_features
 from crt_video.utils.io import atomic_write_json
@@ -84,19 +87,15 @@ FAMILIES = {
 }
 HORIZON = {"memory_horizon": 1800.0, "memory_gate_bias": None}
 BIAS_4 = {"memory_horizon": None, "memory_gate_bias": 4.0}
-# name -> model keys set over the family's config; every row names its gate and read, so that a
-# change of defaults never changes what a row measured.
+# name -> model keys set over the family's config; every row names its gate, read and whether a
+# frame's output sees the rest of its segment, so that a change of defaults never changes what a
+# row measured.
 VARIANTS: dict[str, dict] = {
-    "crt, time scales to 30 min, output": {"type": "crt", **HORIZON, "frame_read": "output"},
-    "crt, time scales to 30 min, output+hidden": {
-        "type": "crt",
-        **HORIZON,
-        "frame_read": "output+hidden",
+    **{
+        f"crt, {gate}, {read}": {"type": "crt", **keys, "frame_read": read, "causal": False}
+        for gate, keys in (("time scales to 30 min", HORIZON), ("bias 4", BIAS_4))
+        for read in ("output", "output+hidden", "hidden")
     },
-    "crt, time scales to 30 min, hidden": {"type": "crt", **HORIZON, "frame_read": "hidden"},
-    "crt, bias 4, output": {"type": "crt", **BIAS_4, "frame_read": "output"},
-    "crt, bias 4, output+hidden": {"type": "crt", **BIAS_4, "frame_read": "output+hidden"},
-    "crt, bias 4, hidden": {"type": "crt", **BIAS_4, "frame_read": "hidden"},
     # Each frame's output sees its segment's frames up to its own only (online per frame).
     "crt causal, time scales to 30 min, output+hidden": {
         "type": "crt",
@@ -105,7 +104,8 @@ VARIANTS: dict[str, dict] = {
         "causal": True,
     },
     "gru, time scales to 30 min": {"type": "gru", **HORIZON},
-    "xl": {"type": "xl"},
+    # The memory it has is its cache of the last segment, whichever form its u, v biases take.
+    "xl, u and v per layer": {"type": "xl", "shared_biases": False},
     "segment": {"type": "segment"},
 }
 BASELINE = "segment"
@@ -214,10 +214,22 @@ def _job(runs_dir: Path, family: str, variant: str, seed: int, smoke: bool) -> d
         "model": VARIANTS[variant],
         "work_dir": str(runs_dir / family / slug / f"seed{seed}"),
     }
-    # What the run trains, resolved: a finished run is reused only while its config is unchanged.
-    # The loader's own keys (``_config_path``: which checkout) are not what it trains.
-    source = _run_config(job).source
-    return {**job, "resolved": config_hash({k: v for k, v in source.items() if k[0] != "_"})}
+    return {**job, "trains": trained_identity(_run_config(job).source)}
+
+
+def trained_identity(config: dict) -> str:
+    """What a run with ``config`` trains, as a hash: the config less the loader's own keys
+    (``_config_path``: which checkout), its model section as the model is built (the keys its type
+    reads, defaults filled in). A key a later version adds, with the old behaviour as its default,
+    or one the type ignores, so leaves a finished run valid."""
+    _, settings = model_config(config["model"])
+    model = {
+        "type": config["model"]["type"],
+        "task": task_name(config["model"]),
+        **dataclasses.asdict(settings),
+    }
+    rest = {key: value for key, value in config.items() if key[0] != "_" and key != "model"}
+    return config_hash({**rest, "model": model})
 
 
 def _run_config(job: dict) -> RunConfig:
@@ -227,10 +239,12 @@ def _run_config(job: dict) -> RunConfig:
 
 
 def _config_model(job: dict) -> dict:
-    """The family config's own model keys that the variants set: which row is its default."""
-    run = load_run_config(job["config"], job["options"])
+    """The keys the variants set, as the family config's model is built: which row is its
+    default."""
+    model = load_run_config(job["config"], job["options"]).model
+    built = {"type": model["type"], **dataclasses.asdict(model_config(model)[1])}
     keys = {key for variant in VARIANTS.values() for key in variant}
-    return {key: run.model.get(key) for key in sorted(keys)}
+    return {key: built.get(key) for key in sorted(keys)}
 
 
 def _prepare_data(job: dict) -> None:
@@ -262,19 +276,16 @@ def run_one(job: dict) -> dict:
 
 
 def finished_result(job: dict) -> dict | None:
-    """The result of a finished run that trained what ``job`` asks, if there is one."""
-    done = Path(job["work_dir"]) / RESULT_FILE
-    if not done.exists():
+    """The result of a finished run that trained what ``job`` asks, if there is one: its
+    checkpoint's config (read as the version that saved it trained it) trains the same. Where the
+    checkout or the output folder lies, the row's name and the version do not matter."""
+    work_dir = Path(job["work_dir"])
+    done, checkpoint = work_dir / RESULT_FILE, work_dir / "best.pth"
+    if not (done.exists() and checkpoint.exists()):
         return None
-    cached = json.loads(done.read_text())
-    return cached["result"] if _same_run(cached["job"], job) else None
-
-
-def _same_run(cached: dict, job: dict) -> bool:
-    """Whether a finished run trained what ``job`` asks: the same row, seed, options and resolved
-    config. Where the checkout or the output folder lies does not matter."""
-    keys = ("family", "variant", "seed", "options", "model", "resolved")
-    return all(cached.get(key) == json.loads(json.dumps(job[key])) for key in keys)
+    if trained_identity(load_checkpoint(checkpoint)["config"]) != job["trains"]:
+        return None
+    return {**json.loads(done.read_text())["result"], "variant": job["variant"]}
 
 
 def test_scores(run: RunConfig, checkpoint: Path, family: Family) -> dict:

@@ -1,6 +1,7 @@
 """The memory benchmark: AP per gap bin, and a whole run on tiny settings that resumes."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,13 +10,16 @@ from benchmarks import memory
 from benchmarks.memory import (
     BASELINE,
     GAP_EDGES,
+    RESULT_FILE,
     TARGET_SECONDS,
     _worst_cases,
     gap_bin_ap,
     run,
 )
 from benchmarks.memory_report import PLOT_NAME, bin_labels
+from crt_video.engine.checkpoint import save_checkpoint
 from crt_video.errors import ConfigError
+from crt_video.utils.io import atomic_write_json
 
 pytestmark = pytest.mark.slow
 
@@ -84,3 +88,34 @@ def test_finished_runs_are_reused_from_another_checkout_and_reported_without_tra
     assert "no training in this call" in again["markdown"]
     with pytest.raises(ConfigError, match="no finished run"):
         run(tmp_path / "elsewhere", smoke=True, finished_only=True)
+
+
+def test_a_finished_run_is_reused_while_its_checkpoint_trains_what_the_row_asks(tmp_path):
+    row = "crt, time scales to 30 min, output+hidden"
+    job = memory._job(tmp_path, "heldout", row, 0, smoke=False)
+    config = memory._run_config(job).source
+    work_dir = Path(job["work_dir"])
+    work_dir.mkdir(parents=True)
+    atomic_write_json(work_dir / RESULT_FILE, {"job": {}, "result": {"variant": "older name"}})
+
+    def finished(model: dict, version: str) -> dict | None:
+        save_checkpoint(
+            work_dir / "best.pth",
+            config={**config, "model": model},
+            class_names=[],
+            encoder_identity={},
+            feature_dim=1,
+            model={},
+            crt_video_version=version,
+        )
+        return memory.finished_result(job)
+
+    # Saved before `head` left the base config and `causal` was named by the row; `shared_biases`
+    # is xl's: the model built is the same.
+    older = {key: value for key, value in config["model"].items() if key != "causal"}
+    assert finished({**older, "head": "memory", "shared_biases": True}, "0.4.0") == {"variant": row}
+    assert finished({**config["model"], "frame_read": "output"}, "0.5.0") is None
+    # Before 0.4 a config without frame_read trained 'output'.
+    without_read = {key: value for key, value in config["model"].items() if key != "frame_read"}
+    assert finished(without_read, "0.3.0") is None
+    assert finished(without_read, "0.5.0") is not None
