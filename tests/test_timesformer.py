@@ -6,7 +6,8 @@ import torch
 
 from crt_video.errors import ConfigError
 from crt_video.models import timesformer
-from crt_video.models.timesformer import CRViT, TimeSformer, TimeSformerConfig
+from crt_video.models.crvit import CRViT
+from crt_video.models.timesformer import TimeSformer, TimeSformerConfig
 
 # 2x2 patches per frame; a pixel block of PATCH x PATCH at (row, col) * PATCH is one patch.
 PATCH = 16

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from crt_video.errors import ConfigError
-from crt_video.models.timesformer import CRViT, TimeSformer, TimeSformerConfig
+from crt_video.models.crvit import CRViT
+from crt_video.models.timesformer import TimeSformer, TimeSformerConfig
 from crt_video.models.timesformer_weights import load_pretrained
 
 # A depth-2 VisionTransformer(attention_type='divided_space_time') of facebookresearch/TimeSformer

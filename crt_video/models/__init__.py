@@ -7,6 +7,7 @@ The frozen image encoder lives in ``crt_video.features.frame_encoder`` and is im
 from crt_video.models import (  # noqa: F401  (registers the model types)
     baselines,
     crt,
+    crvit,
     gru,
     timesformer,
     xl,

@@ -1,5 +1,5 @@
-"""TimeSformer (Bertasius et al., arXiv 2102.05095) and CR-ViT, the Compact Recurrent
-Transformer's video model, trained end to end on frames.
+"""TimeSformer (Bertasius et al., arXiv 2102.05095), trained end to end on frames, and the
+backbone CR-ViT shares with it.
 
 TimeSformer is the divided space-time ViT of facebookresearch/TimeSformer (``vit.py``,
 attention_type='divided_space_time'), with its parameter names, so its checkpoints load 1:1
@@ -8,26 +8,9 @@ time (each spatial position across the frames; ``temporal_fc`` then the residual
 space (each frame's patches with its own copy of the class token, whose outputs are averaged
 back into one), then go through the MLP.
 
-CR-ViT runs the same backbone over a clip in ``iterations`` chunks of consecutive frames. A
-memory vector, zero before the first chunk, enters only the time-attention layers; after each
-chunk a memory RNN reads the chunk's patch outputs into the memory for the next one. The next
-chunk's input class token is ``cls_token`` plus the previous chunk's output class token, and
-the head reads both: ``[cls, cls]`` after the first chunk, ``[prev_cls, cls]`` after later ones.
-
-The paper leaves two choices open; each is a config value:
-
-``memory_slot`` (how the memory enters each time-attention layer):
-    'key_value' (default): for every spatial position the memory, plus a learned
-    ``memory_embed``, is one more token before that position's frame tokens: they attend to it,
-    and its own output is dropped (its key and value are computed once per clip). The
-    frames' computation is otherwise a TimeSformer's, so a stage-1 TimeSformer starts from what
-    it learned.
-    'token_add': the memory is added to the time-attention input of every patch token (queries,
-    keys and values all see it; the residual stream does not).
-``memory_input`` (what the memory RNN reads from a chunk's final-normed patch tokens):
-    'frame_mean' (default): the mean over the patches of each frame, one RNN step per frame in
-    time order, from the incoming memory.
-    'token_mean': one step on the mean of all the chunk's patch tokens.
+CR-ViT (:mod:`crt_video.models.crvit`) runs this backbone over a clip in chunks with a recurrent
+memory in the time attention; its keys are in :class:`TimeSformerConfig` too, so that one config
+switches ``type`` between the two (a TimeSformer ignores them).
 """
 
 from __future__ import annotations
@@ -39,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from torch.nn.utils import parametrize
 from torch.utils.checkpoint import checkpoint
 
 from crt_video.errors import ConfigError
@@ -64,7 +46,7 @@ class TimeSformerConfig:
     facebook/timesformer-base-finetuned-k400 from the Hugging Face hub). ``iterations``: chunks
     of consecutive frames CR-ViT runs one after another (``num_frames`` must split evenly).
     ``memory_cell``: the memory RNN ('gru' or 'ncgru'). ``memory_slot`` and ``memory_input``:
-    see the module docstring. ``carry_cls`` (the paper's): an iteration's class token starts
+    see :mod:`crt_video.models.crvit`. ``carry_cls`` (the paper's): an iteration's class token starts
     from the previous one's output and the classifier reads [prev_cls, cls]; False leaves the
     memory the only path from one iteration to the next (each starts from the learned class
     token, and the classifier reads [cls, cls]), an ablation.
@@ -181,12 +163,12 @@ class Attention(nn.Module):
 
 class Block(nn.Module):
     """Divided space-time block. Tokens: the class token, then the patches ordered (n t):
-    patch n of frame t is at 1 + n * T + t, as in the official code."""
+    patch n of frame t is at 1 + n * T + t, as in the official code. A memory [B, D] passes
+    through untouched: CR-ViT's :class:`~crt_video.models.crvit.MemoryBlock` gives it a slot."""
 
     def __init__(self, cfg: TimeSformerConfig, drop_path: float) -> None:
         super().__init__()
         dim, heads = cfg.embed_dim, cfg.num_heads
-        self.memory_slot = cfg.memory_slot
         attention = (dim, heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.drop_rate)
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(*attention)
@@ -199,14 +181,12 @@ class Block(nn.Module):
 
     def forward(
         self, x: torch.Tensor, num_frames: int, memory: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """x [B, 1 + N T, D] -> the same shape; ``memory`` [B, D] joins the time attention."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x [B, 1 + N T, D] -> the same shape, and the memory as the block leaves it."""
         batch = x.shape[0]
         cls, patches = x[:, :1], x[:, 1:]
-        # Stochastic depth drops rows of the attention layouts ((b n) for time, (b t) for
-        # space), not whole clips: the official block does the same.
         xt = rearrange(patches, "b (n t) d -> (b n) t d", t=num_frames)
-        time_out = self.drop_path(self._time_attention(xt, memory))
+        time_out, memory = self.time_attention(xt, memory)
         patches = patches + self.temporal_fc(rearrange(time_out, "(b n) t d -> b (n t) d", b=batch))
 
         xs = rearrange(patches, "b (n t) d -> (b t) n d", t=num_frames)
@@ -216,17 +196,16 @@ class Block(nn.Module):
         patch_out = rearrange(space_out[:, 1:], "(b t) n d -> b (n t) d", b=batch)
 
         x = torch.cat([cls + cls_out, patches + patch_out], dim=1)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x))), memory
 
-    def _time_attention(self, xt: torch.Tensor, memory: torch.Tensor | None) -> torch.Tensor:
-        if memory is None:
-            return self.temporal_attn(self.temporal_norm1(xt))
-        if self.memory_slot == "key_value":
-            # Normed like the frame tokens, as if it were one more token at every position.
-            return self.temporal_attn(self.temporal_norm1(xt), self.temporal_norm1(memory))
-        # One copy of the clip's memory per spatial position: rows of xt are (b n).
-        memory = memory.repeat_interleave(xt.shape[0] // memory.shape[0], dim=0)[:, None]
-        return self.temporal_attn(self.temporal_norm1(xt + memory))
+    def time_attention(
+        self, xt: torch.Tensor, memory: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Rows [(b n), t, D] (each spatial position's frame tokens) -> their time-attention
+        outputs, before ``temporal_fc``, and the memory (here: as given). Stochastic depth drops
+        rows of the attention layouts ((b n) here, (b t) in space), not whole clips: the
+        official block does the same."""
+        return self.drop_path(self.temporal_attn(self.temporal_norm1(xt))), memory
 
 
 class VideoBackbone(nn.Module):
@@ -234,6 +213,7 @@ class VideoBackbone(nn.Module):
 
     # Parameter prefixes a pretrained file may lack: newly initialised, not an error.
     optional_weights: tuple[str, ...] = ("head.",)
+    block_class: type[Block] = Block
 
     def __init__(self, in_dim: int, cfg: TimeSformerConfig) -> None:
         super().__init__()
@@ -249,11 +229,11 @@ class VideoBackbone(nn.Module):
         self.time_drop = nn.Dropout(cfg.drop_rate)
         # Stochastic depth rising linearly over the blocks (torch.linspace, but also on meta).
         rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
-        self.blocks = nn.ModuleList(Block(cfg, rate) for rate in rates)
+        self.blocks = nn.ModuleList(self.block_class(cfg, rate) for rate in rates)
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         trunc_normal_(self.pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
-        self.apply(_init_weights)
+        self.apply(init_weights)
         # Every block but the first starts as a plain ViT block (the official init).
         for block in self.blocks[1:]:
             nn.init.zeros_(block.temporal_fc.weight)
@@ -273,12 +253,13 @@ class VideoBackbone(nn.Module):
     def encode(
         self, x: torch.Tensor, num_frames: int, memory: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """The blocks and the final norm over tokens from :meth:`embed`."""
+        """The blocks and the final norm over tokens from :meth:`embed`; ``memory`` [B, D] is
+        CR-ViT's, for the blocks' memory slots."""
         for block in self.blocks:
             if self.grad_checkpointing and self.training:
-                x = checkpoint(block, x, num_frames, memory, use_reentrant=False)
+                x, memory = checkpoint(block, x, num_frames, memory, use_reentrant=False)
             else:
-                x = block(x, num_frames, memory)
+                x, memory = block(x, num_frames, memory)
         return self.norm(x)
 
     def check_video(self, video: torch.Tensor) -> None:
@@ -290,7 +271,7 @@ class VideoBackbone(nn.Module):
             )
 
 
-def _init_weights(module: nn.Module) -> None:
+def init_weights(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
         trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
@@ -308,7 +289,7 @@ class TimeSformer(VideoBackbone):
     def __init__(self, in_dim: int, num_classes: int, config: TimeSformerConfig) -> None:
         super().__init__(in_dim, config)
         self.head = nn.Linear(config.embed_dim, num_classes)
-        _init_weights(self.head)
+        init_weights(self.head)
         if config.pretrained:
             load_pretrained(self, config.pretrained)
 
@@ -319,74 +300,3 @@ class TimeSformer(VideoBackbone):
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(video))
-
-
-@register_model("crvit", TimeSformerConfig, tasks=("video",))
-class CRViT(VideoBackbone):
-    """CR-ViT: the TimeSformer backbone run over ``iterations`` chunks of the clip with a
-    recurrent memory in the time attention (module docstring). A TimeSformer state dict loads
-    into it; the memory RNN, ``memory_embed`` and the 2D-wide head start new."""
-
-    optional_weights = ("head.", "memory_cell.", "memory_embed")
-
-    def __init__(self, in_dim: int, num_classes: int, config: TimeSformerConfig) -> None:
-        super().__init__(in_dim, config)
-        self.iterations = config.iterations
-        self.memory_input = config.memory_input
-        self.carry_cls = config.carry_cls
-        self.memory_cell = MEMORY_CELLS[config.memory_cell](config.embed_dim, config.embed_dim)
-        self.memory_embed = None
-        if config.memory_slot == "key_value":
-            # Tells the memory token apart from the frames, as time_embed marks those.
-            self.memory_embed = nn.Parameter(trunc_normal_(torch.zeros(config.embed_dim), std=0.02))
-        self.head = nn.Linear(2 * config.embed_dim, num_classes)
-        _init_weights(self.head)
-        if config.pretrained:
-            load_pretrained(self, config.pretrained)
-
-    def forward(
-        self, video: torch.Tensor, memory: torch.Tensor | None = None, zero_memory: bool = False
-    ) -> torch.Tensor:
-        """Logits [B, num_classes] after the last iteration (see :meth:`forward_iterations`)."""
-        return self.forward_iterations(video, memory, zero_memory)[0][-1]
-
-    def forward_iterations(
-        self, video: torch.Tensor, memory: torch.Tensor | None = None, zero_memory: bool = False
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Each iteration's logits [B, C] and the memory [B, D] after the last one.
-
-        ``memory``: where the first iteration starts (a previous window's final memory; None:
-        zeros). ``zero_memory``: every iteration sees a zero memory and the RNN is not run (the
-        returned memory is zeros), the ablation of the memory path.
-        """
-        self.check_video(video)
-        if memory is None or zero_memory:
-            memory = video.new_zeros(video.shape[0], self.embed_dim)
-        logits, prev_cls = [], None
-        chunk_len = self.num_frames // self.iterations
-        # NC-GRU: one orthogonal matrix per forward, not one per RNN step.
-        with parametrize.cached():
-            for index, chunk in enumerate(video.split(chunk_len, dim=1)):
-                cls = self.cls_token if prev_cls is None else self.cls_token + prev_cls[:, None]
-                x = self.embed(chunk, index * chunk_len, cls)
-                x = self.encode(x, chunk_len, self._memory_token(memory))
-                cls = x[:, 0]
-                logits.append(self.head(torch.cat([cls if prev_cls is None else prev_cls, cls], 1)))
-                if not zero_memory:
-                    memory = self._read_memory(x[:, 1:], memory, chunk_len)
-                prev_cls = cls if self.carry_cls else None
-        return logits, memory
-
-    def _memory_token(self, memory: torch.Tensor) -> torch.Tensor:
-        return memory if self.memory_embed is None else memory + self.memory_embed
-
-    def _read_memory(
-        self, patches: torch.Tensor, memory: torch.Tensor, num_frames: int
-    ) -> torch.Tensor:
-        """The memory RNN over a chunk's normed patch outputs [B, N t, D], from ``memory``."""
-        if self.memory_input == "token_mean":
-            return self.memory_cell(patches.mean(1), memory)
-        frames = rearrange(patches, "b (n t) d -> t b n d", t=num_frames).mean(2)
-        for frame in frames:
-            memory = self.memory_cell(frame, memory)
-        return memory

@@ -1,4 +1,5 @@
-"""TimeSformer weights into :class:`~crt_video.models.timesformer.TimeSformer` or ``CRViT``.
+"""TimeSformer weights into :class:`~crt_video.models.timesformer.TimeSformer` or
+:class:`~crt_video.models.crvit.CRViT`.
 
 Two public layouts of the Kinetics-400 TimeSformer are read, told apart by their key names:
 
