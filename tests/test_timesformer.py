@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from crt_video.errors import ConfigError
-from crt_video.models import timesformer
+from crt_video.models import crvit, timesformer
 from crt_video.models.crvit import CRViT
 from crt_video.models.timesformer import TimeSformer, TimeSformerConfig
 
@@ -212,9 +212,74 @@ def test_crvit_memory_joins_time_attention_only(slot):
         net(video())
     # 2 clips x 4 frames per iteration, 1 class + 4 patch tokens each: as in a TimeSformer
     assert {tuple(x.shape for x in args) for args in space} == {((8, 5, 64),)}
-    # 2 clips x 4 positions of 4 frames, and with 'key_value' the clips' memory tokens
+    # 2 clips x 4 positions of 4 frames, with 'token' a memory copy before them, and with
+    # 'key_value' the clips' memory tokens
+    frames = 5 if slot == "token" else 4
     memory = ((2, 64),) if slot == "key_value" else ()
-    assert {tuple(x.shape for x in args) for args in time} == {((8, 4, 64), *memory)}
+    assert {tuple(x.shape for x in args) for args in time} == {((8, frames, 64), *memory)}
+
+
+@pytest.mark.parametrize("slot", timesformer.MEMORY_SLOTS)
+def test_only_the_token_slot_lets_the_blocks_update_the_memory(slot):
+    net, memories = model(CRViT, memory_slot=slot), []
+    for block in net.blocks:
+        block.register_forward_pre_hook(lambda _, args: memories.append(args[2]))
+    with torch.no_grad():
+        net(video(), memory=torch.randn(2, 64))
+    assert len(memories) == 4  # 2 blocks x 2 iterations
+    for first, second in (memories[:2], memories[2:]):
+        assert torch.equal(first, second) == (slot != "token")
+
+
+def memory_block(**overrides) -> crvit.MemoryBlock:
+    torch.manual_seed(0)
+    block = crvit.MemoryBlock(tiny(memory_slot="token", **overrides), drop_path=0.0).eval()
+    with torch.no_grad():
+        block.temporal_fc.weight.normal_(std=0.1)
+    return block
+
+
+def test_token_slot_averages_each_clips_copies_into_its_memory():
+    block = memory_block()
+    xt, memory = torch.randn(6, 4, 64), torch.randn(2, 64)  # 2 clips x 3 positions, 4 frames
+    with torch.no_grad():
+        out, updated = block.time_attention(xt, memory)
+        # each position on its own: the clip's memory token, then that position's frames
+        tokens = [torch.cat([memory[i // 3, None], xt[i]])[None] for i in range(6)]
+        rows = torch.cat([block.temporal_attn(block.temporal_norm1(row)) for row in tokens])
+    torch.testing.assert_close(out, rows[:, 1:])
+    mean = rows[:, 0].unflatten(0, (2, 3)).mean(1)
+    torch.testing.assert_close(updated, memory + block.temporal_fc(mean))
+
+
+def test_token_slot_memory_does_not_depend_on_the_order_of_the_positions():
+    block, order = memory_block(), torch.tensor([2, 0, 1, 5, 3, 4])  # within each clip
+    xt, memory = torch.randn(6, 4, 64), torch.randn(2, 64)
+    with torch.no_grad():
+        out, updated = block.time_attention(xt, memory)
+        permuted_out, permuted = block.time_attention(xt[order], memory)
+    torch.testing.assert_close(permuted, updated)
+    torch.testing.assert_close(permuted_out, out[order])
+
+
+def test_token_slot_block_without_memory_is_the_timesformer_block():
+    block = memory_block()
+    plain = timesformer.Block(tiny(), drop_path=0.0).eval()
+    plain.load_state_dict(block.state_dict())
+    x = torch.randn(2, 1 + 4 * 4, 64)
+    with torch.no_grad():
+        ours, memory = block(x, 4)
+        theirs, _ = plain(x, 4)
+    assert memory is None
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_token_slot_carries_gradient_from_the_last_loss_to_the_memory_rnn():
+    # carry_cls=False: the memory is iteration 2's only input from iteration 1
+    net = model(CRViT, memory_slot="token", carry_cls=False).train()
+    logits, _ = net.forward_iterations(video())
+    logits[-1].logsumexp(1).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.memory_cell.parameters())
 
 
 def test_a_memory_key_is_a_token_before_the_frames_whose_output_is_dropped():
@@ -262,10 +327,13 @@ def test_crvit_every_option_trains(cell, slot, read):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.memory_cell.parameters())
 
 
-@pytest.mark.parametrize("cls", [TimeSformer, CRViT])
-def test_gradient_checkpointing_gives_the_same_loss_and_grads(cls, monkeypatch):
+@pytest.mark.parametrize(
+    "cls, options", [(TimeSformer, {}), (CRViT, {}), (CRViT, {"memory_slot": "token"})]
+)
+def test_gradient_checkpointing_gives_the_same_loss_and_grads(cls, options, monkeypatch):
     nets = [
-        model(cls, drop_path_rate=0.2, grad_checkpointing=flag).train() for flag in (False, True)
+        model(cls, drop_path_rate=0.2, grad_checkpointing=flag, **options).train()
+        for flag in (False, True)
     ]
     calls, real_checkpoint = [], timesformer.checkpoint
 

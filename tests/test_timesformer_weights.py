@@ -252,8 +252,14 @@ def test_stage_one_timesformer_loads_into_crvit(tmp_path):
     torch.testing.assert_close(head_inputs[0], torch.cat([features, features], 1))
 
 
-def test_crvit_memory_embedding_is_new_with_a_key_value_slot(tmp_path):
-    torch.save(TimeSformer(3, 5, tiny()).state_dict(), tmp_path / "stage1.pth")
-    report = load_pretrained(CRViT(3, 5, tiny()), tmp_path / "stage1.pth")
+@pytest.mark.parametrize("slot", ["key_value", "token"])
+def test_crvit_memory_embedding_is_new_with_a_memory_token(tmp_path, slot):
+    stage_one = TimeSformer(3, 5, tiny()).state_dict()
+    torch.save(stage_one, tmp_path / "stage1.pth")
+    crvit = CRViT(3, 5, tiny(memory_slot=slot))
+    report = load_pretrained(crvit, tmp_path / "stage1.pth")
     assert "memory_embed" in report.new
     assert all(key.startswith(("head.", "memory_")) for key in report.new)
+    for key, value in stage_one.items():  # the blocks' weights, temporal_fc's among them, 1:1
+        if not key.startswith("head."):
+            assert torch.equal(crvit.state_dict()[key], value), key

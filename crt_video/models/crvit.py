@@ -17,6 +17,15 @@ The paper leaves two choices open; each is a config value:
     it learned.
     'token_add': the memory is added to the time-attention input of every patch token (queries,
     keys and values all see it; the residual stream does not).
+    'token': the memory, plus ``memory_embed``, is a token the layers update, as the paper's
+    memory token. In each block's time attention every spatial position has a copy of it before
+    its frame tokens, a query like them; the copies' outputs are averaged back into one memory
+    token per clip (as the class token's per-frame copies in space attention) and added to it
+    through ``temporal_fc``, the patches' own residual path (a linear map, so it is the mean of
+    the copies' updates; no new weights, and from a stage-1 TimeSformer it starts as a frame
+    token would). The next block sees the updated token; it skips space attention and the MLP.
+    The memory RNN still reads the chunk's patches from the memory it started from (as with the
+    other slots): the token's last output is dropped, the recurrence is the same for every slot.
 ``memory_input`` (what the memory RNN reads from a chunk's final-normed patch tokens):
     'frame_mean' (default): the mean over the patches of each frame, one RNN step per frame in
     time order, from the incoming memory.
@@ -56,7 +65,11 @@ class MemoryBlock(Block):
             return self.drop_path(out), memory
         # One copy of the clip's memory per spatial position: rows of xt are (b n).
         copies = memory.repeat_interleave(xt.shape[0] // memory.shape[0], dim=0)[:, None]
-        return self.drop_path(self.temporal_attn(self.temporal_norm1(xt + copies))), memory
+        if self.memory_slot == "token_add":
+            return self.drop_path(self.temporal_attn(self.temporal_norm1(xt + copies))), memory
+        out = self.drop_path(self.temporal_attn(self.temporal_norm1(torch.cat([copies, xt], 1))))
+        update = rearrange(out[:, 0], "(b n) d -> b n d", b=memory.shape[0]).mean(1)
+        return out[:, 1:], memory + self.temporal_fc(update)
 
 
 @register_model("crvit", TimeSformerConfig, tasks=("video",))
@@ -75,7 +88,7 @@ class CRViT(VideoBackbone):
         self.carry_cls = config.carry_cls
         self.memory_cell = MEMORY_CELLS[config.memory_cell](config.embed_dim, config.embed_dim)
         self.memory_embed = None
-        if config.memory_slot == "key_value":
+        if config.memory_slot in ("key_value", "token"):
             # Tells the memory token apart from the frames, as time_embed marks those.
             self.memory_embed = nn.Parameter(trunc_normal_(torch.zeros(config.embed_dim), std=0.02))
         self.head = nn.Linear(2 * config.embed_dim, num_classes)

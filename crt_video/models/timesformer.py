@@ -31,7 +31,7 @@ from crt_video.models.timesformer_weights import load_pretrained
 from crt_video.models.vit_layers import DropPath, Mlp, trunc_normal_
 from crt_video.utils.sections import require_int
 
-MEMORY_SLOTS = ("key_value", "token_add")
+MEMORY_SLOTS = ("key_value", "token_add", "token")
 MEMORY_INPUTS = ("frame_mean", "token_mean")
 _POSITIVE_INTS = ("img_size", "patch_size", "num_frames", "embed_dim", "depth", "num_heads")
 _RATES = ("drop_rate", "attn_drop_rate", "drop_path_rate")

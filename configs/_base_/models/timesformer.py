@@ -23,9 +23,11 @@ model = dict(
     iterations=2,
     memory_cell="gru",  # 'gru' or 'ncgru'
     # where the paper is silent: the memory enters time attention as an extra key/value token per
-    # position ('key_value') or added to every token's time-attention input ('token_add'); the
-    # memory RNN steps over each frame's mean patch output ('frame_mean') or reads the mean of
-    # all the part's patch outputs in one step ('token_mean')
+    # position ('key_value'), added to every token's time-attention input ('token_add'), or as a
+    # memory token the layers update, a query too, its per-position copies averaged back after
+    # each block's time attention ('token'); the memory RNN steps over each frame's mean patch
+    # output ('frame_mean') or reads the mean of all the part's patch outputs in one step
+    # ('token_mean')
     memory_slot="key_value",
     memory_input="frame_mean",
     # the paper's: iteration 2's class token starts from iteration 1's output and the classifier
