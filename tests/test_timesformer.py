@@ -358,6 +358,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_grads(cls, options, monk
     [
         ("memory_slot", "prepend"),
         ("memory_input", "last"),
+        ("loss_iterations", "first"),
         ("memory_cell", "lstm"),
         ("iterations", 3),
         ("iterations", 0),
@@ -375,8 +376,14 @@ def test_config_rejects_bad_values_naming_the_key(key, value):
     assert "\n" not in str(err.value)
 
 
+def test_memory_slot_error_lists_every_slot():
+    with pytest.raises(ConfigError, match="is not one of key_value, token_add, token$"):
+        tiny(memory_slot="prepend")
+
+
 def test_config_defaults_are_vit_base_with_two_iterations():
     defaults = dataclasses.asdict(TimeSformerConfig())
     assert defaults["embed_dim"] == 768 and defaults["depth"] == 12 and defaults["num_frames"] == 16
     assert (defaults["memory_slot"], defaults["memory_input"]) == ("key_value", "frame_mean")
+    assert defaults["loss_iterations"] == "last"
     assert defaults["iterations"] == 2 and defaults["pretrained"] is False

@@ -6,16 +6,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
+from crt_video.data.feature_dataset import FeatureData
 from crt_video.engine import trainer
 from crt_video.engine.checkpoint import load_checkpoint
 from crt_video.engine.clip_inference import FrameWindowLabeler
 from crt_video.errors import CheckpointError, ConfigError
+from crt_video.models import build_model
+from crt_video.models.crvit import CRViT
+from crt_video.models.timesformer import TimeSformerConfig
 from crt_video.pipeline import run_pipeline
 from crt_video.run_config import CONFIGS_DIR, load_run_config
 from crt_video.tasks import task_of
+from crt_video.tasks.video import video_step
+from crt_video.utils.distributed import SINGLE_PROCESS
 
 CPU = torch.device("cpu")
 
@@ -158,3 +166,50 @@ def test_extracting_features_for_the_video_task_is_a_one_line_error(tmp_path, ru
         "error: configs/crvit_demo.py: model.task='video' reads decoded frames, it has no "
         "features to extract"
     )
+
+
+def batch_of(num_frames: int, seed: int = 0) -> dict:
+    video = torch.randn(4, num_frames, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    return {"video": video, "label": torch.tensor([0, 1, 2, 3])}
+
+
+def test_a_loss_on_all_iterations_is_the_mean_of_each_iterations_cross_entropy():
+    torch.manual_seed(0)
+    keys = dict(img_size=32, patch_size=16, num_frames=6, embed_dim=32, depth=1, num_heads=2)
+    net, batch = CRViT(3, 5, TimeSformerConfig(**keys, iterations=3)).eval(), batch_of(6)
+    with torch.no_grad():
+        last, clips, counts = video_step(net, batch, CPU)
+        every, _, every_counts = video_step(net, batch, CPU, iterations="all")
+        logits, _ = net.forward_iterations(batch["video"])
+    each = [F.cross_entropy(x, batch["label"]) for x in logits]
+    torch.testing.assert_close(last, each[-1])
+    torch.testing.assert_close(every, torch.stack(each).mean())
+    assert not torch.allclose(every, last)
+    assert clips == 4 and counts == every_counts  # top-1 is the last iteration's either way
+
+
+@pytest.mark.parametrize(
+    "model_type, value, reads",
+    [("crvit", "last", "last"), ("crvit", "all", "all"), ("timesformer", "all", "last")],
+)
+def test_the_training_step_reads_the_iterations_the_config_names(
+    tmp_path, model_type, value, reads
+):
+    options = [*tiny_options(tmp_path, model_type), f"model.loss_iterations={value}"]
+    run = load_run_config(CONFIGS_DIR / "crvit_demo.py", options)
+    table = pd.DataFrame({"video": ["a.mp4"] * 4, "label_id": [0, 1, 2, 3]})
+    data = FeatureData(None, {"train": table}, tuple("abcd"), run.frames.identity, tmp_path)
+    step = task_of(run.model).training(run, data, CPU, SINGLE_PROCESS).step
+    torch.manual_seed(0)
+    net, batch = build_model(run.model, 3, 4).eval(), batch_of(4)
+    with torch.no_grad():
+        logits = (
+            net.forward_iterations(batch["video"])[0] if reads == "all" else [net(batch["video"])]
+        )
+        expected = torch.stack([F.cross_entropy(x, batch["label"]) for x in logits]).mean()
+        torch.testing.assert_close(step(net, batch, CPU)[0], expected)
+
+
+def test_loss_iterations_must_be_last_or_all():
+    with pytest.raises(ConfigError, match=r"model.loss_iterations='each' is not one of last, all$"):
+        load_run_config(CONFIGS_DIR / "crvit_demo.py", ["model.loss_iterations=each"])

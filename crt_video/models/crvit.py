@@ -97,10 +97,17 @@ class CRViT(VideoBackbone):
             load_pretrained(self, config.pretrained)
 
     def forward(
-        self, video: torch.Tensor, memory: torch.Tensor | None = None, zero_memory: bool = False
+        self,
+        video: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        zero_memory: bool = False,
+        all_iterations: bool = False,
     ) -> torch.Tensor:
-        """Logits [B, num_classes] after the last iteration (see :meth:`forward_iterations`)."""
-        return self.forward_iterations(video, memory, zero_memory)[0][-1]
+        """Logits [B, num_classes] after the last iteration, what evaluation reads, or with
+        ``all_iterations`` each iteration's, [iterations, B, num_classes], for the training loss
+        of ``loss_iterations='all'`` (see :meth:`forward_iterations`)."""
+        logits = self.forward_iterations(video, memory, zero_memory)[0]
+        return torch.stack(logits) if all_iterations else logits[-1]
 
     def forward_iterations(
         self, video: torch.Tensor, memory: torch.Tensor | None = None, zero_memory: bool = False

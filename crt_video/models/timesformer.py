@@ -33,23 +33,26 @@ from crt_video.utils.sections import require_int
 
 MEMORY_SLOTS = ("key_value", "token_add", "token")
 MEMORY_INPUTS = ("frame_mean", "token_mean")
+LOSS_ITERATIONS = ("last", "all")
 _POSITIVE_INTS = ("img_size", "patch_size", "num_frames", "embed_dim", "depth", "num_heads")
 _RATES = ("drop_rate", "attn_drop_rate", "drop_path_rate")
 
 
 @dataclass(frozen=True)
 class TimeSformerConfig:
-    """Keys of TimeSformer and CR-ViT (ViT-B/16 by default); the last five are CR-ViT's only.
+    """Keys of TimeSformer and CR-ViT (ViT-B/16 by default); the last six are CR-ViT's only.
 
     ``pretrained``: False (random init), a weights file or folder (official ``.pyth``, Hugging
     Face, or a crt_video TimeSformer/CR-ViT state dict), or True (download
     facebook/timesformer-base-finetuned-k400 from the Hugging Face hub). ``iterations``: chunks
     of consecutive frames CR-ViT runs one after another (``num_frames`` must split evenly).
     ``memory_cell``: the memory RNN ('gru' or 'ncgru'). ``memory_slot`` and ``memory_input``:
-    see :mod:`crt_video.models.crvit`. ``carry_cls`` (the paper's): an iteration's class token starts
-    from the previous one's output and the classifier reads [prev_cls, cls]; False leaves the
-    memory the only path from one iteration to the next (each starts from the learned class
-    token, and the classifier reads [cls, cls]), an ablation.
+    see :mod:`crt_video.models.crvit`. ``carry_cls`` (the paper's): an iteration's class token
+    starts from the previous one's output and the classifier reads [prev_cls, cls]; False leaves
+    the memory the only path from one iteration to the next (each starts from the learned class
+    token, and the classifier reads [cls, cls]), an ablation. ``loss_iterations``: the training
+    loss is the cross-entropy of the last iteration's logits ('last') or the mean of every
+    iteration's, each against the clip's label ('all'); evaluation reads the last one either way.
     """
 
     img_size: int = 224
@@ -70,6 +73,7 @@ class TimeSformerConfig:
     memory_slot: str = "key_value"
     memory_input: str = "frame_mean"
     carry_cls: bool = True
+    loss_iterations: str = "last"
 
     def __post_init__(self) -> None:
         for key in (*_POSITIVE_INTS, "iterations"):
@@ -80,6 +84,7 @@ class TimeSformerConfig:
             ("memory_cell", tuple(MEMORY_CELLS)),
             ("memory_slot", MEMORY_SLOTS),
             ("memory_input", MEMORY_INPUTS),
+            ("loss_iterations", LOSS_ITERATIONS),
         ):
             if getattr(self, key) not in choices:
                 raise ConfigError(

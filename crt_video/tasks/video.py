@@ -6,10 +6,13 @@ frames per clip, decoded in DataLoader workers by :mod:`crt_video.data.frame_cli
 TimeSformer's augmentations, instead of cached features. Training is the clip trainer's loop
 (class-balanced sampling, bf16 autocast on CUDA, torchrun, resume, ``train.load_from``); the
 test averages the class probabilities of ``frame_clips.test_clips`` x ``test_crops`` views.
+CR-ViT's loss is its last iteration's cross-entropy, or with ``model.loss_iterations='all'`` the
+mean of every iteration's (:func:`video_step`); validation and the test read the last iteration.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +28,8 @@ from crt_video.data.splits import SPLITS
 from crt_video.engine.evaluate import autocast, predict_items, report_scores
 from crt_video.engine.train_task import TrainTask
 from crt_video.features.frame_encoder import FrameEncoder
+from crt_video.models.crvit import CRViT
+from crt_video.models.registry import model_config
 from crt_video.task_kinds import TASK_KINDS
 from crt_video.tasks.base import register_task
 from crt_video.tasks.clip import LOG_COLUMNS, ClipTask, annotation_tables
@@ -38,13 +43,29 @@ def clip_items(table: pd.DataFrame) -> list[tuple[str, int]]:
     return list(zip(table["video"], table["label_id"].astype(int), strict=True))
 
 
+def loss_iterations(model_cfg: dict) -> str:
+    """What the training loss reads: ``model.loss_iterations`` for CR-ViT ('last' or 'all'); a
+    TimeSformer has one iteration, its last."""
+    model_class, settings = model_config(model_cfg)
+    return settings.loss_iterations if issubclass(model_class, CRViT) else "last"
+
+
 def video_step(
-    model: nn.Module, batch: dict, device: torch.device
+    model: nn.Module, batch: dict, device: torch.device, iterations: str = "last"
 ) -> tuple[torch.Tensor, int, dict[str, float]]:
+    """The cross-entropy of the last iteration's logits, or with ``iterations='all'`` the mean
+    over CR-ViT's iterations of each one's, all against the clip's label; top-1 is the last's."""
     labels = batch["label"].to(device, non_blocking=True)
-    logits = model(batch["video"].to(device, non_blocking=True))
+    video = batch["video"].to(device, non_blocking=True)
+    if iterations == "all":
+        every = model(video, all_iterations=True).float()  # [iterations, B, C]
+        loss = F.cross_entropy(every.flatten(0, 1), labels.repeat(len(every)))
+        logits = every[-1]
+    else:
+        logits = model(video).float()
+        loss = F.cross_entropy(logits, labels)
     correct = int((logits.argmax(1) == labels).sum())
-    return F.cross_entropy(logits.float(), labels), len(labels), {"top1": correct}
+    return loss, len(labels), {"top1": correct}
 
 
 def score_views(
@@ -124,7 +145,7 @@ class VideoTask(ClipTask):
                 dist_info.world_size,
             ),
             collate=collate_frame_clips,
-            step=video_step,
+            step=functools.partial(video_step, iterations=loss_iterations(run.model)),
             validate=validate if has_val else None,
             metric="mean_class_accuracy",
             log_columns=LOG_COLUMNS,

@@ -33,4 +33,7 @@ model = dict(
     # the paper's: iteration 2's class token starts from iteration 1's output and the classifier
     # reads [prev_cls, cls]; False (an ablation) leaves the memory the only path between them
     carry_cls=True,
+    # the training loss: the cross-entropy of the last iteration's logits ('last'), or the mean of
+    # every iteration's, each against the clip's label ('all'); evaluation reads the last one
+    loss_iterations="last",
 )
