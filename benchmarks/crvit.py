@@ -1,10 +1,11 @@
 """CR-ViT: the demo's accuracy and what the model costs on this machine.
 
 - Demo (``configs/crvit_demo.py``, trained here): the tiny CR-ViT; CR-ViT whose iterations are
-  joined by the memory only (``carry_cls=False``); each of them with its memory zeroed in every
-  iteration (the same checkpoint); and the tiny TimeSformer (one pass over all 16 frames, the
-  same recipe): test mCA, and accuracy on the order classes (two different objects: only their
-  order tells the class) and on the others.
+  joined by the memory only (``carry_cls=False``); both again with the memory a token the layers
+  update (``memory_slot='token'``) instead of the default extra key and value; each of them with
+  its memory zeroed in every iteration (the same checkpoint); and the tiny TimeSformer (one pass
+  over all 16 frames, the same recipe): test mCA, and accuracy on the order classes (two
+  different objects: only their order tells the class) and on the others.
 - Cost, on random weights, each in a fresh process: training clips per second (forward, backward
   and an optimizer step) and test clips per second (every test view), with the peak resident
   memory of the process and the growth of that peak over one step after a warm-up step (what
@@ -91,11 +92,15 @@ def run(out_dir: Path, smoke: bool = False, skip_vit_b: bool = False) -> dict:
     return {"figures": figures, "markdown": markdown(figures)}
 
 
-# The demo's models: the paper's CR-ViT, CR-ViT whose iterations share the memory only, and
-# TimeSformer over all 16 frames at once.
+# The demo's models: the paper's CR-ViT, CR-ViT whose iterations share the memory only, each
+# with the memory as an extra key and value (the default slot) and as a token the layers update,
+# and TimeSformer over all 16 frames at once.
+TOKEN = "model.memory_slot=token"
 DEMO_MODELS = {
     "crvit": ["model.type=crvit"],
     "crvit, memory the only path": ["model.type=crvit", "model.carry_cls=False"],
+    "crvit, token slot": ["model.type=crvit", TOKEN],
+    "crvit, token slot, memory the only path": ["model.type=crvit", TOKEN, "model.carry_cls=False"],
     "timesformer": ["model.type=timesformer"],
 }
 

@@ -17,6 +17,10 @@ def test_smoke_run_reports_demo_rows_costs_and_flops(tmp_path):
         "crvit, memory zeroed",
         "crvit, memory the only path",
         "crvit, memory the only path, memory zeroed",
+        "crvit, token slot",
+        "crvit, token slot, memory zeroed",
+        "crvit, token slot, memory the only path",
+        "crvit, token slot, memory the only path, memory zeroed",
         "timesformer",
     }
     for row in figures["demo"].values():
