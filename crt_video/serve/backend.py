@@ -2,9 +2,10 @@
 cameras' segments (or frames), saying which of them start afresh.
 
 A camera is a row (its index in ``serve.cameras``). The backend keeps each row's state: in this
-process (``local_backend.LocalBackend``, torch). The engine keeps no state of its own: it only
-says when a camera's next step starts from the model's initial state (a new session, a long gap,
-a new window).
+process (``local_backend.LocalBackend``, torch) or in a Triton server, where a row is a sequence
+(``triton_backend.TritonBackend``). The engine keeps no state of its own: it only says when a
+camera's next step starts from the model's initial state (a new session, a long gap, a new
+window), so both backends give the same scores for the same frames.
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ class ModelBackend(Protocol):
 
 
 def open_backend(cfg: ServeConfig, ckpt: Checkpoint, device: torch.device) -> ModelBackend:
-    """The models for ``ckpt``, one row per camera of ``cfg``."""
+    """``serve.backend``'s models for ``ckpt``, one row per camera of ``cfg``."""
+    if cfg.backend == "triton":
+        from crt_video.serve.triton_backend import TritonBackend
+
+        return TritonBackend.connect(cfg, ckpt)
     from crt_video.serve.local_backend import LocalBackend
 
     return LocalBackend(ckpt, device, len(cfg.cameras))

@@ -6,7 +6,7 @@ A tick takes what the cameras sampled, once the batch is full (``batch_frames``)
 camera's last encoded frame before it, so segments still cover their time, and is counted. The kept frames of all cameras go through the encoder in one call. Then the model
 advances every camera whose segment is complete in one step; a causal per-frame checkpoint steps
 every frame as it comes instead. The models and the cameras' states are the backend's
-(``backend.py``).
+(``backend.py``): in this process, or in a Triton server (``serve.backend``).
 
 Memory rule: a camera's state starts afresh at each (re)connection and when its frames show a
 gap longer than ``reset_gap_seconds``; shorter gaps (skipped frames, a slow network) keep it. A
