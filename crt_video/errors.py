@@ -27,3 +27,7 @@ class CheckpointError(CrtVideoError):
 
 class DatasetError(CrtVideoError):
     """A missing or empty dataset folder or split."""
+
+
+class ServerError(CrtVideoError):
+    """A model server (Triton) that cannot be reached, lacks a model or fails a request."""

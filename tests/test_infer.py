@@ -39,16 +39,17 @@ def make_checkpoint(
     max_frames: int | None = None,
     identity_seed: int | None = None,
     class_names: tuple[str, ...] = CLASSES,
+    encoder_cfg: dict = ENCODER,
 ) -> Path:
     """A trained-looking checkpoint: random weights, the encoder's identity, our class names."""
-    encoder = build_frame_encoder(ENCODER)
+    encoder = build_frame_encoder(encoder_cfg)
     identity = encoder.identity
     if identity_seed is not None:
-        identity = build_frame_encoder({**ENCODER, "seed": identity_seed}).identity
+        identity = build_frame_encoder({**encoder_cfg, "seed": identity_seed}).identity
     torch.manual_seed(0)
     net = build_model(model, encoder.feature_dim, len(CLASSES), frame_rate=4.0)
     config = {
-        "encoder": ENCODER,
+        "encoder": encoder_cfg,
         "model": model,
         "sampling": {"fps": 4.0, "max_frames": max_frames},
     }

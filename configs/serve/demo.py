@@ -20,4 +20,6 @@ serve = dict(
     events_db="work_dirs/serve_demo/events.db",
     token=None,  # e.g. a long random string: every route but /healthz then needs it
     mqtt=None,  # e.g. dict(host="127.0.0.1", port=1883, prefix="crt_video")
+    backend="local",  # or "triton": the models run in a Triton server (configs/serve/triton.py)
+    triton_url=None,  # with backend="triton": the server's gRPC address, e.g. "localhost:8001"
 )

@@ -57,6 +57,21 @@ class SampledVideo:
     rate: float  # sampled frames per second of video: below fps where max_frames caps them
 
 
+def check_frames_encoder(ckpt: Checkpoint) -> None:
+    """Refuse a checkpoint whose features cannot be computed from frames: one trained on .npy
+    features, or one saved without its encoder and sampling sections."""
+    if ckpt.encoder_identity.get("name") == "npy":
+        raise CheckpointError(
+            f"{ckpt.path}: trained on pre-extracted .npy features, "
+            "not on frames its encoder can compute; score those features with tools/test.py"
+        )
+    if ckpt.encoder is None or ckpt.sampling is None:
+        raise CheckpointError(
+            f"{ckpt.path}: its config has no encoder and sampling sections to compute "
+            "features with; use best.pth or last.pth from a training work dir"
+        )
+
+
 class FeatureStream:
     """Features of the frames sampled at ``fps`` (at most ``max_frames``), encoded by ``encoder``
     (anything with ``encode``, ``batch_size``, ``input_size``, ``interpolation`` and optionally
@@ -74,16 +89,7 @@ class FeatureStream:
         cls, ckpt: Checkpoint, device: torch.device, precision: str | None = None
     ) -> FeatureStream:
         """The checkpoint's encoder, in ``precision`` or the nearest one ``device`` runs."""
-        if ckpt.encoder_identity.get("name") == "npy":
-            raise CheckpointError(
-                f"{ckpt.path}: trained on pre-extracted .npy features, "
-                "not on frames its encoder can compute; score those features with tools/test.py"
-            )
-        if ckpt.encoder is None or ckpt.sampling is None:
-            raise CheckpointError(
-                f"{ckpt.path}: its config has no encoder and sampling sections to compute "
-                "features with; use best.pth or last.pth from a training work dir"
-            )
+        check_frames_encoder(ckpt)
         trained = ckpt.encoder_identity.get("precision")
         precision = precision or inference_precision(trained, device)
         # The batch changes the speed, not the features: the device's best, not extraction's.

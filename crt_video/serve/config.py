@@ -15,6 +15,7 @@ from crt_video.errors import ConfigError
 from crt_video.utils.sections import section_from_dict
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+BACKENDS = ("local", "triton")
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,10 @@ class ServeConfig:
     window_seconds: float = 10.0  # clip checkpoints: the activity is that of the current window
     episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
     device: str = "auto"
+    # 'triton': the encoder and the step run in a Triton server on the checkpoint's exported
+    # repository (docs/triton.md), at triton_url (its gRPC address), instead of in this process
+    backend: str = "local"
+    triton_url: str | None = None
 
     @classmethod
     def from_dict(cls, section: dict) -> ServeConfig:
@@ -160,6 +165,7 @@ class ServeConfig:
             isinstance(self.batch_frames, int) and self.batch_frames >= 1
         ):
             raise ConfigError(f"serve.batch_frames={self.batch_frames!r} must be >= 1 or None")
+        _check_backend(self.backend, self.triton_url)
 
 
 def load_serve_config(path: str | Path, cfg_options: list[str] | None = None) -> ServeConfig:
@@ -180,6 +186,23 @@ def load_serve_config(path: str | Path, cfg_options: list[str] | None = None) ->
 def _check_port(name: str, port: object) -> None:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"{name}={port!r} must be a port number (0-65535)")
+
+
+def _check_backend(backend: object, url: object) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"serve.backend={backend!r} must be one of {', '.join(map(repr, BACKENDS))}"
+        )
+    if url is not None and (not isinstance(url, str) or not url or "://" in url):
+        raise ConfigError(
+            f"serve.triton_url={url!r} must be the Triton server's gRPC address as host:port, "
+            "without a scheme, e.g. triton_url='localhost:8001'"
+        )
+    if backend == "triton" and url is None:
+        raise ConfigError(
+            "serve.backend='triton' needs serve.triton_url, the Triton server's gRPC address, "
+            "e.g. triton_url='localhost:8001'"
+        )
 
 
 def _check_host(host: object) -> None:

@@ -4,8 +4,9 @@ A tick takes what the cameras sampled, once the batch is full (``batch_frames``)
 ``tick_seconds`` after its first frame. Over budget, each camera keeps an even share of the batch
 (``frame_budget.py``) and the rest are skipped: a skipped frame takes the features of the
 camera's last encoded frame before it, so segments still cover their time, and is counted. The kept frames of all cameras go through the encoder in one call. Then the model
-advances every camera whose segment is complete in one step, their states gathered into one
-batch and scattered back; a causal per-frame checkpoint steps every frame as it comes instead.
+advances every camera whose segment is complete in one step; a causal per-frame checkpoint steps
+every frame as it comes instead. The models and the cameras' states are the backend's
+(``backend.py``): in this process, or in a Triton server (``serve.backend``).
 
 Memory rule: a camera's state starts afresh at each (re)connection and when its frames show a
 gap longer than ``reset_gap_seconds``; shorter gaps (skipped frames, a slow network) keep it. A
@@ -24,13 +25,11 @@ import torch
 
 from crt_video.engine.checkpoint import Checkpoint
 from crt_video.engine.dense_inference import NOT_ACTIVITIES
-from crt_video.engine.feature_stream import FeatureStream
-from crt_video.engine.segment_runner import SegmentRunner
 from crt_video.errors import CheckpointError
-from crt_video.models.frame_steps import frame_stepper
 from crt_video.models.registry import model_config
-from crt_video.models.streaming import StateRows, StreamingModel
+from crt_video.models.streaming import StreamingModel
 from crt_video.serve.activity import ActivityTracker, Change, EpisodeTracker
+from crt_video.serve.backend import open_backend
 from crt_video.serve.cameras import Camera, CameraFrame
 from crt_video.serve.config import ServeConfig
 from crt_video.serve.events import EventBus, EventStore
@@ -48,7 +47,7 @@ class Track:
     """What the engine keeps for one camera."""
 
     camera: Camera
-    row: int  # the camera's row in the model's batched state
+    row: int  # the camera's row in the backend's state
     tracker: ActivityTracker | EpisodeTracker
     session: int = 0
     last_media: float | None = None
@@ -56,6 +55,7 @@ class Track:
     last_features: torch.Tensor | None = None
     waiting: list[tuple[torch.Tensor, CameraFrame]] = field(default_factory=list)
     window_done: int = 0  # frames of the current window stepped (clip checkpoints)
+    fresh: bool = True  # its next step starts from the model's initial state
     processed: RateMeter = field(default_factory=RateMeter)
     skipped: RateMeter = field(default_factory=RateMeter)
     sampled: RateMeter = field(default_factory=RateMeter)
@@ -64,8 +64,8 @@ class Track:
 
 
 class Engine:
-    """Cameras, the encoder and the model of one service; ``start`` runs the tick loop in its
-    own thread, ``stop`` ends it and the cameras and closes the open episodes."""
+    """Cameras and the models' backend of one service; ``start`` runs the tick loop in its own
+    thread, ``stop`` ends it and the cameras and closes the open episodes."""
 
     def __init__(
         self,
@@ -83,19 +83,13 @@ class Engine:
                 f"{ckpt.path}: model type {ckpt.model['type']!r} sees a whole video at once and "
                 "cannot label a live camera; serve a crt, xl or gru checkpoint"
             )
-        stream = FeatureStream.from_checkpoint(ckpt, device)
-        self.encoder, self.fps = stream.encoder, stream.fps
-        runner = SegmentRunner.from_checkpoint(ckpt, stream)
-        self.model, self.segment_len = runner.model.eval(), runner.segment_len
-        self.frames = frame_stepper(self.model)
+        self.backend = open_backend(cfg, ckpt, device)
+        self.fps, self.segment_len = self.backend.fps, self.backend.segment_len
         self.per_frame = ckpt.task.per_frame
-        self.batch_frames = cfg.batch_frames or self.encoder.batch_size
+        self.batch_frames = cfg.batch_frames or self.backend.batch_frames
         segment_seconds = self.segment_len / self.fps
         self.window_frames = max(1, round(cfg.window_seconds / segment_seconds)) * self.segment_len
         self.tracks = [self._track(row, camera_cfg) for row, camera_cfg in enumerate(cfg.cameras)]
-        self.rows = StateRows(self.model)
-        count = len(self.tracks)
-        self.state = (self.frames or self.model).init_state(count) if count else None
         self.batch_sizes: dict[int, int] = {}
         self.encoded, self.latencies = RateMeter(), Latencies()
         self.started = time.time()
@@ -107,8 +101,8 @@ class Engine:
         camera = Camera(
             camera_cfg,
             self.fps,
-            tuple(self.encoder.input_size),
-            self.encoder.interpolation,
+            self.backend.input_size,
+            self.backend.interpolation,
             self.cfg.stall_seconds,
             self.cfg.backoff_seconds,
         )
@@ -133,6 +127,7 @@ class Engine:
         for track in self.tracks:
             track.camera.close(timeout=1.0)
         self._thread.join(timeout)
+        self.backend.close()
         at = time.time()
         for track in self.tracks:
             self._publish(track.tracker.close(at, "shutdown"), at)
@@ -185,17 +180,16 @@ class Engine:
             mine = features[offset : offset + len(kept)]
             offset += len(kept)
             per_camera[index] = self._with_skipped(self.tracks[index], taken[index], kept, mine)
-        if self.frames is not None:
+        if self.backend.frame_steps:
             self._step_frames(per_camera)
         else:
             self._step_segments(per_camera)
 
     def _encode(self, frames: list[torch.Tensor]) -> torch.Tensor:
         if not frames:
-            return torch.zeros(0, self.encoder.feature_dim)
+            return torch.zeros(0, self.backend.feature_dim)
         started = time.perf_counter()
-        with torch.inference_mode():
-            features = self.encoder.encode(torch.stack(frames)).float().cpu()
+        features = self.backend.encode(torch.stack(frames))
         self.metrics.encode_seconds.inc(time.perf_counter() - started)
         self.metrics.batch.observe(len(frames))
         self.batch_sizes[len(frames)] = self.batch_sizes.get(len(frames), 0) + 1
@@ -237,13 +231,7 @@ class Engine:
         at = frame.wall
         self._publish(track.tracker.close(at, "reset"), at)
         track.waiting.clear()
-        track.window_done, track.reset_at = 0, at
-        rows = torch.zeros(len(self.tracks), dtype=torch.bool)
-        rows[track.row] = True
-        if self.frames is not None:
-            self.state = self.frames.reset(self.state, rows)
-        else:
-            self.state = self.rows.restart(self.state, torch.tensor([track.row]))
+        track.window_done, track.reset_at, track.fresh = 0, at, True
         return True
 
     def _step_frames(self, per_camera: dict[int, list]) -> None:
@@ -251,19 +239,19 @@ class Engine:
         count = len(self.tracks)
         longest = max((len(items) for items in per_camera.values()), default=0)
         for rank in range(longest):
-            batch = torch.zeros(count, self.encoder.feature_dim)
+            batch = torch.zeros(count, self.backend.feature_dim)
             active = torch.zeros(count, dtype=torch.bool)
+            fresh = torch.zeros(count, dtype=torch.bool)
             frames: dict[int, CameraFrame] = {}
             for index, items in per_camera.items():
                 if rank < len(items):
                     features, frame = items[rank]
-                    self._reset_if_new(self.tracks[index], frame)
+                    track = self.tracks[index]
+                    self._reset_if_new(track, frame)
                     batch[index], active[index], frames[index] = features, True, frame
-            with torch.inference_mode():
-                logits, self.state = self.frames.step(
-                    batch.to(self.device), self.state, active.to(self.device)
-                )
-            scores = self._scores(logits.float().cpu())
+                    fresh[index], track.fresh = track.fresh, False
+            logits = self.backend.step_frames(batch, active, fresh)
+            scores = self._scores(logits)
             for index, frame in frames.items():
                 self._labelled(self.tracks[index], scores[index], [frame])
 
@@ -278,18 +266,16 @@ class Engine:
             ready = [t for t in self.tracks if len(t.waiting) >= self.segment_len]
             if not ready:
                 return
+            fresh = []
             for track in ready:
-                if not self.per_frame and track.window_done % self.window_frames == 0:
-                    self.state = self.rows.restart(self.state, torch.tensor([track.row]))
-            rows = torch.tensor([track.row for track in ready])
+                window = not self.per_frame and track.window_done % self.window_frames == 0
+                fresh.append(track.fresh or window)
+                track.fresh = False
             segment = torch.stack(
                 [torch.stack([f for f, _ in t.waiting[: self.segment_len]]) for t in ready]
             )
-            with torch.inference_mode():
-                part = self.rows.take(self.state, rows.to(self.device))
-                logits, part = self.model.step(segment.to(self.device), part)
-                self.state = self.rows.put(self.state, rows.to(self.device), part)
-            scores = self._scores(logits.float().cpu())
+            logits = self.backend.step_segments([track.row for track in ready], segment, fresh)
+            scores = self._scores(logits)
             for track, row_scores in zip(ready, scores, strict=True):
                 frames = [frame for _, frame in track.waiting[: self.segment_len]]
                 del track.waiting[: self.segment_len]
@@ -354,12 +340,12 @@ class Engine:
             "frames_per_second": round(self.encoded.rate(), 2),
             "batch_sizes": dict(sorted(self.batch_sizes.items())),
             "batch_frames": self.batch_frames,
-            "precision": self.encoder.identity.get("precision"),
-            "encoder": self.encoder.identity.get("name"),
+            "precision": self.backend.figures["precision"],
+            "encoder": self.backend.figures["encoder"],
             "cpu": cpu_name(),
-            "device": str(self.device),
+            "device": self.backend.figures["device"],
             "latency": self.latencies.percentiles(),
-            "mode": "frame" if self.frames is not None else "segment",
+            "mode": "frame" if self.backend.frame_steps else "segment",
             "uptime": round(time.time() - self.started, 1),
             "error": self.error,
         }
