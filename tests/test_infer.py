@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from crt_video.decode import read_frames
 from crt_video.engine import feature_stream
 from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
 from crt_video.engine.inference import VideoLabeler
 from crt_video.errors import CheckpointError, VideoDecodeError
 from crt_video.features.frame_encoder import build_frame_encoder
 from crt_video.features.int8 import int8_available
-from crt_video.features.video import read_frames
 from crt_video.models import build_model
 from crt_video.utils.threads import cpu_threads
 

@@ -20,10 +20,10 @@ import pytest
 import torch
 from test_infer import CLASSES, CRT, infer_main, make_checkpoint
 
+from crt_video.decode import Feed, SampledFrame, is_live_source
 from crt_video.engine.checkpoint import load_checkpoint, open_checkpoint
 from crt_video.engine.dense_inference import ActivityDetector
 from crt_video.engine.inference import VideoLabeler
-from crt_video.engine.live import Feed, SampledFrame, is_live_source
 from crt_video.errors import VideoDecodeError
 
 FPS = 10

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator
 import torch
 
 from crt_video.data.thumos import AMBIGUOUS, BACKGROUND
+from crt_video.decode import DEFAULT_READ_TIMEOUT
 from crt_video.engine.checkpoint import Checkpoint
 from crt_video.engine.feature_stream import FeatureChunk, FeatureStream
 from crt_video.engine.inference import run_live
-from crt_video.engine.live import DEFAULT_READ_TIMEOUT
 from crt_video.engine.segment_runner import SegmentLabel, SegmentRunner
 from crt_video.errors import CheckpointError, VideoDecodeError
 from crt_video.evaluation.detection import DenseConfig, events_from_scores

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
+from crt_video.decode import DEFAULT_READ_TIMEOUT, Feed, open_live, sample_live
 from crt_video.engine.checkpoint import Checkpoint, open_checkpoint
 from crt_video.engine.feature_stream import FeatureChunk, FeatureStream
-from crt_video.engine.live import DEFAULT_READ_TIMEOUT, Feed, open_live, sample_live
 from crt_video.engine.segment_runner import SegmentLabel, SegmentRunner
 from crt_video.errors import CheckpointError, VideoDecodeError
 from crt_video.utils.distributed import resolve_device

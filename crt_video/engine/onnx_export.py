@@ -30,13 +30,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from crt_video.decode import resize_frames
 from crt_video.engine.checkpoint import Checkpoint, open_checkpoint
 from crt_video.engine.feature_stream import FeatureStream
 from crt_video.engine.inference import VideoLabeler
 from crt_video.engine.segment_runner import SegmentRunner
 from crt_video.errors import CheckpointError
 from crt_video.features.encoder import resolve_batch_size
-from crt_video.features.resize import resize_frames
 from crt_video.models.crt import CRT, AnyCRTState, CRTMeanState, CRTState
 from crt_video.utils.io import atomic_write_json
 from crt_video.utils.onnx import export_graph, runtime_session
