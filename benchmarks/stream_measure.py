@@ -15,7 +15,7 @@ import torch
 from crt_video.decode import iter_frames
 from crt_video.engine.checkpoint import open_checkpoint
 from crt_video.engine.feature_stream import FeatureStream
-from crt_video.engine.inference import VideoLabeler
+from crt_video.engine.inference import FeatureLabeler
 from crt_video.engine.labeler import Labeler, checkpoint_labeler
 
 STEP_REPEATS = 50
@@ -101,7 +101,7 @@ def measure_stdin(spec: dict) -> dict:
 
 
 @torch.inference_mode()
-def _breakdown(labeler: VideoLabeler, video: Path) -> dict:
+def _breakdown(labeler: FeatureLabeler, video: Path) -> dict:
     started = time.perf_counter()
     for _ in iter_frames(video, labeler.stream.fps, size=labeler.stream.encoder.input_size):
         pass

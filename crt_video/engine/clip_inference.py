@@ -96,7 +96,7 @@ class FrameWindowLabeler:
         on_segment: Callable[[SegmentLabel], None] | None = None,
     ) -> dict:
         """{"video", "duration", "top_k": [{"label", "score"}], "timeline": [...]}, as
-        :meth:`crt_video.engine.inference.VideoLabeler.label_video` gives them."""
+        :meth:`crt_video.engine.inference.FeatureLabeler.label_video` gives them."""
         duration, windows = self.windows(path, window)
         for item in windows:
             if on_segment is not None:

@@ -99,7 +99,7 @@ class ActivityDetector:
     ) -> dict:
         """A live source until it ends, stalls or ``stop`` is set: each frame's label to
         ``on_segment`` as it is known, and the intervals of what was seen. A backlog is thinned
-        as for clip labels (see :meth:`crt_video.engine.inference.VideoLabeler.label_live`)."""
+        as for clip labels (see :meth:`crt_video.engine.inference.FeatureLabeler.label_live`)."""
         if not self.runner.streaming:
             raise CheckpointError(
                 f"{source}: a live source needs a model with recurrent memory (crt, xl or gru)"
