@@ -41,6 +41,7 @@ from benchmarks.accuracy_variants import (
 )
 from crt_video.data.demo import ORDER_CLASSES
 from crt_video.data.feature_dataset import FeatureData
+from crt_video.decode import SamplingConfig
 from crt_video.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from crt_video.engine.evaluate import predict
 from crt_video.engine.trainer import train
@@ -49,7 +50,6 @@ from crt_video.evaluation.metrics import mean_class_accuracy
 from crt_video.features.extract import extract_features
 from crt_video.features.frame_encoder import FrameEncoderConfig, build_frame_encoder
 from crt_video.features.store import FeatureStore
-from crt_video.features.video import SamplingConfig
 from crt_video.models import build_model
 from crt_video.run_config import CONFIGS_DIR, run_config_from
 from crt_video.tasks import task_of

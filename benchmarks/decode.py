@@ -19,7 +19,8 @@ import av
 import numpy as np
 import torch
 
-from crt_video.features.video import _decord, probe_video, read_frames
+from crt_video.decode import probe_video, read_frames
+from crt_video.decode.backends import _decord
 
 FULL = {"seconds": 20.0, "width": 640, "height": 480, "video_fps": 20}
 SMOKE = {"seconds": 1.0, "width": 160, "height": 120, "video_fps": 10}

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from crt_video.data.demo import make_demo_dataset, make_event_order_dataset
-from crt_video.features.clip_decoder import ClipDecoder, decode_loader
+from crt_video.decode import SamplingConfig
+from crt_video.features.clip_loader import ClipDecoder, decode_loader
 from crt_video.features.extract import extract_features
 from crt_video.features.frame_encoder import FrameEncoderConfig, build_frame_encoder
-from crt_video.features.video import SamplingConfig
 from crt_video.utils.distributed import resolve_device
 from crt_video.utils.threads import cpu_threads, spare_cores
 

@@ -24,10 +24,10 @@ import torch
 
 from benchmarks.checkout import REPO_ROOT, checkout_env
 from crt_video.data.demo import make_event_order_dataset
+from crt_video.decode import SamplingConfig
 from crt_video.features.extract import extract_features
 from crt_video.features.frame_encoder import FrameEncoderConfig
 from crt_video.features.store import FeatureStore
-from crt_video.features.video import SamplingConfig
 from crt_video.utils.io import atomic_write_json
 
 ENCODER = FrameEncoderConfig(

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crt_video.decode import iter_frames
 from crt_video.engine.checkpoint import open_checkpoint
 from crt_video.engine.feature_stream import FeatureStream
-from crt_video.engine.inference import VideoLabeler
+from crt_video.engine.inference import FeatureLabeler
 from crt_video.engine.labeler import Labeler, checkpoint_labeler
-from crt_video.features.video import iter_frames
 
 STEP_REPEATS = 50
 # Distinct frames the encoder alone cycles through right after each labelling run, as many frames
@@ -101,7 +101,7 @@ def measure_stdin(spec: dict) -> dict:
 
 
 @torch.inference_mode()
-def _breakdown(labeler: VideoLabeler, video: Path) -> dict:
+def _breakdown(labeler: FeatureLabeler, video: Path) -> dict:
     started = time.perf_counter()
     for _ in iter_frames(video, labeler.stream.fps, size=labeler.stream.encoder.input_size):
         pass

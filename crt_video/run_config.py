@@ -28,13 +28,13 @@ from typing import Any
 
 from crt_video.config import load_config
 from crt_video.data.frame_clips import FrameClipConfig
+from crt_video.decode import SamplingConfig
 from crt_video.errors import ConfigError
 from crt_video.evaluation.detection import DenseConfig
 from crt_video.features.encoder import FrameEncoderConfig
 from crt_video.features.frame_encoder import check_timm_name
 from crt_video.features.npy_features import FeaturesConfig
 from crt_video.features.source import FeatureSource
-from crt_video.features.video import SamplingConfig
 from crt_video.models.registry import model_config
 from crt_video.task_kinds import TaskKind, task_kind
 from crt_video.utils.distributed import DEFAULT_TIMEOUT_MINUTES, check_device_name

@@ -7,9 +7,9 @@ import argparse
 import pytest
 
 from benchmarks import stream
+from crt_video.decode import probe_video
 from crt_video.features.int8 import installed_int8_runtimes
 from crt_video.features.precision import cpu_precisions
-from crt_video.features.video import probe_video
 from crt_video.utils.cpu import cpu_flags
 
 pytestmark = pytest.mark.slow

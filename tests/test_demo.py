@@ -6,8 +6,8 @@ import pytest
 from crt_video.data.annotations import build_annotations
 from crt_video.data.demo import DEMO_CLASSES, make_event_order_dataset
 from crt_video.data.smarthome import CLASSES_19, CS_SUBJECTS, PROTOCOLS, parse_clip_name
+from crt_video.decode import probe_video, read_frames
 from crt_video.errors import ConfigError, DatasetError
-from crt_video.features.video import probe_video, read_frames
 from crt_video.tasks.clip import resolve_data_root
 
 DISK_AREA_LIMIT = 2500  # pixels at 160x120: disks stay below, squares above

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from crt_video.decode import SamplingConfig, read_frames
 from crt_video.errors import ConfigError, FeatureMismatchError
-from crt_video.features import clip_decoder
-from crt_video.features.clip_decoder import decode_workers
+from crt_video.features import clip_loader
+from crt_video.features.clip_loader import decode_workers
 from crt_video.features.extract import ExtractionSummary, extract_features
 from crt_video.features.frame_encoder import FrameEncoderConfig, build_frame_encoder
 from crt_video.features.store import FeatureStore
-from crt_video.features.video import SamplingConfig, read_frames
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(REPO / "tools" / "extract_features.py")
@@ -189,7 +189,7 @@ def test_hung_decode_is_abandoned(video_dir, tmp_path, monkeypatch):
             time.sleep(600)
         return read_frames(path, *args, **kwargs)
 
-    monkeypatch.setattr(clip_decoder, "read_frames", read_or_hang)
+    monkeypatch.setattr(clip_loader, "read_frames", read_or_hang)
     summary = extract_on_cpu(video_dir, videos, tmp_path, decode_timeout=3.0)
     assert summary.done == len(videos) - 1
     assert [video for video, _ in summary.failures] == [videos[1]]

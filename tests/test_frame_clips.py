@@ -13,8 +13,8 @@ from crt_video.data.frame_clips import (
     collate_frame_clips,
     sample_frame_indices,
 )
+from crt_video.decode import BACKEND_ENV, read_frames
 from crt_video.errors import ConfigError
-from crt_video.features.video import BACKEND_ENV, read_frames
 
 needs_decord = pytest.mark.skipif(
     importlib.util.find_spec("decord") is None, reason="decord is not installed (no ARM wheel)"

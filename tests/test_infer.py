@@ -1,4 +1,5 @@
-"""tools/infer.py and VideoLabeler: labels from a checkpoint alone, streamed in constant memory."""
+"""tools/infer.py and FeatureLabeler: labels from a checkpoint alone, streamed in constant
+memory."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from crt_video.decode import read_frames
 from crt_video.engine import feature_stream
 from crt_video.engine.checkpoint import load_checkpoint, save_checkpoint
-from crt_video.engine.inference import VideoLabeler
+from crt_video.engine.inference import FeatureLabeler
 from crt_video.errors import CheckpointError, VideoDecodeError
 from crt_video.features.frame_encoder import build_frame_encoder
 from crt_video.features.int8 import int8_available
-from crt_video.features.video import read_frames
 from crt_video.models import build_model
 from crt_video.utils.threads import cpu_threads
 
@@ -70,8 +71,8 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def labeler(checkpoint) -> VideoLabeler:
-    return VideoLabeler.from_checkpoint(load_checkpoint(checkpoint))
+def labeler(checkpoint) -> FeatureLabeler:
+    return FeatureLabeler.from_checkpoint(load_checkpoint(checkpoint))
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ def bad_video(tmp_path) -> Path:
     return path
 
 
-def clip_features(labeler: VideoLabeler, video: Path, max_frames: int | None = None):
+def clip_features(labeler: FeatureLabeler, video: Path, max_frames: int | None = None):
     """Features the way extraction caches them: all sampled frames at once, stored as float16."""
     frames = read_frames(
         video, labeler.stream.fps, max_frames, size=labeler.stream.encoder.input_size
@@ -148,7 +149,7 @@ def test_long_video_gets_default_timeline(labeler, write_test_video, tmp_path):
 @torch.inference_mode()
 def test_max_frames_sampling_matches_training(write_test_video, tmp_path):
     ckpt = make_checkpoint(tmp_path / "capped.pth", max_frames=6)
-    labeler = VideoLabeler.from_checkpoint(load_checkpoint(ckpt))
+    labeler = FeatureLabeler.from_checkpoint(load_checkpoint(ckpt))
     video = write_test_video(tmp_path / "clip.mp4", seconds=4.0, fps=10, size=(64, 64))
     prediction = labeler.predict(video)
     features = clip_features(labeler, video, max_frames=6)
@@ -160,7 +161,7 @@ def test_max_frames_sampling_matches_training(write_test_video, tmp_path):
 @torch.inference_mode()
 def test_model_without_memory_uses_forward(write_test_video, tmp_path):
     ckpt = make_checkpoint(tmp_path / "meanpool.pth", model={"type": "meanpool", "segment_len": 4})
-    labeler = VideoLabeler.from_checkpoint(load_checkpoint(ckpt))
+    labeler = FeatureLabeler.from_checkpoint(load_checkpoint(ckpt))
     video = write_test_video(tmp_path / "clip.mp4", seconds=3.0, fps=10, size=(64, 64))
     prediction = labeler.predict(video, window=1.0)
     features = clip_features(labeler, video)
@@ -232,7 +233,7 @@ def test_checkpoint_from_another_encoder_is_one_line_exit_2(
 def test_checkpoint_with_edited_class_list(tmp_path):
     ckpt = make_checkpoint(tmp_path / "classes.pth", class_names=(*CLASSES, "Sleep"))
     with pytest.raises(CheckpointError, match="class"):
-        VideoLabeler.from_checkpoint(load_checkpoint(ckpt))
+        FeatureLabeler.from_checkpoint(load_checkpoint(ckpt))
 
 
 def test_undecodable_video_raises(labeler, bad_video):
@@ -247,13 +248,13 @@ def test_bf16_checkpoint_falls_back_to_fp32_without_native_bf16(
     ckpt["encoder_identity"]["precision"] = "bf16"
     # Both kinds of CPU are simulated: this one may or may not multiply bf16 natively.
     monkeypatch.setattr(feature_stream, "native_bf16", lambda device: True)
-    assert VideoLabeler.from_checkpoint(ckpt).stream.encoder.precision == "bf16"
+    assert FeatureLabeler.from_checkpoint(ckpt).stream.encoder.precision == "bf16"
     monkeypatch.setattr(feature_stream, "native_bf16", lambda device: False)
     warnings = []
     monkeypatch.setattr(
         feature_stream.logger, "warning", lambda msg, *args: warnings.append(msg % args)
     )
-    labeler = VideoLabeler.from_checkpoint(ckpt)
+    labeler = FeatureLabeler.from_checkpoint(ckpt)
     assert labeler.stream.encoder.precision == "fp32"
     assert len(warnings) == 1 and "no native bf16" in warnings[0]
     video = write_test_video(tmp_path / "clip.mp4", seconds=2.0, fps=10, size=(32, 32))
@@ -268,7 +269,9 @@ def test_torch_keeps_one_thread_beside_an_int8_encoder_and_gets_its_threads_back
     threads_in_step = {}
     with cpu_threads(torch.device("cpu"), 2):
         for precision in ("fp32", "int8"):
-            labeler = VideoLabeler.from_checkpoint(load_checkpoint(checkpoint), precision=precision)
+            labeler = FeatureLabeler.from_checkpoint(
+                load_checkpoint(checkpoint), precision=precision
+            )
             step = labeler.runner.model.step
 
             def counted_step(*args, step=step, precision=precision):

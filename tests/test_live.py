@@ -20,10 +20,10 @@ import pytest
 import torch
 from test_infer import CLASSES, CRT, infer_main, make_checkpoint
 
+from crt_video.decode import Feed, SampledFrame, is_live_source
 from crt_video.engine.checkpoint import load_checkpoint, open_checkpoint
 from crt_video.engine.dense_inference import ActivityDetector
-from crt_video.engine.inference import VideoLabeler
-from crt_video.engine.live import Feed, SampledFrame, is_live_source
+from crt_video.engine.inference import FeatureLabeler
 from crt_video.errors import VideoDecodeError
 
 FPS = 10
@@ -178,7 +178,7 @@ def test_source_that_cannot_be_opened_is_named(checkpoint, source):
 
 @torch.inference_mode()
 def test_backlog_is_thinned_evenly_and_dropped_frames_reuse_features(checkpoint):
-    labeler = VideoLabeler.from_checkpoint(load_checkpoint(checkpoint))
+    labeler = FeatureLabeler.from_checkpoint(load_checkpoint(checkpoint))
     generator = torch.Generator().manual_seed(0)
     rgb = torch.randint(0, 256, (10, *labeler.stream.encoder.input_size, 3), generator=generator)
     frames = [SampledFrame(i, image.to(torch.uint8).numpy(), 0.0) for i, image in enumerate(rgb)]

@@ -9,7 +9,7 @@ import torch
 from test_infer import CRT, infer_main, make_checkpoint
 
 from crt_video.engine.checkpoint import load_checkpoint
-from crt_video.engine.inference import VideoLabeler
+from crt_video.engine.inference import FeatureLabeler
 from crt_video.errors import CheckpointError
 from crt_video.models.streaming import StreamingModel
 
@@ -51,7 +51,7 @@ def test_export_writes_graphs_and_metadata(exported):
 @torch.inference_mode()
 def test_onnx_logits_match_pytorch_fp32_on_the_same_features(exported, demo_videos):
     checkpoint, export_dir = exported
-    torch_labeler = VideoLabeler.from_checkpoint(load_checkpoint(checkpoint), precision="fp32")
+    torch_labeler = FeatureLabeler.from_checkpoint(load_checkpoint(checkpoint), precision="fp32")
     onnx_labeler = onnx_export.onnx_labeler(export_dir)
     features = torch.randn(1, 11, torch_labeler.stream.encoder.feature_dim)  # 2 whole segments + 3
     torch_state, onnx_state = (

@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from crt_video.errors import ConfigError, VideoDecodeError
-from crt_video.features import video
-from crt_video.features.frame_encoder import build_frame_encoder
-from crt_video.features.resize import resize_frames
-from crt_video.features.video import (
+from crt_video.decode import (
     BACKENDS,
+    backends,
     iter_frames,
     probe_video,
     read_frames,
+    resize_frames,
     resolve_backend,
     sample_frame_times,
 )
+from crt_video.errors import ConfigError, VideoDecodeError
+from crt_video.features.frame_encoder import build_frame_encoder
 
 # No decord wheel exists for ARM: there PyAV alone decodes, and decord's tests skip.
 needs_decord = pytest.mark.skipif(
@@ -202,7 +202,7 @@ def test_falls_back_to_pyav_with_one_notice(one_second, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "decord", None)  # import decord -> ImportError
     logger = logging.getLogger("crt_video")
     logger.addHandler(caplog.handler)
-    video._decord.cache_clear()
+    backends._decord.cache_clear()
     try:
         frames = [read_frames(one_second, 4.0, backend=resolve_backend()) for _ in range(2)]
         assert resolve_backend() == "pyav"
@@ -210,6 +210,6 @@ def test_falls_back_to_pyav_with_one_notice(one_second, monkeypatch, caplog):
             resolve_backend("decord")
     finally:
         logger.removeHandler(caplog.handler)
-        video._decord.cache_clear()
+        backends._decord.cache_clear()
     assert frames[0].frames.shape == (4, 48, 64, 3)
     assert sum("decord is not importable" in r.message for r in caplog.records) == 1

@@ -37,13 +37,13 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import IO
 
+from crt_video.decode import DEFAULT_READ_TIMEOUT, STDIN, is_live_source
 from crt_video.engine.checkpoint import open_checkpoint
 from crt_video.engine.inference import (
     DEFAULT_WINDOW_SECONDS,
     LONG_VIDEO_SECONDS,
 )
 from crt_video.engine.labeler import Labeler, checkpoint_labeler
-from crt_video.engine.live import DEFAULT_READ_TIMEOUT, STDIN, is_live_source
 from crt_video.engine.segment_runner import SegmentLabel
 from crt_video.errors import ConfigError, VideoDecodeError
 from crt_video.features.precision import PRECISIONS

@@ -36,9 +36,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from crt_video.decode import (
+    INTERPOLATIONS,
+    VideoInfo,
+    probe_video,
+    read_frames_at,
+    resize_frames,
+    resolve_backend,
+)
 from crt_video.errors import ConfigError
-from crt_video.features.resize import INTERPOLATIONS, resize_frames
-from crt_video.features.video import VideoInfo, probe_video, read_frames_at, resolve_backend
 from crt_video.utils.logging import get_logger
 from crt_video.utils.sections import require_int, section_from_dict
 

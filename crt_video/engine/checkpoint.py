@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 import crt_video
+from crt_video.decode import SamplingConfig
 from crt_video.errors import CheckpointError, ConfigError
 from crt_video.evaluation.detection import DenseConfig
 from crt_video.features.encoder import FrameEncoderConfig
-from crt_video.features.video import SamplingConfig
 from crt_video.models import build_model
 from crt_video.models.trained_defaults import resolve_trained_defaults
 from crt_video.task_kinds import TaskKind, task_kind

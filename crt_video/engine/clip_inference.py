@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from crt_video.data.frame_clips import FrameClipConfig, read_test_views
+from crt_video.decode import probe_video
 from crt_video.engine.checkpoint import Checkpoint, model_from_checkpoint, open_checkpoint
 from crt_video.engine.inference import (
     DEFAULT_WINDOW_SECONDS,
@@ -30,7 +31,6 @@ from crt_video.engine.inference import (
 )
 from crt_video.engine.segment_runner import SegmentLabel
 from crt_video.errors import CheckpointError
-from crt_video.features.video import probe_video
 from crt_video.utils.distributed import resolve_device
 
 
@@ -96,7 +96,7 @@ class FrameWindowLabeler:
         on_segment: Callable[[SegmentLabel], None] | None = None,
     ) -> dict:
         """{"video", "duration", "top_k": [{"label", "score"}], "timeline": [...]}, as
-        :meth:`crt_video.engine.inference.VideoLabeler.label_video` gives them."""
+        :meth:`crt_video.engine.inference.FeatureLabeler.label_video` gives them."""
         duration, windows = self.windows(path, window)
         for item in windows:
             if on_segment is not None:

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator
 import torch
 
 from crt_video.data.thumos import AMBIGUOUS, BACKGROUND
+from crt_video.decode import DEFAULT_READ_TIMEOUT
 from crt_video.engine.checkpoint import Checkpoint
 from crt_video.engine.feature_stream import FeatureChunk, FeatureStream
 from crt_video.engine.inference import run_live
-from crt_video.engine.live import DEFAULT_READ_TIMEOUT
 from crt_video.engine.segment_runner import SegmentLabel, SegmentRunner
 from crt_video.errors import CheckpointError, VideoDecodeError
 from crt_video.evaluation.detection import DenseConfig, events_from_scores
@@ -99,7 +99,7 @@ class ActivityDetector:
     ) -> dict:
         """A live source until it ends, stalls or ``stop`` is set: each frame's label to
         ``on_segment`` as it is known, and the intervals of what was seen. A backlog is thinned
-        as for clip labels (see :meth:`crt_video.engine.inference.VideoLabeler.label_live`)."""
+        as for clip labels (see :meth:`crt_video.engine.inference.FeatureLabeler.label_live`)."""
         if not self.runner.streaming:
             raise CheckpointError(
                 f"{source}: a live source needs a model with recurrent memory (crt, xl or gru)"

@@ -18,17 +18,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crt_video.engine.checkpoint import Checkpoint
-from crt_video.engine.live import Feed
-from crt_video.errors import CheckpointError, VideoDecodeError
-from crt_video.features.encoder import open_encoder
-from crt_video.features.precision import native_bf16
-from crt_video.features.video import (
+from crt_video.decode import (
+    Feed,
     VideoInfo,
     iter_frames,
     probe_video,
     sample_frame_times,
 )
+from crt_video.engine.checkpoint import Checkpoint
+from crt_video.errors import CheckpointError, VideoDecodeError
+from crt_video.features.encoder import open_encoder
+from crt_video.features.precision import native_bf16
 from crt_video.utils.logging import get_logger
 from crt_video.utils.progress import progress_bar
 from crt_video.utils.threads import cpu_threads

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
+from crt_video.decode import DEFAULT_READ_TIMEOUT, Feed, open_live, sample_live
 from crt_video.engine.checkpoint import Checkpoint, open_checkpoint
 from crt_video.engine.feature_stream import FeatureChunk, FeatureStream
-from crt_video.engine.live import DEFAULT_READ_TIMEOUT, Feed, open_live, sample_live
 from crt_video.engine.segment_runner import SegmentLabel, SegmentRunner
 from crt_video.errors import CheckpointError, VideoDecodeError
 from crt_video.utils.distributed import resolve_device
@@ -57,8 +57,9 @@ class VideoPrediction:
     windows: list[WindowPrediction]
 
 
-class VideoLabeler:
-    """Labels videos of any resolution, rate and length: a feature stream and a segment runner."""
+class FeatureLabeler:
+    """Labels videos of any resolution, rate and length from their features, for a task that reads
+    features: a feature stream (the checkpoint's encoder) and a segment runner."""
 
     def __init__(
         self, stream: FeatureStream, runner: SegmentRunner, class_names: tuple[str, ...]
@@ -71,7 +72,7 @@ class VideoLabeler:
         ckpt: Checkpoint | dict | str | os.PathLike,
         device: str | torch.device = "cpu",
         precision: str | None = None,
-    ) -> VideoLabeler:
+    ) -> FeatureLabeler:
         """A checkpoint (or its path)'s encoder and model on ``device`` ('auto' allowed)."""
         ckpt = open_checkpoint(ckpt)
         device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -229,7 +230,7 @@ def run_live(
     timeout: float,
 ) -> tuple[tuple, dict]:
     """``label``'s output on a live source's feature chunks, labelled until the source ends,
-    stalls or ``stop`` is set, never falling behind (see :meth:`VideoLabeler.label_live`); and
+    stalls or ``stop`` is set, never falling behind (see :meth:`FeatureLabeler.label_live`); and
     the session's "duration", "frames_sampled", "frames_dropped", "end" and "error". ``label``
     returns a tuple whose first item is None when no frame came."""
     fps = stream.fps

@@ -1,5 +1,5 @@
 """What tools/infer.py runs: a :class:`Labeler`, which :func:`checkpoint_labeler` builds from a
-checkpoint by its task: :class:`~crt_video.engine.inference.VideoLabeler` on features,
+checkpoint by its task: :class:`~crt_video.engine.inference.FeatureLabeler` on features,
 :class:`~crt_video.engine.clip_inference.FrameWindowLabeler` on frames,
 :class:`~crt_video.engine.dense_inference.ActivityDetector` for activity intervals."""
 
@@ -15,7 +15,7 @@ import torch
 from crt_video.engine.checkpoint import Checkpoint
 from crt_video.engine.clip_inference import FrameWindowLabeler
 from crt_video.engine.dense_inference import ActivityDetector
-from crt_video.engine.inference import VideoLabeler
+from crt_video.engine.inference import FeatureLabeler
 from crt_video.engine.segment_runner import SegmentLabel
 
 
@@ -73,4 +73,4 @@ def checkpoint_labeler(
         return FrameWindowLabeler.from_checkpoint(checkpoint, device, carry_memory)
     if checkpoint.task.per_frame:
         return ActivityDetector.from_checkpoint(checkpoint, device, precision)
-    return VideoLabeler.from_checkpoint(checkpoint, device, precision)
+    return FeatureLabeler.from_checkpoint(checkpoint, device, precision)

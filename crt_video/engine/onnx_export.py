@@ -12,8 +12,8 @@
 - ``crt.json``: class names, sampling rate, segment length, state shapes and the preprocessing
   (input size, mean, std, interpolation) a runtime applies before the encoder.
 
-``onnx_labeler`` is a ``VideoLabeler`` on those files: the same decoding, sampling, segmenting and
-timeline, with ONNX Runtime in place of PyTorch.
+``onnx_labeler`` is a ``FeatureLabeler`` on those files: the same decoding, sampling, segmenting
+and timeline, with ONNX Runtime in place of PyTorch.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from crt_video.decode import resize_frames
 from crt_video.engine.checkpoint import Checkpoint, open_checkpoint
 from crt_video.engine.feature_stream import FeatureStream
-from crt_video.engine.inference import VideoLabeler
+from crt_video.engine.inference import FeatureLabeler
 from crt_video.engine.segment_runner import SegmentRunner
 from crt_video.errors import CheckpointError
 from crt_video.features.encoder import resolve_batch_size
-from crt_video.features.resize import resize_frames
 from crt_video.models.crt import CRT, AnyCRTState, CRTMeanState, CRTState
 from crt_video.utils.io import atomic_write_json
 from crt_video.utils.onnx import export_graph, runtime_session
@@ -83,11 +83,11 @@ class StepGraph(nn.Module):
         return logits, *state
 
 
-def crt_labeler(checkpoint: str | os.PathLike) -> tuple[Checkpoint, VideoLabeler]:
+def crt_labeler(checkpoint: str | os.PathLike) -> tuple[Checkpoint, FeatureLabeler]:
     """The checkpoint and its fp32 labeler on the CPU, which every export traces; only a CRT has
     the streaming step the exports are made of."""
     ckpt = open_checkpoint(checkpoint)
-    labeler = VideoLabeler.from_checkpoint(ckpt, device="cpu", precision="fp32")
+    labeler = FeatureLabeler.from_checkpoint(ckpt, device="cpu", precision="fp32")
     if not isinstance(labeler.runner.model, CRT):
         raise CheckpointError(
             f"{checkpoint}: only CRT checkpoints (model.type='crt') export a streaming step"
@@ -110,7 +110,7 @@ def export_encoder(encoder: FrameEncoder, path: str | os.PathLike) -> None:
 
 
 @torch.no_grad()
-def step_example(labeler: VideoLabeler) -> tuple[torch.Tensor, torch.Tensor, AnyCRTState]:
+def step_example(labeler: FeatureLabeler) -> tuple[torch.Tensor, torch.Tensor, AnyCRTState]:
     """What a step is traced on: one whole segment [1, segment_len, D], its length, and m_0's
     state."""
     segment_len = labeler.runner.segment_len
@@ -119,7 +119,7 @@ def step_example(labeler: VideoLabeler) -> tuple[torch.Tensor, torch.Tensor, Any
     return segment, lengths, labeler.runner.model.init_state(1)
 
 
-def export_metadata(ckpt: Checkpoint, labeler: VideoLabeler) -> dict:
+def export_metadata(ckpt: Checkpoint, labeler: FeatureLabeler) -> dict:
     """crt.json: what a runtime needs beside the graphs (class names, sampling, segment length,
     the initial memory, the preprocessing before the encoder)."""
     encoder = labeler.stream.encoder
@@ -244,8 +244,8 @@ class OnnxStep:
         return torch.from_numpy(logits), self.state_type(*map(torch.from_numpy, new_state))
 
 
-def onnx_labeler(export_dir: str | os.PathLike, threads: int | None = None) -> VideoLabeler:
-    """A :class:`VideoLabeler` on an export folder, run with ONNX Runtime on the CPU."""
+def onnx_labeler(export_dir: str | os.PathLike, threads: int | None = None) -> FeatureLabeler:
+    """A :class:`FeatureLabeler` on an export folder, run with ONNX Runtime on the CPU."""
     export_dir = Path(export_dir)
     if not (export_dir / METADATA).is_file():
         raise CheckpointError(
@@ -258,4 +258,4 @@ def onnx_labeler(export_dir: str | os.PathLike, threads: int | None = None) -> V
     runner = SegmentRunner(
         OnnxStep(export_dir / STEP_FILE, meta, threads), int(meta["segment_len"])
     )
-    return VideoLabeler(stream, runner, tuple(meta["class_names"]))
+    return FeatureLabeler(stream, runner, tuple(meta["class_names"]))

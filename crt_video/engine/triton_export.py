@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from crt_video.engine.checkpoint import Checkpoint
-from crt_video.engine.inference import VideoLabeler
+from crt_video.engine.inference import FeatureLabeler
 from crt_video.engine.onnx_export import (
     METADATA,
     StepGraph,
@@ -178,7 +178,7 @@ def _tensor_configs(cls, names: list[str], tensors) -> list:
     ]
 
 
-def _write_encoder(labeler: VideoLabeler, model_dir: Path) -> None:
+def _write_encoder(labeler: FeatureLabeler, model_dir: Path) -> None:
     mc = model_config_pb2()
     encoder = labeler.stream.encoder
     (model_dir / MODEL_FILE).parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +201,7 @@ def _write_encoder(labeler: VideoLabeler, model_dir: Path) -> None:
 
 
 def _write_step(
-    ckpt: Checkpoint, labeler: VideoLabeler, model_dir: Path, max_sequences: int
+    ckpt: Checkpoint, labeler: FeatureLabeler, model_dir: Path, max_sequences: int
 ) -> None:
     mc = model_config_pb2()
     segment, lengths, initial = step_example(labeler)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from crt_video.decode import resize_frames
 from crt_video.errors import ConfigError
 from crt_video.features.int8 import (
     CALIBRATION_FRAMES,
@@ -33,7 +34,6 @@ from crt_video.features.int8 import (
     save_built,
 )
 from crt_video.features.precision import PRECISIONS, run_in_precision, without_precision
-from crt_video.features.resize import resize_frames
 from crt_video.utils.sections import require_auto_or_int, require_int, section_from_dict
 from crt_video.utils.versions import package_version
 

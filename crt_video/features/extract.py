@@ -23,13 +23,12 @@ from tqdm import tqdm
 
 from crt_video import __version__
 from crt_video.config import config_hash
+from crt_video.decode import RESIZE_METHOD, SamplingConfig
 from crt_video.features.batch_packer import BatchPacker
-from crt_video.features.clip_decoder import ClipDecoder, decode_loader, decode_workers
+from crt_video.features.clip_loader import ClipDecoder, decode_loader, decode_workers
 from crt_video.features.encoder import FrameEncoderConfig
 from crt_video.features.frame_encoder import FrameEncoder, build_frame_encoder
-from crt_video.features.resize import RESIZE_METHOD
 from crt_video.features.store import FeatureStore
-from crt_video.features.video import SamplingConfig
 from crt_video.utils.distributed import (
     SINGLE_PROCESS,
     DistInfo,

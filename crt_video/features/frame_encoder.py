@@ -3,11 +3,11 @@
 Preprocessing follows the weights' own data config (input size, mean, std, interpolation from
 ``timm.data.resolve_model_data_config``). Frames are resized to the input size as a whole (no
 center crop): Smarthome's cameras are wide 640x480 views of a room where the person may be at
-either edge. The resize is ``crt_video.features.resize.resize_frames`` with the weights'
-interpolation, whether the decoder applies it (``read_frames(size=encoder.input_size)``, as
-extraction and inference do) or :meth:`FrameEncoder.preprocess` does: the same frame gives the
-same input either way. What runs the model (preprocessing, batches, precision) is every
-encoder's, :class:`crt_video.features.encoder.Encoder`.
+either edge. The resize is ``crt_video.decode.resize_frames`` with the weights' interpolation,
+whether the decoder applies it (``read_frames(size=encoder.input_size)``, as extraction and
+inference do) or :meth:`FrameEncoder.preprocess` does: the same frame gives the same input
+either way. What runs the model (preprocessing, batches, precision) is every encoder's,
+:class:`crt_video.features.encoder.Encoder`.
 
 Precision (``encoder.precision``): 'fp32', 'bf16', 'int8' (CPU only) or 'auto' (bf16 on CUDA,
 measured on a CPU): see ``crt_video.features.precision``. The resolved precision is part of the

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from crt_video.decode import resize_frames
 from crt_video.features.int8 import int8_available, int8_runtime
-from crt_video.features.resize import resize_frames
 from crt_video.utils.cpu import cpu_flags, cpu_name
 from crt_video.utils.io import atomic_write_json, crt_video_home, exclusive_lock
 

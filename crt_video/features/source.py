@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
+from crt_video.decode import SamplingConfig
 from crt_video.features.encoder import FrameEncoderConfig
 from crt_video.features.extract import ExtractionSummary, extract_features
 from crt_video.features.frame_encoder import FrameEncoder, build_frame_encoder
 from crt_video.features.npy_features import FeaturesConfig, NpyFeatures
 from crt_video.features.store import FeatureStore
-from crt_video.features.video import SamplingConfig
 from crt_video.utils.distributed import SINGLE_PROCESS, DistInfo
 
 

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import av
 import torch
 
-from crt_video.engine.live import StreamStalled, open_live, sample_live
+from crt_video.decode import StreamStalled, open_live, resize_frames, sample_live
 from crt_video.errors import VideoDecodeError
-from crt_video.features.resize import resize_frames
 from crt_video.serve.config import CameraConfig
 
 # Frames a camera keeps for the engine: enough for a tick of a slow encoder; older ones are

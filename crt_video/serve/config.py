@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from crt_video.config import load_config
-from crt_video.engine.live import CAMERA_PREFIX, LIVE_URL_SCHEMES
+from crt_video.decode import CAMERA_PREFIX, LIVE_URL_SCHEMES
 from crt_video.errors import ConfigError
 from crt_video.utils.sections import section_from_dict
 

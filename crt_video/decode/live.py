@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from crt_video.decode.common import TIME_SLACK, decoding_stream, rgb_converter
 from crt_video.errors import VideoDecodeError
-from crt_video.features.video import TIME_SLACK, decoding_stream, rgb_converter
 
 LIVE_URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 STDIN = "-"

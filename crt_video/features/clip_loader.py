@@ -1,4 +1,5 @@
-"""Decoding clips in DataLoader worker processes, in order, each failure an item of its own."""
+"""Extraction's loader: clips decoded in order in DataLoader worker processes, each with its
+source fingerprint for the feature store, each failure an item of its own."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from crt_video.decode import read_frames
 from crt_video.features.store import source_fingerprint
-from crt_video.features.video import read_frames
 
 
 def decode_workers(setting: int | str, device: torch.device) -> int:
