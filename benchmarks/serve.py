@@ -80,8 +80,8 @@ class Bench:
     def window(self) -> float:
         return self.setting["window"]
 
-    def cameras(self, count: int) -> dict[str, str]:
-        return {name: self.server.url(name) for name in self.names[:count]}
+    def cameras(self, count: int) -> list[dict]:
+        return [dict(name=name, url=self.server.url(name)) for name in self.names[:count]]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -139,7 +139,7 @@ def peer_trial(bench, count: int) -> dict:
     summaries' counts over the whole run (infer reports them only at the end)."""
     peers = [
         PeerProcess(url, bench.checkpoint, bench.root / f"peer{count}_{index}.json", bench.cores)
-        for index, url in enumerate(bench.cameras(count).values())
+        for index, url in enumerate(camera["url"] for camera in bench.cameras(count))
     ]
     try:
         wait_for(lambda: _first_labels(peers), "every peer's first label", START_TIMEOUT)
@@ -206,7 +206,7 @@ def reconnection(bench, count: int, outage: float) -> dict:
     frames/s while it is away over those of the same span before."""
     away = RtspCameras({"away": bench.clip}, bench.server.cores)
     away.start()
-    cameras = {**bench.cameras(count - 1), "away": away.url("away")}
+    cameras = [*bench.cameras(count - 1), dict(name="away", url=away.url("away"))]
     service = ServiceProcess(bench.root, cameras, bench.cores, **bench.service_keys)
     try:
         service.start()
@@ -228,7 +228,7 @@ def reconnection(bench, count: int, outage: float) -> dict:
         service.stop()
         away.stop()
     first, longest = ServeConfig.from_dict(bench.service_keys).backoff_seconds
-    others = [name for name in cameras if name != "away"]
+    others = [camera["name"] for camera in cameras if camera["name"] != "away"]
     ratios = {name: _encoded_rate(during, name) / _encoded_rate(before, name) for name in others}
     return dict(
         cameras=count,

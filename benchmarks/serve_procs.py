@@ -1,6 +1,7 @@
 """The processes the serve benchmark runs and reads: tools/serve.py with its HTTP API and resident
 memory, one tools/infer.py per camera (the peer) with the arrival time of each --jsonl line, and
-the encoder alone in a fresh process. Each runs on the benchmark's cores only."""
+the encoder alone in a fresh process. Each runs on the benchmark's cores only. The tests of the
+service run it through :class:`ServiceProcess` too."""
 
 from __future__ import annotations
 
@@ -41,9 +42,11 @@ def wait_for(check: Callable[[], object], what: str, timeout: float) -> object:
     return value
 
 
-def _spawn(argv: list[str], cores: set[int], **popen) -> subprocess.Popen:
-    """A Python tool of this checkout on ``cores``, with as many torch threads as cores (more
-    threads than cores spin against each other)."""
+def _spawn(argv: list[str], cores: set[int] | None, **popen) -> subprocess.Popen:
+    """A Python tool of this checkout; on ``cores`` only where given, with as many torch threads
+    as cores (more threads than cores spin against each other)."""
+    if cores is None:
+        return subprocess.Popen([sys.executable, *argv], cwd=REPO_ROOT, env=checkout_env(), **popen)
     return subprocess.Popen(
         [sys.executable, *argv],
         cwd=REPO_ROOT,
@@ -62,24 +65,24 @@ def rss_mib(pid: int) -> float:
 
 
 class ServiceProcess:
-    """``tools/serve.py`` with ``cameras`` (name -> URL) and the other ``serve`` keys given."""
+    """``tools/serve.py`` as a process (its stderr in a file) with ``cameras`` (``serve.cameras``
+    entries) and the other ``serve`` keys given, on ``cores`` where given, and its HTTP API (with
+    the token where the keys set one)."""
 
-    def __init__(self, root: Path, cameras: dict[str, str], cores: set[int], **keys) -> None:
-        self.port, self.cores = free_port(), cores
+    def __init__(
+        self, root: Path, cameras: list[dict], cores: set[int] | None = None, **keys
+    ) -> None:
+        self.port, self.cores, self.token = free_port(), cores, keys.get("token")
         self.events_db = Path(keys.pop("events_db", root / "events.db"))
-        serve = dict(
-            cameras=[dict(name=name, url=url) for name, url in cameras.items()],
-            port=self.port,
-            events_db=str(self.events_db),
-            **keys,
-        )
+        serve = dict(cameras=cameras, port=self.port, events_db=str(self.events_db), **keys)
         self.config = root / f"serve_{self.port}.py"
         self.config.write_text(f"serve = {serve!r}\n")
         self.log_path = root / f"serve_{self.port}.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> ServiceProcess:
-        """Start, and return once every camera is online."""
+    def start(self, online: bool = True, timeout: float = START_TIMEOUT) -> ServiceProcess:
+        """Start, and return once it answers /healthz (and, with ``online``, every camera is
+        online)."""
         with open(self.log_path, "wb") as log:
             self.process = _spawn(
                 [str(TOOLS / "serve.py"), str(self.config)],
@@ -87,17 +90,18 @@ class ServiceProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
-        wait_for(self._healthy, "the service to answer /healthz", START_TIMEOUT)
-        wait_for(
-            lambda: all(c["status"] == "online" for c in self.cameras().values()),
-            "every camera online",
-            START_TIMEOUT,
-        )
+        wait_for(self._healthy, "the service to answer /healthz", timeout)
+        if online:
+            self.wait_cameras(
+                lambda cameras: all(c["status"] == "online" for c in cameras.values()),
+                "every camera online",
+                timeout,
+            )
         return self
 
     def _healthy(self) -> bool:
         if self.process.poll() is not None:
-            raise RuntimeError(f"the service exited ({self.process.returncode}): {self.log()}")
+            raise RuntimeError(f"the service exited ({self.process.returncode}):\n{self.log()}")
         try:
             return httpx.get(self.url("/healthz"), timeout=5).status_code == 200
         except httpx.TransportError:
@@ -107,26 +111,51 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-2000:]
+        return self.log_path.read_text(errors="replace")[-4000:]
 
     def get(self, path: str) -> httpx.Response:
-        response = httpx.get(self.url(path), timeout=30)
+        """The response to GET ``path``, whatever its status."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return httpx.get(self.url(path), headers=headers, timeout=30)
+
+    def _read(self, path: str) -> httpx.Response:
+        response = self.get(path)
         response.raise_for_status()
         return response
 
     def cameras(self) -> dict[str, dict]:
-        return {camera["name"]: camera for camera in self.get("/api/cameras").json()}
+        return {camera["name"]: camera for camera in self._read("/api/cameras").json()}
+
+    def wait_cameras(
+        self, check: Callable[[dict[str, dict]], bool], what: str, timeout: float
+    ) -> dict[str, dict]:
+        """The cameras once ``check`` holds for them; else a RuntimeError with the last seen
+        and the log."""
+        seen: dict[str, dict] = {}
+
+        def poll() -> bool:
+            nonlocal seen
+            seen = self.cameras()
+            return check(seen)
+
+        try:
+            wait_for(poll, what, timeout)
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"{err}\ncameras: {json.dumps(seen, indent=1)}\n{self.log()}"
+            ) from None
+        return seen
 
     def snapshot(self) -> dict:
         """/api/stats and the time it was read, each camera with its frames so far: 'sampled'
         (those the engine took plus those dropped from the camera's buffer before it could) and
         'encoded' (taken and not skipped)."""
-        stats = self.get("/api/stats").json()
+        stats = self._read("/api/stats").json()
         counters = {
             "crt_video_camera_frames_total": {},
             "crt_video_camera_frames_skipped_total": {},
         }
-        for family in text_string_to_metric_families(self.get("/metrics").text):
+        for family in text_string_to_metric_families(self._read("/metrics").text):
             for sample in family.samples:
                 if sample.name in counters:
                     counters[sample.name][sample.labels["camera"]] = sample.value
@@ -144,15 +173,22 @@ class ServiceProcess:
         return rss_mib(self.process.pid)
 
     def stop(self, timeout: float = 60.0) -> int:
-        """SIGTERM (a kill after ``timeout``), then the exit status."""
+        """SIGTERM, then the exit status; killed, and a RuntimeError, if it has not exited
+        after ``timeout``."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.kill()
+                raise RuntimeError(f"no exit {timeout:g} s after SIGTERM:\n{self.log()}") from None
         return self.process.returncode
+
+    def kill(self) -> None:
+        """Kill it if it still runs."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 class PeerProcess:

@@ -4,15 +4,14 @@ broker, one-line start-up errors, SIGTERM and the token."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +22,7 @@ import pytest
 from test_infer import CLASSES, CRT, make_checkpoint
 
 from benchmarks.rtsp_cameras import RtspCameras, missing_packages
+from benchmarks.serve_procs import ServiceProcess, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -38,22 +38,7 @@ def lacking(what: str) -> None:
     pytest.skip(what)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(check: Callable[[], object], what: str, timeout: float = TIMEOUT):
-    """``check()``'s first truthy value, polled until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout:g} s for {what}")
-        time.sleep(0.2)
+wait_for = functools.partial(wait_for, timeout=TIMEOUT)
 
 
 def one_line(text: str | None) -> bool:
@@ -80,105 +65,20 @@ def checkpoint(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("serve_ckpt") / "crt.pth")
 
 
-class Service:
-    """``tools/serve.py CONFIG`` as a process (its stderr in a file) and its HTTP API."""
-
-    def __init__(self, root: Path, checkpoint: Path, cameras: list[dict], **keys) -> None:
-        self.port = free_port()
-        self.events_db = root / "events.db"
-        self.token = keys.get("token")
-        serve = dict(
-            checkpoint=str(checkpoint),
-            cameras=cameras,
-            port=self.port,
-            events_db=str(self.events_db),
-            **{**FAST, **keys},
-        )
-        self.config = root / "serve.py"
-        self.config.write_text(f"serve = {serve!r}\n")
-        self.stderr_path = root / "serve.stderr"
-        self.process: subprocess.Popen | None = None
-
-    def start(self, start_tool: Callable[..., subprocess.Popen]) -> Service:
-        with open(self.stderr_path, "wb") as stderr:
-            self.process = start_tool(
-                "tools/serve.py", str(self.config), stdout=subprocess.DEVNULL, stderr=stderr
-            )
-        wait_for(self._healthy, "the service to answer /healthz")
-        return self
-
-    def _healthy(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"the service exited ({self.process.returncode}):\n{self.log()}")
-        try:
-            return httpx.get(self.url("/healthz"), timeout=5).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def get(self, path: str) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return httpx.get(self.url(path), headers=headers, timeout=10)
-
-    def cameras(self) -> dict[str, dict]:
-        response = self.get("/api/cameras")
-        response.raise_for_status()
-        return {camera["name"]: camera for camera in response.json()}
-
-    def wait_cameras(
-        self, check: Callable[[dict[str, dict]], bool], what: str, timeout: float = TIMEOUT
-    ) -> dict[str, dict]:
-        """The cameras once ``check`` holds for them; else the last seen and the log."""
-        seen: dict[str, dict] = {}
-
-        def poll() -> bool:
-            nonlocal seen
-            seen = self.cameras()
-            return check(seen)
-
-        try:
-            wait_for(poll, what, timeout)
-        except AssertionError as err:
-            raise AssertionError(
-                f"{err}\ncameras: {json.dumps(seen, indent=1)}\n{self.log()}"
-            ) from None
-        return seen
-
-    def log(self) -> str:
-        return self.stderr_path.read_text(errors="replace")[-4000:]
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM, then the exit status (killed, and an error, after ``timeout``)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(
-                    f"no exit {timeout:g} s after SIGTERM:\n{self.log()}"
-                ) from None
-        return self.process.returncode
-
-
 @pytest.fixture
-def run_service(tmp_path, checkpoint, start_tool) -> Iterator[Callable[..., Service]]:
-    """``run_service(cameras, **serve_keys)``: a started service, stopped at the end."""
-    started: list[Service] = []
+def run_service(tmp_path, checkpoint) -> Iterator[Callable[..., ServiceProcess]]:
+    """``run_service(cameras, **serve_keys)``: a started service (answering /healthz, its
+    cameras in any state), killed at the end if still running."""
+    started: list[ServiceProcess] = []
 
-    def run(cameras: list[dict], **keys) -> Service:
-        service = Service(tmp_path, checkpoint, cameras, **keys)
+    def run(cameras: list[dict], **keys) -> ServiceProcess:
+        service = ServiceProcess(tmp_path, cameras, checkpoint=str(checkpoint), **{**FAST, **keys})
         started.append(service)
-        return service.start(start_tool)
+        return service.start(online=False, timeout=TIMEOUT)
 
     yield run
     for service in started:
-        if service.process is not None and service.process.poll() is None:
-            service.process.kill()
-            service.process.wait()
+        service.kill()
 
 
 # 1. RTSP cameras and reconnection.
@@ -221,6 +121,7 @@ def test_rtsp_cameras_go_offline_when_the_server_stops_and_reconnect_when_it_ret
             and cams["garage"]["status"] == "offline"
         ),
         "both RTSP cameras online and labelled, the unreachable one offline",
+        TIMEOUT,
     )
     garage = cameras["garage"]["last_error"]
     assert one_line(garage) and f"127.0.0.1:{closed_port}" in garage
@@ -231,6 +132,7 @@ def test_rtsp_cameras_go_offline_when_the_server_stops_and_reconnect_when_it_ret
     cameras = service.wait_cameras(
         lambda cams: all(cams[n]["status"] == "offline" for n in live),
         "both cameras offline once the RTSP server stopped",
+        TIMEOUT,
     )
     for name in live:
         assert one_line(cameras[name]["last_error"]), cameras[name]
@@ -439,7 +341,7 @@ def test_mqtt_sends_discovery_activities_episodes_and_status_to_a_broker(
     )
     live.close()
     after = Subscriber(mosquitto, [f"{prefix}/status"])
-    wait_for(lambda: after.on(f"{prefix}/status", retained=True), "the retained status", 30)
+    wait_for(lambda: after.on(f"{prefix}/status", retained=True), "the retained status", timeout=30)
     assert after.on(f"{prefix}/status", retained=True) == ["offline"]
     after.close()
 
