@@ -87,14 +87,31 @@ FAMILIES = {
 }
 HORIZON = {"memory_horizon": 1800.0, "memory_gate_bias": None}
 BIAS_4 = {"memory_horizon": None, "memory_gate_bias": 4.0}
-# name -> model keys set over the family's config; every row names its gate, read and whether a
-# frame's output sees the rest of its segment, so that a change of defaults never changes what a
-# row measured.
+# The training batch most rows ran with (configs/tsu_cs.py's before 0.6).
+BATCHES_OF_2 = {"train.batch_size": 2}
+# name -> the keys set over the family's config: a model key, or a dotted one of another section.
+# Every row names its gate, read and whether a frame's output sees the rest of its segment, and
+# trains in batches of 2 where its name does not say otherwise, so that a change of defaults never
+# changes what a row measured.
 VARIANTS: dict[str, dict] = {
     **{
-        f"crt, {gate}, {read}": {"type": "crt", **keys, "frame_read": read, "causal": False}
+        f"crt, {gate}, {read}": {
+            "type": "crt",
+            **keys,
+            "frame_read": read,
+            "causal": False,
+            **BATCHES_OF_2,
+        }
         for gate, keys in (("time scales to 30 min", HORIZON), ("bias 4", BIAS_4))
         for read in ("output", "output+hidden", "hidden")
+    },
+    # Twice the optimiser steps in the same epochs.
+    "crt, time scales to 30 min, output+hidden, batches of 1": {
+        "type": "crt",
+        **HORIZON,
+        "frame_read": "output+hidden",
+        "causal": False,
+        "train.batch_size": 1,
     },
     # Each frame's output sees its segment's frames up to its own only (online per frame).
     "crt causal, time scales to 30 min, output+hidden": {
@@ -102,11 +119,12 @@ VARIANTS: dict[str, dict] = {
         **HORIZON,
         "frame_read": "output+hidden",
         "causal": True,
+        **BATCHES_OF_2,
     },
-    "gru, time scales to 30 min": {"type": "gru", **HORIZON},
+    "gru, time scales to 30 min": {"type": "gru", **HORIZON, **BATCHES_OF_2},
     # The memory it has is its cache of the last segment, whichever form its u, v biases take.
-    "xl, u and v per layer": {"type": "xl", "shared_biases": False},
-    "segment": {"type": "segment"},
+    "xl, u and v per layer": {"type": "xl", "shared_biases": False, **BATCHES_OF_2},
+    "segment": {"type": "segment", **BATCHES_OF_2},
 }
 BASELINE = "segment"
 SMOKE_VARIANTS = ("crt, time scales to 30 min, output+hidden", "segment")
@@ -183,7 +201,7 @@ def run(
         "gap_edges": list(GAP_EDGES),
         "target_seconds": TARGET_SECONDS,
         "defaults": {
-            family: _config_model(_job(runs_dir, family, names[0], 0, smoke)) for family in families
+            family: _config_keys(_job(runs_dir, family, names[0], 0, smoke)) for family in families
         },
         "data_seconds": data_seconds,
         "training_seconds": time.perf_counter() - started - data_seconds,
@@ -211,7 +229,7 @@ def _job(runs_dir: Path, family: str, variant: str, seed: int, smoke: bool) -> d
         "seed": seed,
         "config": str(CONFIGS_DIR / FAMILIES[family].config),
         "options": options,
-        "model": VARIANTS[variant],
+        "keys": VARIANTS[variant],
         "work_dir": str(runs_dir / family / slug / f"seed{seed}"),
     }
     return {**job, "trains": trained_identity(_run_config(job).source)}
@@ -233,18 +251,29 @@ def trained_identity(config: dict) -> str:
 
 
 def _run_config(job: dict) -> RunConfig:
-    """The family's config with the run's seed and the variant's model keys."""
-    model_options = [f"model.{key}={value!r}" for key, value in job["model"].items()]
-    return load_run_config(job["config"], [*job["options"], *model_options])
+    """The family's config with the run's seed and the variant's keys."""
+    keys = [f"{_dotted(key)}={value!r}" for key, value in job["keys"].items()]
+    return load_run_config(job["config"], [*job["options"], *keys])
 
 
-def _config_model(job: dict) -> dict:
-    """The keys the variants set, as the family config's model is built: which row is its
-    default."""
-    model = load_run_config(job["config"], job["options"]).model
-    built = {"type": model["type"], **dataclasses.asdict(model_config(model)[1])}
-    keys = {key for variant in VARIANTS.values() for key in variant}
-    return {key: built.get(key) for key in sorted(keys)}
+def _dotted(key: str) -> str:
+    """A variant's key as a config path: a bare key is the model's."""
+    return key if "." in key else f"model.{key}"
+
+
+def _config_keys(job: dict) -> dict:
+    """The keys the variants set, as the family config sets them (its model as it is built):
+    which row is its default."""
+    run = load_run_config(job["config"], job["options"])
+    built = {"type": run.model["type"], **dataclasses.asdict(model_config(run.model)[1])}
+    values = {}
+    for key in sorted({key for variant in VARIANTS.values() for key in variant}):
+        if "." not in key:
+            values[key] = built.get(key)
+            continue
+        section, name = key.split(".", 1)
+        values[key] = run.source.get(section, {}).get(name)
+    return values
 
 
 def _prepare_data(job: dict) -> None:
