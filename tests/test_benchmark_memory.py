@@ -12,11 +12,12 @@ from benchmarks.memory import (
     GAP_EDGES,
     RESULT_FILE,
     TARGET_SECONDS,
+    VARIANTS,
     _worst_cases,
     gap_bin_ap,
     run,
 )
-from benchmarks.memory_report import PLOT_NAME, bin_labels
+from benchmarks.memory_report import PLOT_NAME, bin_labels, default_row
 from crt_video.engine.checkpoint import save_checkpoint
 from crt_video.errors import ConfigError
 from crt_video.utils.io import atomic_write_json
@@ -119,3 +120,21 @@ def test_a_finished_run_is_reused_while_its_checkpoint_trains_what_the_row_asks(
     without_read = {key: value for key, value in config["model"].items() if key != "frame_read"}
     assert finished(without_read, "0.3.0") is None
     assert finished(without_read, "0.5.0") is not None
+
+
+def test_a_row_sets_keys_of_other_sections_and_the_config_default_is_the_row_of_its_recipe(
+    tmp_path,
+):
+    longer = memory._job(
+        tmp_path, "heldout", "crt, time scales to 30 min, output+hidden, 60 epochs", 0, smoke=False
+    )
+    run = memory._run_config(longer)
+    assert (run.train.epochs, run.train.batch_size, run.model["frame_read"]) == (
+        60,
+        2,
+        "output+hidden",
+    )
+    defaults = memory._config_keys(longer)  # the family config's own, whatever the row sets
+    assert (defaults["train.epochs"], defaults["train.batch_size"]) == (30, 2)
+    figures = {"defaults": {"heldout": defaults}, "variants": VARIANTS}
+    assert default_row(figures, "heldout") == "crt, time scales to 30 min, output+hidden"
