@@ -258,9 +258,10 @@ def trained_identity(config: dict) -> str:
 
 
 def _run_config(job: dict) -> RunConfig:
-    """The family's config with the run's seed and the variant's keys."""
+    """The family's config with the variant's keys, then the run's options (its seed; with
+    --smoke, a tiny set and one epoch, whatever the row's recipe)."""
     keys = [f"{_dotted(key)}={value!r}" for key, value in job["keys"].items()]
-    return load_run_config(job["config"], [*job["options"], *keys])
+    return load_run_config(job["config"], [*keys, *job["options"]])
 
 
 def _dotted(key: str) -> str:
@@ -269,9 +270,9 @@ def _dotted(key: str) -> str:
 
 
 def _config_keys(job: dict) -> dict:
-    """The keys the variants set, as the family config sets them (its model as it is built):
-    which row is its default."""
-    run = load_run_config(job["config"], job["options"])
+    """The keys the variants set, as the family config sets them (its model as it is built),
+    before the run's options (--smoke's one epoch): which row is its default."""
+    run = load_run_config(job["config"])
     built = {"type": run.model["type"], **dataclasses.asdict(model_config(run.model)[1])}
     values = {}
     for key in sorted({key for variant in VARIANTS.values() for key in variant}):

@@ -79,11 +79,11 @@ def test_finished_runs_are_reused_from_another_checkout_and_reported_without_tra
     stamps = [path.stat().st_mtime_ns for path in done]
     shutil.copytree(memory.CONFIGS_DIR, tmp_path / "checkout" / "configs")
     monkeypatch.setattr(memory, "CONFIGS_DIR", tmp_path / "checkout" / "configs")
-    rows = ["crt, time scales to 30 min, output+hidden", "segment", "xl"]
+    rows = ["crt, time scales to 30 min, output+hidden", "segment", "xl, u and v per layer"]
     again = run(tmp_path, smoke=True, variants=rows, finished_only=True)
     assert [path.stat().st_mtime_ns for path in done] == stamps
     assert set(again["figures"]["results"]["sweep"]) == set(rows[:2])  # xl never trained
-    assert not (tmp_path / "memory_runs" / "sweep" / "xl").exists()
+    assert not (tmp_path / "memory_runs" / "sweep" / "xl_u_and_v_per_layer").exists()
     for name, row in again["figures"]["results"]["sweep"].items():
         np.testing.assert_equal(row["ap"], first["figures"]["results"]["sweep"][name]["ap"])
     assert "no training in this call" in again["markdown"]
