@@ -89,45 +89,34 @@ HORIZON = {"memory_horizon": 1800.0, "memory_gate_bias": None}
 BIAS_4 = {"memory_horizon": None, "memory_gate_bias": 4.0}
 # The recipe most rows trained with: configs/tsu_cs.py's batches of 2 videos for 30 epochs.
 RECIPE = {"train.batch_size": 2, "train.epochs": 30}
+READS = ("output", "output+hidden", "hidden")
+
+
+def _crt(gate: dict, read: str, causal: bool = False, recipe: dict | None = None) -> dict:
+    """A crt row's keys: its gate, read and causality, trained with RECIPE unless ``recipe``
+    changes part of it."""
+    return {"type": "crt", **gate, "frame_read": read, "causal": causal, **RECIPE, **(recipe or {})}
+
+
 # name -> the keys set over the family's config: a model key, or a dotted one of another section.
 # Every row names its gate, read and whether a frame's output sees the rest of its segment, and
 # trains with RECIPE where its name does not say otherwise, so that a change of defaults never
 # changes what a row measured.
 VARIANTS: dict[str, dict] = {
     **{
-        f"crt, {gate}, {read}": {
-            "type": "crt",
-            **keys,
-            "frame_read": read,
-            "causal": False,
-            **RECIPE,
-        }
+        f"crt, {gate}, {read}": _crt(keys, read)
         for gate, keys in (("time scales to 30 min", HORIZON), ("bias 4", BIAS_4))
-        for read in ("output", "output+hidden", "hidden")
+        for read in READS
     },
     # Twice the optimiser steps: in the same epochs, or as long.
-    **{
-        f"crt, time scales to 30 min, output+hidden, {recipe}": {
-            "type": "crt",
-            **HORIZON,
-            "frame_read": "output+hidden",
-            "causal": False,
-            **RECIPE,
-            **keys,
-        }
-        for recipe, keys in (
-            ("batches of 1", {"train.batch_size": 1}),
-            ("60 epochs", {"train.epochs": 60}),
-        )
-    },
+    "crt, time scales to 30 min, output+hidden, batches of 1": _crt(
+        HORIZON, "output+hidden", recipe={"train.batch_size": 1}
+    ),
+    "crt, time scales to 30 min, output+hidden, 60 epochs": _crt(
+        HORIZON, "output+hidden", recipe={"train.epochs": 60}
+    ),
     # Each frame's output sees its segment's frames up to its own only (online per frame).
-    "crt causal, time scales to 30 min, output+hidden": {
-        "type": "crt",
-        **HORIZON,
-        "frame_read": "output+hidden",
-        "causal": True,
-        **RECIPE,
-    },
+    "crt causal, time scales to 30 min, output+hidden": _crt(HORIZON, "output+hidden", causal=True),
     "gru, time scales to 30 min": {"type": "gru", **HORIZON, **RECIPE},
     # The memory it has is its cache of the last segment, whichever form its u, v biases take.
     "xl, u and v per layer": {"type": "xl", "shared_biases": False, **RECIPE},
@@ -247,14 +236,15 @@ def trained_identity(config: dict) -> str:
     (``_config_path``: which checkout), its model section as the model is built (the keys its type
     reads, defaults filled in). A key a later version adds, with the old behaviour as its default,
     or one the type ignores, so leaves a finished run valid."""
-    _, settings = model_config(config["model"])
-    model = {
-        "type": config["model"]["type"],
-        "task": task_name(config["model"]),
-        **dataclasses.asdict(settings),
-    }
     rest = {key: value for key, value in config.items() if key[0] != "_" and key != "model"}
-    return config_hash({**rest, "model": model})
+    return config_hash({**rest, "model": _built_model(config["model"])})
+
+
+def _built_model(model_cfg: dict) -> dict:
+    """A model section as the model is built: its type and task, and every key its type reads,
+    defaults filled in."""
+    settings = dataclasses.asdict(model_config(model_cfg)[1])
+    return {"type": model_cfg["type"], "task": task_name(model_cfg), **settings}
 
 
 def _run_config(job: dict) -> RunConfig:
@@ -273,7 +263,7 @@ def _config_keys(job: dict) -> dict:
     """The keys the variants set, as the family config sets them (its model as it is built),
     before the run's options (--smoke's one epoch): which row is its default."""
     run = load_run_config(job["config"])
-    built = {"type": run.model["type"], **dataclasses.asdict(model_config(run.model)[1])}
+    built = _built_model(run.model)
     values = {}
     for key in sorted({key for variant in VARIANTS.values() for key in variant}):
         if "." not in key:

@@ -45,14 +45,10 @@ def wait_for(check: Callable[[], object], what: str, timeout: float) -> object:
 def _spawn(argv: list[str], cores: set[int] | None, **popen) -> subprocess.Popen:
     """A Python tool of this checkout; on ``cores`` only where given, with as many torch threads
     as cores (more threads than cores spin against each other)."""
-    if cores is None:
-        return subprocess.Popen([sys.executable, *argv], cwd=REPO_ROOT, env=checkout_env(), **popen)
+    threads = {} if cores is None else {"OMP_NUM_THREADS": str(len(cores))}
+    pin = None if cores is None else (lambda: os.sched_setaffinity(0, cores))
     return subprocess.Popen(
-        [sys.executable, *argv],
-        cwd=REPO_ROOT,
-        env=checkout_env(OMP_NUM_THREADS=str(len(cores))),
-        preexec_fn=lambda: os.sched_setaffinity(0, cores),
-        **popen,
+        [sys.executable, *argv], cwd=REPO_ROOT, env=checkout_env(**threads), preexec_fn=pin, **popen
     )
 
 

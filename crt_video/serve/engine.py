@@ -75,7 +75,7 @@ class Engine:
         store: EventStore,
         bus: EventBus,
     ) -> None:
-        self.cfg, self.ckpt, self.device = cfg, ckpt, device
+        self.cfg, self.ckpt = cfg, ckpt
         self.store, self.bus, self.metrics = store, bus, Metrics()
         # refused before the encoder and the model are built (which warn about such a model)
         if not issubclass(model_config(ckpt.model)[0], StreamingModel):
