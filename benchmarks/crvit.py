@@ -1,8 +1,8 @@
 """CR-ViT: the demo's accuracy and what the model costs on this machine.
 
 - Demo (``configs/crvit_demo.py``, trained here): the tiny CR-ViT; CR-ViT whose iterations are
-  joined by the memory only (``carry_cls=False``); both again with the memory a token the layers
-  update (``memory_slot='token'``) instead of the default extra key and value; each of them with
+  joined by the memory only (``carry_cls=False``); both with the memory a token the layers update
+  (``memory_slot='token'``, the default) and as an extra key and value; each of them with
   its memory zeroed in every iteration (the same checkpoint); and the tiny TimeSformer (one pass
   over all 16 frames, the same recipe): test mCA, and accuracy on the order classes (two
   different objects: only their order tells the class) and on the others.
@@ -93,14 +93,15 @@ def run(out_dir: Path, smoke: bool = False, skip_vit_b: bool = False) -> dict:
 
 
 # The demo's models: the paper's CR-ViT, CR-ViT whose iterations share the memory only, each
-# with the memory as an extra key and value (the default slot) and as a token the layers update,
-# and TimeSformer over all 16 frames at once.
-TOKEN = "model.memory_slot=token"
+# with the memory as a token the layers update (the default slot) and as an extra key and value,
+# and TimeSformer over all 16 frames at once. Each row names its slot, whatever the default.
+TOKEN, KEY_VALUE = "model.memory_slot=token", "model.memory_slot=key_value"
+ONLY_PATH = "model.carry_cls=False"
 DEMO_MODELS = {
-    "crvit": ["model.type=crvit"],
-    "crvit, memory the only path": ["model.type=crvit", "model.carry_cls=False"],
     "crvit, token slot": ["model.type=crvit", TOKEN],
-    "crvit, token slot, memory the only path": ["model.type=crvit", TOKEN, "model.carry_cls=False"],
+    "crvit, token slot, memory the only path": ["model.type=crvit", TOKEN, ONLY_PATH],
+    "crvit, key/value slot": ["model.type=crvit", KEY_VALUE],
+    "crvit, key/value slot, memory the only path": ["model.type=crvit", KEY_VALUE, ONLY_PATH],
     "timesformer": ["model.type=timesformer"],
 }
 

@@ -1,3 +1,3 @@
 """crt_video: Compact Recurrent Transformer for video action recognition on Toyota Smarthome."""
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"

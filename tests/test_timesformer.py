@@ -384,6 +384,6 @@ def test_memory_slot_error_lists_every_slot():
 def test_config_defaults_are_vit_base_with_two_iterations():
     defaults = dataclasses.asdict(TimeSformerConfig())
     assert defaults["embed_dim"] == 768 and defaults["depth"] == 12 and defaults["num_frames"] == 16
-    assert (defaults["memory_slot"], defaults["memory_input"]) == ("key_value", "frame_mean")
+    assert (defaults["memory_slot"], defaults["memory_input"]) == ("token", "frame_mean")
     assert defaults["loss_iterations"] == "last"
     assert defaults["iterations"] == 2 and defaults["pretrained"] is False

@@ -41,3 +41,10 @@ def test_keys_a_type_reads_since_a_version_hold_their_old_meaning_for_older_chec
     named = {"type": "crt", "frame_read": "hidden"}
     assert resolve_trained_defaults(named, "0.3.0") == named
     assert resolve_trained_defaults({"type": "crt"}, "0.3.0")["frame_read"] == "output"
+
+
+def test_crvit_checkpoints_before_0_6_keep_the_key_value_memory_slot():
+    assert resolve_trained_defaults({"type": "crvit"}, "0.5.0")["memory_slot"] == "key_value"
+    assert resolve_trained_defaults({"type": "crvit"}, "0.6.0") == {"type": "crvit"}
+    named = {"type": "crvit", "memory_slot": "token"}
+    assert resolve_trained_defaults(named, "0.5.0") == named

@@ -10,16 +10,16 @@ reads both: ``[cls, cls]`` after the first chunk, ``[prev_cls, cls]`` after late
 The paper leaves two choices open; each is a config value:
 
 ``memory_slot`` (how the memory enters each time-attention layer):
-    'key_value' (default): for every spatial position the memory, plus a learned
+    'key_value' (the default before 0.6): for every spatial position the memory, plus a learned
     ``memory_embed``, is one more token before that position's frame tokens: they attend to it,
     and its own output is dropped (its key and value are computed once per clip). The
     frames' computation is otherwise a TimeSformer's, so a stage-1 TimeSformer starts from what
     it learned.
     'token_add': the memory is added to the time-attention input of every patch token (queries,
     keys and values all see it; the residual stream does not).
-    'token': the memory, plus ``memory_embed``, is a token the layers update, as the paper's
-    memory token. In each block's time attention every spatial position has a copy of it before
-    its frame tokens, a query like them; the copies' outputs are averaged back into one memory
+    'token' (default): the memory, plus ``memory_embed``, is a token the layers update, as the
+    paper's memory token. In each block's time attention every spatial position has a copy of
+    it before its frame tokens, a query like them; the copies' outputs are averaged back into one memory
     token per clip (as the class token's per-frame copies in space attention) and added to it
     through ``temporal_fc``, the patches' own residual path (a linear map, so it is the mean of
     the copies' updates; no new weights, and from a stage-1 TimeSformer it starts as a frame

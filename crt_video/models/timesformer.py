@@ -70,7 +70,7 @@ class TimeSformerConfig:
     pretrained: bool | str = False
     iterations: int = 2
     memory_cell: str = "gru"
-    memory_slot: str = "key_value"
+    memory_slot: str = "token"
     memory_input: str = "frame_mean"
     carry_cls: bool = True
     loss_iterations: str = "last"

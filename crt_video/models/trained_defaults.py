@@ -18,6 +18,7 @@ CHANGED_DEFAULTS: dict[str, dict[Version, dict[str, object]]] = {
         (0, 4): {"frame_read": "output"},
     },
     "xl": {(0, 5): {"shared_biases": False}},
+    "crvit": {(0, 6): {"memory_slot": "key_value"}},
 }
 NEW_KEYS: dict[str, dict[Version, dict[str, object]]] = {
     "segment": {(0, 5): {"positions": "learned"}},

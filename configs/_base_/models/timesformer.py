@@ -22,13 +22,14 @@ model = dict(
     # CR-ViT only (type='crvit'): the clip read in `iterations` equal parts with a recurrent memory
     iterations=2,
     memory_cell="gru",  # 'gru' or 'ncgru'
-    # where the paper is silent: the memory enters time attention as an extra key/value token per
-    # position ('key_value'), added to every token's time-attention input ('token_add'), or as a
-    # memory token the layers update, a query too, its per-position copies averaged back after
-    # each block's time attention ('token'); the memory RNN steps over each frame's mean patch
+    # how the memory enters time attention: as a memory token the layers update, a query too, its
+    # per-position copies averaged back after each block's time attention ('token', the paper's
+    # token; on the demo as accurate as the others, docs/benchmarks.md), as an extra key/value
+    # token per position ('key_value', before 0.6), or added to every token's time-attention
+    # input ('token_add'); where the paper is silent, the memory RNN steps over each frame's mean patch
     # output ('frame_mean') or reads the mean of all the part's patch outputs in one step
     # ('token_mean')
-    memory_slot="key_value",
+    memory_slot="token",
     memory_input="frame_mean",
     # the paper's: iteration 2's class token starts from iteration 1's output and the classifier
     # reads [prev_cls, cls]; False (an ablation) leaves the memory the only path between them
