@@ -123,7 +123,7 @@ VARIANTS: dict[str, dict] = {
     "segment": {"type": "segment", **RECIPE},
 }
 BASELINE = "segment"
-SMOKE_VARIANTS = ("crt, time scales to 30 min, output+hidden", "segment")
+SMOKE_VARIANTS = ("crt, bias 4, output+hidden", "segment")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

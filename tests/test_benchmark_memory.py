@@ -40,7 +40,7 @@ def test_a_gap_bin_ranks_its_own_frames_against_every_frame_without_the_class():
 def test_smoke_run_reports_every_row_and_resumes_finished_runs(tmp_path):
     result = run(tmp_path, smoke=True)
     table = result["figures"]["results"]["sweep"]
-    assert set(table) == {"crt, time scales to 30 min, output+hidden", "segment"}
+    assert set(table) == {"crt, bias 4, output+hidden", "segment"}
     for row in table.values():
         assert len(row["ap"]) == 1 and len(row["ap"][0]) == len(GAP_EDGES) - 1
         assert any(0.0 <= ap <= 1.0 for ap in row["ap"][0] if not np.isnan(ap))
@@ -79,7 +79,7 @@ def test_finished_runs_are_reused_from_another_checkout_and_reported_without_tra
     stamps = [path.stat().st_mtime_ns for path in done]
     shutil.copytree(memory.CONFIGS_DIR, tmp_path / "checkout" / "configs")
     monkeypatch.setattr(memory, "CONFIGS_DIR", tmp_path / "checkout" / "configs")
-    rows = ["crt, time scales to 30 min, output+hidden", "segment", "xl, u and v per layer"]
+    rows = ["crt, bias 4, output+hidden", "segment", "xl, u and v per layer"]
     again = run(tmp_path, smoke=True, variants=rows, finished_only=True)
     assert [path.stat().st_mtime_ns for path in done] == stamps
     assert set(again["figures"]["results"]["sweep"]) == set(rows[:2])  # xl never trained
@@ -137,4 +137,4 @@ def test_a_row_sets_keys_of_other_sections_and_the_config_default_is_the_row_of_
     defaults = memory._config_keys(longer)  # the family config's own, whatever the row sets
     assert (defaults["train.epochs"], defaults["train.batch_size"]) == (30, 2)
     figures = {"defaults": {"heldout": defaults}, "variants": VARIANTS}
-    assert default_row(figures, "heldout") == "crt, time scales to 30 min, output+hidden"
+    assert default_row(figures, "heldout") == "crt, bias 4, output+hidden"

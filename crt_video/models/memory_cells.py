@@ -126,8 +126,8 @@ class MemoryGateConfig:
     the memory is gone after every step)."""
 
     # Half an hour: past the longest gap between a cue and the activity that needs it in the
-    # generated sets (6 min), with the fastest units still at 2 steps; one constant bias instead
-    # holds at one time scale only and fails beyond it (README, how long the memory holds).
+    # generated sets (6 min), with the fastest units still at 2 steps (README, how long the
+    # memory holds, for how it compares with one bias).
     memory_horizon: float | None = 1800.0
     memory_gate_bias: float | None = None
 
