@@ -123,8 +123,9 @@ def sample_live(
             raise VideoDecodeError(
                 f"{_name(source)}: the stream broke off ({_short(err)})"
             ) from err
+        # Read while the container is open: PyAV 18.1.1 refuses a closed container's streams.
+        rate = stream.average_rate or stream.guessed_rate
     # At the end the last frame lasts one frame period, as a file's duration counts it.
-    rate = stream.average_rate or stream.guessed_rate
     end = media_time + (1.0 / float(rate) if rate else TIME_SLACK)
     while held is not None and start + next_index / fps < end - TIME_SLACK:
         yield SampledFrame(next_index, rgb(), held_arrival)
