@@ -16,6 +16,6 @@ protocol = "cs"
 train = dict(batch_size=2, lr=2e-3)
 # The memory's update gates all start at one time scale, 1 + e^4 (about 56) steps, not the model
 # default's time scales spread to 30 min: with the output+hidden read it held the memory class at
-# every gap to 3 min in every seed of both generated TSU-format families in 30 epochs (worst AP
-# 88.7), where the time scales needed 60 (84.5); README, how long the memory holds.
+# every gap to 3 min in every seed of both generated TSU-format families in 30 epochs, where the
+# time scales needed 60 (README, how long the memory holds).
 model = dict(memory_horizon=None, memory_gate_bias=4.0)

@@ -19,8 +19,8 @@ The paper leaves two choices open; each is a config value:
     keys and values all see it; the residual stream does not).
     'token' (default): the memory, plus ``memory_embed``, is a token the layers update, as the
     paper's memory token. In each block's time attention every spatial position has a copy of
-    it before its frame tokens, a query like them; the copies' outputs are averaged back into one memory
-    token per clip (as the class token's per-frame copies in space attention) and added to it
+    it before its frame tokens, a query like them; the copies' outputs are averaged back into one
+    memory token per clip (as the class token's per-frame copies in space attention) and added to it
     through ``temporal_fc``, the patches' own residual path (a linear map, so it is the mean of
     the copies' updates; no new weights, and from a stage-1 TimeSformer it starts as a frame
     token would). The next block sees the updated token; it skips space attention and the MLP.

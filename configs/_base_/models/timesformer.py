@@ -24,10 +24,10 @@ model = dict(
     memory_cell="gru",  # 'gru' or 'ncgru'
     # how the memory enters time attention: as a memory token the layers update, a query too, its
     # per-position copies averaged back after each block's time attention ('token', the paper's
-    # token; on the demo as accurate as the others, docs/benchmarks.md), as an extra key/value
+    # token; on the demo as accurate as 'key_value', docs/benchmarks.md), as an extra key/value
     # token per position ('key_value', before 0.6), or added to every token's time-attention
-    # input ('token_add'); where the paper is silent, the memory RNN steps over each frame's mean patch
-    # output ('frame_mean') or reads the mean of all the part's patch outputs in one step
+    # input ('token_add'); where the paper is silent, the memory RNN steps over each frame's mean
+    # patch output ('frame_mean') or reads the mean of all the part's patch outputs in one step
     # ('token_mean')
     memory_slot="token",
     memory_input="frame_mean",
