@@ -15,6 +15,7 @@ from benchmarks.serve_procs import (
     START_TIMEOUT,
     PeerProcess,
     ServiceProcess,
+    rss_mib,
     wait_for,
 )
 from crt_video.serve.config import ServeConfig
@@ -93,7 +94,7 @@ def _service_run(bench, count: int, seconds: float) -> dict:
 
 def service_trial(bench, count: int) -> dict:
     figures = _service_run(bench, count, bench.window)
-    figures.pop("rss_mib")
+    figures["rss_mib"] = figures["rss_mib"][-1]  # at the end of the window, as the peers'
     return _judged("service", figures, bench.segment_seconds)
 
 
@@ -134,7 +135,7 @@ def service_capacity(bench, start: int) -> dict:
 
 def peer_trial(bench, count: int) -> dict:
     """``count`` tools/infer.py processes, one per camera, for the warm-up and the window after
-    each labelled its first segment. Latency: a line's arrival time minus its media time, less
+    each labelled its first segment. Resident memory: all of them at the end. Latency: a line's arrival time minus its media time, less
     the smallest such difference of that process (so a lower bound); frames dropped: the
     summaries' counts over the whole run (infer reports them only at the end)."""
     peers = [
@@ -145,6 +146,7 @@ def peer_trial(bench, count: int) -> dict:
         wait_for(lambda: _first_labels(peers), "every peer's first label", START_TIMEOUT)
         started = time.monotonic()
         time.sleep(bench.warmup + bench.window)
+        rss = sum(rss_mib(peer.process.pid) for peer in peers)
     finally:
         summaries = [peer.stop() for peer in peers]
     latencies, paces = [], []
@@ -165,6 +167,7 @@ def peer_trial(bench, count: int) -> dict:
         pace_min=min(paces),
         latency_p50_s=float(np.percentile(latencies, 50)) if latencies else None,
         latency_p95_s=float(np.percentile(latencies, 95)) if latencies else None,
+        rss_mib=rss,
     )
     return _judged("peer", figures, bench.segment_seconds)
 

@@ -74,8 +74,8 @@ def serve_markdown(figures: dict) -> str:
         f"kept up with when under {MAX_SKIPPED:.0%} of the frames sampled are skipped, p95 "
         f"capture-to-label latency is at most {segment + LATENCY_SLACK:g} s (a segment + "
         f"{LATENCY_SLACK:g} s) and every camera is sampled at {MIN_PACE:.0%} of its rate or "
-        f"more. Service: {figures['capacity']['cameras']} cameras; peer (one tools/infer.py "
-        f"per camera): {figures['peer']['cameras']}.",
+        f"more. Service: {_kept_up(figures['capacity'])}; peer (one tools/infer.py per "
+        f"camera): {_kept_up(figures['peer'])}.",
         "",
         "| check | figure | target | passed |",
         "|---|---|---|---|",
@@ -89,18 +89,27 @@ def serve_markdown(figures: dict) -> str:
     return "\n".join(lines)
 
 
+def _kept_up(search: dict) -> str:
+    """'N cameras in M MiB': the most cameras kept up with and the memory that trial took."""
+    count = search["cameras"]
+    if not count:
+        return "no number of cameras"
+    return f"{count} cameras in {search['trials'][count]['rss_mib']:.0f} MiB of resident memory"
+
+
 def _trials(title: str, trials: dict) -> list[str]:
     lines = [
         f"{title} trials:",
         "",
-        "| cameras | skipped | slowest camera's pace | latency p50 (s) | p95 (s) | keeps up |",
-        "|---|---|---|---|---|---|",
+        "| cameras | skipped | slowest camera's pace | latency p50 (s) | p95 (s) | resident "
+        "memory (MiB) | keeps up |",
+        "|---|---|---|---|---|---|---|",
     ]
     for count, trial in trials.items():
         lines.append(
             f"| {count} | {trial['skipped_fraction']:.2%} | {trial['pace_min']:.2f} | "
             f"{_number(trial['latency_p50_s'])} | {_number(trial['latency_p95_s'])} | "
-            f"{'yes' if trial['keeps_up'] else 'no'} |"
+            f"{trial['rss_mib']:.0f} | {'yes' if trial['keeps_up'] else 'no'} |"
         )
     return lines
 

@@ -45,6 +45,7 @@ def test_smoke_run_reports_capacity_overload_reconnection_and_soak(tmp_path):
         for count, trial in search["trials"].items():
             assert trial["cameras"] == count and trial["skipped_fraction"] >= 0
             assert trial["pace_min"] > 0 and trial["latency_p95_s"] >= trial["latency_p50_s"] >= 0
+            assert trial["rss_mib"] > 100  # a process with torch, per process that ran
     assert figures["capacity"]["trials"][2]["precision"] == bound["precision"]
     overload = figures["overload"]
     assert overload["cameras"] == 3 and overload["seconds"] >= 4.0

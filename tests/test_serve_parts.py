@@ -76,7 +76,9 @@ def test_shares_are_even_and_the_newest_frame_is_kept():
     assert [s[0] for s in uneven] != [uneven[0][0]] * 3  # the extra frame goes round
     assert evenly_spaced(10, 1) == [9] and evenly_spaced(10, 3) == [0, 4, 9]
     assert evenly_spaced(4, 8) == [0, 1, 2, 3] and evenly_spaced(5, 0) == []
-    assert frames_to_keep({0: 10, 1: 2}, 5) == {0: [0, 4, 9], 1: [0, 1]}
+    # a tick takes two encoder batches: a burst of nine frames for batches of eight is encoded
+    assert frames_to_keep({0: 5, 1: 4}, 8) == {0: [0, 1, 2, 3, 4], 1: [0, 1, 2, 3]}
+    assert frames_to_keep({0: 10, 1: 2}, 3) == {0: [0, 3, 6, 9], 1: [0, 1]}  # 6 a tick
 
 
 def test_an_episode_opens_after_min_seconds_and_closes_with_hysteresis():

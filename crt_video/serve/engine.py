@@ -1,9 +1,10 @@
 """The service's engine: every camera's frames through one encoder and one model, tick by tick.
 
-A tick takes what the cameras sampled, once the batch is full (``batch_frames``) or
-``tick_seconds`` after its first frame. Over budget, each camera keeps an even share of the batch
-(``frame_budget.py``) and the rest are skipped: a skipped frame takes the features of the
-camera's last encoded frame before it, so segments still cover their time, and is counted. The kept frames of all cameras go through the encoder in one call. Then the model
+A tick takes what the cameras sampled, once a batch is full (``batch_frames``) or
+``tick_seconds`` after its first frame. Over its budget (two batches), each camera keeps an even
+share (``frame_budget.py``) and the rest are skipped: a skipped frame takes the features of the
+camera's last encoded frame before it, so segments still cover their time, and is counted. The
+kept frames of all cameras go through the encoder together, in its batches. Then the model
 advances every camera whose segment is complete in one step; a causal per-frame checkpoint steps
 every frame as it comes instead. The models and the cameras' states are the backend's
 (``backend.py``): in this process, or in a Triton server (``serve.backend``).

@@ -1,15 +1,21 @@
-"""Which frames a tick encodes when the cameras sampled more than one encoder batch: each camera
-keeps an even share of the batch, its frames thinned evenly with the newest kept, so no camera
-starves another and every segment still spans its time."""
+"""Which frames a tick encodes. It takes up to ``TICK_BATCHES`` encoder batches: cameras sample
+in step, so a tick often finds a few frames more than one batch although the encoder keeps up on
+average (nine cameras bring nine frames at once to a batch of eight). More than that waiting,
+the encoder is behind: each camera keeps an even share, its frames thinned evenly with the newest
+kept, so no camera starves another and every segment still spans its time."""
 
 from __future__ import annotations
 
 import numpy as np
 
+# Encoder batches one tick may encode: the second takes a burst's overflow, in the same tick.
+TICK_BATCHES = 2
 
-def frames_to_keep(counts: dict[int, int], budget: int, offset: int = 0) -> dict[int, list[int]]:
-    """camera -> indices of the frames it keeps, from ``counts`` frames per camera."""
-    shares = fair_shares(counts, budget, offset)
+
+def frames_to_keep(counts: dict[int, int], batch: int, offset: int = 0) -> dict[int, list[int]]:
+    """camera -> indices of the frames it keeps, from ``counts`` frames per camera, for an
+    encoder of ``batch`` frames a call."""
+    shares = fair_shares(counts, TICK_BATCHES * batch, offset)
     return {index: evenly_spaced(count, shares[index]) for index, count in counts.items()}
 
 
