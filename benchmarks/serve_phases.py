@@ -135,9 +135,10 @@ def service_capacity(bench, start: int) -> dict:
 
 def peer_trial(bench, count: int) -> dict:
     """``count`` tools/infer.py processes, one per camera, for the warm-up and the window after
-    each labelled its first segment. Resident memory: all of them at the end. Latency: a line's arrival time minus its media time, less
-    the smallest such difference of that process (so a lower bound); frames dropped: the
-    summaries' counts over the whole run (infer reports them only at the end)."""
+    each labelled its first segment. Resident memory: all of them at the end. Latency: a line's
+    arrival time minus its media time, less the smallest such difference of that process (so a
+    lower bound); frames dropped: the summaries' counts over the whole run (infer reports them
+    only at the end)."""
     peers = [
         PeerProcess(url, bench.checkpoint, bench.root / f"peer{count}_{index}.json", bench.cores)
         for index, url in enumerate(camera["url"] for camera in bench.cameras(count))
