@@ -226,7 +226,9 @@ class PeerProcess:
 
 def encoder_alone(spec: dict) -> dict:
     """Runs in its own process on ``spec['cores']``: the checkpoint's encoder as the service
-    builds it (its precision and batch), frames/s at that batch, best of ``ENCODER_REPEATS``."""
+    builds it (its precision and batch), frames/s at that batch and one frame at a time (as a
+    peer's calls come), best of ``ENCODER_REPEATS``, and its resident memory before and after
+    the service's warm-up (a call of every batch size)."""
     import torch
 
     from crt_video.engine.checkpoint import open_checkpoint
@@ -240,10 +242,17 @@ def encoder_alone(spec: dict) -> dict:
     x = encoder.preprocess(probe_frames(encoder.batch_size, encoder.input_size))
     precisions = list(dict.fromkeys(["fp32", encoder.precision]))
     measured = measure_precisions(encoder.runner_for, x, precisions, ENCODER_REPEATS)
+    rss_before_warm_up = rss_mib(os.getpid())
+    encoder.warm_up()
+    rss_after_warm_up = rss_mib(os.getpid())
+    one = measure_precisions(encoder.runner_for, x[:1], precisions, ENCODER_REPEATS)
     return dict(
         frames_per_s=measured[encoder.precision]["frames_per_s"],
+        frames_per_s_one_at_a_time=one[encoder.precision]["frames_per_s"],
         precision=encoder.precision,
         batch=encoder.batch_size,
+        rss_mib_before_warm_up=rss_before_warm_up,
+        rss_mib_after_warm_up=rss_after_warm_up,
     )
 
 

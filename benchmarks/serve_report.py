@@ -70,7 +70,11 @@ def serve_markdown(figures: dict) -> str:
         f"then is measured over {figures['window_seconds']:g} s.",
         "",
         f"Bound: the encoder alone, {bound['frames_per_s']:.1f} frames/s / "
-        f"{figures['sampling_fps']:g} = {bound['cameras']:.2f} cameras. A number of cameras is "
+        f"{figures['sampling_fps']:g} = {bound['cameras']:.2f} cameras; one frame at a time "
+        f"{bound['frames_per_s_one_at_a_time']:.1f} frames/s. Its resident memory: "
+        f"{bound['rss_mib_before_warm_up']:.0f} MiB, {bound['rss_mib_after_warm_up']:.0f} MiB "
+        "once every batch size has run (the service runs them all at start, so its memory does "
+        "not grow when a new one comes). A number of cameras is "
         f"kept up with when under {MAX_SKIPPED:.0%} of the frames sampled are skipped, p95 "
         f"capture-to-label latency is at most {segment + LATENCY_SLACK:g} s (a segment + "
         f"{LATENCY_SLACK:g} s) and every camera is sampled at {MIN_PACE:.0%} of its rate or "
@@ -120,7 +124,8 @@ def _notes(figures: dict) -> list[str]:
         f"Overload: {over['cameras']} cameras for {over['seconds']:.0f} s, "
         f"{over['skipped_fraction']:.1%} of frames skipped; resident memory "
         f"{over['rss_mib'][0]:.0f} MiB after warm-up, {over['rss_mib'][-1]:.0f} MiB at the end.",
-        f"Reconnection: {back['cameras']} cameras; 'away' had its own RTSP server, stopped for "
+        f"Reconnection: {back['cameras']} cameras, below the capacity; 'away' had its own RTSP "
+        "server (CPU the capacity's cameras did not take), stopped for "
         f"{back['outage_seconds']:.1f} s; the backoff in progress when it returned was "
         f"{back['backoff_s']:g} s.",
         f"Soak: {soak['cameras']} cameras for {soak['seconds']:.0f} s, resident memory "

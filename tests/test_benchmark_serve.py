@@ -40,6 +40,8 @@ def test_smoke_run_reports_capacity_overload_reconnection_and_soak(tmp_path):
     assert figures["cpu"] == cpu_name() and figures["cores"] == 2
     bound = figures["bound"]
     assert bound["frames_per_s"] > 0 and bound["cameras"] == bound["frames_per_s"] / 4.0
+    assert bound["frames_per_s_one_at_a_time"] > 0
+    assert bound["rss_mib_after_warm_up"] >= bound["rss_mib_before_warm_up"] > 100
     for search in (figures["capacity"], figures["peer"]):
         assert 0 <= search["cameras"] <= 2 and search["trials"]
         for count, trial in search["trials"].items():

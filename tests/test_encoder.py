@@ -137,3 +137,17 @@ def test_auto_batch_is_small_on_a_cpu_large_on_a_gpu_and_a_count_is_kept():
     for bad in (0, "big", 2.5):
         with pytest.raises(ConfigError, match=f"encoder.batch_size={bad!r} must be 'auto'"):
             build_frame_encoder({**auto, "batch_size": bad})
+
+
+def test_warm_up_runs_every_batch_size_once():
+    encoder = build_frame_encoder({**TINY, "pretrained": False, "precision": "fp32"})
+    sizes = []
+    model = encoder.runner
+
+    def recording(x: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(x))
+        return model(x)
+
+    encoder.run_with("fp32", recording)
+    encoder.warm_up()
+    assert sizes == [1, 2, 3, 4]

@@ -150,6 +150,16 @@ class Encoder(nn.Module):
             outputs.append(run_in_precision(self.runner, x, self.precision))
         return torch.cat(outputs)
 
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        """Encode a batch of every size from 1 to ``batch_size`` once. A runtime makes kernels
+        and buffers per input shape (OpenVINO's int8 graph for any batch keeps 20 to 40 MiB per
+        size), so a long-running caller reaches its working memory at start, and no later batch
+        waits for a shape's first compile."""
+        frames = torch.zeros(self.batch_size, *self.input_size, 3, dtype=torch.uint8)
+        for size in range(1, self.batch_size + 1):
+            run_in_precision(self.runner, self.preprocess(frames[:size]), self.precision)
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.encode(frames)
 

@@ -21,6 +21,8 @@ class LocalBackend:
         self.device = device
         stream = FeatureStream.from_checkpoint(ckpt, device)
         self.encoder, self.fps = stream.encoder, stream.fps
+        # A tick sends any batch size up to the encoder's; each size's first call grows memory.
+        self.encoder.warm_up()
         runner = SegmentRunner.from_checkpoint(ckpt, stream)
         self.model, self.segment_len = runner.model.eval(), runner.segment_len
         self.frames = frame_stepper(self.model)
