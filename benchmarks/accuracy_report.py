@@ -259,8 +259,8 @@ ABLATIONS_COMPARED = (
     "position RNN (learned positions: `memory RNN only`), without its memory RNN (one cell step "
     "on the memory token's output: `position RNN only`) and without both (the earlier variant); "
     "plus the paper's CRT with a position RNN of 32 numbers (`position_dim=32`) instead of one as "
-    "wide as the model, and with every memory unit's update gate starting at one bias of 4 "
-    "(`memory_gate_bias=4`) instead of time scales spread up to `memory_horizon`."
+    "wide as the model, and with its memory's update gates starting at time scales spread up to "
+    "30 min (`memory_horizon=1800`) instead of one bias of 4 (`memory_gate_bias=4`)."
 )
 
 

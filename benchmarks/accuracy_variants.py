@@ -99,7 +99,8 @@ def model_variants(num_frames: int, smoke: bool) -> dict[str, dict]:
 ABLATION_REFERENCE = "crt gru S=T/4"
 # name -> (k of S=T/k, CRT keys changed from the paper's): the paper's table 8 in video form
 # (each of its two RNNs removed, then both: the earlier variant), a 32-number position RNN
-# (position_dim 32: fewer FLOPs than xl, see the cost table) and one gate bias for every unit.
+# (position_dim 32: fewer FLOPs than xl, see the cost table) and the memory's gates at spread
+# time scales.
 ABLATIONS: dict[str, tuple[int, dict]] = {
     ABLATION_REFERENCE: (4, {}),
     "crt gru S=T/4, memory RNN only": (4, {"memory_read": "sequence", "positions": "learned"}),
@@ -109,9 +110,12 @@ ABLATIONS: dict[str, tuple[int, dict]] = {
         {"memory_read": "token", "positions": "learned"},
     ),
     "crt gru S=T/4, 32-number position RNN": (4, {"position_dim": 32}),
-    # the memory's gates: every unit at one time scale of 1 + e^4 = 56 frames (crt_video 0.3's
-    # default) instead of time scales spread up to the horizon
-    "crt gru S=T/4, one gate bias (4)": (4, {"memory_horizon": None, "memory_gate_bias": 4.0}),
+    # the memory's gates: time scales spread log-uniformly up to 30 min (crt_video 0.4 to 0.6's
+    # default) instead of every unit at one time scale of 1 + e^4 = 56 frames
+    "crt gru S=T/4, time scales to 30 min": (
+        4,
+        {"memory_horizon": 1800.0, "memory_gate_bias": None},
+    ),
 }
 
 

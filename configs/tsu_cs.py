@@ -14,8 +14,3 @@ protocol = "cs"
 # needed (docs/benchmarks.md, TSU-format memory test). The memory spans the whole training
 # window (the base's truncate_every=None): a disk and its square can lie a minute apart.
 train = dict(batch_size=2, lr=2e-3)
-# The memory's update gates all start at one time scale, 1 + e^4 (about 56) steps, not the model
-# default's time scales spread to 30 min: with the output+hidden read it held the memory class at
-# every gap to 3 min in every seed of both generated TSU-format families in 30 epochs, where the
-# time scales needed 60 (README, how long the memory holds).
-model = dict(memory_horizon=None, memory_gate_bias=4.0)

@@ -199,9 +199,9 @@ def test_rows_of_the_comparison_and_of_the_ablations():
             {"memory_read": "token", "positions": "learned"},
         ),
         "crt gru S=T/4, 32-number position RNN": (256, {"position_dim": 32}),
-        "crt gru S=T/4, one gate bias (4)": (
+        "crt gru S=T/4, time scales to 30 min": (
             256,
-            {"memory_horizon": None, "memory_gate_bias": 4.0},
+            {"memory_horizon": 1800.0, "memory_gate_bias": None},
         ),
     }
     assert list(ablations) == list(expected)
@@ -215,8 +215,8 @@ def test_rows_of_the_comparison_and_of_the_ablations():
 
 
 def test_rows_pick_part_of_a_table_and_ablations_keep_their_reference():
-    rows = choose_variants(1024, False, False, True, ["crt gru S=T/4, one gate bias (4)"])
-    assert list(rows) == [ABLATION_REFERENCE, "crt gru S=T/4, one gate bias (4)"]
+    rows = choose_variants(1024, False, False, True, ["crt gru S=T/4, time scales to 30 min"])
+    assert list(rows) == [ABLATION_REFERENCE, "crt gru S=T/4, time scales to 30 min"]
     assert list(choose_variants(1024, False, False, False, ["segment S=T/8"])) == ["segment S=T/8"]
     with pytest.raises(ValueError, match="no row 'crt S=T/4' in this table"):
         choose_variants(1024, False, False, False, ["crt S=T/4"])

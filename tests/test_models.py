@@ -1,4 +1,5 @@
 import itertools
+import math
 from pathlib import Path
 
 import pytest
@@ -352,6 +353,19 @@ def test_update_gate_bias_starts_the_memory_near_keeping_its_state():
         assert kept < 0.5 * (plain.memory - memory).abs().mean()
 
 
+@pytest.mark.parametrize("type_", ["crt", "gru"])
+def test_the_memory_starts_at_one_time_scale_of_56_steps_by_default(type_):
+    """One update-gate bias of 4 for every unit: the worst case of the memory benchmark and of the
+    clips' gap tables (README, how long the memory holds); no frame rate is needed."""
+    cfg = {"type": "crt", **SMALL} if type_ == "crt" else {"type": "gru", "d_model": 16}
+    model = build_model(cfg, IN_DIM, NUM_CLASSES)
+    bias = model.cell.cell.bias_ih if type_ == "crt" else model.gru.bias_ih_l0
+    torch.testing.assert_close(
+        update_gate_timescales(bias[16:32].detach()),
+        torch.full((16,), 1.0 + math.exp(4.0), dtype=torch.float64),
+    )
+
+
 def update_gate_timescales(bias: torch.Tensor) -> torch.Tensor:
     return 1.0 + bias.double().exp()  # steps over which a unit keeps 1 - 1/e of its state
 
@@ -383,6 +397,7 @@ def test_memory_horizon_spreads_the_time_scales_from_two_steps_to_the_horizon(ce
 def test_the_gru_baseline_starts_every_layer_at_the_same_time_scales():
     torch.manual_seed(0)
     cfg = {"type": "gru", "d_model": 16, "depth": 2, "memory_horizon": 300.0}
+    cfg["memory_gate_bias"] = None
     model = build_model(cfg, IN_DIM, NUM_CLASSES, frame_rate=2.0)
     for layer in range(2):
         scales = update_gate_timescales(getattr(model.gru, f"bias_ih_l{layer}")[16:32].detach())

@@ -75,8 +75,6 @@ def train_sections(epochs: int = 2, **train) -> dict:
             "depth": 1,
             "heads": 2,
             "dropout": 0.1,
-            # the clips last at most 10 s: the memory's time scales need not reach further
-            "memory_horizon": 10.0,
         },
         "train": {
             "epochs": epochs,

@@ -29,12 +29,12 @@ model = dict(
     # crt's clip head defaults to 'memory' (the final memory; or 'memory+mean', 'mean'); it is
     # not set here because `xl` reads the same key ('mean' or 'last')
     truncate_every=None,  # cut gradients every k segments; None: backpropagate through the clip
-    # where the memory's update gates start, crt and gru: time scales spread log-uniformly from 2
-    # steps to memory_horizon seconds (sampling.fps converts them to steps), so that the memory
-    # holds at every gap up to it; memory_gate_bias=b, when set, puts every unit at one time scale
-    # of 1 + e^b steps instead. With both None, torch's init halves the memory at every step.
-    memory_horizon=1800.0,
-    memory_gate_bias=None,
+    # where the memory's update gates start, crt and gru: memory_gate_bias=b puts every unit at
+    # one time scale of 1 + e^b steps (4: 56 steps); with memory_gate_bias=None, memory_horizon=s
+    # spreads the units' time scales log-uniformly from 2 steps to s seconds (sampling.fps
+    # converts them to steps). With both None, torch's init halves the memory at every step.
+    memory_horizon=None,
+    memory_gate_bias=4.0,
     # per-frame crt (TSU, THUMOS'14): what each frame's head reads: 'output+hidden' (its output
     # and the memory RNN's state after it), 'output', 'output+memory' or 'hidden'
     frame_read="output+hidden",
