@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from crt_video.utils.io import atomic_write
@@ -147,21 +148,27 @@ def _points(value: float | None) -> str:
 def plot_ap_vs_gap(figures: dict, path: Path) -> None:
     edges = figures["gap_edges"]
     families = list(figures["results"])
-    figure = Figure(figsize=(6.0 * len(families), 4.4), layout="constrained")
+    figure = Figure(figsize=(6.0 * len(families) + 3.0, 4.4), layout="constrained")
     axes = figure.subplots(1, len(families), squeeze=False)[0]
     ticks = np.arange(len(edges) - 1)
+    # One colour per row in every panel, and one legend for all rows: a row may be in one family.
+    names = list(dict.fromkeys(name for family in families for name in figures["results"][family]))
+    palette = colormaps["tab20"].colors
+    palette = palette[::2] + palette[1::2]  # ten distinct hues first, then their lighter shades
+    handles = {}
     for ax, family in zip(axes, families, strict=True):
         for name, row in figures["results"][family].items():
             mean = np.array(row["mean"], dtype=float) * 100
             low, high = (np.array(side, dtype=float) * 100 for side in row["interval"])
-            line = ax.plot(ticks, mean, marker="o", label=name)[0]
-            ax.fill_between(ticks, low, high, color=line.get_color(), alpha=0.12)
+            color = palette[names.index(name) % len(palette)]
+            handles[name] = ax.plot(ticks, mean, marker="o", color=color, label=name)[0]
+            ax.fill_between(ticks, low, high, color=color, alpha=0.12)
         ax.axhline(TARGET_AP * 100, color="grey", linestyle=":", linewidth=1)
         ax.set_xticks(ticks, bin_labels(edges), rotation=30)
         ax.set_ylim(0, 101)
         ax.set_xlabel("gap from cue to event")
         ax.set_ylabel("AP % of the memory class")
         ax.set_title(figures["families"][family]["config"])
-    axes[-1].legend(fontsize=7, loc="lower left")
+    figure.legend(list(handles.values()), list(handles), fontsize=7, loc="outside right upper")
     with atomic_write(path, "wb") as file:
         figure.savefig(file, format="png", dpi=110)
