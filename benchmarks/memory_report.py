@@ -3,6 +3,7 @@ the worst case where the target applies, the rows ranked by it, and a plot of AP
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -154,15 +155,15 @@ def plot_ap_vs_gap(figures: dict, path: Path) -> None:
     # One colour per row in every panel, and one legend for all rows: a row may be in one family.
     names = list(dict.fromkeys(name for family in families for name in figures["results"][family]))
     palette = colormaps["tab20"].colors
-    palette = palette[::2] + palette[1::2]  # ten distinct hues first, then their lighter shades
+    # ten distinct hues first, then their lighter shades
+    colors = dict(zip(names, itertools.cycle(palette[::2] + palette[1::2])))
     handles = {}
     for ax, family in zip(axes, families, strict=True):
         for name, row in figures["results"][family].items():
             mean = np.array(row["mean"], dtype=float) * 100
             low, high = (np.array(side, dtype=float) * 100 for side in row["interval"])
-            color = palette[names.index(name) % len(palette)]
-            handles[name] = ax.plot(ticks, mean, marker="o", color=color, label=name)[0]
-            ax.fill_between(ticks, low, high, color=color, alpha=0.12)
+            handles[name] = ax.plot(ticks, mean, marker="o", color=colors[name], label=name)[0]
+            ax.fill_between(ticks, low, high, color=colors[name], alpha=0.12)
         ax.axhline(TARGET_AP * 100, color="grey", linestyle=":", linewidth=1)
         ax.set_xticks(ticks, bin_labels(edges), rotation=30)
         ax.set_ylim(0, 101)

@@ -141,7 +141,7 @@ def run(
     return {"markdown": serve_markdown(figures), "figures": figures}
 
 
-def _below(capacity: int) -> int:
+def _reconnection_cameras(capacity: int) -> int:
     """Cameras for the reconnection run: below the capacity, because the stopping camera's own
     RTSP server takes CPU the capacity's cameras did not; at the capacity its stop frees frames
     the others then get, and their change measures the saturation, not the reconnection."""
@@ -174,7 +174,9 @@ def _measure(bench: Bench) -> dict:
             capacity=capacity,
             peer=peer_capacity(bench, start=max(1, capacity["cameras"] // 2)),
             overload=overload(bench, overload_cameras),
-            reconnection=reconnection(bench, _below(capacity["cameras"]), bench.setting["outage"]),
+            reconnection=reconnection(
+                bench, _reconnection_cameras(capacity["cameras"]), bench.setting["outage"]
+            ),
             soak=soak(bench),
         )
     finally:

@@ -396,8 +396,13 @@ def test_memory_horizon_spreads_the_time_scales_from_two_steps_to_the_horizon(ce
 
 def test_the_gru_baseline_starts_every_layer_at_the_same_time_scales():
     torch.manual_seed(0)
-    cfg = {"type": "gru", "d_model": 16, "depth": 2, "memory_horizon": 300.0}
-    cfg["memory_gate_bias"] = None
+    cfg = {
+        "type": "gru",
+        "d_model": 16,
+        "depth": 2,
+        "memory_horizon": 300.0,
+        "memory_gate_bias": None,
+    }
     model = build_model(cfg, IN_DIM, NUM_CLASSES, frame_rate=2.0)
     for layer in range(2):
         scales = update_gate_timescales(getattr(model.gru, f"bias_ih_l{layer}")[16:32].detach())
